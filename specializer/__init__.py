@@ -1,0 +1,1 @@
+"""Tempo-style program specializer for pystack (binding-time analysis, partial evaluation, guards)."""

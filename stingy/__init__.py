@@ -1,0 +1,1 @@
+"""Simulated cache, the Stingy cache-slab allocator and its tools."""

@@ -1,0 +1,1 @@
+"""TUX-like staged, event-driven HTTP server running on pystack."""
