@@ -1,0 +1,46 @@
+"""The one clock abstraction: something with ``now()`` returning seconds.
+
+The sans-IO core never reads time itself; the stack asks its clock. Tests
+use :class:`VirtualClock` and advance it by hand; the trio driver uses
+:class:`TrioClock`, which follows trio's clock (and so trio's MockClock in
+virtual-time tests).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class VirtualClock:
+    """A clock that only moves when told to: deterministic tests."""
+
+    def __init__(self, start: float = 0.0):
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("a clock does not run backwards")
+        self._now += seconds
+        return self._now
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class TrioClock:
+    """trio's notion of now; import-free so the core stays trio-free."""
+
+    def now(self) -> float:
+        import trio
+
+        return trio.current_time()

@@ -1,0 +1,75 @@
+"""Network interfaces: an address, an MTU, and where transmitted packets go.
+
+The core never does I/O. An interface hands each outgoing packet to its
+``sink`` (the trio driver installs one that writes to the link at once);
+with no sink, packets wait in ``txq`` until someone calls :meth:`drain`,
+and the bytes a socket has waiting there count against its SO_SNDBUF.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .addr import prefix_mask
+
+if TYPE_CHECKING:
+    from .socket import Socket
+
+Sink = Callable[[bytes], None]
+
+
+class Interface:
+    def __init__(
+        self,
+        name: str,
+        address: int,
+        prefixlen: int,
+        mtu: int = 1500,
+        sink: Sink | None = None,
+        loopback: bool = False,
+    ):
+        if not 68 <= mtu <= 65535:
+            raise ValueError(f"MTU {mtu} out of range 68-65535")
+        if not 0 <= prefixlen <= 32:
+            raise ValueError(f"prefix length {prefixlen} out of range 0-32")
+        self.name = name
+        self.address = address
+        self.prefixlen = prefixlen
+        self.mtu = mtu
+        self.sink = sink
+        self.loopback = loopback
+        self.txq: deque[tuple[bytes, Socket | None]] = deque()
+        self.tx_packets = 0
+        self.rx_packets = 0
+
+    @property
+    def network(self) -> int:
+        return self.address & prefix_mask(self.prefixlen)
+
+    @property
+    def broadcast(self) -> int:
+        """Directed broadcast address of the subnet (none for /31 and /32)."""
+        if self.prefixlen >= 31:
+            return -1
+        return self.network | (~prefix_mask(self.prefixlen) & 0xFFFFFFFF)
+
+    def transmit(self, packet: bytes, owner: Socket | None = None) -> None:
+        self.tx_packets += 1
+        if self.sink is not None:
+            self.sink(packet)
+            return
+        self.txq.append((packet, owner))
+        if owner is not None:
+            owner.wmem += len(packet)
+
+    def drain(self, limit: int | None = None) -> list[bytes]:
+        """Take queued packets (all, or up to ``limit``), giving their send-buffer space back."""
+        taken = []
+        while self.txq and (limit is None or len(taken) < limit):
+            packet, owner = self.txq.popleft()
+            if owner is not None:
+                owner.release_wmem(len(packet))
+            taken.append(packet)
+        return taken

@@ -1,0 +1,186 @@
+"""IPv4 input (validation, local delivery, reassembly) and output (fragmentation).
+
+Input charges every rejected packet to one drop reason (``ip.<reason>``)
+and the matching SNMP counter. Output builds headers from explicit
+arguments: the route, the addresses and the socket's IP options, the way
+a kernel's ip_output does, so the specializer can fold them.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from . import icmp, udp
+from .addr import BROADCAST, is_loopback, is_multicast, is_reserved_class_e
+from .errors import Malformed, oserror
+from .interface import Interface
+from .route import Route
+from .socket import IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, IP_PMTUDISC_WANT, Socket
+from .wire.ipv4 import (
+    FLAG_DF,
+    FLAG_MF,
+    HEADER_LEN,
+    MAX_PACKET,
+    PROTO_ICMP,
+    PROTO_UDP,
+    IPv4Header,
+    build_ipv4_header,
+    check_options,
+    has_source_route,
+    parse_ipv4,
+)
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+# Which SNMP counter each header drop reason is charged to, as Linux does.
+_HEADER_MIB = {
+    "truncated": "InTruncatedPkts",
+    "checksum": "InCsumErrors",
+}
+
+
+def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
+    counters = stack.counters
+    counters.ip["InReceives"] += 1
+    iface.rx_packets += 1
+    try:
+        header, payload = parse_ipv4(packet)
+    except Malformed as bad:
+        counters.ip[_HEADER_MIB.get(bad.reason, "InHdrErrors")] += 1
+        if bad.reason == "checksum":
+            counters.ip["InHdrErrors"] += 1
+        counters.drop("ip", bad.reason)
+        return
+    if header.options:
+        bad_at = check_options(header.options)
+        if bad_at is not None:
+            counters.ip["InHdrErrors"] += 1
+            counters.drop("ip", "bad_options")
+            icmp.send_error(stack, header, packet, icmp.PARAM_PROBLEM, 0, (HEADER_LEN + bad_at) << 24)
+            return
+        if has_source_route(header.options):
+            counters.ip["InDiscards"] += 1
+            counters.drop("ip", "source_route")
+            return
+    reason = martian(stack, header, iface)
+    if reason is not None:
+        counters.ip["InAddrErrors"] += 1
+        counters.drop("ip", reason)
+        return
+    if header.is_fragment:
+        try:
+            whole = stack.reassembler.add(header, payload, stack.clock.now())
+        except Malformed as bad:
+            counters.drop("ip", bad.reason)
+            return
+        if whole is None:
+            return
+        header, payload = whole
+    deliver(stack, header, payload, packet)
+
+
+def martian(stack: Stack, header: IPv4Header, iface: Interface) -> str | None:
+    """Why a packet's addresses make it unacceptable here, or None.
+
+    A host does not forward: anything not addressed to one of its
+    addresses, a broadcast, or a joined multicast group is dropped.
+    """
+    src, dst = header.src, header.dst
+    if is_multicast(src) or src == BROADCAST or is_reserved_class_e(src) or src == 0:
+        return "martian_source"
+    if not iface.loopback and (is_loopback(src) or src in stack.local_addresses):
+        return "martian_source"
+    if dst in stack.local_addresses:
+        if is_loopback(dst) and not iface.loopback:
+            return "martian_destination"
+        return None
+    if dst == BROADCAST or dst == iface.broadcast:
+        return None
+    if is_multicast(dst):
+        return None if stack.joined(dst) else "multicast_not_joined"
+    if dst == 0 or is_loopback(dst):
+        return "martian_destination"
+    return "not_for_us"
+
+
+def deliver(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
+    """Hand a (reassembled) datagram to its transport protocol."""
+    counters = stack.counters
+    if header.proto == PROTO_UDP:
+        counters.ip["InDelivers"] += 1
+        udp.udp_input(stack, header, payload, packet)
+    elif header.proto == PROTO_ICMP:
+        counters.ip["InDelivers"] += 1
+        icmp.icmp_input(stack, header, payload)
+    elif header.proto in stack.protocols:
+        counters.ip["InDelivers"] += 1
+        stack.protocols[header.proto](stack, header, payload, packet)
+    else:
+        counters.ip["InUnknownProtos"] += 1
+        counters.drop("ip", "unknown_protocol")
+        icmp.send_error(stack, header, packet, icmp.DEST_UNREACH, icmp.PROTO_UNREACH, 0)
+
+
+def ip_output(
+    stack: Stack,
+    sock: Socket | None,
+    route: Route,
+    src: int,
+    dst: int,
+    proto: int,
+    data: bytes,
+    ttl: int,
+    tos: int,
+    pmtudisc: int = IP_PMTUDISC_WANT,
+) -> None:
+    """Send one transport datagram, fragmenting it if it exceeds the path MTU.
+
+    DF follows Linux: set when the socket asks for path-MTU discovery and
+    the datagram fits; a datagram too big for the path with DF required
+    fails with EMSGSIZE.
+    """
+    counters = stack.counters
+    counters.ip["OutRequests"] += 1
+    mtu = route.path_mtu
+    total = HEADER_LEN + len(data)
+    if total > MAX_PACKET:
+        counters.ip["OutDiscards"] += 1
+        raise oserror(errno.EMSGSIZE)
+    if total <= mtu:
+        df = pmtudisc == IP_PMTUDISC_DO or pmtudisc == IP_PMTUDISC_PROBE or (
+            pmtudisc == IP_PMTUDISC_WANT and not route.mtu_locked
+        )
+        if df:
+            ident = next_socket_ident(sock)
+            flags = FLAG_DF
+        else:
+            ident = stack.next_ident()
+            flags = 0
+        header = build_ipv4_header(src, dst, proto, len(data), ttl, tos, ident, flags)
+        route.iface.transmit(header + data, sock)
+        return
+    if pmtudisc == IP_PMTUDISC_DO or pmtudisc == IP_PMTUDISC_PROBE:
+        counters.ip["FragFails"] += 1
+        raise oserror(errno.EMSGSIZE)
+    ident = stack.next_ident()
+    chunk = (mtu - HEADER_LEN) & ~7
+    offset = 0
+    while offset < len(data):
+        piece = data[offset : offset + chunk]
+        more = FLAG_MF if offset + len(piece) < len(data) else 0
+        header = build_ipv4_header(src, dst, proto, len(piece), ttl, tos, ident, more | (offset >> 3))
+        route.iface.transmit(header + piece, sock)
+        counters.ip["FragCreates"] += 1
+        offset += len(piece)
+    counters.ip["FragOKs"] += 1
+
+
+def next_socket_ident(sock: Socket | None) -> int:
+    """IP ID of a DF datagram: a per-socket counter when connected, else 0 (RFC 6864)."""
+    if sock is None or not sock.connected:
+        return 0
+    ident = sock.ip_id
+    sock.ip_id = (ident + 1) & 0xFFFF
+    return ident

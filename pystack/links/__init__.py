@@ -1,0 +1,20 @@
+"""Links: the wires under the stack (TUN, in-memory with impairments, pcap tap)."""
+
+from pystack.links.base import Link, LinkStats
+from pystack.links.impair import ImpairmentModel, Impairments
+from pystack.links.memory import MemoryLink, memory_link_pair
+from pystack.links.pcap import LINKTYPE_RAW, PcapTap, PcapWriter
+from pystack.links.tun import TunLink
+
+__all__ = [
+    "LINKTYPE_RAW",
+    "ImpairmentModel",
+    "Impairments",
+    "Link",
+    "LinkStats",
+    "MemoryLink",
+    "PcapTap",
+    "PcapWriter",
+    "TunLink",
+    "memory_link_pair",
+]

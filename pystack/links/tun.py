@@ -1,0 +1,82 @@
+"""A Linux TUN device as a Link: the stack's wire to the real kernel.
+
+IFF_NO_PI, so each read or write is exactly one IPv4 packet with no
+4-byte protocol header, the same framing as the memory links. The fd is
+non-blocking and waited on with trio, so one thread serves the whole stack.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytun
+import trio
+
+from pystack.links.base import Link, LinkStats
+from pystack.netns import NeedsNetAdmin
+
+# A full queue (EAGAIN, ENOBUFS), a device that is down (EIO) or a packet the
+# kernel refuses (EINVAL) loses one packet, as a busy wire would; the stack
+# goes on.
+_DROPPED = {errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.EINVAL}
+
+
+class TunLink(Link):
+    """A TUN device, created in the current namespace (move it with Namespace.move_link)."""
+
+    def __init__(self, name: str = "pst0", mtu: int = 1500) -> None:
+        try:
+            self._device = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise NeedsNetAdmin(f"creating TUN device {name!r}: {exc.strerror}") from exc
+            raise
+        try:
+            self._device.mtu = mtu
+        except BaseException:
+            self._device.close()
+            raise
+        self.name: str = self._device.name
+        self.mtu = mtu
+        self.stats = LinkStats()
+        self._fd: int | None = self._device.fileno()
+        os.set_blocking(self._fd, False)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise trio.ClosedResourceError(f"link {self.name} is closed")
+        return self._fd
+
+    def send_nowait(self, packet: bytes) -> None:
+        try:
+            os.write(self.fileno(), packet)
+        except OSError as exc:
+            if exc.errno not in _DROPPED:
+                raise
+            self.stats.tx_dropped += 1
+            return
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+
+    async def receive(self) -> bytes:
+        while True:
+            fd = self.fileno()
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                packet = os.read(fd, 65535)
+            except BlockingIOError:
+                continue
+            self.stats.rx_packets += 1
+            self.stats.rx_bytes += len(packet)
+            return packet
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            trio.lowlevel.notify_closing(fd)  # wakes receive() with ClosedResourceError
+        except RuntimeError:
+            pass  # closed outside trio: nobody can be waiting
+        self._device.close()

@@ -1,0 +1,124 @@
+"""Socket objects and the constants of the BSD API (Linux values).
+
+A Socket is plain state: the fields the send path interprets on every call
+(options, flags, addresses, cached route) are ordinary attributes, so the
+specializer can treat them as static fields of a partially static object.
+"""
+
+from __future__ import annotations
+
+import socket as _k
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .route import Route
+
+AF_INET = _k.AF_INET
+AF_UNSPEC = _k.AF_UNSPEC
+SOCK_DGRAM = _k.SOCK_DGRAM
+SOCK_STREAM = _k.SOCK_STREAM
+SOCK_NONBLOCK = _k.SOCK_NONBLOCK
+SOCK_CLOEXEC = _k.SOCK_CLOEXEC
+IPPROTO_IP = _k.IPPROTO_IP
+IPPROTO_UDP = _k.IPPROTO_UDP
+IPPROTO_TCP = _k.IPPROTO_TCP
+SOL_SOCKET = _k.SOL_SOCKET
+
+SO_REUSEADDR = _k.SO_REUSEADDR
+SO_BROADCAST = _k.SO_BROADCAST
+SO_SNDBUF = _k.SO_SNDBUF
+SO_RCVBUF = _k.SO_RCVBUF
+SO_ERROR = _k.SO_ERROR
+SO_TYPE = _k.SO_TYPE
+SO_NO_CHECK = 11
+
+IP_TOS = _k.IP_TOS
+IP_TTL = _k.IP_TTL
+IP_PKTINFO = 8
+IP_MTU_DISCOVER = 10
+IP_MTU = 14
+IP_MULTICAST_IF = _k.IP_MULTICAST_IF
+IP_MULTICAST_TTL = _k.IP_MULTICAST_TTL
+IP_MULTICAST_LOOP = _k.IP_MULTICAST_LOOP
+IP_ADD_MEMBERSHIP = _k.IP_ADD_MEMBERSHIP
+IP_DROP_MEMBERSHIP = _k.IP_DROP_MEMBERSHIP
+
+IP_PMTUDISC_DONT = 0
+IP_PMTUDISC_WANT = 1
+IP_PMTUDISC_DO = 2
+IP_PMTUDISC_PROBE = 3
+
+MSG_OOB = _k.MSG_OOB
+MSG_PEEK = _k.MSG_PEEK
+MSG_DONTROUTE = _k.MSG_DONTROUTE
+MSG_TRUNC = _k.MSG_TRUNC
+MSG_DONTWAIT = _k.MSG_DONTWAIT
+MSG_CONFIRM = _k.MSG_CONFIRM
+MSG_NOSIGNAL = _k.MSG_NOSIGNAL
+MSG_WAITALL = _k.MSG_WAITALL
+
+O_NONBLOCK = 0o4000
+F_GETFL = 3
+F_SETFL = 4
+
+# Linux defaults (net.core.{r,w}mem_default / _max) and minimums.
+RMEM_DEFAULT = 212992
+WMEM_DEFAULT = 212992
+RMEM_MAX = 212992
+WMEM_MAX = 212992
+SOCK_MIN_RCVBUF = 2304
+SOCK_MIN_SNDBUF = 4608
+# What a queued datagram costs beyond its payload (an skb's bookkeeping).
+SKB_OVERHEAD = 768
+
+
+@dataclass(eq=False)
+class Socket:
+    fd: int
+    type: int
+    proto: int
+    nonblocking: bool = False
+    closed: bool = False
+    # Addresses (ints). A bound socket has a local port; a connected one a peer.
+    local_addr: int = 0
+    local_port: int = 0
+    remote_addr: int = 0
+    remote_port: int = 0
+    connected: bool = False
+    # Options.
+    reuseaddr: bool = False
+    broadcast: bool = False
+    no_check: bool = False
+    sndbuf: int = WMEM_DEFAULT
+    rcvbuf: int = RMEM_DEFAULT
+    ttl: int = -1  # -1: the stack's default TTL
+    tos: int = 0
+    mc_ttl: int = 1
+    mc_if: int = 0
+    mc_loop: bool = True
+    pmtudisc: int = IP_PMTUDISC_WANT
+    memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
+    # Queues and accounting.
+    rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)
+    rmem: int = 0
+    wmem: int = 0
+    error: int = 0  # pending asynchronous error (errno), reported once
+    # Route cache, valid while the route table's generation is unchanged.
+    dst_cache: Route | None = None
+    dst_generation: int = -1
+    ip_id: int = 0
+    # Bumped whenever anything the send path reads changes: guards watch it.
+    generation: int = 0
+    # The stack's wake-up hook: called when the socket may have become readable or writable.
+    waker: Callable[[Socket], None] = field(default=lambda sock: None, repr=False)
+
+    def release_wmem(self, size: int) -> None:
+        self.wmem = max(0, self.wmem - size)
+        self.waker(self)
+
+    def take_error(self) -> int:
+        error, self.error = self.error, 0
+        return error

@@ -1,0 +1,411 @@
+"""The Stack: interfaces, routes, sockets, and the BSD-style fd API.
+
+Every call is synchronous and never blocks: where a kernel would put the
+caller to sleep, the stack raises BlockingIOError (EAGAIN) and the trio
+layer (:mod:`pystack.trio_api`) waits for the socket's wake-up and
+retries, unless the socket or the call asked for non-blocking behaviour,
+in which case the EAGAIN is the answer, as in Linux.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import struct
+from collections.abc import Callable, Iterable
+
+from . import udp
+from .addr import ANY, BROADCAST, aton, is_multicast, ntoa, prefix_mask, sockaddr_in
+from .clock import Clock, MonotonicClock
+from .counters import Counters
+from .errors import oserror
+from .icmp import RateLimiter, reassembly_timeout
+from .interface import Interface, Sink
+from .ip import ip_input
+from .reassembly import Reassembler
+from .route import BROADCAST as ROUTE_BROADCAST
+from .route import LOCAL, Route, RouteTable
+from .socket import (
+    AF_INET,
+    F_GETFL,
+    F_SETFL,
+    IP_ADD_MEMBERSHIP,
+    IP_DROP_MEMBERSHIP,
+    IP_MTU,
+    IP_MTU_DISCOVER,
+    IP_MULTICAST_IF,
+    IP_MULTICAST_LOOP,
+    IP_MULTICAST_TTL,
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_UDP,
+    MSG_DONTWAIT,
+    MSG_TRUNC,
+    O_NONBLOCK,
+    RMEM_MAX,
+    SO_BROADCAST,
+    SO_ERROR,
+    SO_NO_CHECK,
+    SO_RCVBUF,
+    SO_REUSEADDR,
+    SO_SNDBUF,
+    SO_TYPE,
+    SOCK_CLOEXEC,
+    SOCK_DGRAM,
+    SOCK_MIN_RCVBUF,
+    SOCK_MIN_SNDBUF,
+    SOCK_NONBLOCK,
+    SOL_SOCKET,
+    WMEM_MAX,
+    Socket,
+)
+
+ALL_HOSTS_GROUP = aton("224.0.0.1")
+Address = tuple[str, int]
+ControlMessage = tuple[int, int, bytes]
+
+
+class Stack:
+    """A host's TCP/IP stack, sans I/O: bytes in through :meth:`input`, out through interfaces."""
+
+    def __init__(self, clock: Clock | None = None, seed: int | None = None, default_ttl: int = 64):
+        self.clock: Clock = clock or MonotonicClock()
+        self.random = random.Random(seed)
+        self.default_ttl = default_ttl
+        self.counters = Counters()
+        self.routes = RouteTable()
+        self.interfaces: dict[str, Interface] = {}
+        self.local_addresses: set[int] = set()
+        self.reassembler = Reassembler(self.counters)
+        self.icmp_limiter = RateLimiter()
+        self.sockets: dict[int, Socket] = {}
+        self.udp_ports: dict[int, list[Socket]] = {}
+        # Transport protocols beyond UDP and ICMP register here (number -> handler).
+        self.protocols: dict[int, Callable] = {}
+        self.error_handlers: dict[int, Callable] = {}
+        self.on_wake: Callable[[Socket], None] = lambda sock: None
+        self._next_fd = 3
+        self._ident = self.random.randrange(0x10000)
+        self._loopback_queue: list[bytes] = []
+        self._in_loopback = False
+        self.loopback = self.add_interface("lo", aton("127.0.0.1"), 8, mtu=65535, loopback=True)
+
+    # ------------------------------------------------------------ configuration
+
+    def add_interface(
+        self,
+        name: str,
+        address: str | int,
+        prefixlen: int,
+        mtu: int = 1500,
+        sink: Sink | None = None,
+        loopback: bool = False,
+    ) -> Interface:
+        """Attach an interface with one address; adds its subnet, local and broadcast routes."""
+        if name in self.interfaces:
+            raise ValueError(f"interface {name!r} exists already")
+        addr = aton(address) if isinstance(address, str) else address
+        iface = Interface(name, addr, prefixlen, mtu, sink, loopback)
+        if loopback:
+            iface.sink = self._loopback_input
+        self.interfaces[name] = iface
+        self.local_addresses.add(addr)
+        self.routes.add(Route(addr & prefix_mask(prefixlen), prefixlen, iface))
+        lo = iface if loopback else self.loopback
+        self.routes.add(Route(addr, 32, lo, src=addr, kind=LOCAL))
+        if iface.broadcast >= 0:
+            self.routes.add(Route(iface.broadcast, 32, iface, src=addr, kind=ROUTE_BROADCAST))
+        return iface
+
+    def add_route(self, destination: str, prefixlen: int, interface: str, gateway: str | None = None,
+                  mtu: int = 0) -> Route:
+        """Add a unicast route (``0.0.0.0/0`` is the default route)."""
+        iface = self.interfaces[interface]
+        return self.routes.add(
+            Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu)
+        )
+
+    def is_broadcast(self, addr: int) -> bool:
+        return addr == BROADCAST or any(i.broadcast == addr for i in self.interfaces.values())
+
+    def joined(self, group: int) -> bool:
+        if group == ALL_HOSTS_GROUP:
+            return True
+        return any(group == g for s in self.sockets.values() for g, _ in s.memberships)
+
+    def next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
+
+    def wake(self, sock: Socket) -> None:
+        self.on_wake(sock)
+
+    # ------------------------------------------------------------ packets and timers
+
+    def input(self, packet: bytes, interface: str | Interface) -> None:
+        """A packet arrived on an interface."""
+        iface = interface if isinstance(interface, Interface) else self.interfaces[interface]
+        ip_input(self, packet, iface)
+
+    def _loopback_input(self, packet: bytes) -> None:
+        """Packets sent to ourselves come back in after the current operation, not re-entrantly."""
+        self._loopback_queue.append(packet)
+        if self._in_loopback:
+            return
+        self._in_loopback = True
+        try:
+            while self._loopback_queue:
+                ip_input(self, self._loopback_queue.pop(0), self.loopback)
+        finally:
+            self._in_loopback = False
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`run_timers` next has work to do."""
+        return self.reassembler.next_deadline()
+
+    def run_timers(self) -> None:
+        for queue in self.reassembler.expire(self.clock.now()):
+            if queue.first_header is not None:
+                reassembly_timeout(self, queue.first_header, queue.pieces[0])
+
+    # ------------------------------------------------------------ the fd API
+
+    def sockfd_lookup(self, fd: int) -> Socket:
+        sock = self.sockets.get(fd)
+        if sock is None:
+            raise oserror(errno.EBADF)
+        return sock
+
+    def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM, proto: int = 0) -> int:
+        if family != AF_INET:
+            raise oserror(errno.EAFNOSUPPORT)
+        kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if kind != SOCK_DGRAM:
+            raise oserror(errno.ESOCKTNOSUPPORT if kind else errno.EINVAL)
+        if proto not in (0, IPPROTO_UDP):
+            raise oserror(errno.EPROTONOSUPPORT)
+        fd = self._next_fd
+        self._next_fd += 1
+        self.sockets[fd] = Socket(
+            fd, kind, IPPROTO_UDP, nonblocking=bool(type & SOCK_NONBLOCK), waker=self.wake
+        )
+        return fd
+
+    def close(self, fd: int) -> None:
+        sock = self.sockfd_lookup(fd)
+        del self.sockets[fd]
+        udp.udp_unhash(self, sock)
+        sock.closed = True
+        sock.generation += 1
+        self.wake(sock)
+
+    def bind(self, fd: int, address: Address) -> None:
+        sock = self.sockfd_lookup(fd)
+        addr, port = sockaddr_in(address)
+        udp.udp_bind(self, sock, addr, port)
+
+    def connect(self, fd: int, address: Address | None) -> None:
+        """Set a datagram socket's peer; ``None`` (AF_UNSPEC) dissolves the association."""
+        sock = self.sockfd_lookup(fd)
+        if address is None:
+            udp.udp_disconnect(self, sock)
+            return
+        addr, port = sockaddr_in(address)
+        if addr == ANY:
+            addr = aton("127.0.0.1")
+        udp.udp_connect(self, sock, addr, port)
+
+    def send(self, fd: int, data: bytes, flags: int = 0) -> int:
+        return self.sendmsg(fd, [data], (), flags, None)
+
+    def sendto(self, fd: int, data: bytes, flags: int = 0, address: Address | None = None) -> int:
+        """Send a datagram to ``address`` (or the connected peer when None)."""
+        sock = self.sockfd_lookup(fd)
+        if sock.nonblocking:
+            flags |= MSG_DONTWAIT
+        dest = self._destination(address)
+        return udp.udp_sendmsg(self, sock, bytes(data), flags, dest, [])
+
+    def sendmsg(
+        self,
+        fd: int,
+        buffers: Iterable[bytes],
+        ancdata: Iterable[ControlMessage] = (),
+        flags: int = 0,
+        address: Address | None = None,
+    ) -> int:
+        """Gather ``buffers`` into one datagram; ``ancdata`` as Python's socket.sendmsg."""
+        sock = self.sockfd_lookup(fd)
+        if sock.nonblocking:
+            flags |= MSG_DONTWAIT
+        dest = self._destination(address)
+        data = b"".join(bytes(b) for b in buffers)
+        return udp.udp_sendmsg(self, sock, data, flags, dest, [(lv, kd, bytes(v)) for lv, kd, v in ancdata])
+
+    @staticmethod
+    def _destination(address: Address | None) -> tuple[int, int] | None:
+        if address is None:
+            return None
+        addr, port = sockaddr_in(address)
+        return (aton("127.0.0.1") if addr == ANY else addr), port
+
+    def recv(self, fd: int, bufsize: int, flags: int = 0) -> bytes:
+        return self.recvfrom(fd, bufsize, flags)[0]
+
+    def recvfrom(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
+        data, _ancdata, _msg_flags, source = self.recvmsg(fd, bufsize, flags)
+        return data, source
+
+    def recvmsg(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, list, int, Address]:
+        """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
+        sock = self.sockfd_lookup(fd)
+        data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
+        return data, [], MSG_TRUNC if length > bufsize else 0, source
+
+    def is_nonblocking(self, fd: int, flags: int = 0) -> bool:
+        """Whether an EAGAIN from a call on ``fd`` with ``flags`` is final (no waiting)."""
+        return bool(flags & MSG_DONTWAIT) or self.sockfd_lookup(fd).nonblocking
+
+    def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
+        sock = self.sockfd_lookup(fd)
+        if cmd == F_GETFL:
+            return O_NONBLOCK if sock.nonblocking else 0
+        if cmd == F_SETFL:
+            sock.nonblocking = bool(arg & O_NONBLOCK)
+            sock.generation += 1
+            return 0
+        raise oserror(errno.EINVAL)
+
+    def getsockname(self, fd: int) -> Address:
+        sock = self.sockfd_lookup(fd)
+        return ntoa(sock.local_addr), sock.local_port
+
+    def getpeername(self, fd: int) -> Address:
+        sock = self.sockfd_lookup(fd)
+        if not sock.connected:
+            raise oserror(errno.ENOTCONN)
+        return ntoa(sock.remote_addr), sock.remote_port
+
+    # ------------------------------------------------------------ options
+
+    def setsockopt(self, fd: int, level: int, option: int, value: int | bytes) -> None:
+        sock = self.sockfd_lookup(fd)
+        number = _option_int(value)
+        if level == SOL_SOCKET:
+            if option == SO_REUSEADDR:
+                sock.reuseaddr = bool(number)
+            elif option == SO_BROADCAST:
+                sock.broadcast = bool(number)
+            elif option == SO_NO_CHECK:
+                sock.no_check = bool(number)
+            elif option == SO_SNDBUF:
+                sock.sndbuf = max(min(max(number, 0), WMEM_MAX) * 2, SOCK_MIN_SNDBUF)
+                self.wake(sock)
+            elif option == SO_RCVBUF:
+                sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)
+            else:
+                raise oserror(errno.ENOPROTOOPT)
+        elif level == IPPROTO_IP:
+            self._set_ip_option(sock, option, value, number)
+        else:
+            raise oserror(errno.ENOPROTOOPT)
+        sock.generation += 1
+
+    def _set_ip_option(self, sock: Socket, option: int, value: int | bytes, number: int) -> None:
+        if option == IP_TTL:
+            if number != -1 and not 1 <= number <= 255:
+                raise oserror(errno.EINVAL)
+            sock.ttl = number
+        elif option == IP_TOS:
+            sock.tos = number & 0xFF
+        elif option == IP_MULTICAST_TTL:
+            if number == -1:
+                number = 1
+            if not 0 <= number <= 255:
+                raise oserror(errno.EINVAL)
+            sock.mc_ttl = number
+        elif option == IP_MULTICAST_LOOP:
+            sock.mc_loop = bool(number)
+        elif option == IP_MULTICAST_IF:
+            addr = int.from_bytes(value[:4], "big") if isinstance(value, bytes) else number
+            if addr and addr not in self.local_addresses:
+                raise oserror(errno.EADDRNOTAVAIL)
+            sock.mc_if = addr
+        elif option == IP_MTU_DISCOVER:
+            if not 0 <= number <= 5:
+                raise oserror(errno.EINVAL)
+            sock.pmtudisc = number
+        elif option in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
+            if not isinstance(value, bytes) or len(value) < 8:
+                raise oserror(errno.EINVAL)
+            group = int.from_bytes(value[0:4], "big")
+            iface_addr = int.from_bytes(value[4:8], "big")
+            if not is_multicast(group):
+                raise oserror(errno.EINVAL)
+            membership = (group, iface_addr)
+            if option == IP_ADD_MEMBERSHIP:
+                if membership in sock.memberships:
+                    raise oserror(errno.EADDRINUSE)
+                sock.memberships.add(membership)
+            elif membership in sock.memberships:
+                sock.memberships.remove(membership)
+            else:
+                raise oserror(errno.EADDRNOTAVAIL)
+        else:
+            raise oserror(errno.ENOPROTOOPT)
+
+    def getsockopt(self, fd: int, level: int, option: int, buflen: int = 0) -> int | bytes:
+        sock = self.sockfd_lookup(fd)
+        value = self._get_option(sock, level, option)
+        if buflen:
+            return struct.pack("i", value)[:buflen]
+        return value
+
+    def _get_option(self, sock: Socket, level: int, option: int) -> int:
+        if level == SOL_SOCKET:
+            values = {
+                SO_REUSEADDR: int(sock.reuseaddr),
+                SO_BROADCAST: int(sock.broadcast),
+                SO_NO_CHECK: int(sock.no_check),
+                SO_SNDBUF: sock.sndbuf,
+                SO_RCVBUF: sock.rcvbuf,
+                SO_TYPE: sock.type,
+            }
+            if option == SO_ERROR:
+                return sock.take_error()
+            if option in values:
+                return values[option]
+        elif level == IPPROTO_IP:
+            if option == IP_MTU:
+                if not sock.connected:
+                    raise oserror(errno.ENOTCONN)
+                route = udp.cached_route(self, sock)
+                if route is None:
+                    raise oserror(errno.ENOTCONN)
+                return route.path_mtu
+            values = {
+                IP_TTL: sock.ttl if sock.ttl >= 0 else self.default_ttl,
+                IP_TOS: sock.tos,
+                IP_MULTICAST_TTL: sock.mc_ttl,
+                IP_MULTICAST_LOOP: int(sock.mc_loop),
+                IP_MULTICAST_IF: sock.mc_if,
+                IP_MTU_DISCOVER: sock.pmtudisc,
+            }
+            if option in values:
+                return values[option]
+        raise oserror(errno.ENOPROTOOPT)
+
+
+def _option_int(value: int | bytes) -> int:
+    """Option values come as ints or packed C ints, as with Python's socket.setsockopt."""
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, bytes | bytearray):
+        if len(value) >= 4:
+            return struct.unpack("i", bytes(value[:4]))[0]
+        if len(value) == 1:
+            return value[0]
+        raise oserror(errno.EINVAL)
+    raise TypeError("option value must be an int or bytes")
+

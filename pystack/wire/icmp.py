@@ -1,0 +1,49 @@
+"""ICMP message codec (RFC 792)."""
+
+from __future__ import annotations
+
+import struct
+
+from ..checksum import internet_checksum
+from ..errors import Malformed
+
+ECHO_REPLY = 0
+DEST_UNREACH = 3
+SOURCE_QUENCH = 4
+REDIRECT = 5
+ECHO_REQUEST = 8
+TIME_EXCEEDED = 11
+PARAM_PROBLEM = 12
+TIMESTAMP = 13
+TIMESTAMP_REPLY = 14
+
+# Destination unreachable codes.
+NET_UNREACH = 0
+HOST_UNREACH = 1
+PROTO_UNREACH = 2
+PORT_UNREACH = 3
+FRAG_NEEDED = 4
+# Time exceeded codes.
+EXC_TTL = 0
+EXC_FRAGTIME = 1
+
+ERROR_TYPES = frozenset({DEST_UNREACH, SOURCE_QUENCH, REDIRECT, TIME_EXCEEDED, PARAM_PROBLEM})
+
+_HEADER = struct.Struct("!BBHI")
+HEADER_LEN = 8
+
+
+def parse_icmp(data: bytes) -> tuple[int, int, int, bytes]:
+    """Return (type, code, rest-of-header as a 32-bit int, body); checks the checksum."""
+    if len(data) < HEADER_LEN:
+        raise Malformed("truncated")
+    if internet_checksum(data) != 0:
+        raise Malformed("checksum")
+    kind, code, _csum, rest = _HEADER.unpack_from(data)
+    return kind, code, rest, data[HEADER_LEN:]
+
+
+def build_icmp(kind: int, code: int, rest: int, body: bytes) -> bytes:
+    message = _HEADER.pack(kind, code, 0, rest) + body
+    checksum = internet_checksum(message)
+    return message[:2] + checksum.to_bytes(2, "big") + message[4:]

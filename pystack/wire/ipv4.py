@@ -1,0 +1,152 @@
+"""IPv4 header codec (RFC 791)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from ..checksum import internet_checksum
+from ..errors import Malformed
+
+HEADER_LEN = 20
+MAX_PACKET = 0xFFFF
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+FLAG_RESERVED = 0x8000
+FLAG_DF = 0x4000
+FLAG_MF = 0x2000
+OFFSET_MASK = 0x1FFF
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_LSRR = 131
+OPT_SSRR = 137
+
+_HEADER = struct.Struct("!BBHHHBBHII")
+
+
+@dataclass(slots=True)
+class IPv4Header:
+    src: int
+    dst: int
+    proto: int
+    ttl: int = 64
+    tos: int = 0
+    ident: int = 0
+    flags: int = 0  # FLAG_DF | FLAG_MF bits, as on the wire
+    frag_offset: int = 0  # in bytes (a multiple of 8)
+    total_length: int = HEADER_LEN
+    header_length: int = HEADER_LEN
+    options: bytes = b""
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags & FLAG_MF) or self.frag_offset != 0
+
+
+def parse_ipv4(packet: bytes) -> tuple[IPv4Header, bytes]:
+    """Validate and split a packet into header and payload (link padding trimmed).
+
+    Raises Malformed with the reason: truncated, version, header_length,
+    total_length, checksum.
+    """
+    header = _unpack(packet)
+    ihl, total = header.header_length, header.total_length
+    if total < ihl:
+        raise Malformed("total_length")
+    if total > len(packet):
+        raise Malformed("truncated")
+    if internet_checksum(packet[:ihl]) != 0:
+        raise Malformed("checksum")
+    return header, bytes(packet[ihl:total])
+
+
+def parse_quoted_ipv4(quote: bytes) -> tuple[IPv4Header, bytes]:
+    """Parse the datagram quoted in an ICMP error: cut short, so no length or checksum check."""
+    header = _unpack(quote)
+    if len(quote) < header.header_length + 8:
+        raise Malformed("truncated")
+    return header, bytes(quote[header.header_length :])
+
+
+def _unpack(packet: bytes) -> IPv4Header:
+    if len(packet) < HEADER_LEN:
+        raise Malformed("truncated")
+    ver_ihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HEADER.unpack_from(packet)
+    if ver_ihl >> 4 != 4:
+        raise Malformed("version")
+    ihl = (ver_ihl & 0xF) * 4
+    if ihl < HEADER_LEN or ihl > len(packet):
+        raise Malformed("header_length")
+    return IPv4Header(
+        src=src,
+        dst=dst,
+        proto=proto,
+        ttl=ttl,
+        tos=tos,
+        ident=ident,
+        flags=frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
+        frag_offset=(frag & OFFSET_MASK) * 8,
+        total_length=total,
+        header_length=ihl,
+        options=bytes(packet[HEADER_LEN:ihl]),
+    )
+
+
+def check_options(options: bytes) -> int | None:
+    """Structural check of IPv4 options; returns the offset of the bad byte, or None.
+
+    The offset is relative to the start of the options; a caller adds 20 to
+    get the ICMP parameter-problem pointer.
+    """
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == OPT_EOL:
+            return None
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= len(options):
+            return i
+        length = options[i + 1]
+        if length < 2 or i + length > len(options):
+            return i + 1
+        i += length
+    return None
+
+
+def has_source_route(options: bytes) -> bool:
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == OPT_EOL:
+            return False
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if kind in (OPT_LSRR, OPT_SSRR):
+            return True
+        i += max(options[i + 1], 2) if i + 1 < len(options) else 1
+    return False
+
+
+def build_ipv4_header(
+    src: int,
+    dst: int,
+    proto: int,
+    payload_length: int,
+    ttl: int,
+    tos: int,
+    ident: int,
+    flags_fragment: int,
+    options: bytes = b"",
+) -> bytes:
+    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field."""
+    ihl = HEADER_LEN + len(options)
+    header = _HEADER.pack(
+        0x40 | (ihl >> 2), tos, ihl + payload_length, ident, flags_fragment, ttl, proto, 0, src, dst
+    ) + options
+    checksum = internet_checksum(header)
+    return header[:10] + checksum.to_bytes(2, "big") + header[12:]

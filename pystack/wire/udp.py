@@ -1,0 +1,36 @@
+"""UDP header codec (RFC 768)."""
+
+from __future__ import annotations
+
+import struct
+
+from ..checksum import internet_checksum, pseudo_header_sum
+from ..errors import Malformed
+from .ipv4 import PROTO_UDP
+
+HEADER_LEN = 8
+_HEADER = struct.Struct("!HHHH")
+
+
+def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
+    """Return (source port, destination port, payload); a zero checksum means none was sent."""
+    if len(segment) < HEADER_LEN:
+        raise Malformed("truncated")
+    sport, dport, length, checksum = _HEADER.unpack_from(segment)
+    if length < HEADER_LEN or length > len(segment):
+        raise Malformed("length")
+    segment = segment[:length]
+    if checksum != 0:
+        if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0:
+            raise Malformed("checksum")
+    return sport, dport, segment[HEADER_LEN:]
+
+
+def build_udp(sport: int, dport: int, payload: bytes, src: int, dst: int, with_checksum: bool = True) -> bytes:
+    """A UDP datagram; a computed checksum of 0 goes on the wire as 0xFFFF."""
+    length = HEADER_LEN + len(payload)
+    header = _HEADER.pack(sport, dport, length, 0)
+    if not with_checksum:
+        return header + payload
+    checksum = internet_checksum(header + payload, pseudo_header_sum(src, dst, PROTO_UDP, length))
+    return _HEADER.pack(sport, dport, length, checksum or 0xFFFF) + payload
