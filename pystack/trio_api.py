@@ -1,0 +1,133 @@
+"""trio-native sockets on a pystack Stack, shaped like ``trio.socket`` objects.
+
+Every call goes to the stack's fd API; when the stack says EAGAIN on a
+blocking socket, the call parks until the socket is woken and retries,
+so ``await sock.recvfrom(2048)`` blocks as it would on a kernel socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Self, TypeVar
+
+import trio
+
+from .driver import Driver
+from .links.base import Link
+from .socket import AF_INET, SOCK_DGRAM
+from .stack import Address, ControlMessage, Stack
+
+T = TypeVar("T")
+
+
+class Network:
+    """A stack under a running driver: the place trio code gets sockets from."""
+
+    def __init__(self, driver: Driver):
+        self.driver = driver
+        self.stack: Stack = driver.stack
+
+    def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM, proto: int = 0) -> DatagramSocket:
+        return DatagramSocket(self, self.stack.socket(family, type, proto))
+
+
+@asynccontextmanager
+async def running(stack: Stack, links: Mapping[str, Link]) -> AsyncIterator[Network]:
+    """Run ``stack`` on ``links`` (interface name -> link) for the body of an ``async with``."""
+    driver = Driver(stack, links)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.run)
+        try:
+            yield Network(driver)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+class DatagramSocket:
+    def __init__(self, network: Network, fd: int):
+        self._network = network
+        self._stack = network.stack
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    async def _call(self, flags: int, call: Callable[[], T]) -> T:
+        """Run a stack call, waiting on the socket while it says EAGAIN and we may block."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                result = call()
+            except BlockingIOError:
+                if self._stack.is_nonblocking(self._fd, flags):
+                    raise
+                await self._network.driver.wait_socket(self._fd)
+                continue
+            self._network.driver.timers_changed()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+
+    async def bind(self, address: Address) -> None:
+        await trio.lowlevel.checkpoint()
+        self._stack.bind(self._fd, address)
+
+    async def connect(self, address: Address | None) -> None:
+        await trio.lowlevel.checkpoint()
+        self._stack.connect(self._fd, address)
+
+    async def send(self, data: bytes, flags: int = 0) -> int:
+        return await self._call(flags, lambda: self._stack.send(self._fd, data, flags))
+
+    async def sendto(self, data: bytes, flags_or_address: int | Address, address: Address | None = None) -> int:
+        """``sendto(data, address)`` or ``sendto(data, flags, address)``, as Python's socket."""
+        if address is None:
+            flags, address = 0, flags_or_address  # type: ignore[assignment]
+        else:
+            flags = flags_or_address  # type: ignore[assignment]
+        return await self._call(flags, lambda: self._stack.sendto(self._fd, data, flags, address))
+
+    async def sendmsg(
+        self,
+        buffers: Iterable[bytes],
+        ancdata: Iterable[ControlMessage] = (),
+        flags: int = 0,
+        address: Address | None = None,
+    ) -> int:
+        buffers, ancdata = list(buffers), list(ancdata)
+        return await self._call(
+            flags, lambda: self._stack.sendmsg(self._fd, buffers, ancdata, flags, address)
+        )
+
+    async def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        return await self._call(flags, lambda: self._stack.recv(self._fd, bufsize, flags))
+
+    async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
+        return await self._call(flags, lambda: self._stack.recvfrom(self._fd, bufsize, flags))
+
+    async def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Address]:
+        return await self._call(flags, lambda: self._stack.recvmsg(self._fd, bufsize, flags))
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self._stack.setsockopt(self._fd, level, option, value)
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
+        return self._stack.getsockopt(self._fd, level, option, buflen)
+
+    def getsockname(self) -> Address:
+        return self._stack.getsockname(self._fd)
+
+    def getpeername(self) -> Address:
+        return self._stack.getpeername(self._fd)
+
+    def close(self) -> None:
+        if self._fd in self._stack.sockets:
+            self._stack.close(self._fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
