@@ -127,7 +127,7 @@ def up(args: argparse.Namespace) -> int:
 
     reason = why_not()
     if reason is not None:
-        print(f"pystack: {reason} (or try the in-memory links: `make test` needs no root)", file=sys.stderr)
+        print(f"pystack: {reason} (or, without root, the in-memory mode: python -m demos.memory_demo)", file=sys.stderr)
         return 1
     try:
         return trio.run(run_up, args)

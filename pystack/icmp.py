@@ -10,6 +10,7 @@ from . import ip, udp
 from .addr import BROADCAST, is_multicast
 from .errors import Malformed
 from .route import MIN_PMTU
+from .socket import IP_PMTUDISC_DONT
 from .wire.icmp import (
     DEST_UNREACH,
     ECHO_REPLY,
@@ -41,6 +42,8 @@ __all__ = ["DEST_UNREACH", "PARAM_PROBLEM", "PORT_UNREACH", "PROTO_UNREACH", "TI
 
 # Linux: an ICMP error carries as much of the offending datagram as fits in 576 bytes.
 ERROR_MAX_TOTAL = 576
+IPTOS_TOS_MASK = 0x1E
+IPTOS_PREC_INTERNETCONTROL = 0xC0
 
 # (errno, hard error) for each destination-unreachable code, as Linux's icmp_err_convert.
 UNREACH_ERRORS = {
@@ -193,7 +196,8 @@ def send_error(stack: Stack, header: IPv4Header, packet: bytes, kind: int, code:
         return
     quote = packet[: min(len(packet), header.total_length, ERROR_MAX_TOTAL - HEADER_LEN - 8)]
     src = header.dst if header.dst in stack.local_addresses else 0
-    output(stack, src, header.src, kind, code, rest, quote, 0)
+    # Linux: the original TOS bits with precedence "internetwork control" (0xC0).
+    output(stack, src, header.src, kind, code, rest, quote, (header.tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL)
 
 
 def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, body: bytes, tos: int) -> None:
@@ -205,7 +209,11 @@ def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, bo
     message = build_icmp(kind, code, rest, body)
     stack.counters.icmp["OutMsgs"] += 1
     stack.counters.icmp[_OUT_MIB.get(kind, "OutOther")] += 1
-    ip.ip_output(stack, None, route, src or route.source, dst, PROTO_ICMP, message, stack.default_ttl, tos)
+    # Linux's ICMP socket uses IP_PMTUDISC_DONT: replies and errors never carry DF.
+    ip.ip_output(
+        stack, None, route, src or route.source, dst, PROTO_ICMP, message, stack.default_ttl, tos,
+        IP_PMTUDISC_DONT,
+    )
 
 
 def reassembly_timeout(stack: Stack, first: IPv4Header, first_data: bytes) -> None:

@@ -53,6 +53,13 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
             counters.ip["InHdrErrors"] += 1
         counters.drop("ip", bad.reason)
         return
+    # Addresses before options, as Linux (route lookup, then ip_rcv_options):
+    # a parameter problem must never go to a martian (spoofed own or loopback) source.
+    reason = martian(stack, header, iface)
+    if reason is not None:
+        counters.ip["InAddrErrors"] += 1
+        counters.drop("ip", reason)
+        return
     if header.options:
         bad_at = check_options(header.options)
         if bad_at is not None:
@@ -64,11 +71,6 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
             counters.ip["InDiscards"] += 1
             counters.drop("ip", "source_route")
             return
-    reason = martian(stack, header, iface)
-    if reason is not None:
-        counters.ip["InAddrErrors"] += 1
-        counters.drop("ip", reason)
-        return
     if header.is_fragment:
         try:
             whole = stack.reassembler.add(header, payload, stack.clock.now())
@@ -78,6 +80,11 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
         if whole is None:
             return
         header, payload = whole
+        # ICMP errors quote the reassembled datagram, not the last fragment.
+        packet = build_ipv4_header(
+            header.src, header.dst, header.proto, len(payload), header.ttl, header.tos,
+            header.ident, header.flags, header.options,
+        ) + payload
     deliver(stack, header, payload, packet)
 
 

@@ -8,6 +8,7 @@ root namespace and then moved in: its file descriptor keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket as _socket
@@ -30,7 +31,7 @@ class NeedsNetAdmin(PermissionError):
     def __init__(self, detail: str = "") -> None:
         message = (
             "this needs root or CAP_NET_ADMIN (TUN devices, network namespaces): "
-            "run it with sudo, or use the in-memory links (pystack.links.memory_link_pair)"
+            "run it with sudo, or use the in-memory mode (python -m demos.memory_demo)"
         )
         super().__init__(f"{message} [{detail}]" if detail else message)
 
@@ -116,10 +117,13 @@ class Namespace:
         """Give `ifname` (already in here) an IPv4 address and an MTU, then bring it up.
 
         IPv6 is disabled on it first, so the kernel sends no router
-        solicitations or DAD probes into a link that only speaks IPv4.
+        solicitations or DAD probes into a link that only speaks IPv4. A
+        link without IPv6 (MTU below 1280, kernel without IPv6) has nothing
+        to disable.
         """
-        with self._entered(), open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
-            f.write("1")
+        with self._entered(), contextlib.suppress(FileNotFoundError):
+            with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+                f.write("1")
         with self._iproute() as ipr:
             index = _index(ipr, ifname, self.name)
             ipr.link("set", index=index, mtu=mtu)

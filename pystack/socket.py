@@ -88,6 +88,8 @@ class Socket:
     remote_addr: int = 0
     remote_port: int = 0
     connected: bool = False
+    bind_addr_locked: bool = False  # bound explicitly: kept by connect(AF_UNSPEC)
+    bind_port_locked: bool = False
     # Options.
     reuseaddr: bool = False
     broadcast: bool = False

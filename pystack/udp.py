@@ -58,10 +58,13 @@ def udp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
         raise oserror(errno.EINVAL, "socket already bound")
     if addr != ANY and addr not in stack.local_addresses and addr != BROADCAST and not is_multicast(addr):
         raise oserror(errno.EADDRNOTAVAIL)
+    port_locked = port != 0
     if port == 0:
         port = ephemeral_port(stack, sock, addr)
     elif port_conflict(stack, sock, addr, port):
         raise oserror(errno.EADDRINUSE)
+    sock.bind_addr_locked = addr != ANY  # Linux's SOCK_BINDADDR_LOCK / SOCK_BINDPORT_LOCK
+    sock.bind_port_locked = port_locked
     sock.local_addr = addr
     sock.local_port = port
     stack.udp_ports.setdefault(port, []).append(sock)
@@ -100,7 +103,12 @@ def udp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
 
 
 def udp_disconnect(stack: Stack, sock: Socket) -> None:
-    """connect(AF_UNSPEC): forget the peer (the bound port stays)."""
+    """connect(AF_UNSPEC): forget the peer, and the address and port unless bound explicitly."""
+    if not sock.bind_addr_locked:
+        sock.local_addr = ANY
+    if not sock.bind_port_locked:
+        udp_unhash(stack, sock)
+        sock.local_port = 0
     sock.remote_addr = 0
     sock.remote_port = 0
     sock.connected = False
@@ -149,18 +157,20 @@ def udp_sendmsg(
 
     saddr = sock.local_addr if sock.local_addr != BROADCAST and not is_multicast(sock.local_addr) else ANY
     ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
+    cmsg_ttl = 0
     tos = sock.tos
     for level, kind, value in control:
         if level != IPPROTO_IP:
             raise oserror(errno.EINVAL, "control message level")
         if kind == IP_TTL:
-            ttl = int.from_bytes(value[:4], "little", signed=True) if len(value) == 4 else -2
-            if not 1 <= ttl <= 255:
+            cmsg_ttl = int.from_bytes(value[:4], "little", signed=True) if len(value) == 4 else -2
+            if not 1 <= cmsg_ttl <= 255:
                 raise oserror(errno.EINVAL, "IP_TTL control message")
+            ttl = cmsg_ttl
         elif kind == IP_TOS:
-            if len(value) not in (1, 4):
+            tos = int.from_bytes(value, "little", signed=len(value) == 4)
+            if len(value) not in (1, 4) or not 0 <= tos <= 255:
                 raise oserror(errno.EINVAL, "IP_TOS control message")
-            tos = int.from_bytes(value, "little") & 0xFF
         elif kind == IP_PKTINFO:
             if len(value) != 12:
                 raise oserror(errno.EINVAL, "IP_PKTINFO control message")
@@ -175,7 +185,7 @@ def udp_sendmsg(
         udp_bind(stack, sock, ANY, 0)
 
     if is_multicast(daddr):
-        ttl = sock.mc_ttl
+        ttl = cmsg_ttl or sock.mc_ttl  # an IP_TTL control message wins, as in Linux
         if sock.mc_if and not saddr:
             saddr = sock.mc_if
         connected = False
@@ -252,8 +262,8 @@ def udp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
     if daddr == BROADCAST or is_multicast(daddr) or stack.is_broadcast(daddr):
         receivers = [s for s in stack.udp_ports.get(dport, ()) if accepts(s, daddr, header.src, sport)]
         if not receivers:
-            counters.udp["NoPorts"] += 1
-            counters.drop("udp", "no_port")
+            counters.udp["IgnoredMulti"] += 1  # Linux: not NoPorts, and no ICMP
+            counters.drop("udp", "ignored_multi")
             return
         delivered = False
         for sock in receivers:

@@ -98,7 +98,8 @@ def check_options(options: bytes) -> int | None:
     """Structural check of IPv4 options; returns the offset of the bad byte, or None.
 
     The offset is relative to the start of the options; a caller adds 20 to
-    get the ICMP parameter-problem pointer.
+    get the ICMP parameter-problem pointer. Like Linux (ip_options_compile),
+    a bad or missing length points at the option's type byte.
     """
     i = 0
     while i < len(options):
@@ -112,7 +113,7 @@ def check_options(options: bytes) -> int | None:
             return i
         length = options[i + 1]
         if length < 2 or i + length > len(options):
-            return i + 1
+            return i
         i += length
     return None
 
