@@ -19,18 +19,14 @@ LOOPBACK_NET = 0x7F000000
 
 def aton(text: str) -> int:
     """Dotted quad to int; raises ValueError on anything else."""
-    if not _strict_quad(text):
-        raise ValueError(f"not an IPv4 address in dotted-quad form: {text!r}")
-    return int.from_bytes(socket.inet_aton(text), "big")
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, TypeError):
+        raise ValueError(f"not an IPv4 address in dotted-quad form: {text!r}") from None
 
 
 def ntoa(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "big"))
-
-
-def _strict_quad(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
 
 
 def is_multicast(value: int) -> bool:
