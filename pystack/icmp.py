@@ -197,7 +197,8 @@ def send_error(stack: Stack, header: IPv4Header, packet: bytes, kind: int, code:
     quote = packet[: min(len(packet), header.total_length, ERROR_MAX_TOTAL - HEADER_LEN - 8)]
     src = header.dst if header.dst in stack.local_addresses else 0
     # Linux: the original TOS bits with precedence "internetwork control" (0xC0).
-    output(stack, src, header.src, kind, code, rest, quote, (header.tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL)
+    tos = (header.tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL
+    output(stack, src, header.src, kind, code, rest, quote, tos)
 
 
 def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, body: bytes, tos: int) -> None:

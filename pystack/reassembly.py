@@ -105,8 +105,13 @@ class Reassembler:
         self.bytes += len(payload)
         if start == 0:
             queue.first_header = header
+        done = queue.complete()
+        first = queue.first_header
+        if done and first is not None and first.header_length + (queue.total or 0) > MAX_PACKET:
+            self._discard(key)  # the first fragment's header makes it oversize (Linux: ip_frag_reasm)
+            raise Malformed("frag_too_large")
         self.ip["ReasmQueued"] += 1
-        if not queue.complete():
+        if not done:
             return None
         self._discard(key, failed=False)
         self.ip["ReasmOKs"] += 1

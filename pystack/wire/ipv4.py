@@ -48,8 +48,9 @@ class IPv4Header:
 def parse_ipv4(packet: bytes) -> tuple[IPv4Header, bytes]:
     """Validate and split a packet into header and payload (link padding trimmed).
 
-    Raises Malformed with the reason: truncated, version, header_length,
-    total_length, checksum.
+    Raises Malformed with the reason: too_short (under 20 bytes), version,
+    header_length, total_length, truncated (total length beyond the
+    buffer), checksum.
     """
     header = _unpack(packet)
     ihl, total = header.header_length, header.total_length
@@ -72,7 +73,7 @@ def parse_quoted_ipv4(quote: bytes) -> tuple[IPv4Header, bytes]:
 
 def _unpack(packet: bytes) -> IPv4Header:
     if len(packet) < HEADER_LEN:
-        raise Malformed("truncated")
+        raise Malformed("too_short")
     ver_ihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HEADER.unpack_from(packet)
     if ver_ihl >> 4 != 4:
         raise Malformed("version")

@@ -1,0 +1,162 @@
+"""TCP header and options codec (RFC 9293, 7323, 2018).
+
+Options are emitted in the order and with the padding Linux uses, so that
+captures of pystack and of Linux compare cleanly:
+SYN: ``mss, sackOK, TS, nop, wscale`` (``mss, nop, nop, sackOK, nop, wscale``
+without timestamps); data: ``nop, nop, TS`` then ``nop, nop, sack ...``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from ..checksum import internet_checksum, pseudo_header_sum
+from ..errors import Malformed
+from .ipv4 import PROTO_TCP
+
+HEADER_LEN = 20
+MAX_HEADER_LEN = 60
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERM = 4
+OPT_SACK = 5
+OPT_TIMESTAMP = 8
+
+_HEADER = struct.Struct("!HHIIBBHHH")
+
+
+@dataclass(slots=True)
+class TcpOptions:
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+    sack_blocks: list[tuple[int, int]] = field(default_factory=list)
+    ts_val: int | None = None
+    ts_ecr: int = 0
+
+
+@dataclass(slots=True)
+class TcpSegment:
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    urgent: int = 0
+    options: TcpOptions = field(default_factory=TcpOptions)
+    payload: bytes = b""
+
+    @property
+    def seg_len(self) -> int:
+        """Sequence space the segment occupies (SYN and FIN count one each)."""
+        return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
+
+
+def parse_tcp(segment: bytes, src: int, dst: int) -> TcpSegment:
+    """Validate checksum and header length, decode options; raises Malformed."""
+    if len(segment) < HEADER_LEN:
+        raise Malformed("truncated")
+    sport, dport, seq, ack, offset, flags, window, _csum, urgent = _HEADER.unpack_from(segment)
+    header_len = (offset >> 4) * 4
+    if header_len < HEADER_LEN or header_len > len(segment):
+        raise Malformed("header_length")
+    if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_TCP, len(segment))) != 0:
+        raise Malformed("checksum")
+    options = parse_options(segment[HEADER_LEN:header_len])
+    return TcpSegment(sport, dport, seq, ack, flags, window, urgent, options, bytes(segment[header_len:]))
+
+
+def parse_options(raw: bytes) -> TcpOptions:
+    """Decode known options; unknown ones are skipped, a broken length ends parsing (as Linux)."""
+    options = TcpOptions()
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= len(raw):
+            break
+        length = raw[i + 1]
+        if length < 2 or i + length > len(raw):
+            break
+        body = raw[i + 2 : i + length]
+        if kind == OPT_MSS and length == 4:
+            options.mss = int.from_bytes(body, "big")
+        elif kind == OPT_WSCALE and length == 3:
+            options.wscale = body[0]
+        elif kind == OPT_SACK_PERM and length == 2:
+            options.sack_permitted = True
+        elif kind == OPT_TIMESTAMP and length == 10:
+            options.ts_val = int.from_bytes(body[:4], "big")
+            options.ts_ecr = int.from_bytes(body[4:], "big")
+        elif kind == OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
+            options.sack_blocks = [
+                (int.from_bytes(body[j : j + 4], "big"), int.from_bytes(body[j + 4 : j + 8], "big"))
+                for j in range(0, length - 2, 8)
+            ]
+        i += length
+    return options
+
+
+def build_options(options: TcpOptions, syn: bool) -> bytes:
+    """Options bytes in Linux's order and padding (a multiple of 4 bytes)."""
+    out = bytearray()
+    if syn:
+        if options.mss is not None:
+            out += struct.pack("!BBH", OPT_MSS, 4, options.mss)
+        if options.ts_val is not None:
+            if options.sack_permitted:
+                out += bytes((OPT_SACK_PERM, 2))
+            else:
+                out += bytes((OPT_NOP, OPT_NOP))
+            out += struct.pack("!BBII", OPT_TIMESTAMP, 10, options.ts_val, options.ts_ecr)
+        elif options.sack_permitted:
+            out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
+        if options.wscale is not None:
+            out += bytes((OPT_NOP, OPT_WSCALE, 3, options.wscale))
+        return bytes(out)
+    if options.ts_val is not None:
+        out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, options.ts_val, options.ts_ecr)
+    if options.sack_blocks:
+        out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(options.sack_blocks)))
+        for start, end in options.sack_blocks:
+            out += struct.pack("!II", start, end)
+    return bytes(out)
+
+
+def build_tcp(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: bytes,
+    src: int,
+    dst: int,
+    urgent: int = 0,
+) -> bytes:
+    """A TCP segment with its checksum; ``options`` already encoded (see build_options)."""
+    header_len = HEADER_LEN + len(options)
+    header = _HEADER.pack(sport, dport, seq, ack, (header_len // 4) << 4, flags, window, 0, urgent) + options
+    length = header_len + len(payload)
+    checksum = internet_checksum(header + payload, pseudo_header_sum(src, dst, PROTO_TCP, length))
+    return header[:16] + checksum.to_bytes(2, "big") + header[18:] + payload
