@@ -14,7 +14,7 @@ import socket as _k
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .route import Route
@@ -117,6 +117,9 @@ class Socket:
     ip_id: int = 0
     # Bumped whenever anything the send path reads changes: guards watch it.
     generation: int = 0
+    # TCP: the connection state (a pystack.tcp.tcb.TCB), and whether this socket listens.
+    tcb: Any = field(default=None, repr=False)
+    listening: bool = False
     # The stack's wake-up hook: called when the socket may have become readable or writable.
     waker: Callable[[Socket], None] = field(default=lambda sock: None, repr=False)
 

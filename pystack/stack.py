@@ -14,7 +14,7 @@ import random
 import struct
 from collections.abc import Callable, Iterable
 
-from . import udp
+from . import ports, udp
 from .addr import ANY, BROADCAST, aton, is_multicast, ntoa, prefix_mask, sockaddr_in
 from .clock import Clock, MonotonicClock
 from .counters import Counters
@@ -39,6 +39,7 @@ from .socket import (
     IP_TOS,
     IP_TTL,
     IPPROTO_IP,
+    IPPROTO_TCP,
     IPPROTO_UDP,
     MSG_DONTWAIT,
     MSG_TRUNC,
@@ -56,10 +57,16 @@ from .socket import (
     SOCK_MIN_RCVBUF,
     SOCK_MIN_SNDBUF,
     SOCK_NONBLOCK,
+    SOCK_STREAM,
     SOL_SOCKET,
     WMEM_MAX,
     Socket,
 )
+from .tcp import api as tcp_api
+from .tcp.input import tcp_error, tcp_input
+from .tcp.layer import TcpLayer
+from .tcp.tcb import TcpConfig
+from .wire.ipv4 import PROTO_TCP
 
 ALL_HOSTS_GROUP = aton("224.0.0.1")
 Address = tuple[str, int]
@@ -69,7 +76,8 @@ ControlMessage = tuple[int, int, bytes]
 class Stack:
     """A host's TCP/IP stack, sans I/O: bytes in through :meth:`input`, out through interfaces."""
 
-    def __init__(self, clock: Clock | None = None, seed: int | None = None, default_ttl: int = 64):
+    def __init__(self, clock: Clock | None = None, seed: int | None = None, default_ttl: int = 64,
+                 tcp_config: TcpConfig | None = None):
         self.clock: Clock = clock or MonotonicClock()
         self.random = random.Random(seed)
         self.default_ttl = default_ttl
@@ -84,6 +92,9 @@ class Stack:
         # Transport protocols beyond UDP and ICMP register here (number -> handler).
         self.protocols: dict[int, Callable] = {}
         self.error_handlers: dict[int, Callable] = {}
+        self.tcp = TcpLayer(self, tcp_config)
+        self.protocols[PROTO_TCP] = tcp_input
+        self.error_handlers[PROTO_TCP] = tcp_error
         self.on_wake: Callable[[Socket], None] = lambda sock: None
         self._next_fd = 3
         self._ident = self.random.randrange(0x10000)
@@ -162,12 +173,15 @@ class Stack:
 
     def next_deadline(self) -> float | None:
         """When :meth:`run_timers` next has work to do."""
-        return self.reassembler.next_deadline()
+        deadlines = [d for d in (self.reassembler.next_deadline(), self.tcp.next_deadline()) if d is not None]
+        return min(deadlines, default=None)
 
     def run_timers(self) -> None:
-        for queue in self.reassembler.expire(self.clock.now()):
+        now = self.clock.now()
+        for queue in self.reassembler.expire(now):
             if queue.first_header is not None:
                 reassembly_timeout(self, queue.first_header, queue.pieces[0])
+        self.tcp.run_timers(now)
 
     # ------------------------------------------------------------ the fd API
 
@@ -181,21 +195,28 @@ class Stack:
         if family != AF_INET:
             raise oserror(errno.EAFNOSUPPORT)
         kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
-        if kind != SOCK_DGRAM:
+        if kind not in (SOCK_DGRAM, SOCK_STREAM):
             raise oserror(errno.ESOCKTNOSUPPORT if kind else errno.EINVAL)
-        if proto not in (0, IPPROTO_UDP):
+        protocol = IPPROTO_UDP if kind == SOCK_DGRAM else IPPROTO_TCP
+        if proto not in (0, protocol):
             raise oserror(errno.EPROTONOSUPPORT)
         fd = self._next_fd
         self._next_fd += 1
-        self.sockets[fd] = Socket(
-            fd, kind, IPPROTO_UDP, nonblocking=bool(type & SOCK_NONBLOCK), waker=self.wake
-        )
+        sock = Socket(fd, kind, protocol, nonblocking=bool(type & SOCK_NONBLOCK), waker=self.wake)
+        if kind == SOCK_STREAM:
+            sock.sndbuf = self.tcp.config.wmem_default
+            sock.rcvbuf = self.tcp.config.rmem_default
+            sock.tcb = self.tcp.new_tcb(sock)
+        self.sockets[fd] = sock
         return fd
 
     def close(self, fd: int) -> None:
         sock = self.sockfd_lookup(fd)
         del self.sockets[fd]
-        udp.udp_unhash(self, sock)
+        if sock.type == SOCK_STREAM:
+            tcp_api.tcp_close(self, sock)
+        else:
+            ports.unbind(self.udp_ports, sock)
         sock.closed = True
         sock.generation += 1
         self.wake(sock)
@@ -203,27 +224,78 @@ class Stack:
     def bind(self, fd: int, address: Address) -> None:
         sock = self.sockfd_lookup(fd)
         addr, port = sockaddr_in(address)
-        udp.udp_bind(self, sock, addr, port)
+        if sock.type == SOCK_STREAM:
+            tcp_api.tcp_bind(self, sock, addr, port)
+        else:
+            udp.udp_bind(self, sock, addr, port)
 
     def connect(self, fd: int, address: Address | None) -> None:
-        """Set a datagram socket's peer; ``None`` (AF_UNSPEC) dissolves the association."""
+        """Connect; ``None`` (AF_UNSPEC) dissolves a datagram association or aborts a connection.
+
+        For TCP this starts the handshake and raises BlockingIOError
+        (EINPROGRESS), as a non-blocking connect does; :meth:`connect_result`
+        then says how it went (the trio layer waits for that).
+        """
         sock = self.sockfd_lookup(fd)
         if address is None:
-            udp.udp_disconnect(self, sock)
+            if sock.type == SOCK_STREAM:
+                self.tcp.abort(sock.tcb, 0, send_reset=True)
+            else:
+                udp.udp_disconnect(self, sock)
             return
         addr, port = sockaddr_in(address)
         if addr == ANY:
             addr = aton("127.0.0.1")
-        udp.udp_connect(self, sock, addr, port)
+        if sock.type == SOCK_STREAM:
+            tcp_api.tcp_connect(self, sock, addr, port)
+        else:
+            udp.udp_connect(self, sock, addr, port)
+
+    def connect_result(self, fd: int) -> int:
+        """For a TCP connect under way: EINPROGRESS, then 0 or the error (taken once)."""
+        return tcp_api.tcp_connect_result(self._stream(fd).tcb)
+
+    def listen(self, fd: int, backlog: int = 128) -> None:
+        tcp_api.tcp_listen(self, self._stream(fd), backlog)
+
+    def accept(self, fd: int) -> tuple[int, Address]:
+        """A new fd for the next established connection; EAGAIN when there is none yet."""
+        child = tcp_api.tcp_accept(self, self._stream(fd))
+        child.fd = self._next_fd
+        self._next_fd += 1
+        child.nonblocking = False
+        self.sockets[child.fd] = child
+        return child.fd, (ntoa(child.remote_addr), child.remote_port)
+
+    def shutdown(self, fd: int, how: int) -> None:
+        sock = self.sockfd_lookup(fd)
+        if sock.type == SOCK_STREAM:
+            tcp_api.tcp_shutdown(self, sock, how)
+        elif not sock.connected:
+            raise oserror(errno.ENOTCONN)
+
+    def _stream(self, fd: int) -> Socket:
+        sock = self.sockfd_lookup(fd)
+        if sock.type != SOCK_STREAM:
+            raise oserror(errno.EOPNOTSUPP)
+        return sock
 
     def send(self, fd: int, data: bytes, flags: int = 0) -> int:
-        return self.sendmsg(fd, [data], (), flags, None)
+        """Send on a connected socket: a datagram, or bytes queued on a TCP connection."""
+        sock = self.sockfd_lookup(fd)
+        if sock.nonblocking:
+            flags |= MSG_DONTWAIT
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
+        return udp.udp_sendmsg(self, sock, bytes(data), flags, None, [])
 
     def sendto(self, fd: int, data: bytes, flags: int = 0, address: Address | None = None) -> int:
         """Send a datagram to ``address`` (or the connected peer when None)."""
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, dest, [])
 
@@ -239,8 +311,10 @@ class Stack:
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
-        dest = self._destination(address)
         data = b"".join(bytes(b) for b in buffers)
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_sendmsg(self, sock, data, flags)
+        dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, data, flags, dest, [(lv, kd, bytes(v)) for lv, kd, v in ancdata])
 
     @staticmethod
@@ -260,6 +334,11 @@ class Stack:
     def recvmsg(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, list, int, Address]:
         """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
         sock = self.sockfd_lookup(fd)
+        if sock.type == SOCK_STREAM:
+            if sock.nonblocking:
+                flags |= MSG_DONTWAIT
+            data = tcp_api.tcp_recvmsg(self, sock, bufsize, flags)
+            return data, [], 0, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 
@@ -304,10 +383,12 @@ class Stack:
                 self.wake(sock)
             elif option == SO_RCVBUF:
                 sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)
-            else:
+            elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
             self._set_ip_option(sock, option, value, number)
+        elif level == IPPROTO_TCP and sock.type == SOCK_STREAM:
+            tcp_api.set_tcp_option(self, sock, option, number)
         else:
             raise oserror(errno.ENOPROTOOPT)
         sock.generation += 1
@@ -358,11 +439,19 @@ class Stack:
     def getsockopt(self, fd: int, level: int, option: int, buflen: int = 0) -> int | bytes:
         sock = self.sockfd_lookup(fd)
         value = self._get_option(sock, level, option)
-        if buflen:
+        if buflen and isinstance(value, int):
             return struct.pack("i", value)[:buflen]
         return value
 
-    def _get_option(self, sock: Socket, level: int, option: int) -> int:
+    def _get_option(self, sock: Socket, level: int, option: int) -> int | bytes:
+        if level == IPPROTO_TCP and sock.type == SOCK_STREAM:
+            return tcp_api.get_tcp_option(self, sock, option)
+        if level == SOL_SOCKET and sock.type == SOCK_STREAM:
+            if option == SO_ERROR:
+                return tcp_api.tcb_take_error(sock.tcb) or sock.take_error()
+            value = tcp_api.get_socket_option(sock, option)
+            if value is not None:
+                return value
         if level == SOL_SOCKET:
             values = {
                 SO_REUSEADDR: int(sock.reuseaddr),

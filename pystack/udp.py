@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from . import icmp, ip
+from . import icmp, ip, ports
 from .addr import ANY, BROADCAST, is_multicast, ntoa
 from .errors import Malformed, oserror, would_block
 from .route import BROADCAST as ROUTE_BROADCAST
@@ -35,22 +35,9 @@ if TYPE_CHECKING:
     from .stack import Stack
 
 MAX_PAYLOAD = MAX_PACKET - HEADER_LEN - UDP_HEADER_LEN  # 65507
-EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
 
 
 # ---------------------------------------------------------------- binding
-
-
-def port_conflict(stack: Stack, sock: Socket, addr: int, port: int) -> bool:
-    """Would binding ``sock`` to addr:port clash with a socket already there (Linux rules)?"""
-    for other in stack.udp_ports.get(port, ()):
-        if other is sock:
-            continue
-        if sock.reuseaddr and other.reuseaddr:
-            continue
-        if addr == ANY or other.local_addr == ANY or other.local_addr == addr:
-            return True
-    return False
 
 
 def udp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -58,28 +45,11 @@ def udp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
         raise oserror(errno.EINVAL, "socket already bound")
     if addr != ANY and addr not in stack.local_addresses and addr != BROADCAST and not is_multicast(addr):
         raise oserror(errno.EADDRNOTAVAIL)
-    port_locked = port != 0
-    if port == 0:
-        port = ephemeral_port(stack, sock, addr)
-    elif port_conflict(stack, sock, addr, port):
-        raise oserror(errno.EADDRINUSE)
-    sock.bind_addr_locked = addr != ANY  # Linux's SOCK_BINDADDR_LOCK / SOCK_BINDPORT_LOCK
-    sock.bind_port_locked = port_locked
+    sock.bind_port_locked = port != 0  # Linux's SOCK_BINDPORT_LOCK / SOCK_BINDADDR_LOCK
+    sock.bind_addr_locked = addr != ANY
+    sock.local_port = ports.bind(stack.udp_ports, sock, addr, port, stack.random)
     sock.local_addr = addr
-    sock.local_port = port
-    stack.udp_ports.setdefault(port, []).append(sock)
     sock.generation += 1
-
-
-def ephemeral_port(stack: Stack, sock: Socket, addr: int) -> int:
-    low, high = EPHEMERAL_PORTS
-    span = high - low + 1
-    start = stack.random.randrange(span)
-    for i in range(span):
-        port = low + (start + i) % span
-        if not port_conflict(stack, sock, addr, port):
-            return port
-    raise oserror(errno.EAGAIN, "no free ephemeral port")
 
 
 def udp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -107,21 +77,13 @@ def udp_disconnect(stack: Stack, sock: Socket) -> None:
     if not sock.bind_addr_locked:
         sock.local_addr = ANY
     if not sock.bind_port_locked:
-        udp_unhash(stack, sock)
+        ports.unbind(stack.udp_ports, sock)
         sock.local_port = 0
     sock.remote_addr = 0
     sock.remote_port = 0
     sock.connected = False
     sock.dst_cache = None
     sock.generation += 1
-
-
-def udp_unhash(stack: Stack, sock: Socket) -> None:
-    bound = stack.udp_ports.get(sock.local_port)
-    if bound and sock in bound:
-        bound.remove(sock)
-        if not bound:
-            del stack.udp_ports[sock.local_port]
 
 
 # ---------------------------------------------------------------- sending

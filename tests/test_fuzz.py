@@ -110,13 +110,13 @@ class FuzzBench:
 
     def feed(self, packet: bytes, label: object = "") -> None:
         c = self.counters
-        ip, udp, icmp, drops = c.ip, c.udp, c.icmp, c.drops
+        ip, udp, icmp, tcp, drops = c.ip, c.udp, c.icmp, c.tcp, c.drops
         out = self.bench.out
         out.clear()
         d0 = sum(n for k, n in drops.items() if k.startswith("ip."))
         r0, v0, q0, k0 = ip["InReceives"], ip["InDelivers"], ip["ReasmQueued"], ip["ReasmOKs"]
         u0 = udp["InDatagrams"] + udp["NoPorts"] + udp["InErrors"] + udp["IgnoredMulti"]
-        m0 = icmp["InMsgs"]
+        m0 = icmp["InMsgs"] + tcp["InSegs"] + tcp["InErrs"]
         try:
             self.stack.input(packet, "pst0")
         except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
@@ -125,7 +125,7 @@ class FuzzBench:
         d = sum(n for k, n in drops.items() if k.startswith("ip.")) - d0
         r, v, q, k = ip["InReceives"] - r0, ip["InDelivers"] - v0, ip["ReasmQueued"] - q0, ip["ReasmOKs"] - k0
         u = udp["InDatagrams"] + udp["NoPorts"] + udp["InErrors"] + udp["IgnoredMulti"] - u0
-        m = icmp["InMsgs"] - m0
+        m = icmp["InMsgs"] + tcp["InSegs"] + tcp["InErrs"] - m0
         fates = (d, v, q, k)
         if not (r == 1 and min(fates) >= 0 and k <= q and d + v + q - k == 1 and u + m == v and u <= 1):
             raise AssertionError(

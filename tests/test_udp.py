@@ -33,7 +33,7 @@ from pystack.socket import (
     SOCK_NONBLOCK,
     SOL_SOCKET,
 )
-from pystack.udp import EPHEMERAL_PORTS
+from pystack.ports import EPHEMERAL_PORTS
 
 from .core_helpers import ME, NEIGHBOUR, PEER, SUBNET_BCAST, Bench, udp_packet
 

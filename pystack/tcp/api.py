@@ -1,0 +1,373 @@
+"""TCP socket calls: connect, listen, accept, send, receive, shutdown, close, options.
+
+``tcp_sendmsg`` is the TCP send path the specializer folds: it
+interprets flags, SO_ADU, buffer space and the connection state on every
+call, then hands the data to ``tcp_output`` (coalescing, Nagle, cork, MSS).
+Like the rest of the core, nothing blocks: a call that would wait raises
+BlockingIOError (EAGAIN, or EINPROGRESS for connect) and the trio layer
+waits on the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import struct
+from typing import TYPE_CHECKING
+
+from .. import ports
+from ..addr import ANY, BROADCAST, is_multicast
+from ..errors import oserror, would_block
+from ..socket import MSG_DONTWAIT, MSG_OOB, MSG_PEEK, MSG_WAITALL, Socket
+from .input import start_handshake_segment
+from .output import send_ack, tcp_output, window_to_advertise
+from .seq import seq_diff
+from .tcb import (
+    CAN_SEND,
+    CLOSE_WAIT,
+    CLOSED,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    LISTEN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TCB,
+)
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+SOMAXCONN = 4096
+
+TCP_NODELAY = 1
+TCP_MAXSEG = 2
+TCP_CORK = 3
+TCP_KEEPIDLE = 4
+TCP_KEEPINTVL = 5
+TCP_KEEPCNT = 6
+TCP_USER_TIMEOUT = 18
+SO_KEEPALIVE = 9
+SO_LINGER = 13
+# pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
+SO_ADU = 0x4144
+
+
+def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
+    if sock.local_port or sock.tcb.state != CLOSED:
+        raise oserror(errno.EINVAL, "socket already bound")
+    if addr != ANY and addr not in stack.local_addresses:
+        raise oserror(errno.EADDRNOTAVAIL)
+    sock.local_port = ports.bind(stack.tcp.ports, sock, addr, port, stack.random)
+    sock.local_addr = addr
+    sock.generation += 1
+
+
+def tcp_listen(stack: Stack, sock: Socket, backlog: int) -> None:
+    tcb: TCB = sock.tcb
+    if tcb.state not in (CLOSED, LISTEN) or sock.connected:
+        raise oserror(errno.EINVAL)
+    if not sock.local_port:
+        tcp_bind(stack, sock, ANY, 0)
+    elif tcb.state == CLOSED:
+        for other in stack.tcp.ports.get(sock.local_port, ()):
+            if other is not sock and other.listening and (
+                other.local_addr in (ANY, sock.local_addr) or sock.local_addr == ANY
+            ):
+                raise oserror(errno.EADDRINUSE)
+    tcb.backlog = max(0, min(backlog, SOMAXCONN))
+    if tcb.state == LISTEN:
+        return
+    tcb.state = LISTEN
+    tcb.local_addr, tcb.local_port = sock.local_addr, sock.local_port
+    sock.listening = True
+    stack.tcp.listeners.setdefault(sock.local_port, []).append(tcb)
+
+
+def tcp_accept(stack: Stack, sock: Socket) -> Socket:
+    """The next established connection (its socket still has no fd); EAGAIN if none."""
+    tcb: TCB = sock.tcb
+    if tcb.state != LISTEN:
+        raise oserror(errno.EINVAL)
+    if not tcb.accept_queue:
+        raise would_block()
+    child = tcb.accept_queue.popleft()
+    child.parent = None
+    stack.tcp.ports.setdefault(child.local_port, []).append(child.sock)
+    return child.sock
+
+
+def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
+    """Start the three-way handshake; always ends in EINPROGRESS (or an error, or EISCONN)."""
+    tcb: TCB = sock.tcb
+    if tcb.state == SYN_SENT:
+        raise oserror(errno.EALREADY)
+    if tcb.state != CLOSED or sock.listening:
+        raise oserror(errno.EISCONN if tcb.state != LISTEN else errno.EINVAL)
+    if tcb.error:
+        raise oserror(tcb_take_error(tcb))
+    if addr == BROADCAST or is_multicast(addr) or stack.is_broadcast(addr):
+        raise oserror(errno.ENETUNREACH)
+    route = stack.routes.lookup(addr, stack.clock.now())
+    if route is None:
+        stack.counters.ip["OutNoRoutes"] += 1
+        raise oserror(errno.ENETUNREACH)
+    if port == 0:
+        raise oserror(errno.ECONNREFUSED)
+    if not sock.local_port:
+        sock.local_port = ports.bind(stack.tcp.ports, sock, ANY, 0, stack.random)
+    if sock.local_addr == ANY:
+        sock.local_addr = route.source
+    sock.remote_addr, sock.remote_port = addr, port
+    tcb.local_addr, tcb.local_port = sock.local_addr, sock.local_port
+    tcb.remote_addr, tcb.remote_port = addr, port
+    if tcb.key in stack.tcp.conns:
+        raise oserror(errno.EADDRNOTAVAIL)
+    sock.dst_cache, sock.dst_generation = route, stack.routes.generation
+    stack.tcp.update_mss(tcb)
+    tcb.iss = stack.tcp.initial_sequence(tcb)
+    tcb.state = SYN_SENT
+    stack.tcp.conns[tcb.key] = tcb
+    stack.counters.tcp["ActiveOpens"] += 1
+    start_handshake_segment(stack, tcb)
+    raise oserror(errno.EINPROGRESS)
+
+
+def tcp_connect_result(tcb: TCB) -> int:
+    """0 once connected, the error if the attempt failed, EINPROGRESS while it goes on."""
+    if tcb.state == SYN_SENT or (tcb.state == SYN_RECEIVED and tcb.parent is None):
+        return errno.EINPROGRESS
+    if tcb.error:
+        return tcb_take_error(tcb)
+    return 0
+
+
+def tcb_take_error(tcb: TCB) -> int:
+    error, tcb.error = tcb.error, 0
+    return error
+
+
+def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
+    """Queue data for sending; returns how much was taken (all of it, unless space ran out)."""
+    tcb: TCB = sock.tcb
+    if flags & MSG_OOB:
+        raise oserror(errno.EOPNOTSUPP, "urgent data is not supported")
+    if tcb.error:
+        raise oserror(tcb_take_error(tcb))
+    if tcb.state in (SYN_SENT, SYN_RECEIVED):
+        raise would_block()
+    if tcb.shut_wr or tcb.state not in CAN_SEND:
+        raise oserror(errno.EPIPE if sock.connected else errno.ENOTCONN)
+    if tcb.adu and len(data) != tcb.adu:
+        raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {tcb.adu}-byte sends")
+    if not data:
+        return 0
+    space = sock.sndbuf - len(tcb.send_buffer)
+    if space <= 0:
+        raise would_block()
+    taken = data[:space]
+    tcb.send_buffer += taken
+    tcp_output(stack, tcb)
+    stack.tcp.timer_changed(tcb)
+    return len(taken)
+
+
+def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
+    """Read in-order data; b"" at end of stream; EAGAIN when nothing is there yet."""
+    tcb: TCB = sock.tcb
+    if flags & MSG_OOB:
+        raise oserror(errno.EINVAL)
+    if bufsize < 0:
+        raise ValueError("negative buffersize in recv")
+    if tcb.state == LISTEN:
+        raise oserror(errno.ENOTCONN)
+    available = len(tcb.recv_buffer)
+    if available == 0 or (flags & MSG_WAITALL and available < bufsize and not tcb.fin_received
+                          and not tcb.error and not flags & MSG_DONTWAIT):
+        if tcb.error:
+            raise oserror(tcb_take_error(tcb))
+        if tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected):
+            return b""
+        if tcb.state == CLOSED:
+            raise oserror(errno.ENOTCONN)
+        raise would_block()
+    data = bytes(tcb.recv_buffer[:bufsize])
+    if not flags & MSG_PEEK:
+        del tcb.recv_buffer[: len(data)]
+        window_update(stack, tcb)
+    return data
+
+
+def window_update(stack: Stack, tcb: TCB) -> None:
+    """Tell the peer about space the application freed, if it grew enough (Linux tcp_cleanup_rbuf)."""
+    if tcb.state not in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
+        return
+    advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
+    if window_to_advertise(tcb) >= 2 * advertised and window_to_advertise(tcb) - advertised >= tcb.advmss:
+        send_ack(stack, tcb)
+
+
+def tcp_shutdown(stack: Stack, sock: Socket, how: int) -> None:
+    tcb: TCB = sock.tcb
+    if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+        raise oserror(errno.EINVAL)
+    if tcb.state in (CLOSED, SYN_SENT, LISTEN) and not sock.connected:
+        if tcb.state == LISTEN and how != SHUT_WR:
+            return
+        raise oserror(errno.ENOTCONN)
+    if how in (SHUT_RD, SHUT_RDWR):
+        tcb.shut_rd = True
+    if how in (SHUT_WR, SHUT_RDWR):
+        send_fin(stack, tcb)
+    stack.wake(sock)
+
+
+def send_fin(stack: Stack, tcb: TCB) -> None:
+    if tcb.shut_wr:
+        return
+    tcb.shut_wr = True
+    if tcb.state in (ESTABLISHED, SYN_RECEIVED):
+        tcb.state = FIN_WAIT_1
+    elif tcb.state == CLOSE_WAIT:
+        tcb.state = LAST_ACK
+    else:
+        return
+    tcb.fin_queued = True
+    tcp_output(stack, tcb)
+    stack.tcp.timer_changed(tcb)
+
+
+def tcp_close(stack: Stack, sock: Socket) -> None:
+    """The application lets go; the connection finishes on its own (or is reset)."""
+    tcb: TCB = sock.tcb
+    layer = stack.tcp
+    tcb.orphan = True  # from now on the TCB frees its port itself when done
+    if tcb.state == LISTEN:
+        close_listener(stack, tcb)
+    elif tcb.state in (CLOSED, SYN_SENT):
+        layer.done(tcb)
+    elif tcb.recv_buffer or (tcb.linger[0] and tcb.linger[1] == 0):
+        # RFC 2525 / Linux: unread data (or SO_LINGER 0) means abort with a RST.
+        stack.counters.tcp["AbortOnClose" if tcb.recv_buffer else "AbortOnLinger"] += 1
+        layer.abort(tcb, 0, send_reset=True)
+    else:
+        tcb.shut_rd = True
+        send_fin(stack, tcb)
+
+
+def close_listener(stack: Stack, tcb: TCB) -> None:
+    sock = tcb.sock
+    sock.listening = False
+    listeners = stack.tcp.listeners.get(tcb.local_port, [])
+    if tcb in listeners:
+        listeners.remove(tcb)
+        if not listeners:
+            del stack.tcp.listeners[tcb.local_port]
+    for child in list(stack.tcp.conns.values()):
+        if child.parent is tcb:
+            stack.tcp.abort(child, 0, send_reset=child.state != SYN_RECEIVED)
+    while tcb.accept_queue:
+        child = tcb.accept_queue.popleft()
+        stack.tcp.abort(child, 0, send_reset=True)
+    stack.tcp.done(tcb)
+
+
+# ---------------------------------------------------------------- options
+
+
+def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None:
+    tcb: TCB = sock.tcb
+    if option == TCP_NODELAY:
+        tcb.nodelay = bool(number)
+        tcp_output(stack, tcb)
+    elif option == TCP_CORK:
+        tcb.cork = bool(number)
+        if not number:
+            tcp_output(stack, tcb)
+    elif option == TCP_MAXSEG:
+        if number and not 88 <= number <= 32767:
+            raise oserror(errno.EINVAL)
+        tcb.user_mss = number
+        if tcb.state != CLOSED and tcb.state != LISTEN:
+            stack.tcp.update_mss(tcb)
+    elif option == TCP_USER_TIMEOUT:
+        if number < 0:
+            raise oserror(errno.EINVAL)
+        tcb.user_timeout = number / 1000
+    elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL):
+        if not 1 <= number <= 32767:
+            raise oserror(errno.EINVAL)
+        if option == TCP_KEEPIDLE:
+            tcb.keepidle = float(number)
+            rearm_keepalive(stack, tcb)
+        else:
+            tcb.keepintvl = float(number)
+    elif option == TCP_KEEPCNT:
+        if not 1 <= number <= 127:
+            raise oserror(errno.EINVAL)
+        tcb.keepcnt = number
+    else:
+        raise oserror(errno.ENOPROTOOPT)
+    stack.tcp.timer_changed(tcb)
+
+
+def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
+    tcb: TCB = sock.tcb
+    cfg = stack.tcp.config
+    if option == TCP_MAXSEG:
+        if tcb.state in (CLOSED, LISTEN, SYN_SENT):
+            return tcb.user_mss or 536
+        return tcb.mss
+    values = {
+        TCP_NODELAY: int(tcb.nodelay),
+        TCP_CORK: int(tcb.cork),
+        TCP_USER_TIMEOUT: int(tcb.user_timeout * 1000),
+        TCP_KEEPIDLE: int(tcb.keepidle or cfg.keepalive_time),
+        TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),
+        TCP_KEEPCNT: tcb.keepcnt or cfg.keepalive_probes,
+    }
+    if option in values:
+        return values[option]
+    raise oserror(errno.ENOPROTOOPT)
+
+
+def set_socket_option(stack: Stack, sock: Socket, option: int, value: int | bytes, number: int) -> bool:
+    """TCP's SOL_SOCKET options; False if ``option`` is not one of them."""
+    tcb: TCB = sock.tcb
+    if option == SO_KEEPALIVE:
+        tcb.keepalive = bool(number)
+        rearm_keepalive(stack, tcb)
+    elif option == SO_LINGER:
+        if not isinstance(value, bytes | bytearray) or len(value) < 8:
+            raise oserror(errno.EINVAL)
+        onoff, seconds = struct.unpack("ii", bytes(value[:8]))
+        tcb.linger = (bool(onoff), max(seconds, 0))
+    elif option == SO_ADU:
+        if number < 0 or number > sock.sndbuf:
+            raise oserror(errno.EINVAL)
+        tcb.adu = number
+    else:
+        return False
+    stack.tcp.timer_changed(tcb)
+    return True
+
+
+def get_socket_option(sock: Socket, option: int) -> int | bytes | None:
+    tcb: TCB = sock.tcb
+    if option == SO_KEEPALIVE:
+        return int(tcb.keepalive)
+    if option == SO_LINGER:
+        return struct.pack("ii", int(tcb.linger[0]), tcb.linger[1])
+    if option == SO_ADU:
+        return tcb.adu
+    return None
+
+
+def rearm_keepalive(stack: Stack, tcb: TCB) -> None:
+    if tcb.keepalive and tcb.state == ESTABLISHED:
+        tcb.keepalive_at = tcb.last_received_at + (tcb.keepidle or stack.tcp.config.keepalive_time)
+        tcb.keepalive_at = max(tcb.keepalive_at, stack.clock.now())
+    elif not tcb.keepalive:
+        tcb.keepalive_at = math.inf

@@ -1,0 +1,528 @@
+"""Segment arrival (RFC 9293 section 3.10.7), with RFC 5961 and RFC 7323 checks.
+
+The order of checks follows the RFC's "SEGMENT ARRIVES" text; each
+rejected segment is charged to one drop reason (``tcp.<reason>``).
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from .. import ip
+from ..addr import is_multicast
+from ..errors import Malformed
+from ..socket import IP_PMTUDISC_WANT
+from ..wire.ipv4 import PROTO_TCP, IPv4Header
+from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from . import recovery
+from .output import arm_rto, schedule_ack, send_ack, send_syn, tcp_output, ts_now
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from .tcb import (
+    CAN_RECEIVE,
+    CLOSE_WAIT,
+    CLOSED,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TCB,
+    TIME_WAIT,
+    Sent,
+)
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323: ts_recent older than 24 days is stale
+
+
+def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
+    counters = stack.counters
+    try:
+        seg = parse_tcp(payload, header.src, header.dst)
+    except Malformed as bad:
+        counters.tcp["InErrs"] += 1
+        if bad.reason == "checksum":
+            counters.tcp["InCsumErrors"] += 1
+        counters.drop("tcp", bad.reason)
+        return
+    counters.tcp["InSegs"] += 1
+    if is_multicast(header.dst) or stack.is_broadcast(header.dst):
+        counters.drop("tcp", "not_unicast")
+        return
+    tcb = stack.tcp.conns.get((header.dst, seg.dport, header.src, seg.sport))
+    if tcb is None:
+        listener = stack.tcp.listener(header.dst, seg.dport)
+        if listener is not None:
+            listen_input(stack, listener, header, seg)
+        else:
+            counters.drop("tcp", "no_socket")
+            reply_reset(stack, header, seg)
+        return
+    if tcb.state == SYN_SENT:
+        syn_sent_input(stack, tcb, seg)
+    else:
+        segment_arrives(stack, tcb, seg)
+    if tcb.state != CLOSED:
+        tcp_output(stack, tcb)
+        stack.tcp.timer_changed(tcb)
+
+
+def reply_reset(stack: Stack, header: IPv4Header, seg: TcpSegment) -> None:
+    """RST for a segment that matches no connection (RFC 9293 3.10.7.1); never for a RST."""
+    if seg.flags & RST:
+        return
+    if seg.flags & ACK:
+        seq, ack, flags = seg.ack, 0, RST
+    else:
+        seq, ack, flags = 0, seq_add(seg.seq, seg.seg_len), RST | ACK
+    send_bare(stack, header.dst, seg.dport, header.src, seg.sport, seq, ack, flags)
+
+
+def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int, ack: int, flags: int) -> None:
+    """A segment sent on behalf of no connection (resets)."""
+    route = stack.routes.lookup(dst, stack.clock.now())
+    if route is None:
+        stack.counters.ip["OutNoRoutes"] += 1
+        return
+    segment = build_tcp(sport, dport, seq, ack, flags, 0, b"", b"", src, dst)
+    stack.counters.tcp["OutSegs"] += 1
+    if flags & RST:
+        stack.counters.tcp["OutRsts"] += 1
+    ip.ip_output(stack, None, route, src, dst, PROTO_TCP, segment, stack.default_ttl, 0, IP_PMTUDISC_WANT)
+
+
+# ---------------------------------------------------------------- LISTEN
+
+
+def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> None:
+    counters = stack.counters
+    if seg.flags & RST:
+        counters.drop("tcp", "rst_to_listener")
+        return
+    if seg.flags & ACK:
+        counters.drop("tcp", "ack_to_listener")
+        reply_reset(stack, header, seg)
+        return
+    if not seg.flags & SYN:
+        counters.drop("tcp", "no_syn_to_listener")
+        return
+    if len(listener.accept_queue) > listener.backlog:
+        counters.tcp["ListenOverflows"] += 1
+        counters.tcp["ListenDrops"] += 1
+        counters.drop("tcp", "accept_queue_full")
+        return
+    if listener.syn_queue >= stack.tcp.config.max_syn_backlog:
+        counters.tcp["ListenDrops"] += 1
+        counters.drop("tcp", "syn_queue_full")
+        return
+    child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    child.state = SYN_RECEIVED
+    negotiate_options(stack, child, seg, offered=False)
+    child.irs = seg.seq
+    child.rcv_nxt = seq_add(seg.seq, 1)
+    child.rcv_adv = child.rcv_nxt
+    child.snd_wnd = seg.window
+    child.max_snd_wnd = seg.window
+    child.snd_wl1 = seg.seq
+    listener.syn_queue += 1
+    counters.tcp["PassiveOpens"] += 1
+    start_handshake_segment(stack, child)
+
+
+def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
+    """Send our SYN (or SYN-ACK) and queue it for retransmission."""
+    now = stack.clock.now()
+    tcb.snd_una = tcb.iss
+    tcb.snd_nxt = seq_add(tcb.iss, 1)
+    tcb.snd_buf_seq = tcb.snd_nxt
+    tcb.rtx.clear()
+    tcb.rtx.append(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    send_syn(stack, tcb)
+    arm_rto(stack, tcb, now)
+
+
+def negotiate_options(stack: Stack, tcb: TCB, seg: TcpSegment, offered: bool) -> None:
+    """Settle MSS, window scale, SACK and timestamps from the peer's SYN (or SYN-ACK).
+
+    ``offered``: we sent the SYN (active open), so an option counts only
+    if we offered it too.
+    """
+    opts = seg.options
+    tcb.peer_mss = opts.mss if opts.mss else 536
+    if opts.wscale is not None and (tcb.want_wscale or not offered):
+        tcb.snd_wscale = min(opts.wscale, 14)
+        tcb.rcv_wscale = stack.tcp.config.window_scale if not offered else tcb.rcv_wscale
+        tcb.want_wscale = True
+    else:
+        tcb.snd_wscale = tcb.rcv_wscale = 0
+        tcb.want_wscale = False
+    tcb.sack_ok = opts.sack_permitted and tcb.want_sack and stack.tcp.config.sack
+    tcb.want_sack = tcb.sack_ok
+    tcb.ts_ok = opts.ts_val is not None and tcb.want_ts and stack.tcp.config.timestamps
+    tcb.want_ts = tcb.ts_ok
+    if tcb.ts_ok:
+        tcb.ts_recent = opts.ts_val or 0
+        tcb.ts_recent_stamp = stack.clock.now()
+    stack.tcp.update_mss(tcb)
+
+
+# ---------------------------------------------------------------- SYN-SENT
+
+
+def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
+    counters = stack.counters
+    if seg.flags & ACK and (seq_le(seg.ack, tcb.iss) or seq_gt(seg.ack, tcb.snd_nxt)):
+        counters.drop("tcp", "syn_sent_bad_ack")
+        if not seg.flags & RST:
+            send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
+        return
+    if seg.flags & RST:
+        if seg.flags & ACK:
+            stack.tcp.abort(tcb, errno.ECONNREFUSED)
+        else:
+            counters.drop("tcp", "syn_sent_rst_without_ack")
+        return
+    if not seg.flags & SYN:
+        counters.drop("tcp", "syn_sent_no_syn")
+        return
+    negotiate_options(stack, tcb, seg, offered=True)
+    tcb.irs = seg.seq
+    tcb.rcv_nxt = seq_add(seg.seq, 1)
+    tcb.rcv_adv = tcb.rcv_nxt
+    if seg.flags & ACK:
+        handshake_acked(stack, tcb, seg)
+        tcb.ack_now = True
+        return
+    tcb.state = SYN_RECEIVED  # simultaneous open (RFC 9293 3.5)
+    tcb.snd_wnd = seg.window
+    tcb.snd_wl1 = seg.seq
+    send_syn(stack, tcb)
+
+
+def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
+    """Our SYN is acknowledged: the connection is established."""
+    now = stack.clock.now()
+    sent = tcb.rtx.popleft() if tcb.rtx else None
+    if sent is not None and sent.retransmits == 0:
+        tcb.rtt.sample(now - sent.sent_at)
+    tcb.snd_una = seg.ack
+    tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
+    tcb.max_snd_wnd = tcb.snd_wnd
+    tcb.snd_wl1 = seg.seq
+    tcb.snd_wl2 = seg.ack
+    tcb.backoff = 0
+    tcb.retransmits = 0
+    tcb.cwnd = stack.tcp.config.initial_cwnd
+    tcb.quickacks = stack.tcp.config.max_quickacks
+    tcb.state = ESTABLISHED
+    tcb.last_received_at = now
+    arm_rto(stack, tcb, now)
+    stack.tcp.established(tcb)
+
+
+# ---------------------------------------------------------------- synchronized states
+
+
+def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
+    counters = stack.counters
+    now = stack.clock.now()
+    if tcb.ts_ok and seg.options.ts_val is not None and not seg.flags & RST:
+        if seq_lt(seg.options.ts_val, tcb.ts_recent) and now - tcb.ts_recent_stamp < PAWS_IDLE:
+            counters.tcp["PAWSEstab"] += 1
+            counters.drop("tcp", "paws")
+            tcb.ack_now = True
+            return
+    if not acceptable(tcb, seg):
+        counters.drop("tcp", "out_of_window")
+        if not seg.flags & RST:
+            tcb.ack_now = True
+        return
+    if seg.flags & RST:
+        if seg.seq == tcb.rcv_nxt:
+            reset_received(stack, tcb)
+        else:
+            challenge_ack(stack, tcb)
+            counters.drop("tcp", "rst_in_window")
+        return
+    if seg.flags & SYN:
+        challenge_ack(stack, tcb)  # RFC 5961 4.2, also for SYN-RECEIVED and TIME-WAIT
+        counters.drop("tcp", "syn_in_window")
+        return
+    if not seg.flags & ACK:
+        counters.drop("tcp", "no_ack")
+        return
+    tcb.last_received_at = now
+    tcb.keepalive_probes_out = 0
+    if tcb.ts_ok and seg.options.ts_val is not None and seq_le(seg.seq, tcb.rcv_adv):
+        if seq_ge(seg.options.ts_val, tcb.ts_recent) and seq_le(seg.seq, tcb.rcv_nxt):
+            tcb.ts_recent = seg.options.ts_val
+            tcb.ts_recent_stamp = now
+    if tcb.state == SYN_RECEIVED:
+        if not (seq_lt(tcb.snd_una, seg.ack) and seq_le(seg.ack, tcb.snd_nxt)):
+            counters.drop("tcp", "syn_received_bad_ack")
+            send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
+            return
+        handshake_acked(stack, tcb, seg)
+    if seq_gt(seg.ack, tcb.snd_nxt):
+        counters.drop("tcp", "ack_of_unsent")
+        tcb.ack_now = True
+        return
+    if seq_lt(seg.ack, seq_add(tcb.snd_una, -tcb.max_snd_wnd)):
+        counters.drop("tcp", "ack_too_old")
+        challenge_ack(stack, tcb)
+        return
+    if seq_ge(seg.ack, tcb.snd_una):
+        process_ack(stack, tcb, seg, now)
+    if tcb.state == CLOSED:
+        return
+    fin_acked = tcb.fin_sent and tcb.snd_una == tcb.snd_nxt
+    if fin_acked:
+        if tcb.state == FIN_WAIT_1:
+            tcb.state = FIN_WAIT_2
+            if tcb.orphan:
+                tcb.fin_wait2_at = now + stack.tcp.config.fin_timeout
+        elif tcb.state == CLOSING:
+            enter_time_wait(stack, tcb)
+        elif tcb.state == LAST_ACK:
+            stack.tcp.done(tcb)
+            return
+    if tcb.state == TIME_WAIT:
+        if seg.flags & FIN:
+            tcb.ack_now = True
+            tcb.timewait_at = now + 2 * stack.tcp.config.msl
+        return
+    data = seg.payload
+    if data:
+        if tcb.state not in CAN_RECEIVE:
+            counters.drop("tcp", "data_after_fin")
+        elif tcb.shut_rd and tcb.orphan:
+            stack.counters.tcp["AbortOnData"] += 1
+            stack.tcp.abort(tcb, errno.ECONNRESET, send_reset=True)
+            return
+        else:
+            receive_data(stack, tcb, seg.seq, data, seg.flags & FIN)
+            return
+    if seg.flags & FIN:
+        fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
+
+
+def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
+    """RFC 9293's four-case acceptability test against the window we advertised."""
+    window = max(seq_diff(tcb.rcv_adv, tcb.rcv_nxt), 0)
+    length = seg.seg_len
+    offset = seq_diff(seg.seq, tcb.rcv_nxt)
+    if length == 0:
+        return offset == 0 if window == 0 else 0 <= offset < window
+    if window == 0:
+        return False
+    last = offset + length - 1
+    return 0 <= offset < window or 0 <= last < window
+
+
+def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
+    newly_sacked = 0
+    if tcb.sack_ok and seg.options.sack_blocks:
+        newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks)
+    window = seg.window << tcb.snd_wscale
+    if seq_gt(seg.ack, tcb.snd_una):
+        acknowledge(stack, tcb, seg, now, newly_sacked)
+    elif (
+        tcb.rtx
+        and not seg.payload
+        and not seg.flags & (SYN | FIN)
+        and window == tcb.snd_wnd
+    ):
+        stack.counters.tcp["DupAcks"] += 1
+        recovery.on_duplicate_ack(stack, tcb, newly_sacked)
+    elif newly_sacked:
+        recovery.on_duplicate_ack(stack, tcb, newly_sacked)
+    if seq_lt(tcb.snd_wl1, seg.seq) or (tcb.snd_wl1 == seg.seq and seq_le(tcb.snd_wl2, seg.ack)):
+        tcb.snd_wnd = window
+        tcb.snd_wl1 = seg.seq
+        tcb.snd_wl2 = seg.ack
+        tcb.max_snd_wnd = max(tcb.max_snd_wnd, window)
+        if window:
+            tcb.persist_at = float("inf")
+            tcb.persist_backoff = 0
+
+
+def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int) -> None:
+    """New data acknowledged: retire segments, sample RTT, free buffer space."""
+    ack = seg.ack
+    acked_segments = 0
+    rtt_sample = None
+    while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
+        sent = tcb.rtx.popleft()
+        acked_segments += 1
+        if sent.retransmits == 0:
+            rtt_sample = now - sent.sent_at
+    if tcb.rtx and seq_lt(tcb.rtx[0].seq, ack):
+        tcb.rtx[0].seq = ack  # part of a segment acknowledged
+    if tcb.ts_ok and seg.options.ts_ecr:
+        rtt_sample = max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000
+    if rtt_sample is not None:
+        tcb.rtt.sample(rtt_sample)
+    acked_data = min(max(seq_diff(ack, tcb.snd_buf_seq), 0), len(tcb.send_buffer))
+    if acked_data:
+        del tcb.send_buffer[:acked_data]
+        tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
+    tcb.snd_una = ack
+    tcb.backoff = 0
+    tcb.retransmits = 0
+    tcb.persist_backoff = 0
+    tcb.first_unacked_at = now if tcb.rtx else None
+    recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
+    arm_rto(stack, tcb, now)
+    stack.wake(tcb.sock)
+
+
+def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> None:
+    """Queue in-window data (in order, or out of order with SACK), then a FIN if it came."""
+    counters = stack.counters
+    start = seq_diff(tcb.rcv_nxt, seq)
+    if start > 0:
+        data = data[start:]
+        seq = tcb.rcv_nxt
+    room = seq_diff(tcb.rcv_adv, seq)
+    if len(data) > room:
+        data = data[: max(room, 0)]
+        fin = 0
+    if not data:
+        tcb.ack_now = True
+        return
+    fin_seq = seq_add(seq, len(data))
+    if seq == tcb.rcv_nxt:
+        had_holes = bool(tcb.out_of_order)
+        tcb.recv_buffer += data
+        tcb.rcv_nxt = fin_seq
+        merge_in_order(tcb)
+        if had_holes or len(data) < tcb.mss and tcb.quickacks:
+            tcb.ack_now = True
+        else:
+            schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
+        stack.wake(tcb.sock)
+    else:
+        counters.tcp["OFOQueue"] += 1
+        insert_out_of_order(tcb, seq, data)
+        if fin:
+            tcb.ooo_fin = fin_seq
+        tcb.ack_now = True
+        return
+    if fin:
+        fin_arrived(stack, tcb, fin_seq)
+    elif tcb.ooo_fin is not None and tcb.ooo_fin == tcb.rcv_nxt:
+        fin_arrived(stack, tcb, tcb.ooo_fin)
+
+
+def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
+    """Keep the out-of-order queue sorted and without overlaps."""
+    end = seq_add(seq, len(data))
+    kept: list[tuple[int, bytes]] = []
+    for other_seq, other in tcb.out_of_order:
+        other_end = seq_add(other_seq, len(other))
+        if seq_lt(other_end, seq) or seq_gt(other_seq, end):
+            kept.append((other_seq, other))
+            continue
+        if seq_lt(other_seq, seq):  # merge with what we already hold
+            data = other[: seq_diff(seq, other_seq)] + data
+            seq = other_seq
+        if seq_gt(other_end, end):
+            data = data + other[seq_diff(end, other_seq) :]
+            end = other_end
+    kept.append((seq, data))
+    kept.sort(key=lambda item: seq_diff(item[0], tcb.rcv_nxt))
+    tcb.out_of_order = kept
+    tcb.last_ooo_seq = seq
+
+
+def merge_in_order(tcb: TCB) -> None:
+    while tcb.out_of_order:
+        seq, data = tcb.out_of_order[0]
+        offset = seq_diff(tcb.rcv_nxt, seq)
+        if offset < 0:
+            return
+        tcb.out_of_order.pop(0)
+        if offset < len(data):
+            tcb.recv_buffer += data[offset:]
+            tcb.rcv_nxt = seq_add(seq, len(data))
+
+
+def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
+    if fin_seq != tcb.rcv_nxt:
+        tcb.ooo_fin = fin_seq
+        tcb.ack_now = True
+        return
+    if tcb.fin_received:
+        tcb.ack_now = True
+        return
+    tcb.ooo_fin = None
+    tcb.rcv_nxt = seq_add(tcb.rcv_nxt, 1)
+    tcb.fin_received = True
+    tcb.ack_now = True
+    if tcb.state in (ESTABLISHED, SYN_RECEIVED):
+        tcb.state = CLOSE_WAIT
+    elif tcb.state == FIN_WAIT_1:
+        tcb.state = CLOSING
+    elif tcb.state == FIN_WAIT_2:
+        enter_time_wait(stack, tcb)
+    stack.wake(tcb.sock)
+
+
+def enter_time_wait(stack: Stack, tcb: TCB) -> None:
+    inf = float("inf")
+    tcb.state = TIME_WAIT
+    tcb.rto_at = tcb.persist_at = tcb.keepalive_at = tcb.fin_wait2_at = inf
+    tcb.rtx.clear()
+    tcb.timewait_at = stack.clock.now() + 2 * stack.tcp.config.msl
+    stack.tcp.timer_changed(tcb)
+    stack.wake(tcb.sock)
+
+
+def reset_received(stack: Stack, tcb: TCB) -> None:
+    stack.counters.tcp["EstabResets" if tcb.state in (ESTABLISHED, CLOSE_WAIT) else "InRsts"] += 1
+    if tcb.state == SYN_RECEIVED and tcb.parent is not None:
+        stack.tcp.done(tcb)  # a passive half-open connection just goes away
+    elif tcb.state in (CLOSING, LAST_ACK, TIME_WAIT):
+        stack.tcp.done(tcb)
+    else:
+        stack.tcp.abort(tcb, errno.EPIPE if tcb.state == CLOSE_WAIT else errno.ECONNRESET)
+
+
+def challenge_ack(stack: Stack, tcb: TCB) -> None:
+    """RFC 5961 challenge ACK, rate-limited stack-wide."""
+    if stack.tcp.challenge_allowed():
+        stack.counters.tcp["ChallengeACK"] += 1
+        send_ack(stack, tcb)
+    else:
+        stack.counters.tcp["ChallengeACKLimited"] += 1
+
+
+def tcp_error(stack: Stack, inner: IPv4Header, inner_payload: bytes, error: int, hard: bool) -> None:
+    """An ICMP error about a segment we sent (RFC 5927 / Linux tcp_v4_err)."""
+    sport = int.from_bytes(inner_payload[0:2], "big")
+    dport = int.from_bytes(inner_payload[2:4], "big")
+    tcb = stack.tcp.conns.get((inner.src, sport, inner.dst, dport))
+    if tcb is None:
+        stack.counters.drop("icmp", "error_no_socket")
+        return
+    seq = int.from_bytes(inner_payload[4:8], "big")
+    if not (seq_le(tcb.snd_una, seq) and seq_lt(seq, tcb.snd_nxt) or tcb.state == SYN_SENT):
+        stack.counters.drop("icmp", "error_out_of_window")
+        return
+    if error == errno.EMSGSIZE:
+        stack.tcp.update_mss(tcb)
+        for sent in tcb.rtx:
+            if not sent.sacked:
+                sent.lost = True
+                sent.in_retransmit = False
+        tcp_output(stack, tcb)
+        return
+    if tcb.state in (SYN_SENT, SYN_RECEIVED) and hard:
+        stack.tcp.abort(tcb, error)
+    else:
+        tcb.soft_error = error  # reported only if the connection later times out (Linux)

@@ -1,0 +1,276 @@
+"""What TCP sends and how: segments, ACKs, window advertisement, data transmission.
+
+``tcp_output`` is called after every event (data queued, ACK arrived,
+timer fired) and sends what the windows, Nagle, cork and congestion
+control allow. Segment building is one function, ``transmit``, so every
+segment carries the current ACK, window and options the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .. import ip
+from ..socket import IP_PMTUDISC_WANT
+from ..udp import cached_route
+from ..wire.ipv4 import PROTO_TCP
+from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
+from .seq import MASK, seq_add, seq_diff
+from .tcb import CA_OPEN, CLOSED, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+MAX_SACK_BLOCKS_WITH_TS = 3
+MAX_SACK_BLOCKS = 4
+
+
+def ts_now(stack: Stack, tcb: TCB) -> int:
+    """The timestamp clock: milliseconds, offset per connection (as Linux)."""
+    return (int(stack.clock.now() * 1000) + tcb.ts_offset) & MASK
+
+
+def receive_space(tcb: TCB) -> int:
+    """Bytes the receive buffer may hold for the window (half the buffer, as Linux)."""
+    return tcb.sock.rcvbuf // 2
+
+
+def free_window(tcb: TCB) -> int:
+    queued = len(tcb.recv_buffer) + sum(len(d) for _, d in tcb.out_of_order)
+    return max(receive_space(tcb) - queued, 0)
+
+
+def window_to_advertise(tcb: TCB) -> int:
+    """The receive window, with receiver-side silly-window avoidance (RFC 1122 4.2.3.3).
+
+    The right edge never moves left; it moves right only by at least
+    min(MSS, half the buffer), so the peer is not invited to send tiny segments.
+    """
+    current = max(seq_diff(tcb.rcv_adv, tcb.rcv_nxt), 0)
+    free = free_window(tcb)
+    if free >= current + min(tcb.advmss, receive_space(tcb) // 2):
+        current = free
+    limit = 0xFFFF << tcb.rcv_wscale
+    return min(current, limit)
+
+
+def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> None:
+    """Build one segment with the current ACK, window and options, and send it."""
+    options = TcpOptions()
+    if flags & SYN:
+        options.mss = tcb.advmss
+        options.wscale = tcb.rcv_wscale if tcb.want_wscale else None
+        options.sack_permitted = tcb.want_sack
+        if tcb.want_ts:
+            options.ts_val = ts_now(stack, tcb)
+            options.ts_ecr = tcb.ts_recent if flags & ACK else 0
+        window = min(window_to_advertise(tcb), 0xFFFF)
+        raw_window = window
+    else:
+        if tcb.ts_ok:
+            options.ts_val = ts_now(stack, tcb)
+            options.ts_ecr = tcb.ts_recent
+        if tcb.sack_ok and tcb.out_of_order:
+            limit = MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS
+            options.sack_blocks = sack_blocks(tcb)[:limit]
+        window = window_to_advertise(tcb)
+        raw_window = window >> tcb.rcv_wscale
+        window = raw_window << tcb.rcv_wscale
+    ack = tcb.rcv_nxt if flags & ACK else 0
+    segment = build_tcp(
+        tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
+        build_options(options, bool(flags & SYN)), payload, tcb.local_addr, tcb.remote_addr,
+    )
+    send_segment(stack, tcb, segment)
+    if flags & ACK:
+        tcb.rcv_adv = seq_add(tcb.rcv_nxt, window)
+        tcb.ack_pending = 0
+        tcb.ack_now = False
+        tcb.delack_at = math.inf
+        if tcb.quickacks:
+            tcb.quickacks -= 1
+
+
+def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
+    sock = tcb.sock
+    route = cached_route(stack, sock)
+    stack.counters.tcp["OutSegs"] += 1
+    if route is None:
+        stack.counters.ip["OutNoRoutes"] += 1
+        return
+    ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
+    try:
+        ip.ip_output(stack, sock, route, tcb.local_addr, tcb.remote_addr, PROTO_TCP, segment,
+                     ttl, sock.tos, IP_PMTUDISC_WANT)
+    except OSError:
+        stack.counters.tcp["OutErrors"] += 1  # oversize after a PMTU drop: retransmission resegments
+
+
+def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
+    """Out-of-order ranges as SACK blocks, the most recently changed first (RFC 2018)."""
+    blocks: list[tuple[int, int]] = []
+    for seq, data in tcb.out_of_order:
+        end = seq_add(seq, len(data))
+        if blocks and blocks[-1][1] == seq:
+            blocks[-1] = (blocks[-1][0], end)
+        else:
+            blocks.append((seq, end))
+    recent = tcb.last_ooo_seq
+    blocks.sort(key=lambda b: 0 if seq_diff(recent, b[0]) >= 0 and seq_diff(b[1], recent) > 0 else 1)
+    return blocks
+
+
+def send_ack(stack: Stack, tcb: TCB) -> None:
+    transmit(stack, tcb, tcb.snd_nxt, b"", ACK)
+
+
+def send_syn(stack: Stack, tcb: TCB) -> None:
+    flags = SYN | ACK if tcb.state == SYN_RECEIVED else SYN
+    transmit(stack, tcb, tcb.iss, b"", flags)
+
+
+def send_reset_for(stack: Stack, tcb: TCB) -> None:
+    """An abortive close: RST from our current sequence number."""
+    transmit(stack, tcb, tcb.snd_nxt, b"", RST | ACK)
+    stack.counters.tcp["OutRsts"] += 1
+
+
+def send_probe(stack: Stack, tcb: TCB) -> None:
+    """Zero-window and keepalive probe: an ACK with an old sequence number (as Linux)."""
+    transmit(stack, tcb, seq_add(tcb.snd_una, -1), b"", ACK)
+
+
+def unsent_bytes(tcb: TCB) -> int:
+    return len(tcb.send_buffer) - seq_diff(tcb.snd_nxt, tcb.snd_buf_seq)
+
+
+def data_at(tcb: TCB, seq: int, length: int) -> bytes:
+    offset = seq_diff(seq, tcb.snd_buf_seq)
+    return bytes(tcb.send_buffer[offset : offset + length])
+
+
+def tcp_output(stack: Stack, tcb: TCB) -> None:
+    """Send what may be sent now: lost segments first, then new data, then a due ACK."""
+    if tcb.state in (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED):
+        if tcb.ack_now and tcb.state == SYN_RECEIVED:
+            tcb.ack_now = False
+        return
+    now = stack.clock.now()
+    sent_any = retransmit_lost(stack, tcb, now)
+    sent_any = send_new_data(stack, tcb, now) or sent_any
+    if tcb.ack_now and not sent_any:
+        send_ack(stack, tcb)
+
+
+def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
+    sent = False
+    for item in tcb.rtx:
+        if not item.lost or item.in_retransmit or item.sacked:
+            continue
+        if tcb.in_flight() >= tcb.cwnd:
+            break
+        retransmit(stack, tcb, item, now)
+        sent = True
+    return sent
+
+
+def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
+    """Send a queued segment again (at most one MSS of it: the MSS may have shrunk)."""
+    length = item.length - (1 if item.flags & SYN else 0) - (1 if item.flags & FIN else 0)
+    if length > tcb.mss and not item.flags & SYN:
+        split(tcb, item, tcb.mss)
+        length = tcb.mss
+    flags = ACK | (item.flags & (SYN | FIN))
+    if item.flags & SYN:
+        send_syn(stack, tcb)
+    else:
+        transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags | (PSH if length else 0))
+    item.retransmits += 1
+    item.in_retransmit = True
+    item.sent_at = now
+    if tcb.ca_state != CA_OPEN:
+        tcb.prr_out += 1
+    stack.counters.tcp["RetransSegs"] += 1
+    arm_rto(stack, tcb, now, restart=False)
+
+
+def split(tcb: TCB, item: Sent, length: int) -> None:
+    """Cut a queued segment after ``length`` bytes (after a path MTU decrease)."""
+    index = tcb.rtx.index(item)
+    rest = Sent(seq_add(item.seq, length), item.end, item.flags & FIN, item.sent_at,
+                item.retransmits, item.sacked, item.lost, False)
+    item.end = seq_add(item.seq, length)
+    item.flags &= ~FIN
+    tcb.rtx.insert(index + 1, rest)
+
+
+def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
+    sent = False
+    while True:
+        unsent = unsent_bytes(tcb)
+        fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= tcb.mss
+        if unsent <= 0 and not fin_due:
+            break
+        if unsent > 0 and tcb.in_flight() >= tcb.cwnd:
+            tcb.cwnd_limited = True
+            break
+        size = min(tcb.mss, unsent)
+        window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
+        if size > window_left:
+            if window_left <= 0 or (window_left < tcb.max_snd_wnd // 2 and window_left < tcb.mss):
+                if not tcb.rtx:
+                    arm_persist(stack, tcb, now)
+                break
+            size = window_left
+        last = size == unsent
+        if size < tcb.mss and last and not fin_due:
+            if tcb.cork or (not tcb.nodelay and tcb.rtx):
+                break  # Nagle (RFC 896) or TCP_CORK: wait for more data or the ACK
+        flags = ACK | (PSH if last and size else 0)
+        if fin_due and last:
+            flags |= FIN
+        seq = tcb.snd_nxt
+        transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
+        end = seq_add(seq, size + (1 if flags & FIN else 0))
+        tcb.rtx.append(Sent(seq, end, flags & FIN, now))
+        tcb.snd_nxt = end
+        if flags & FIN:
+            tcb.fin_sent = True
+        if tcb.ca_state != CA_OPEN:
+            tcb.prr_out += 1
+        if tcb.first_unacked_at is None:
+            tcb.first_unacked_at = now
+        arm_rto(stack, tcb, now, restart=False)
+        sent = True
+        if flags & FIN:
+            break
+    return sent
+
+
+def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
+    if not tcb.rtx:
+        tcb.rto_at = math.inf
+    elif restart or tcb.rto_at == math.inf:
+        tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
+        tcb.persist_at = math.inf
+    stack.tcp.timer_changed(tcb)
+
+
+def arm_persist(stack: Stack, tcb: TCB, now: float) -> None:
+    if tcb.persist_at == math.inf:
+        tcb.persist_at = now + tcb.rtt.backed_off(tcb.persist_backoff)
+        stack.tcp.timer_changed(tcb)
+
+
+def schedule_ack(stack: Stack, tcb: TCB, full_segment: bool) -> None:
+    """Delayed ACK (40 ms, every second full segment at once, quick ACKs at first)."""
+    if full_segment:
+        tcb.ack_pending += 1
+    if tcb.quickacks or tcb.ack_pending >= 2:
+        tcb.ack_now = True
+        return
+    if tcb.delack_at == math.inf:
+        tcb.delack_at = stack.clock.now() + stack.tcp.config.delack_min
+        stack.tcp.timer_changed(tcb)
+

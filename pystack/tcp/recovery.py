@@ -1,0 +1,159 @@
+"""Congestion control and loss recovery, counted in segments as Linux does.
+
+Slow start and congestion avoidance (RFC 5681), fast retransmit and
+recovery with NewReno partial ACKs (RFC 6582) or SACK-based loss
+detection (RFC 6675), cwnd reduction by proportional rate reduction
+(RFC 6937, Linux's choice), limited transmit (RFC 3042) falling out of
+the in-flight count, and the retransmission timeout's loss state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .seq import seq_ge, seq_gt, seq_le, seq_lt
+from .tcb import CA_LOSS, CA_OPEN, CA_RECOVERY, TCB
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+
+def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
+    """Data was cumulatively acknowledged: grow cwnd, or progress/finish recovery."""
+    if tcb.ca_state == CA_OPEN:
+        tcb.dupacks = 0
+        grow_cwnd(tcb, acked_segments)
+        return
+    if seq_ge(tcb.snd_una, tcb.recover):
+        finish_recovery(stack, tcb)
+        return
+    if tcb.ca_state == CA_RECOVERY:
+        if not tcb.sack_ok:
+            tcb.dupacks = 0
+            mark_head_lost(tcb)  # NewReno partial ACK: the next hole is lost too
+        prr_update(tcb, acked_segments + newly_sacked)
+    elif tcb.ca_state == CA_LOSS:
+        grow_cwnd(tcb, acked_segments)
+
+
+def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
+    """A duplicate ACK (or one that only SACKs): count it, enter recovery at the threshold."""
+    if not tcb.sack_ok:
+        tcb.dupacks += 1
+    if tcb.ca_state == CA_OPEN:
+        if loss_suspected(stack, tcb):
+            enter_recovery(stack, tcb)
+            prr_update(tcb, max(newly_sacked, 1))
+    elif tcb.ca_state == CA_RECOVERY:
+        if tcb.sack_ok:
+            mark_lost_by_sack(stack, tcb)
+        prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0))
+
+
+def loss_suspected(stack: Stack, tcb: TCB) -> bool:
+    """DupThresh duplicate ACKs, or DupThresh segments SACKed (Linux: sacked_out + 1 > reordering)."""
+    threshold = stack.tcp.config.reordering
+    if not tcb.sack_ok:
+        return tcb.dupacks >= threshold
+    return sum(1 for item in tcb.rtx if item.sacked) >= threshold
+
+
+def enter_recovery(stack: Stack, tcb: TCB) -> None:
+    stack.counters.tcp["FastRetrans"] += 1
+    tcb.prior_cwnd = tcb.cwnd
+    tcb.ssthresh = max(tcb.cwnd // 2, 2)
+    tcb.recover = tcb.snd_nxt
+    tcb.ca_state = CA_RECOVERY
+    tcb.prr_delivered = 0
+    tcb.prr_out = 0
+    mark_head_lost(tcb)
+    if tcb.sack_ok:
+        mark_lost_by_sack(stack, tcb)
+
+
+def mark_head_lost(tcb: TCB) -> None:
+    for item in tcb.rtx:
+        if not item.sacked:
+            if not item.in_retransmit:
+                item.lost = True
+            return
+
+
+def mark_lost_by_sack(stack: Stack, tcb: TCB) -> None:
+    """RFC 6675 IsLost: a segment with DupThresh SACKed segments above it is lost."""
+    threshold = stack.tcp.config.reordering
+    above = 0
+    for item in reversed(tcb.rtx):
+        if item.sacked:
+            above += 1
+        elif above >= threshold and not item.in_retransmit:
+            item.lost = True
+
+
+def prr_update(tcb: TCB, delivered: int) -> None:
+    """Proportional rate reduction (RFC 6937): set cwnd so sending tracks delivery."""
+    tcb.prr_delivered += delivered
+    in_flight = tcb.in_flight()
+    delta = tcb.ssthresh - in_flight
+    if delta < 0:
+        send_count = -(-tcb.prr_delivered * tcb.ssthresh // max(tcb.prior_cwnd, 1)) - tcb.prr_out
+    else:
+        send_count = min(delta, max(tcb.prr_delivered - tcb.prr_out, delivered) + 1)
+    send_count = max(send_count, 0 if tcb.prr_out else 1)
+    tcb.cwnd = in_flight + send_count
+
+
+def finish_recovery(stack: Stack, tcb: TCB) -> None:
+    if tcb.ca_state == CA_RECOVERY:
+        tcb.cwnd = tcb.ssthresh
+    tcb.ca_state = CA_OPEN
+    tcb.dupacks = 0
+    for item in tcb.rtx:
+        item.lost = False
+
+
+def grow_cwnd(tcb: TCB, acked: int) -> None:
+    """Slow start below ssthresh, then one segment per window (Linux's Reno, packet-counted)."""
+    if not tcb.cwnd_limited:
+        return
+    if tcb.cwnd < tcb.ssthresh:
+        grown = min(tcb.cwnd + acked, tcb.ssthresh)
+        acked -= grown - tcb.cwnd
+        tcb.cwnd = grown
+        if acked <= 0:
+            return
+    tcb.cwnd_count += acked
+    if tcb.cwnd_count >= tcb.cwnd:
+        tcb.cwnd += tcb.cwnd_count // tcb.cwnd
+        tcb.cwnd_count %= tcb.cwnd
+
+
+def on_timeout(stack: Stack, tcb: TCB) -> None:
+    """RTO expired: everything outstanding is lost, restart from one segment (RFC 5681 3.1)."""
+    if tcb.ca_state != CA_LOSS:
+        tcb.ssthresh = max(tcb.cwnd // 2, 2) if tcb.ca_state == CA_OPEN else tcb.ssthresh
+        tcb.recover = tcb.snd_nxt
+    tcb.ca_state = CA_LOSS
+    tcb.cwnd = 1
+    tcb.cwnd_count = 0
+    tcb.dupacks = 0
+    for item in tcb.rtx:
+        item.in_retransmit = False
+        if not item.sacked:
+            item.lost = True
+
+
+def apply_sack(tcb: TCB, blocks: list[tuple[int, int]]) -> int:
+    """Mark queued segments covered by SACK blocks; returns how many became SACKed."""
+    newly = 0
+    for start, end in blocks:
+        if not (seq_gt(end, start) and seq_ge(start, tcb.snd_una) and seq_le(end, tcb.snd_nxt)):
+            continue  # D-SACK or bogus block
+        for item in tcb.rtx:
+            if item.sacked or seq_lt(item.seq, start) or seq_gt(item.end, end):
+                continue
+            item.sacked = True
+            item.lost = False
+            item.in_retransmit = False
+            newly += 1
+    return newly

@@ -1,0 +1,215 @@
+"""TCP connection state: the TCB, its states, its retransmission queue, stack-wide settings."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .rtt import RttEstimator
+
+if TYPE_CHECKING:
+    from ..socket import Socket
+
+CLOSED = 0
+LISTEN = 1
+SYN_SENT = 2
+SYN_RECEIVED = 3
+ESTABLISHED = 4
+FIN_WAIT_1 = 5
+FIN_WAIT_2 = 6
+CLOSE_WAIT = 7
+CLOSING = 8
+LAST_ACK = 9
+TIME_WAIT = 10
+
+STATE_NAMES = (
+    "CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+    "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT",
+)
+SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT})
+CAN_SEND = frozenset({ESTABLISHED, CLOSE_WAIT})
+CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+
+# Congestion states, as Linux's tcp_ca_state.
+CA_OPEN = 0
+CA_RECOVERY = 3
+CA_LOSS = 4
+
+DEFAULT_MSS = 536  # RFC 9293: when the peer sends no MSS option
+
+
+@dataclass
+class TcpConfig:
+    """Stack-wide TCP settings (Linux's sysctls, with Linux's defaults)."""
+
+    msl: float = 30.0  # TIME-WAIT lasts 2*MSL = 60 s, as Linux's TCP_TIMEWAIT_LEN
+    syn_retries: int = 6
+    synack_retries: int = 5
+    retries2: int = 15
+    fin_timeout: float = 60.0
+    initial_cwnd: int = 10  # RFC 6928
+    delack_min: float = 0.04
+    delack_max: float = 0.2
+    max_quickacks: int = 16
+    keepalive_time: float = 7200.0
+    keepalive_intvl: float = 75.0
+    keepalive_probes: int = 9
+    max_syn_backlog: int = 256
+    challenge_ack_limit: int = 1000  # per second, stack-wide (RFC 5961)
+    window_scale: int = 7
+    sack: bool = True
+    timestamps: bool = True
+    # Buffers start where Linux's autotuning typically ends up (tcp_rmem/tcp_wmem grow to MBs).
+    rmem_default: int = 1 << 20
+    wmem_default: int = 1 << 20
+    rto_min: float = 0.2
+    reordering: int = 3  # duplicate-ACK threshold
+
+
+@dataclass(eq=False, slots=True)
+class Sent:
+    """One segment in the retransmission queue (its bytes live in the send buffer)."""
+
+    seq: int
+    end: int  # seq + data length + SYN + FIN
+    flags: int  # SYN / FIN carried
+    sent_at: float
+    retransmits: int = 0
+    sacked: bool = False
+    lost: bool = False
+    in_retransmit: bool = False  # retransmitted and not yet acknowledged or marked lost again
+
+    @property
+    def length(self) -> int:
+        return (self.end - self.seq) & 0xFFFFFFFF
+
+
+@dataclass(eq=False)
+class TCB:
+    sock: Socket
+    state: int = CLOSED
+    local_addr: int = 0
+    local_port: int = 0
+    remote_addr: int = 0
+    remote_port: int = 0
+    # Send sequence space.
+    iss: int = 0
+    snd_una: int = 0
+    snd_nxt: int = 0
+    snd_wnd: int = 0
+    snd_wl1: int = 0
+    snd_wl2: int = 0
+    max_snd_wnd: int = 0
+    snd_wscale: int = 0
+    # Receive sequence space.
+    irs: int = 0
+    rcv_nxt: int = 0
+    rcv_adv: int = 0  # right edge of the window last advertised
+    rcv_wscale: int = 0
+    # Negotiated options.
+    advmss: int = 1460
+    peer_mss: int = DEFAULT_MSS
+    user_mss: int = 0  # TCP_MAXSEG
+    mss: int = DEFAULT_MSS  # effective sending MSS (payload bytes per segment)
+    sack_ok: bool = False
+    ts_ok: bool = False
+    ts_recent: int = 0
+    ts_recent_stamp: float = 0.0
+    ts_offset: int = 0
+    want_wscale: bool = True
+    want_sack: bool = True
+    want_ts: bool = True
+    # Send buffer: bytes from ``snd_buf_seq`` onwards, acknowledged bytes removed.
+    send_buffer: bytearray = field(default_factory=bytearray)
+    snd_buf_seq: int = 0
+    fin_queued: bool = False
+    fin_sent: bool = False
+    rtx: deque[Sent] = field(default_factory=deque)
+    # Receive side.
+    recv_buffer: bytearray = field(default_factory=bytearray)
+    out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
+    last_ooo_seq: int = 0  # start of the most recent out-of-order arrival (first SACK block)
+    ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
+    fin_received: bool = False
+    # Congestion control and loss recovery (segments, as Linux counts).
+    cwnd: int = 10
+    ssthresh: int = 0x7FFFFFFF
+    cwnd_count: int = 0
+    ca_state: int = CA_OPEN
+    recover: int = 0
+    dupacks: int = 0
+    prior_cwnd: int = 0
+    prr_delivered: int = 0
+    prr_out: int = 0
+    cwnd_limited: bool = False
+    rtt: RttEstimator = field(default_factory=RttEstimator)
+    backoff: int = 0
+    retransmits: int = 0  # consecutive timeouts of the same data
+    first_unacked_at: float | None = None  # for TCP_USER_TIMEOUT
+    # Timers: absolute deadlines, math.inf when not armed.
+    rto_at: float = math.inf
+    delack_at: float = math.inf
+    persist_at: float = math.inf
+    keepalive_at: float = math.inf
+    timewait_at: float = math.inf
+    fin_wait2_at: float = math.inf
+    timer_key: float = math.inf  # the deadline this TCB is filed under in the stack's heap
+    persist_backoff: int = 0
+    keepalive_probes_out: int = 0
+    # ACK policy.
+    ack_pending: int = 0  # full segments received and not yet acknowledged
+    quickacks: int = 0
+    ack_now: bool = False
+    last_received_at: float = 0.0
+    # Socket-level settings read on the send path.
+    nodelay: bool = False
+    cork: bool = False
+    keepalive: bool = False
+    keepidle: float = 0.0  # 0: the stack's default
+    keepintvl: float = 0.0
+    keepcnt: int = 0
+    user_timeout: float = 0.0
+    adu: int = 0  # SO_ADU: committed application data unit size, 0 if none
+    linger: tuple[bool, int] = (False, 0)
+    # Shutdown and errors.
+    shut_rd: bool = False
+    shut_wr: bool = False
+    error: int = 0
+    soft_error: int = 0  # from ICMP on an established connection; reported on timeout
+    orphan: bool = False  # closed by the application, finishing on its own
+    # Listening sockets.
+    backlog: int = 0
+    syn_queue: int = 0
+    accept_queue: deque[TCB] = field(default_factory=deque)
+    parent: TCB | None = None
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        return (self.local_addr, self.local_port, self.remote_addr, self.remote_port)
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state]
+
+    def next_deadline(self) -> float:
+        return min(self.rto_at, self.delack_at, self.persist_at, self.keepalive_at,
+                   self.timewait_at, self.fin_wait2_at)
+
+    def packets_out(self) -> int:
+        return len(self.rtx)
+
+    def in_flight(self) -> int:
+        """Segments believed in the network: out - (sacked + lost) + retransmitted (Linux)."""
+        sacked = lost = retrans = 0
+        for sent in self.rtx:
+            if sent.sacked:
+                sacked += 1
+            elif sent.lost:
+                lost += 1
+            if sent.in_retransmit:
+                retrans += 1
+        if not self.sack_ok:
+            sacked = min(self.dupacks, max(len(self.rtx) - 1, 0))
+        return max(len(self.rtx) - sacked - lost + retrans, 0)

@@ -1,0 +1,96 @@
+"""TCP timers: retransmission, delayed ACK, persist, keepalive, FIN-WAIT-2 and TIME-WAIT."""
+
+from __future__ import annotations
+
+import errno
+import math
+from typing import TYPE_CHECKING
+
+from . import recovery
+from .output import arm_rto, retransmit, send_ack, send_probe, tcp_output
+from .tcb import ESTABLISHED, SYN_RECEIVED, SYN_SENT, TCB
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+
+def tcp_timers(stack: Stack, tcb: TCB, now: float) -> None:
+    """Run whatever of this connection's timers is due."""
+    if now >= tcb.timewait_at or now >= tcb.fin_wait2_at:
+        stack.tcp.done(tcb)
+        return
+    if now >= tcb.rto_at and not retransmission_timeout(stack, tcb, now):
+        return
+    if now >= tcb.delack_at:
+        tcb.delack_at = math.inf
+        send_ack(stack, tcb)
+    if now >= tcb.persist_at:
+        tcb.persist_at = math.inf
+        tcb.persist_backoff += 1
+        stack.counters.tcp["WindowProbes"] += 1
+        send_probe(stack, tcb)
+        tcb.persist_at = now + tcb.rtt.backed_off(tcb.persist_backoff)
+    if now >= tcb.keepalive_at and not keepalive_timeout(stack, tcb, now):
+        return
+    tcp_output(stack, tcb)
+
+
+def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
+    """Retransmit the oldest segment with backoff; False if the connection was given up."""
+    counters, cfg = stack.counters, stack.tcp.config
+    tcb.rto_at = math.inf
+    if not tcb.rtx:
+        return True
+    if tcb.state == SYN_SENT:
+        limit = cfg.syn_retries
+    elif tcb.state == SYN_RECEIVED:
+        limit = cfg.synack_retries
+    else:
+        limit = cfg.retries2
+    timed_out = tcb.retransmits >= limit
+    if tcb.user_timeout and tcb.first_unacked_at is not None:
+        timed_out = now - tcb.first_unacked_at >= tcb.user_timeout
+    if timed_out:
+        counters.tcp["AbortOnTimeout"] += 1
+        if tcb.state == SYN_RECEIVED and tcb.parent is not None:
+            stack.tcp.done(tcb)
+        else:
+            stack.tcp.abort(tcb, tcb.soft_error or errno.ETIMEDOUT)
+        return False
+    counters.tcp["Timeouts"] += 1
+    if tcb.state not in (SYN_SENT, SYN_RECEIVED):
+        recovery.on_timeout(stack, tcb)
+    tcb.backoff += 1
+    tcb.retransmits += 1
+    head = tcb.rtx[0]
+    retransmit(stack, tcb, head, now)
+    arm_rto(stack, tcb, now)
+    return True
+
+
+def keepalive_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
+    """Probe an idle connection; give up after the configured count (ETIMEDOUT, with a RST)."""
+    cfg = stack.tcp.config
+    idle = tcb.keepidle or cfg.keepalive_time
+    interval = tcb.keepintvl or cfg.keepalive_intvl
+    probes = tcb.keepcnt or cfg.keepalive_probes
+    tcb.keepalive_at = math.inf
+    if not tcb.keepalive or tcb.state != ESTABLISHED:
+        return True
+    if tcb.rtx:  # data outstanding: the retransmission timer watches the peer
+        tcb.keepalive_at = now + interval
+        return True
+    if now - tcb.last_received_at < idle:
+        tcb.keepalive_at = tcb.last_received_at + idle
+        return True
+    if tcb.keepalive_probes_out >= probes or (
+        tcb.user_timeout and now - tcb.last_received_at >= tcb.user_timeout
+    ):
+        stack.counters.tcp["KeepAliveTimeouts"] += 1
+        stack.tcp.abort(tcb, tcb.soft_error or errno.ETIMEDOUT, send_reset=True)
+        return False
+    tcb.keepalive_probes_out += 1
+    stack.counters.tcp["KeepAliveProbes"] += 1
+    send_probe(stack, tcb)
+    tcb.keepalive_at = now + interval
+    return True
