@@ -9,6 +9,7 @@ import pytest
 from scapy.all import IP, UDP
 from scapy.utils import checksum as scapy_checksum
 
+from pystack.ports import EPHEMERAL_PORTS
 from pystack.socket import (
     F_GETFL,
     F_SETFL,
@@ -33,7 +34,6 @@ from pystack.socket import (
     SOCK_NONBLOCK,
     SOL_SOCKET,
 )
-from pystack.ports import EPHEMERAL_PORTS
 
 from .core_helpers import ME, NEIGHBOUR, PEER, SUBNET_BCAST, Bench, udp_packet
 
