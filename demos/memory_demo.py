@@ -19,7 +19,7 @@ from scapy.packet import Raw
 from pystack.clock import TrioClock
 from pystack.links import Impairments, memory_link_pair
 from pystack.links.base import Link
-from pystack.services import serve_udp_services
+from pystack.services import serve_services
 from pystack.stack import Stack
 from pystack.trio_api import running
 
@@ -70,7 +70,7 @@ async def main() -> None:
     stack.add_interface("mem0", PYSTACK, 24)
     print(f"pystack {PYSTACK} on an in-memory link (5% loss, 2% duplication, 5% reordering)")
     async with running(stack, {"mem0": ours}) as network, trio.open_nursery() as nursery:
-        await nursery.start(serve_udp_services, network)
+        await nursery.start(serve_services, network)
         await scripted_peer(theirs)
         nursery.cancel_scope.cancel()
     print("\npystack counters:")

@@ -75,7 +75,7 @@ async def run_up(args: argparse.Namespace) -> int:
     from .clock import TrioClock
     from .links import PcapTap, PcapWriter, TunLink
     from .netns import Namespace
-    from .services import serve_udp_services
+    from .services import serve_services
     from .stack import Stack
     from .trio_api import running
 
@@ -91,7 +91,7 @@ async def run_up(args: argparse.Namespace) -> int:
         try:
             async with running(stack, {args.tun: link}) as network, trio.open_nursery() as nursery:
                 if not args.no_services:
-                    await nursery.start(serve_udp_services, network)
+                    await nursery.start(serve_services, network)
                 print(f"ready {args.address}", flush=True)
                 await wait_for_stop(args.duration)
                 nursery.cancel_scope.cancel()

@@ -1,15 +1,17 @@
-"""The classic small services over UDP: echo (RFC 862), discard (RFC 863), chargen (RFC 864)."""
+"""The classic small services: echo (RFC 862), discard (RFC 863), chargen (RFC 864), UDP and TCP."""
 
 from __future__ import annotations
 
 import trio
 
-from .trio_api import DatagramSocket, Network
+from .trio_api import Network, PyStackSocket
+from .trio_streams import PyStackStream
 
 ECHO_PORT = 7
 DISCARD_PORT = 9
 CHARGEN_PORT = 19
 MAX_DATAGRAM = 65535
+CHARGEN_TCP_LIMIT = 1 << 30  # a TCP chargen stream stops by itself after this many bytes
 
 # RFC 864's pattern: the 95 printable ASCII characters, rotated one per line.
 _PRINTABLE = bytes(range(32, 127))
@@ -26,18 +28,21 @@ def chargen_lines(start: int, size: int) -> bytes:
     return bytes(out[:size])
 
 
-async def udp_echo(sock: DatagramSocket) -> None:
+# ---------------------------------------------------------------- UDP
+
+
+async def udp_echo(sock: PyStackSocket) -> None:
     while True:
         data, peer = await sock.recvfrom(MAX_DATAGRAM)
         await _reply(sock, data, peer)
 
 
-async def udp_discard(sock: DatagramSocket) -> None:
+async def udp_discard(sock: PyStackSocket) -> None:
     while True:
         await sock.recvfrom(MAX_DATAGRAM)
 
 
-async def udp_chargen(sock: DatagramSocket, network: Network) -> None:
+async def udp_chargen(sock: PyStackSocket, network: Network) -> None:
     """Each datagram received is answered with 0-512 characters of the pattern."""
     line = 0
     while True:
@@ -47,16 +52,52 @@ async def udp_chargen(sock: DatagramSocket, network: Network) -> None:
         line += 1
 
 
-async def _reply(sock: DatagramSocket, data: bytes, peer: tuple[str, int]) -> None:
+async def _reply(sock: PyStackSocket, data: bytes, peer: tuple[str, int]) -> None:
     try:
         await sock.sendto(data, peer)
     except OSError:
         pass  # an unreachable or refused peer is its problem; the service keeps serving
 
 
-async def serve_udp_services(network: Network, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Bind and serve echo, discard and chargen on all addresses until cancelled."""
-    sockets = []
+# ---------------------------------------------------------------- TCP
+
+
+async def tcp_echo(stream: PyStackStream) -> None:
+    async with stream:
+        try:
+            while data := await stream.receive_some():
+                await stream.send_all(data)
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass
+
+
+async def tcp_discard(stream: PyStackStream) -> None:
+    async with stream:
+        try:
+            while await stream.receive_some():
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+
+async def tcp_chargen(stream: PyStackStream) -> None:
+    """Send the pattern until the client goes away (or a gigabyte has gone)."""
+    block = chargen_lines(0, 74 * 95)  # one full rotation of the pattern
+    async with stream:
+        try:
+            for _ in range(CHARGEN_TCP_LIMIT // len(block)):
+                await stream.send_all(block)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+# ---------------------------------------------------------------- all of them
+
+
+async def serve_services(network: Network, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve echo, discard and chargen over UDP and TCP on all addresses until cancelled."""
+    sockets: list[PyStackSocket] = []
     try:
         async with trio.open_nursery() as nursery:
             for port, serve in ((ECHO_PORT, udp_echo), (DISCARD_PORT, udp_discard)):
@@ -68,7 +109,11 @@ async def serve_udp_services(network: Network, *, task_status: trio.TaskStatus[N
             sockets.append(chargen)
             await chargen.bind(("0.0.0.0", CHARGEN_PORT))
             nursery.start_soon(udp_chargen, chargen, network)
+            for port, handler in ((ECHO_PORT, tcp_echo), (DISCARD_PORT, tcp_discard), (CHARGEN_PORT, tcp_chargen)):
+                await nursery.start(network.serve_tcp, handler, port)
             task_status.started()
     finally:
         for sock in sockets:
             sock.close()
+
+

@@ -3,18 +3,24 @@
 Every call goes to the stack's fd API; when the stack says EAGAIN on a
 blocking socket, the call parks until the socket is woken and retries,
 so ``await sock.recvfrom(2048)`` blocks as it would on a kernel socket.
+:class:`Network` also offers trio's high-level TCP calls
+(``open_tcp_stream``, ``open_tcp_listeners``, ``serve_tcp``), so a trio
+program moves from the kernel's network to pystack by changing one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import errno
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Self, TypeVar
 
 import trio
 
+from . import trio_streams as streams
 from .driver import Driver
+from .errors import oserror
 from .links.base import Link
 from .socket import AF_INET, SOCK_DGRAM
 from .stack import Address, ControlMessage, Stack
@@ -29,8 +35,26 @@ class Network:
         self.driver = driver
         self.stack: Stack = driver.stack
 
-    def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM, proto: int = 0) -> DatagramSocket:
-        return DatagramSocket(self, self.stack.socket(family, type, proto))
+    def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM, proto: int = 0) -> PyStackSocket:
+        return PyStackSocket(self, self.stack.socket(family, type, proto))
+
+    async def open_tcp_stream(self, host: str, port: int) -> streams.PyStackStream:
+        """Connect to host:port (a dotted quad: pystack resolves no names), like trio's."""
+        return await streams.open_tcp_stream(self, host, port)
+
+    async def open_tcp_listeners(self, port: int, *, host: str | None = None,
+                                 backlog: int | None = None) -> list[streams.PyStackListener]:
+        return await streams.open_tcp_listeners(self, port, host=host, backlog=backlog)
+
+    async def serve_tcp(self, handler: Callable[[streams.PyStackStream], Awaitable[object]], port: int, *,
+                        host: str | None = None, backlog: int | None = None,
+                        handler_nursery: trio.Nursery | None = None,
+                        task_status: trio.TaskStatus[list[streams.PyStackListener]] = trio.TASK_STATUS_IGNORED,
+                        ) -> None:
+        """Like trio.serve_tcp: listen on ``port`` and run ``handler(stream)`` per connection."""
+        listeners = await self.open_tcp_listeners(port, host=host, backlog=backlog)
+        await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery,
+                                   task_status=task_status)
 
 
 @asynccontextmanager
@@ -45,7 +69,9 @@ async def running(stack: Stack, links: Mapping[str, Link]) -> AsyncIterator[Netw
             nursery.cancel_scope.cancel()
 
 
-class DatagramSocket:
+class PyStackSocket:
+    """A socket of the stack, with trio's socket methods (awaitable where trio's are)."""
+
     def __init__(self, network: Network, fd: int):
         self._network = network
         self._stack = network.stack
@@ -54,18 +80,27 @@ class DatagramSocket:
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def type(self) -> int:
+        return self._stack.sockfd_lookup(self._fd).type
+
     async def _call(self, flags: int, call: Callable[[], T]) -> T:
         """Run a stack call, waiting on the socket while it says EAGAIN and we may block."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        driver = self._network.driver
         while True:
             try:
                 result = call()
             except BlockingIOError:
+                driver.timers_changed()
                 if self._stack.is_nonblocking(self._fd, flags):
                     raise
-                await self._network.driver.wait_socket(self._fd)
+                await driver.wait_socket(self._fd)
                 continue
-            self._network.driver.timers_changed()
+            except BaseException:
+                driver.timers_changed()
+                raise
+            driver.timers_changed()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return result
 
@@ -74,8 +109,31 @@ class DatagramSocket:
         self._stack.bind(self._fd, address)
 
     async def connect(self, address: Address | None) -> None:
-        await trio.lowlevel.checkpoint()
-        self._stack.connect(self._fd, address)
+        """Connect; for TCP, wait for the handshake (unless the socket is non-blocking)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        driver = self._network.driver
+        try:
+            self._stack.connect(self._fd, address)
+        except BlockingIOError as pending:
+            driver.timers_changed()
+            if pending.errno != errno.EINPROGRESS or self._stack.is_nonblocking(self._fd):
+                raise
+            while (outcome := self._stack.connect_result(self._fd)) == errno.EINPROGRESS:
+                await driver.wait_socket(self._fd)
+            if outcome:
+                raise oserror(outcome) from None
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def listen(self, backlog: int = 128) -> None:
+        self._stack.listen(self._fd, backlog)
+
+    async def accept(self) -> tuple[PyStackSocket, Address]:
+        fd, peer = await self._call(0, lambda: self._stack.accept(self._fd))
+        return PyStackSocket(self._network, fd), peer
+
+    def shutdown(self, how: int) -> None:
+        self._stack.shutdown(self._fd, how)
+        self._network.driver.timers_changed()
 
     async def send(self, data: bytes, flags: int = 0) -> int:
         return await self._call(flags, lambda: self._stack.send(self._fd, data, flags))
@@ -124,6 +182,11 @@ class DatagramSocket:
     def close(self) -> None:
         if self._fd in self._stack.sockets:
             self._stack.close(self._fd)
+            self._network.driver.timers_changed()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd not in self._stack.sockets
 
     def __enter__(self) -> Self:
         return self

@@ -8,7 +8,7 @@ import socket
 import pytest
 import trio
 
-from pystack.services import serve_udp_services
+from pystack.services import serve_services
 
 from .kernel_world import KERNEL, PYSTACK, kernel_world
 
@@ -59,7 +59,7 @@ async def test_pystack_to_kernel_udp(size):
 
 async def test_udp_echo_service_answers_kernel():
     async with kernel_world() as world, trio.open_nursery() as nursery:
-        await nursery.start(serve_udp_services, world.network)
+        await nursery.start(serve_services, world.network)
         client = world.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM)
         await client.connect((PYSTACK, 7))
         await client.send(b"hello, pystack")
