@@ -1,25 +1,28 @@
-"""`make demo`: bring pystack up on a TUN device, let the Linux kernel talk to it.
+"""`make demo`: pystack on a TUN device, and the Linux kernel talking to it.
 
-Runs the real `pystack up` command, then, from inside the namespace it
-created, the kernel's own `ping` (small, and 4000 bytes so that both
-directions fragment) and kernel UDP sockets (echo, chargen, and a closed
-port that answers ECONNREFUSED). Then stops the stack with SIGINT and
-shows its counters. Everything stays inside the namespace, which is
-removed at the end.
+Brings the stack up exactly as `pystack up` does (a namespace, a TUN
+device, the kernel at 198.18.0.1, pystack at 198.18.0.2, the small
+services), then from inside the namespace uses the kernel's own tools and
+sockets: `ping` (small, and 4000 bytes so both directions fragment), UDP
+echo and chargen, a closed port answering ECONNREFUSED, TCP with `nc`
+and a kernel client, and a pystack TCP client sending to a kernel server.
+Then it stops the stack, shows its counters, and removes the namespace.
+Everything stays inside the namespace.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import selectors
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 
-from pystack.netns import Namespace, why_not
+import trio
+
+from pystack.netns import why_not
+from pystack.services import serve_services
+from pystack.tun_host import TunHost, tun_host
 
 NETNS = "pystack-demo"
 TUN = "pstdemo0"
@@ -31,68 +34,107 @@ def say(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def start_stack() -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "pystack.cli", "up", "--netns", NETNS, "--tun", TUN,
-            "--kernel-address", f"{KERNEL}/24", "--address", PYSTACK, "--duration", "120"]
-    print("$ pystack " + " ".join(argv[3:]), flush=True)
-    stack = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert stack.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(stack.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=20):
-            stack.kill()
-            raise SystemExit("pystack did not become ready within 20 s")
-    line = stack.stdout.readline().strip()
-    if line != f"ready {PYSTACK}":
-        stack.wait(timeout=10)
-        raise SystemExit(f"pystack up failed (said {line!r}, exit status {stack.returncode})")
-    print(line, flush=True)
-    return stack
-
-
-def ping(ns: Namespace, size: int) -> None:
-    say(f"kernel: ping -c 3 -s {size} {PYSTACK}" + ("  (fragmented both ways)" if size > 1472 else ""))
-    done = ns.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", str(size), PYSTACK],
-                  capture_output=True, text=True, timeout=30)
-    for line in done.stdout.splitlines():
-        if "bytes from" in line or "packets transmitted" in line or "rtt" in line:
+async def ping(host: TunHost, size: int) -> None:
+    say(f"kernel: ping -c 3 -s {size} {PYSTACK}" + ("   (fragmented both ways)" if size > 1472 else ""))
+    done = await host.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", str(size), PYSTACK])
+    for line in done.stdout.decode().splitlines():
+        if "bytes from" in line or "transmitted" in line or "rtt" in line:
             print("   " + line)
-    if done.returncode != 0:
-        print(f"   ping failed with status {done.returncode}: {done.stderr.strip()}")
+    if done.returncode:
+        print(f"   ping failed ({done.returncode}): {done.stderr.decode().strip()}")
 
 
-def udp_exchanges(ns: Namespace) -> None:
-    with ns.socket(socket.AF_INET, socket.SOCK_DGRAM) as kernel_sock:
-        kernel_sock.settimeout(3)
-        say(f"kernel UDP socket -> pystack echo service ({PYSTACK}:7)")
-        message = b"hello from the Linux kernel"
-        kernel_sock.sendto(message, (PYSTACK, 7))
-        data, peer = kernel_sock.recvfrom(2048)
-        print(f"   sent {message!r}\n   got  {data!r} from {peer[0]}:{peer[1]}"
-              f"  {'(identical)' if data == message else '(DIFFERENT!)'}")
+async def udp(host: TunHost) -> None:
+    with host.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, trio.fail_after(5):
+        say(f"kernel UDP socket -> pystack echo ({PYSTACK}:7)")
+        await sock.sendto(b"hello from the Linux kernel", (PYSTACK, 7))
+        data, peer = await sock.recvfrom(2048)
+        print(f"   got {data!r} back from {peer[0]}:{peer[1]}")
 
-        say(f"kernel UDP socket -> pystack chargen service ({PYSTACK}:19)")
-        kernel_sock.sendto(b"", (PYSTACK, 19))
-        data, _ = kernel_sock.recvfrom(2048)
-        first = data.split(b"\r\n")[0].decode("ascii", "replace")
-        print(f"   got {len(data)} bytes, first line: {first[:60]}...")
+        say(f"kernel UDP socket -> pystack chargen ({PYSTACK}:19)")
+        await sock.sendto(b"", (PYSTACK, 19))
+        data, _ = await sock.recvfrom(2048)
+        first_line = data.split(b"\r\n")[0][:50].decode()
+        print(f"   got {len(data)} bytes: {first_line}...")
 
-        say("kernel UDP socket -> pystack echo, 6000 bytes (fragmented both ways)")
-        big = bytes(i % 251 for i in range(6000))
-        kernel_sock.sendto(big, (PYSTACK, 7))
-        data, _ = kernel_sock.recvfrom(65535)
-        print(f"   echoed {len(data)} bytes, {'identical' if data == big else 'DIFFERENT!'}")
+        say("kernel UDP socket -> pystack echo, 6000 bytes   (fragmented both ways)")
+        big = os.urandom(6000)
+        await sock.sendto(big, (PYSTACK, 7))
+        data, _ = await sock.recvfrom(65535)
+        print(f"   echoed {len(data)} bytes, {'identical' if data == big else 'DIFFERENT'}")
 
     say(f"connected kernel UDP socket -> closed port {PYSTACK}:9999")
-    with ns.socket(socket.AF_INET, socket.SOCK_DGRAM) as refused:
-        refused.settimeout(3)
-        refused.connect((PYSTACK, 9999))
-        refused.send(b"is anyone there?")
+    with host.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, trio.fail_after(5):
+        await sock.connect((PYSTACK, 9999))
+        await sock.send(b"anyone?")
         try:
-            refused.recv(2048)
-            print("   unexpected answer")
+            await sock.recv(100)
         except ConnectionRefusedError as exc:
-            print(f"   pystack sent ICMP port unreachable; the kernel socket says: {exc}")
+            print(f"   pystack answered ICMP port unreachable; the kernel socket says: {exc}")
+
+
+async def tcp(host: TunHost) -> None:
+    if shutil.which("nc"):
+        say(f"kernel: echo 'hello over TCP' | nc -N {PYSTACK} 7")
+        done = await host.run(["nc", "-N", "-w", "5", PYSTACK, "7"], stdin=b"hello over TCP\n")
+        print(f"   nc printed {done.stdout!r}")
+
+    size = 4 * 1024 * 1024
+    say(f"kernel TCP client -> pystack discard ({PYSTACK}:9), {size >> 20} MB")
+    payload = os.urandom(size)
+    with host.kernel_socket(socket.AF_INET, socket.SOCK_STREAM) as sock, trio.fail_after(60):
+        start = trio.current_time()
+        await sock.connect((PYSTACK, 9))
+        view = memoryview(payload)
+        while view:
+            view = view[await sock.send(view[:65536]):]
+        sock.shutdown(socket.SHUT_WR)
+        await sock.recv(1)  # pystack's discard closes after EOF
+        elapsed = trio.current_time() - start
+    print(f"   {size >> 20} MB in {elapsed:.2f} s ({size * 8 / elapsed / 1e6:.0f} Mbit/s)")
+
+    say(f"pystack TCP client -> kernel server ({KERNEL}:8000), {size >> 20} MB, checked with SHA-256")
+    with host.kernel_socket(socket.AF_INET, socket.SOCK_STREAM) as server, trio.fail_after(60):
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await server.bind((KERNEL, 8000))
+        server.listen(1)
+        digest = hashlib.sha256()
+
+        async def kernel_server() -> None:
+            conn, _ = await server.accept()
+            with conn:
+                while data := await conn.recv(1 << 20):
+                    digest.update(data)
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kernel_server)
+            stream = await host.network.open_tcp_stream(KERNEL, 8000)
+            await stream.send_all(payload)
+            await stream.send_eof()
+        await stream.aclose()
+        elapsed = trio.current_time() - start
+    same = digest.digest() == hashlib.sha256(payload).digest()
+    print(f"   {size >> 20} MB in {elapsed:.2f} s ({size * 8 / elapsed / 1e6:.0f} Mbit/s), "
+          f"{'identical' if same else 'DIFFERENT'} at the kernel's end")
+
+
+async def demo() -> int:
+    print(f"pystack demo: pystack at {PYSTACK} on TUN {TUN}; the kernel at {KERNEL} in namespace {NETNS}")
+    async with tun_host(NETNS, TUN, f"{KERNEL}/24", PYSTACK) as host:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_services, host.network)
+            print(f"ready {PYSTACK}")
+            await ping(host, 56)
+            await ping(host, 4000)
+            await udp(host)
+            await tcp(host)
+            nursery.cancel_scope.cancel()
+    say("pystack's counters")
+    print("\n".join("   " + line for line in host.stack.counters.format().splitlines()))
+    gone = not os.path.exists(f"/var/run/netns/{NETNS}")
+    say(f"namespace {NETNS} removed: {'yes' if gone else 'NO'}")
+    return 0 if gone else 1
 
 
 def main() -> int:
@@ -104,23 +146,7 @@ def main() -> int:
         print("demo: missing `ping` (Debian package iputils-ping): sudo apt-get install iputils-ping",
               file=sys.stderr)
         return 1
-    print(f"pystack demo: the stack at {PYSTACK} on TUN {TUN}, the kernel at {KERNEL} "
-          f"in namespace {NETNS}")
-    stack = start_stack()
-    try:
-        ns = Namespace(NETNS)  # the stack created it; we only enter it
-        ping(ns, 56)
-        ping(ns, 4000)
-        udp_exchanges(ns)
-    finally:
-        stack.send_signal(signal.SIGINT)
-        counters, _ = stack.communicate(timeout=20)
-    say("pystack stopped (SIGINT); its counters")
-    print("\n".join("   " + line for line in counters.splitlines()))
-    time.sleep(0.1)
-    gone = NETNS not in os.listdir("/var/run/netns") if os.path.isdir("/var/run/netns") else True
-    say(f"namespace {NETNS} removed: {'yes' if gone else 'NO'}")
-    return 0 if stack.returncode == 0 and gone else 1
+    return trio.run(demo)
 
 
 if __name__ == "__main__":

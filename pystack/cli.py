@@ -68,37 +68,20 @@ def check_up_arguments(args: argparse.Namespace) -> None:
         folder = os.path.dirname(os.path.abspath(args.pcap))
         if not os.path.isdir(folder):
             raise UsageError(f"--pcap: no such directory {folder!r}")
-    args.kernel = kernel
 
 
 async def run_up(args: argparse.Namespace) -> int:
-    from .clock import TrioClock
-    from .links import PcapTap, PcapWriter, TunLink
-    from .netns import Namespace
     from .services import serve_services
-    from .stack import Stack
-    from .trio_api import running
+    from .tun_host import tun_host
 
-    kernel: ipaddress.IPv4Interface = args.kernel
-    stack = Stack(clock=TrioClock())
-    with Namespace(args.netns) as ns, TunLink(args.tun, args.mtu) as tun:
-        ns.move_link(args.tun)
-        ns.configure_link(args.tun, str(kernel.ip), kernel.network.prefixlen, args.mtu)
-        stack.add_interface(args.tun, args.address, kernel.network.prefixlen, args.mtu)
-        stack.add_route("0.0.0.0", 0, args.tun, gateway=str(kernel.ip))
-        writer = PcapWriter(args.pcap) if args.pcap else None
-        link = PcapTap(tun, writer) if writer else tun
-        try:
-            async with running(stack, {args.tun: link}) as network, trio.open_nursery() as nursery:
-                if not args.no_services:
-                    await nursery.start(serve_services, network)
-                print(f"ready {args.address}", flush=True)
-                await wait_for_stop(args.duration)
-                nursery.cancel_scope.cancel()
-        finally:
-            if writer is not None:
-                writer.close()
-    print(stack.counters.format(), flush=True)
+    async with tun_host(args.netns, args.tun, args.kernel_address, args.address, args.mtu, args.pcap) as host:
+        async with trio.open_nursery() as nursery:
+            if not args.no_services:
+                await nursery.start(serve_services, host.network)
+            print(f"ready {args.address}", flush=True)
+            await wait_for_stop(args.duration)
+            nursery.cancel_scope.cancel()
+    print(host.stack.counters.format(), flush=True)
     return 0
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.tun
 @pytest.mark.parametrize("size", [56, 4000])
 async def test_kernel_ping_gets_echo_replies(size):
     async with kernel_world() as world:
-        done = await world.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", str(size), PYSTACK)
+        done = await world.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", str(size), PYSTACK])
         assert done.returncode == 0, done.stdout + done.stderr
         assert b"3 received" in done.stdout
         assert world.stack.counters.icmp["OutEchoReps"] == 3
