@@ -7,6 +7,7 @@ generation it was valid in, and the specializer's route guard watches it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .addr import prefix_mask
@@ -48,6 +49,7 @@ class Route:
 @dataclass
 class RouteTable:
     generation: int = 0
+    on_change: Callable[[], None] = lambda: None  # called after every change
     _by_length: dict[int, dict[int, Route]] = field(default_factory=dict)
     _lengths: list[int] = field(default_factory=list)
 
@@ -56,7 +58,7 @@ class RouteTable:
         route.prefix &= prefix_mask(route.prefixlen)
         self._by_length.setdefault(route.prefixlen, {})[route.prefix] = route
         self._lengths = sorted(self._by_length, reverse=True)
-        self.generation += 1
+        self._changed()
         return route
 
     def remove(self, prefix: int, prefixlen: int) -> Route:
@@ -66,8 +68,12 @@ class RouteTable:
         if not table:
             del self._by_length[prefixlen]
             self._lengths = sorted(self._by_length, reverse=True)
-        self.generation += 1
+        self._changed()
         return route
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.on_change()
 
     def lookup(self, dst: int, now: float | None = None) -> Route | None:
         """The most specific route to ``dst``; expired PMTU exceptions are dropped on the way."""

@@ -96,6 +96,9 @@ class Stack:
         self.protocols[PROTO_TCP] = tcp_input
         self.error_handlers[PROTO_TCP] = tcp_error
         self.on_wake: Callable[[Socket], None] = lambda sock: None
+        # Guards of specialized code watch the events that can break their assumptions.
+        self.watchers: list[Callable[[str, Socket | None, object], None]] = []
+        self.routes.on_change = lambda: self.notify("route")
         self._next_fd = 3
         self._ident = self.random.randrange(0x10000)
         self._loopback_queue: list[bytes] = []
@@ -151,6 +154,17 @@ class Stack:
 
     def wake(self, sock: Socket) -> None:
         self.on_wake(sock)
+
+    def notify(self, event: str, sock: Socket | None = None, detail: object = None) -> None:
+        """Tell the watchers that something send paths rely on is about to change.
+
+        Events: setsockopt, fcntl, bind, connect, shutdown, close (on a
+        socket), route (the table changed), mss (a connection's MSS
+        changed). A watcher may raise OSError to refuse an
+        application-triggered change (the "reject" guard policy).
+        """
+        for watcher in self.watchers:
+            watcher(event, sock, detail)
 
     # ------------------------------------------------------------ packets and timers
 
@@ -212,6 +226,7 @@ class Stack:
 
     def close(self, fd: int) -> None:
         sock = self.sockfd_lookup(fd)
+        self.notify("close", sock)
         del self.sockets[fd]
         if sock.type == SOCK_STREAM:
             tcp_api.tcp_close(self, sock)
@@ -224,6 +239,7 @@ class Stack:
     def bind(self, fd: int, address: Address) -> None:
         sock = self.sockfd_lookup(fd)
         addr, port = sockaddr_in(address)
+        self.notify("bind", sock, address)
         if sock.type == SOCK_STREAM:
             tcp_api.tcp_bind(self, sock, addr, port)
         else:
@@ -237,6 +253,7 @@ class Stack:
         then says how it went (the trio layer waits for that).
         """
         sock = self.sockfd_lookup(fd)
+        self.notify("connect", sock, address)
         if address is None:
             if sock.type == SOCK_STREAM:
                 self.tcp.abort(sock.tcb, 0, send_reset=True)
@@ -269,6 +286,7 @@ class Stack:
 
     def shutdown(self, fd: int, how: int) -> None:
         sock = self.sockfd_lookup(fd)
+        self.notify("shutdown", sock, how)
         if sock.type == SOCK_STREAM:
             tcp_api.tcp_shutdown(self, sock, how)
         elif not sock.connected:
@@ -351,6 +369,7 @@ class Stack:
         if cmd == F_GETFL:
             return O_NONBLOCK if sock.nonblocking else 0
         if cmd == F_SETFL:
+            self.notify("fcntl", sock, arg)
             sock.nonblocking = bool(arg & O_NONBLOCK)
             sock.generation += 1
             return 0
@@ -371,6 +390,7 @@ class Stack:
     def setsockopt(self, fd: int, level: int, option: int, value: int | bytes) -> None:
         sock = self.sockfd_lookup(fd)
         number = _option_int(value)
+        self.notify("setsockopt", sock, (level, option, value))
         if level == SOL_SOCKET:
             if option == SO_REUSEADDR:
                 sock.reuseaddr = bool(number)
