@@ -13,11 +13,18 @@ def ones_sum(data: bytes, initial: int = 0) -> int:
     """One's-complement 16-bit sum of ``data`` (padded to even length) plus ``initial``."""
     if len(data) & 1:
         data = data + b"\x00"
-    total = int.from_bytes(data, "big") + initial
+    return fold(int.from_bytes(data, "big") + initial)
+
+
+def fold(total: int) -> int:
+    """The one's-complement 16-bit value of a sum of 16-bit words (0 only for an all-zero sum).
+
+    Header checksums are computed from their fields this way: a header's
+    16-bit words are mostly its fields, so it need not be packed twice.
+    """
     if total == 0:
         return 0
-    folded = total % 0xFFFF
-    return folded or 0xFFFF
+    return total % 0xFFFF or 0xFFFF
 
 
 def internet_checksum(data: bytes, initial: int = 0) -> int:

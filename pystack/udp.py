@@ -178,12 +178,11 @@ def udp_sendmsg(
 
 def cached_route(stack: Stack, sock: Socket) -> Route | None:
     """The connected socket's route, looked up again only if the table changed (sk_dst_check)."""
-    now = stack.clock.now()
     route = sock.dst_cache
     if route is not None and sock.dst_generation == stack.routes.generation:
-        if route.expires is None or now < route.expires:
+        if route.expires is None or stack.clock.now() < route.expires:
             return route
-    route = stack.routes.lookup(sock.remote_addr, now)
+    route = stack.routes.lookup(sock.remote_addr, stack.clock.now())
     sock.dst_cache = route
     sock.dst_generation = stack.routes.generation
     return route

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..checksum import internet_checksum
+from ..checksum import fold, internet_checksum, ones_sum
 from ..errors import Malformed
 
 HEADER_LEN = 20
@@ -145,10 +145,19 @@ def build_ipv4_header(
     flags_fragment: int,
     options: bytes = b"",
 ) -> bytes:
-    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field."""
+    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field.
+
+    The checksum is the one's-complement sum of the header's 16-bit words,
+    taken from the fields directly (RFC 1071), so the header is packed once.
+    """
     ihl = HEADER_LEN + len(options)
-    header = _HEADER.pack(
-        0x40 | (ihl >> 2), tos, ihl + payload_length, ident, flags_fragment, ttl, proto, 0, src, dst
-    ) + options
-    checksum = internet_checksum(header)
-    return header[:10] + checksum.to_bytes(2, "big") + header[12:]
+    version_ihl = 0x40 | (ihl >> 2)
+    total_length = ihl + payload_length
+    words = (
+        (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
+        + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+    )
+    if options:
+        words += ones_sum(options)
+    checksum = ~fold(words) & 0xFFFF
+    return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options

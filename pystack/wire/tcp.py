@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ..checksum import internet_checksum, pseudo_header_sum
+from ..checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..errors import Malformed
 from .ipv4 import PROTO_TCP
 
@@ -154,9 +154,19 @@ def build_tcp(
     dst: int,
     urgent: int = 0,
 ) -> bytes:
-    """A TCP segment with its checksum; ``options`` already encoded (see build_options)."""
+    """A TCP segment with its checksum; ``options`` already encoded (see build_options).
+
+    The fixed header's words enter the checksum as numbers (RFC 1071), so
+    only the options and the payload are summed as bytes.
+    """
     header_len = HEADER_LEN + len(options)
-    header = _HEADER.pack(sport, dport, seq, ack, (header_len // 4) << 4, flags, window, 0, urgent) + options
     length = header_len + len(payload)
-    checksum = internet_checksum(header + payload, pseudo_header_sum(src, dst, PROTO_TCP, length))
-    return header[:16] + checksum.to_bytes(2, "big") + header[18:] + payload
+    offset_flags = (header_len // 4) << 12 | flags
+    words = (
+        pseudo_header_sum(src, dst, PROTO_TCP, length) + sport + dport + (seq >> 16) + (seq & 0xFFFF)
+        + (ack >> 16) + (ack & 0xFFFF) + offset_flags + window + urgent
+    )
+    if options:
+        words += ones_sum(options)
+    checksum = internet_checksum(payload, words)
+    return _HEADER.pack(sport, dport, seq, ack, offset_flags >> 8, flags, window, checksum, urgent) + options + payload

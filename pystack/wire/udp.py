@@ -27,10 +27,14 @@ def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
 
 
 def build_udp(sport: int, dport: int, payload: bytes, src: int, dst: int, with_checksum: bool = True) -> bytes:
-    """A UDP datagram; a computed checksum of 0 goes on the wire as 0xFFFF."""
+    """A UDP datagram; a computed checksum of 0 goes on the wire as 0xFFFF.
+
+    The header's words (ports, length) enter the checksum as numbers,
+    beside the pseudo-header, so only the payload is summed as bytes.
+    """
     length = HEADER_LEN + len(payload)
-    header = _HEADER.pack(sport, dport, length, 0)
     if not with_checksum:
-        return header + payload
-    checksum = internet_checksum(header + payload, pseudo_header_sum(src, dst, PROTO_UDP, length))
+        return _HEADER.pack(sport, dport, length, 0) + payload
+    header_words = pseudo_header_sum(src, dst, PROTO_UDP, length) + sport + dport + length
+    checksum = internet_checksum(payload, header_words)
     return _HEADER.pack(sport, dport, length, checksum or 0xFFFF) + payload
