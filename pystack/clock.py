@@ -43,4 +43,7 @@ class TrioClock:
     def __init__(self) -> None:
         import trio
 
-        self.now = trio.current_time
+        self._current_time = trio.current_time
+
+    def now(self) -> float:
+        return self._current_time()

@@ -1,0 +1,122 @@
+"""The token API of thesis fig. 4.7, for the send operations of a pystack Stack.
+
+    token = do_specialize_send(stack, fd)          # specialize for this socket, now
+    specialized_send(stack, token, data)           # the specialized send
+    do_default_send(stack, token, data)            # the fallback: the generic send, same context
+    re_specialize_send(stack, token, flags=...)    # renew for a new context
+    done_specialize_send(stack, token)             # release it
+    make_local_system(stack)                       # null context for every request from now on
+
+and the same five for ``sendto`` with a fixed destination. Guard policies
+can be chosen per token: ``policy={"setsockopt": "fallback", ...}``.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from pystack.addr import sockaddr_in
+from pystack.errors import oserror
+from pystack.socket import SOCK_STREAM
+from pystack.stack import Stack
+
+from .system import system_of
+
+Address = tuple[str, int]
+
+
+def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[str, str] | None = None,
+                       debug: bool = False) -> int:
+    """Specialize ``send(fd, data, flags)`` for this socket as it is now; returns a token."""
+    sock = stack.sockfd_lookup(fd)
+    scenario = "tcp_send" if sock.type == SOCK_STREAM else "udp_send_connected"
+    statics = {"self": stack, "fd": fd, "flags": flags}
+    return system_of(stack).open(scenario, sock, statics, lambda data: stack.send(fd, data, flags), policy, debug)
+
+
+def specialized_send(stack: Stack, token: int, data: bytes) -> int:
+    return system_of(stack).functions[token](data)
+
+
+def do_default_send(stack: Stack, token: int, data: bytes) -> int:
+    """The generic send for the token's context (the fallback of thesis 4.1.1)."""
+    return system_of(stack).token(token).generic(data)
+
+
+def re_specialize_send(stack: Stack, token: int, *, flags: int | None = None) -> int:
+    """Specialize the token again for the socket's current state (and new flags if given)."""
+    system = system_of(stack)
+    tok = system.token(token)
+    statics = dict(tok.statics)
+    if flags is not None:
+        statics["flags"] = flags
+        fd = statics["fd"]
+        tok.generic = lambda data: stack.send(fd, data, flags)
+    system.respecialize(tok, statics)
+    return token
+
+
+def done_specialize_send(stack: Stack, token: int) -> None:
+    system_of(stack).close(token)
+
+
+def do_specialize_sendto(stack: Stack, fd: int, address: Address, *, flags: int = 0,
+                         policy: dict[str, str] | None = None, debug: bool = False) -> int:
+    """Specialize ``sendto(fd, data, flags, address)`` for one fixed destination."""
+    sock = stack.sockfd_lookup(fd)
+    if sock.type == SOCK_STREAM:
+        raise oserror(errno.EOPNOTSUPP, "sendto specialization is for datagram sockets")
+    sockaddr_in(address)  # a bad address is refused now, not at the first send
+    if not sock.local_port:
+        stack.bind(fd, ("0.0.0.0", 0))  # as the first send would: the port must not change under the code
+    statics = {"self": stack, "fd": fd, "flags": flags, "address": tuple(address)}
+    return system_of(stack).open("udp_sendto_fixed", sock, statics,
+                                 lambda data: stack.sendto(fd, data, flags, address), policy, debug)
+
+
+def specialized_sendto(stack: Stack, token: int, data: bytes) -> int:
+    return system_of(stack).functions[token](data)
+
+
+def do_default_sendto(stack: Stack, token: int, data: bytes) -> int:
+    return system_of(stack).token(token).generic(data)
+
+
+def re_specialize_sendto(stack: Stack, token: int, *, address: Address | None = None,
+                         flags: int | None = None) -> int:
+    system = system_of(stack)
+    tok = system.token(token)
+    statics = dict(tok.statics)
+    if address is not None:
+        sockaddr_in(address)
+        statics["address"] = tuple(address)
+    if flags is not None:
+        statics["flags"] = flags
+    fd, new_flags, new_address = statics["fd"], statics["flags"], statics["address"]
+    tok.generic = lambda data: stack.sendto(fd, data, new_flags, new_address)
+    system.respecialize(tok, statics)
+    return token
+
+
+def done_specialize_sendto(stack: Stack, token: int) -> None:
+    system_of(stack).close(token)
+
+
+def make_local_system(stack: Stack) -> None:
+    """From now on every request gets the null context: generic code, no specializer needed."""
+    system = system_of(stack)
+    system.local = True
+
+
+def token_info(stack: Stack, token: int) -> dict[str, Any]:
+    """What a token runs and what its guards did (for people, tests and the demo)."""
+    tok = system_of(stack).token(token)
+    entry = tok.entry
+    return {
+        "scenario": tok.scenario.name,
+        "mode": tok.mode,
+        "events": list(tok.events),
+        "source": entry.compiled.source if entry is not None else None,
+        "assumptions": len(entry.assumptions) if entry is not None else 0,
+    }

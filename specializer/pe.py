@@ -1,0 +1,1133 @@
+"""The partial evaluator: generic Python source + static values -> residual Python AST.
+
+It walks the AST of the entry function with an environment in which each
+variable is either :class:`Static` (its value is known now) or
+:class:`Dyn` (a residual expression, always a name or a constant-free
+simple expression). Static expressions are folded, branches on static
+tests disappear, loops over static sequences unroll, calls to the
+scenario's unfoldable functions are inlined across layers, and what
+remains is emitted as residual statements.
+
+Objects the scenario declares partially static are the bridge to the
+running system: reading one of their static fields folds the field's
+current value into the code and records an :class:`Assumption`; reading
+a dynamic field emits a read through a frozen reference to the object.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import inspect
+import itertools
+import operator
+import struct
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .scenario import Scenario
+
+UNROLL_LIMIT = 64
+INLINE_DEPTH_LIMIT = 24
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.LShift: operator.lshift, ast.RShift: operator.rshift, ast.BitOr: operator.or_,
+    ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.Div: operator.truediv,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {
+    ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
+}
+_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+# Builtins that compute a value from their arguments and nothing else.
+PURE_BUILTINS = frozenset({
+    len, min, max, abs, int, bool, str, float, tuple, frozenset, isinstance, hasattr, range,
+    divmod, hash, ord, chr, round, any, all, sum, sorted, type,
+})
+_SIMPLE_TYPES = (int, float, bool, str, bytes, type(None))
+
+
+class SpecializationError(Exception):
+    """The scenario cannot be specialized (bad declaration or unsupported code)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Static:
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Dyn:
+    """A residual expression, with what is known statically about its value: partially
+    static data such as bytes of a known length (a packed header) or an int."""
+
+    expr: ast.expr
+    kind: str | None = None  # "bytes" or "int" when known
+    length: int | None = None  # for bytes, when known
+
+    def renamed(self, expr: ast.expr) -> Dyn:
+        return Dyn(expr, self.kind, self.length)
+
+
+Value = Static | Dyn
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A static fact the residual code relies on: ``subject.field`` (or ``subject[key]``) is ``value``."""
+
+    subject: Any
+    field: str
+    value: Any
+    kind: str = "field"  # "field" or "item"
+
+    def holds(self) -> bool:
+        try:
+            if self.kind == "field":
+                current = getattr(self.subject, self.field)
+            else:
+                current = self.subject[self.value_key]
+        except (AttributeError, KeyError):
+            return False
+        return same(current, self.value)
+
+    @property
+    def value_key(self) -> Any:
+        return self.field
+
+    def describe(self, namer: Callable[[Any], str]) -> str:
+        subject = namer(self.subject)
+        if self.kind == "item":
+            return f"{subject}[{self.field!r}] is {namer(self.value)}"
+        return f"{subject}.{self.field} == {describe_value(self.value, namer)}"
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, _SIMPLE_TYPES) and isinstance(b, _SIMPLE_TYPES):
+        return type(a) is type(b) and a == b
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a is b
+
+
+def describe_value(value: Any, namer: Callable[[Any], str]) -> str:
+    if isinstance(value, _SIMPLE_TYPES):
+        return repr(value)
+    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE_TYPES) for v in value):
+        return repr(value)
+    return namer(value)
+
+
+@dataclass
+class Stats:
+    branches_removed: int = 0
+    calls_inlined: int = 0
+    loops_unrolled: int = 0
+    static_reads: int = 0
+    residual_calls: int = 0
+    functions: set[Any] = field(default_factory=set)  # generic functions the evaluator walked
+
+
+@dataclass
+class Diagnostic:
+    kind: str  # "under-specialization", "not-unfolded", "static-mutated"
+    message: str
+    where: str  # "file:line"
+
+
+class _Return:
+    """Placeholder for a ``return`` inside an inlined function, resolved when the call ends."""
+
+    def __init__(self, value: Value):
+        self.value = value
+
+
+@dataclass
+class Frame:
+    func: types.FunctionType
+    env: dict[str, Value]
+    out: list
+    result: list[_Return] | None = None  # None for the entry function
+    # Variables assigned inside the enclosing residual loops -> their one residual name.
+    loop_vars: dict[str, str] = field(default_factory=dict)
+    expr_only: bool = False
+
+    def branch(self) -> Frame:
+        return Frame(self.func, dict(self.env), [], self.result, self.loop_vars)
+
+    @property
+    def globals(self) -> dict[str, Any]:
+        return self.func.__globals__
+
+
+class Constants:
+    """Frozen references the residual code uses, with readable names."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+        self.hints: dict[int, str] = {}
+        self.values: dict[str, Any] = {}
+        self._counts: dict[str, itertools.count] = {}
+
+    def name(self, value: Any, hint: str | None = None) -> str:
+        key = self.key(value)
+        if key in self.by_id:
+            return self.by_id[key]
+        base = hint or self.hints.get(id(value)) or self.default_hint(value)
+        counter = self._counts.setdefault(base, itertools.count())
+        index = next(counter)
+        name = base if index == 0 else f"{base}_{index}"
+        while name in self.values:
+            name = f"{base}_{next(counter)}"
+        self.by_id[key] = name
+        self.values[name] = value
+        return name
+
+    def name_of(self, value: Any) -> str | None:
+        return self.by_id.get(self.key(value))
+
+    @staticmethod
+    def key(value: Any) -> Any:
+        """Bound methods are made afresh on each attribute access: key them by owner and name."""
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not isinstance(value, types.ModuleType) and not isinstance(owner, types.ModuleType):
+            return ("method", id(owner), getattr(value, "__name__", ""))
+        return id(value)
+
+    def default_hint(self, value: Any) -> str:
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            prefix = self.hints.get(id(owner)) or getattr(owner, "__name__", None) or type(owner).__name__.lower()
+            return f"{prefix.strip('_')}_{value.__name__}"
+        if isinstance(value, types.ModuleType):
+            return value.__name__.rsplit(".", 1)[-1]
+        return getattr(value, "__name__", None) or type(value).__name__.lower()
+
+
+class Evaluator:
+    """One specialization of one scenario's entry function for concrete static values."""
+
+    def __init__(self, scenario: Scenario, statics: dict[str, Any]):
+        self.scenario = scenario
+        self.statics = statics
+        self.constants = Constants()
+        self.assumptions: dict[tuple[int, str, str], Assumption] = {}
+        self.stats = Stats()
+        self.diagnostics: list[Diagnostic] = []
+        self.mutated: set[tuple[int, str]] = set()
+        self.deep_ids: set[int] = set()  # static containers whose contents are invariant too
+        self._names: dict[str, itertools.count] = {}
+        self._used_names: set[str] = set()
+        self.checked_classes: set[type] = set()
+        self.depth = 0
+
+    # ------------------------------------------------------------ entry
+
+    def run(self) -> tuple[list[ast.arg], list[ast.stmt]]:
+        entry = self.scenario.entry_function()
+        fdef = self.function_ast(entry)
+        env: dict[str, Value] = {}
+        params = []
+        for name in self.scenario.parameters(entry):
+            if name in self.statics:
+                env[name] = Static(self.statics[name])
+                self.hint(self.statics[name], "stack" if name == "self" else name)
+            else:
+                params.append(ast.arg(arg=name))
+                self._used_names.add(name)
+                env[name] = Dyn(ast.Name(id=name, ctx=ast.Load()))
+        self.stats.functions.add(entry)
+        frame = Frame(entry, env, [])
+        self.block(fdef.body, frame)
+        return params, frame.out
+
+    # ------------------------------------------------------------ helpers
+
+    def function_ast(self, func: types.FunctionType) -> ast.FunctionDef:
+        return function_ast(func)
+
+    def hint(self, value: Any, name: str) -> None:
+        """Remember a readable name for a frozen reference (the variable or field it came from)."""
+        if not isinstance(value, _SIMPLE_TYPES + (tuple,)):
+            self.constants.hints.setdefault(id(value), name)
+
+    def fresh(self, base: str) -> str:
+        base = base.strip("_") or "v"
+        counter = self._names.setdefault(base, itertools.count())
+        while True:
+            index = next(counter)
+            name = base if index == 0 else f"{base}_{index}"
+            if name not in self._used_names:
+                self._used_names.add(name)
+                return name
+
+    def lift(self, value: Value) -> ast.expr:
+        if isinstance(value, Dyn):
+            return value.expr
+        v = value.value
+        if isinstance(v, _SIMPLE_TYPES) and not (isinstance(v, float) and v != v):
+            if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+                return ast.UnaryOp(op=ast.USub(), operand=ast.Constant(-v))
+            return ast.Constant(v)
+        if isinstance(v, tuple) and all(isinstance(x, _SIMPLE_TYPES) for x in v):
+            return ast.Tuple(elts=[self.lift(Static(x)) for x in v], ctx=ast.Load())
+        if v is getattr(builtins, getattr(v, "__name__", ""), None):
+            return ast.Name(id=v.__name__, ctx=ast.Load())
+        return ast.Name(id=self.constants.name(v), ctx=ast.Load())
+
+    def where(self, frame: Frame, node: ast.AST) -> str:
+        code = frame.func.__code__
+        return f"{code.co_filename.rsplit('/', 1)[-1]}:{getattr(node, 'lineno', '?')}"
+
+    def emit(self, frame: Frame, stmt: Any) -> None:
+        if frame.expr_only:
+            raise _NeedsStatements()
+        frame.out.append(stmt)
+
+    def materialize(self, frame: Frame, value: Value, hint: str) -> Value:
+        """Bind a non-trivial dynamic expression to a fresh name (so it is evaluated once, now)."""
+        if isinstance(value, Static) or isinstance(value.expr, ast.Name | ast.Constant):
+            return value
+        name = self.fresh(hint)
+        self.emit(frame, ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=value.expr))
+        return value.renamed(ast.Name(id=name, ctx=ast.Load()))
+
+    # ------------------------------------------------------------ statements
+
+    def block(self, stmts: list[ast.stmt], frame: Frame) -> bool:
+        """Specialize statements into ``frame.out``; False if every path left the block."""
+        for index, stmt in enumerate(stmts):
+            if isinstance(stmt, ast.If):
+                test = self.expr(stmt.test, frame)
+                if isinstance(test, Static):
+                    self.stats.branches_removed += 1
+                    if not self.block(stmt.body if test.value else stmt.orelse, frame):
+                        return False
+                    continue
+                return self.dynamic_if(test, stmt, stmts[index + 1 :], frame)
+            if not self.statement(stmt, frame):
+                return False
+        return True
+
+    def dynamic_if(self, test: Dyn, stmt: ast.If, rest: list[ast.stmt], frame: Frame) -> bool:
+        """Both branches stay. The rest of the block is joined after them when both fall
+        through, and otherwise continues inside the branch that does (so an inlined
+        function's returns all end their paths)."""
+        then_f, else_f = frame.branch(), frame.branch()
+        then_live = self.block(stmt.body, then_f)
+        else_live = self.block(stmt.orelse, else_f)
+        if then_live and else_live and rest:
+            self.join(frame, then_f, else_f)
+            frame.out.append(_if(test.expr, then_f.out, else_f.out))
+            return self.block(rest, frame)
+        if rest:
+            then_live = then_live and self.block(rest, then_f)
+            else_live = else_live and self.block(rest, else_f)
+        live = [sub for sub, alive in ((then_f, then_live), (else_f, else_live)) if alive]
+        if len(live) == 2:
+            self.join(frame, then_f, else_f)
+        elif live:
+            frame.env = live[0].env
+        frame.out.append(_if(test.expr, then_f.out, else_f.out))
+        return bool(live)
+
+    def join(self, target: Frame, a: Frame, b: Frame) -> None:
+        """Make ``target.env`` the join of two paths: where they disagree, a fresh residual
+        variable is assigned at the end of each path."""
+        env: dict[str, Value] = {}
+        for name in a.env.keys() | b.env.keys():
+            va, vb = a.env.get(name), b.env.get(name)
+            if va is not None and vb is not None and _same_value(va, vb):
+                env[name] = va
+                continue
+            common = target.loop_vars.get(name) or self.fresh(name)
+            for side, value in ((a, va), (b, vb)):
+                if value is not None and not _is_name(value, common):
+                    side.out.append(_assign(common, self.lift(value)))
+            shapes = {_shape(va), _shape(vb)}
+            kind, length = shapes.pop() if len(shapes) == 1 else (None, None)
+            env[name] = Dyn(_load(common), kind, length)
+        target.env = env
+
+    def statement(self, stmt: ast.stmt, frame: Frame) -> bool:
+        if isinstance(stmt, ast.Expr):
+            if isinstance(stmt.value, ast.Constant):
+                return True  # docstring
+            value = self.expr(stmt.value, frame)
+            if isinstance(value, Dyn) and not isinstance(value.expr, ast.Name | ast.Constant):
+                self.emit(frame, ast.Expr(value=value.expr))
+            return True
+        if isinstance(stmt, ast.Assign):
+            value = self.expr(stmt.value, frame)
+            for target in stmt.targets:
+                self.assign(target, value, frame)
+            return True
+        if isinstance(stmt, ast.AnnAssign):
+            if stmt.value is not None:
+                self.assign(stmt.target, self.expr(stmt.value, frame), frame)
+            return True
+        if isinstance(stmt, ast.AugAssign):
+            return self.aug_assign(stmt, frame)
+        if isinstance(stmt, ast.Return):
+            value = self.expr(stmt.value, frame) if stmt.value is not None else Static(None)
+            if frame.result is None:
+                self.emit(frame, ast.Return(value=self.lift(value)))
+            else:
+                if frame.loop_vars:
+                    raise _CannotUnfold("return inside a residual loop")
+                marker = _Return(value)
+                frame.result.append(marker)
+                frame.out.append(marker)
+            return False
+        if isinstance(stmt, ast.Raise):
+            exc = self.expr(stmt.exc, frame) if stmt.exc is not None else None
+            cause = self.expr(stmt.cause, frame) if stmt.cause is not None else None
+            self.emit(frame, ast.Raise(exc=self.lift(exc) if exc else None,
+                                       cause=self.lift(cause) if cause else None))
+            return False
+        if isinstance(stmt, ast.Pass):
+            return True
+        if isinstance(stmt, ast.For):
+            return self.for_loop(stmt, frame)
+        if isinstance(stmt, ast.While):
+            return self.while_loop(stmt, frame)
+        if isinstance(stmt, ast.Break | ast.Continue):
+            if not frame.loop_vars:
+                raise _CannotUnfold("break/continue outside a residual loop")
+            self.emit(frame, type(stmt)())
+            return False
+        if isinstance(stmt, ast.Assert):
+            test = self.expr(stmt.test, frame)
+            if isinstance(test, Dyn):
+                self.emit(frame, ast.Assert(test=test.expr, msg=None))
+            elif not test.value:
+                self.emit(frame, ast.Raise(exc=ast.Call(ast.Name("AssertionError", ast.Load()), [], []), cause=None))
+                return False
+            return True
+        raise _CannotUnfold(f"unsupported statement {type(stmt).__name__}")
+
+    def assign(self, target: ast.expr, value: Value, frame: Frame) -> None:
+        if isinstance(target, ast.Name):
+            name = target.id
+            if name in frame.loop_vars:
+                residual = frame.loop_vars[name]
+            elif isinstance(value, Static):
+                frame.env[name] = value
+                self.hint(value.value, name)
+                return
+            else:
+                residual = self.fresh(name)  # never reuse: another variable may share the old name
+            if not _is_name(value, residual):
+                self.emit(frame, _assign(residual, self.lift(value)))
+            frame.env[name] = value.renamed(_load(residual)) if isinstance(value, Dyn) else Dyn(_load(residual))
+            return
+        if isinstance(target, ast.Tuple | ast.List):
+            if isinstance(value, Static):
+                items = list(value.value)
+                if len(items) != len(target.elts):
+                    raise _CannotUnfold("unpacking length mismatch")
+                for elt, item in zip(target.elts, items, strict=True):
+                    self.assign(elt, Static(item), frame)
+                return
+            if isinstance(value.expr, ast.Tuple) and len(value.expr.elts) == len(target.elts):
+                # a, b.x = b.x, 0: every element is read before anything is assigned
+                items = [self.materialize(frame, Dyn(e), "item") if not isinstance(e, ast.Constant) else Static(e.value)
+                         for e in value.expr.elts]
+                for elt, item in zip(target.elts, items, strict=True):
+                    self.assign(elt, item, frame)
+                return
+            value = self.materialize(frame, value, "values")
+            names = []
+            for elt in target.elts:
+                if not isinstance(elt, ast.Name):
+                    raise _CannotUnfold("nested unpacking target")
+                names.append(frame.loop_vars.get(elt.id) or self.fresh(elt.id))
+            self.emit(frame, ast.Assign(
+                targets=[ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Store()) for n in names], ctx=ast.Store())],
+                value=value.expr))
+            for elt, name in zip(target.elts, names, strict=True):
+                frame.env[elt.id] = Dyn(ast.Name(id=name, ctx=ast.Load()))
+            return
+        if isinstance(target, ast.Attribute):
+            base = self.expr(target.value, frame)
+            if isinstance(base, Static):
+                self._note_mutation(base.value, target.attr, frame, target)
+            self.emit(frame, ast.Assign(
+                targets=[ast.Attribute(value=self.lift(base), attr=target.attr, ctx=ast.Store())],
+                value=self.lift(value)))
+            return
+        if isinstance(target, ast.Subscript):
+            base = self.expr(target.value, frame)
+            index = self.expr(target.slice, frame)
+            self.emit(frame, ast.Assign(
+                targets=[ast.Subscript(value=self.lift(base), slice=self.lift(index), ctx=ast.Store())],
+                value=self.lift(value)))
+            return
+        raise _CannotUnfold(f"unsupported assignment target {type(target).__name__}")
+
+    def _note_mutation(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> None:
+        spec = self.scenario.object_spec(obj)
+        if spec is not None and attr in spec.static_fields:
+            self.mutated.add((id(obj), attr))
+            self.diagnostics.append(Diagnostic(
+                "static-mutated",
+                f"residual code assigns static field {type(obj).__name__}.{attr}; later reads stay dynamic",
+                self.where(frame, node)))
+
+    def aug_assign(self, stmt: ast.AugAssign, frame: Frame) -> bool:
+        target = stmt.target
+        if isinstance(target, ast.Name):
+            current = self.expr(ast.Name(id=target.id, ctx=ast.Load()), frame)
+            value = self.binop(type(stmt.op), current, self.expr(stmt.value, frame))
+            self.assign(ast.Name(id=target.id, ctx=ast.Store()), value, frame)
+            return True
+        if isinstance(target, ast.Attribute):
+            base = self.expr(target.value, frame)
+            if isinstance(base, Static):
+                self._note_mutation(base.value, target.attr, frame, target)
+            new_target = ast.Attribute(value=self.lift(base), attr=target.attr, ctx=ast.Store())
+        elif isinstance(target, ast.Subscript):
+            base = self.expr(target.value, frame)
+            index = self.expr(target.slice, frame)
+            new_target = ast.Subscript(value=self.lift(base), slice=self.lift(index), ctx=ast.Store())
+        else:
+            raise _CannotUnfold("unsupported augmented assignment")
+        value = self.expr(stmt.value, frame)
+        self.emit(frame, ast.AugAssign(target=new_target, op=stmt.op, value=self.lift(value)))
+        return True
+
+    def for_loop(self, stmt: ast.For, frame: Frame) -> bool:
+        iterable = self.expr(stmt.iter, frame)
+        has_jump = any(isinstance(n, ast.Break | ast.Continue) for s in stmt.body for n in ast.walk(s))
+        if isinstance(iterable, Static) and not stmt.orelse and not has_jump:
+            try:
+                items = list(iterable.value)
+            except TypeError:
+                items = None
+            if items is not None and len(items) <= UNROLL_LIMIT:
+                self.stats.loops_unrolled += 1
+                for item in items:
+                    self.assign(stmt.target, Static(item), frame)
+                    if not self.block(stmt.body, frame):
+                        return False
+                return True
+        if stmt.orelse:
+            raise _CannotUnfold("for-else")
+        return self.residual_loop(stmt, frame, iterable=iterable)
+
+    def while_loop(self, stmt: ast.While, frame: Frame) -> bool:
+        if stmt.orelse:
+            raise _CannotUnfold("while-else")
+        test = self.expr(stmt.test, frame) if not _assigned_names(stmt.body) & _names_in(stmt.test) else None
+        if isinstance(test, Static) and not test.value:
+            self.stats.branches_removed += 1
+            return True
+        return self.residual_loop(stmt, frame)
+
+    def residual_loop(self, stmt: ast.For | ast.While, frame: Frame, iterable: Value | None = None) -> bool:
+        """A loop that stays. Each variable it assigns gets one residual name for the whole
+        loop, bound before the loop to the variable's current value."""
+        assigned = set(_assigned_names(stmt.body))
+        if isinstance(stmt, ast.For):
+            assigned |= {n.id for n in ast.walk(stmt.target) if isinstance(n, ast.Name)}
+        loop_vars = dict(frame.loop_vars)
+        for name in sorted(assigned):
+            if name in loop_vars:
+                continue
+            residual = loop_vars[name] = self.fresh(name)
+            current = frame.env.get(name)
+            if current is not None:
+                self.emit(frame, _assign(residual, self.lift(current)))
+                frame.env[name] = Dyn(_load(residual))
+        inner = Frame(frame.func, dict(frame.env), [], frame.result, loop_vars)
+        if isinstance(stmt, ast.For):
+            assert iterable is not None
+            iterable = self.materialize(frame, iterable, "items")
+            target = _store_target(stmt.target, loop_vars)
+            for name in (n.id for n in ast.walk(stmt.target) if isinstance(n, ast.Name)):
+                inner.env[name] = Dyn(_load(loop_vars[name]))
+            self.block(stmt.body, inner)
+            loop: ast.stmt = ast.For(target=target, iter=self.lift(iterable), body=inner.out, orelse=[],
+                                     type_comment=None)
+        else:
+            probe = Frame(frame.func, dict(inner.env), [], frame.result, loop_vars, expr_only=True)
+            try:
+                test = self.expr(stmt.test, probe)
+            except _NeedsStatements as exc:
+                raise _CannotUnfold("loop test needs statements") from exc
+            self.block(stmt.body, inner)
+            loop = ast.While(test=self.lift(test), body=inner.out, orelse=[])
+        for name in assigned:
+            frame.env[name] = Dyn(_load(loop_vars[name]))
+        self.emit(frame, loop)
+        return True
+
+    # ------------------------------------------------------------ expressions
+
+    def expr(self, node: ast.expr | None, frame: Frame) -> Value:
+        if node is None:
+            return Static(None)
+        method = getattr(self, "expr_" + type(node).__name__, None)
+        if method is None:
+            return self.opaque(node, frame)
+        return method(node, frame)
+
+    def expr_Constant(self, node: ast.Constant, frame: Frame) -> Value:
+        return Static(node.value)
+
+    def expr_Name(self, node: ast.Name, frame: Frame) -> Value:
+        if node.id in frame.env:
+            return frame.env[node.id]
+        if node.id in frame.globals:
+            value = frame.globals[node.id]
+            module = frame.func.__module__.rsplit(".", 1)[-1]
+            self.hint(value, f"{module}{node.id}" if node.id.startswith("_") else node.id)
+            return Static(value)
+        if hasattr(builtins, node.id):
+            return Static(getattr(builtins, node.id))
+        raise _CannotUnfold(f"unbound name {node.id!r}")
+
+    def expr_Attribute(self, node: ast.Attribute, frame: Frame) -> Value:
+        base = self.expr(node.value, frame)
+        if isinstance(base, Dyn):
+            return Dyn(ast.Attribute(value=base.expr, attr=node.attr, ctx=ast.Load()))
+        return self.static_attribute(base.value, node.attr, frame, node)
+
+    def static_attribute(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> Value:
+        if isinstance(obj, types.ModuleType | type):
+            return Static(getattr(obj, attr))
+        try:
+            raw = inspect.getattr_static(obj, attr)
+        except AttributeError:
+            raw = None
+        if isinstance(raw, property):
+            return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
+        if isinstance(raw, types.FunctionType) or callable(raw) and not isinstance(obj, _SIMPLE_TYPES + (tuple,)):
+            bound = getattr(obj, attr)
+            if isinstance(raw, types.FunctionType | types.BuiltinFunctionType | types.MethodDescriptorType | staticmethod | classmethod):
+                return Static(bound)
+        spec = self.scenario.object_spec(obj)
+        if spec is not None and spec.cls not in self.checked_classes:
+            spec.check(obj)
+            self.checked_classes.add(spec.cls)
+        if isinstance(obj, _SIMPLE_TYPES + (tuple,)):
+            return Static(getattr(obj, attr))
+        if spec is not None and attr in spec.static_fields and (id(obj), attr) not in self.mutated:
+            value = getattr(obj, attr)
+            if attr in spec.deep_fields:
+                self.deep_ids.add(id(value))
+            self.hint(value, attr)
+            self.stats.static_reads += 1
+            self.assumptions.setdefault((id(obj), attr, "field"), Assumption(obj, attr, value))
+            return Static(value)
+        return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(type(obj), attr))
+
+    def expr_Subscript(self, node: ast.Subscript, frame: Frame) -> Value:
+        base = self.expr(node.value, frame)
+        index = self.expr(node.slice, frame)
+        if isinstance(base, Static) and isinstance(index, Static):
+            container = base.value
+            if isinstance(container, _SIMPLE_TYPES + (tuple,)):
+                try:
+                    return Static(container[index.value])
+                except Exception:  # noqa: BLE001 - the residual code raises it at run time
+                    pass
+            elif id(container) in self.deep_ids:
+                value = container[index.value]
+                if isinstance(value, dict | list | set | frozenset | tuple):
+                    self.deep_ids.add(id(value))  # the contents of invariant contents are invariant
+                self.assumptions.setdefault((id(container), repr(index.value), "item"),
+                                            _ItemAssumption(container, index.value, value))
+                return Static(value)
+        kind, length = _shape(base)
+        if kind == "bytes" and isinstance(index, Static):
+            if isinstance(index.value, slice):
+                sliced = len(range(length)[index.value]) if length is not None else None
+                return Dyn(ast.Subscript(self.lift(base), self.lift_index(index), ast.Load()), "bytes", sliced)
+            return Dyn(ast.Subscript(self.lift(base), self.lift_index(index), ast.Load()), "int")
+        return Dyn(ast.Subscript(value=self.lift(base), slice=self.lift_index(index), ctx=ast.Load()))
+
+    def lift_index(self, index: Value) -> ast.expr:
+        if isinstance(index, Static) and isinstance(index.value, slice):
+            parts = (index.value.start, index.value.stop, index.value.step)
+            if all(isinstance(p, _SIMPLE_TYPES) for p in parts):
+                lower, upper, step = (None if p is None else self.lift(Static(p)) for p in parts)
+                return ast.Slice(lower=lower, upper=upper, step=step)
+        return self.lift(index)
+
+    def expr_Slice(self, node: ast.Slice, frame: Frame) -> Value:
+        parts = [self.expr(p, frame) if p is not None else Static(None) for p in (node.lower, node.upper, node.step)]
+        if all(isinstance(p, Static) for p in parts):
+            return Static(slice(*(p.value for p in parts)))
+        lower, upper, step = (self.lift(p) if not (isinstance(p, Static) and p.value is None) else None for p in parts)
+        return Dyn(ast.Slice(lower=lower, upper=upper, step=step))
+
+    def expr_Tuple(self, node: ast.Tuple, frame: Frame) -> Value:
+        items = [self.expr(e, frame) for e in node.elts]
+        if all(isinstance(i, Static) for i in items):
+            return Static(tuple(i.value for i in items))
+        return Dyn(ast.Tuple(elts=[self.lift(i) for i in items], ctx=ast.Load()))
+
+    def expr_List(self, node: ast.List, frame: Frame) -> Value:
+        items = [self.expr(e, frame) for e in node.elts]
+        return Dyn(ast.List(elts=[self.lift(i) for i in items], ctx=ast.Load())) if items else Static([])
+
+    def expr_BinOp(self, node: ast.BinOp, frame: Frame) -> Value:
+        left, right = self.in_order([node.left, node.right], frame)
+        return self.binop(type(node.op), left, right)
+
+    def binop(self, op: type, left: Value, right: Value) -> Value:
+        if isinstance(left, Static) and isinstance(right, Static):
+            try:
+                return Static(_BINOPS[op](left.value, right.value))
+            except Exception:  # noqa: BLE001 - keep the operation, it raises at run time
+                pass
+        lk, ll = _shape(left)
+        rk, rl = _shape(right)
+        if op is ast.Add and lk == rk == "bytes":
+            if isinstance(right, Static) and right.value == b"":
+                return left
+            if isinstance(left, Static) and left.value == b"":
+                return right
+            return Dyn(ast.BinOp(self.lift(left), ast.Add(), self.lift(right)), "bytes",
+                       ll + rl if ll is not None and rl is not None else None)
+        if lk == rk == "int":
+            if op in (ast.Add, ast.Sub, ast.BitOr, ast.BitXor) and isinstance(right, Static) and right.value == 0:
+                return left
+            if op in (ast.Add, ast.BitOr, ast.BitXor) and isinstance(left, Static) and left.value == 0:
+                return right
+            if op is ast.Add:
+                return self.add_ints(left, right)
+            kind = "int" if op in (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.LShift, ast.RShift,
+                                   ast.BitOr, ast.BitAnd, ast.BitXor) else None
+            return Dyn(ast.BinOp(self.lift(left), op(), self.lift(right)), kind)
+        return Dyn(ast.BinOp(left=self.lift(left), op=op(), right=self.lift(right)))
+
+    def add_ints(self, left: Value, right: Value) -> Value:
+        """Integer sums are kept as ``dynamic + constant``: static terms fold wherever they
+        appear (Python ints do not overflow, so reassociating them is exact)."""
+        left_dyn, left_k = _split_constant(left)
+        right_dyn, right_k = _split_constant(right)
+        dynamic = [d for d in (left_dyn, right_dyn) if d is not None]
+        constant = left_k + right_k
+        if not dynamic:
+            return Static(constant)
+        expr = dynamic[0] if len(dynamic) == 1 else ast.BinOp(dynamic[0], ast.Add(), dynamic[1])
+        if constant:
+            expr = ast.BinOp(expr, ast.Add(), self.lift(Static(constant)))
+        return Dyn(expr, "int")
+
+    def expr_UnaryOp(self, node: ast.UnaryOp, frame: Frame) -> Value:
+        operand = self.expr(node.operand, frame)
+        if isinstance(operand, Static):
+            return Static(_UNARY[type(node.op)](operand.value))
+        return Dyn(ast.UnaryOp(op=node.op, operand=operand.expr))
+
+    def expr_Compare(self, node: ast.Compare, frame: Frame) -> Value:
+        left = self.expr(node.left, frame)
+        values = [left]
+        result: Value | None = None
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = self.expr(comparator, frame)
+            values.append(right)
+            if isinstance(left, Static) and isinstance(right, Static):
+                outcome = _COMPARE[type(op)](left.value, right.value)
+                if not outcome:
+                    return Static(False)
+                left = right
+                continue
+            part = Dyn(ast.Compare(left=self.lift(left), ops=[op], comparators=[self.lift(right)]))
+            result = part if result is None else Dyn(ast.BoolOp(op=ast.And(), values=[result.expr, part.expr]))
+            left = right
+        return result if result is not None else Static(True)
+
+    def expr_BoolOp(self, node: ast.BoolOp, frame: Frame) -> Value:
+        is_and = isinstance(node.op, ast.And)
+        residual: list[ast.expr] = []
+        for index, operand_node in enumerate(node.values):
+            if residual:
+                operand = self.expression_only(operand_node, frame)
+            else:
+                operand = self.expr(operand_node, frame)
+            last = index == len(node.values) - 1
+            if isinstance(operand, Static):
+                if bool(operand.value) != is_and:  # and: falsy stops; or: truthy stops
+                    if not residual:
+                        return operand
+                    residual.append(self.lift(operand))
+                    break
+                if last:
+                    if not residual:
+                        return operand
+                    residual.append(self.lift(operand))
+                continue
+            residual.append(operand.expr)
+        if len(residual) == 1:
+            return Dyn(residual[0])
+        return Dyn(ast.BoolOp(op=node.op, values=residual))
+
+    def expr_IfExp(self, node: ast.IfExp, frame: Frame) -> Value:
+        test = self.expr(node.test, frame)
+        if isinstance(test, Static):
+            self.stats.branches_removed += 1
+            return self.expr(node.body if test.value else node.orelse, frame)
+        body = self.expression_only(node.body, frame)
+        orelse = self.expression_only(node.orelse, frame)
+        return Dyn(ast.IfExp(test=test.expr, body=self.lift(body), orelse=self.lift(orelse)))
+
+    def expression_only(self, node: ast.expr, frame: Frame) -> Value:
+        """Specialize a conditionally evaluated operand: nothing may be emitted for it."""
+        sub = Frame(frame.func, dict(frame.env), [], frame.result, frame.loop_vars, expr_only=True)
+        try:
+            return self.expr(node, sub)
+        except _NeedsStatements:
+            return self.opaque(node, frame)
+
+    def expr_JoinedStr(self, node: ast.JoinedStr, frame: Frame) -> Value:
+        return self.opaque(node, frame)
+
+    def opaque(self, node: ast.expr, frame: Frame) -> Value:
+        """An expression the evaluator does not take apart: evaluate if static, else keep it whole."""
+        free = _free_names(node)
+        values = {name: self.expr(ast.Name(id=name, ctx=ast.Load()), frame) for name in free}
+        if all(isinstance(v, Static) for v in values.values()) and not _has_call(node):
+            namespace = {name: v.value for name, v in values.items()}
+            try:
+                return Static(eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace))  # noqa: S307 - static, call-free
+            except Exception:  # noqa: BLE001 - leave it to run time
+                pass
+        renamed = _rename(copy.deepcopy(node), {name: self.lift(v) for name, v in values.items()})
+        return Dyn(renamed)
+
+    # ------------------------------------------------------------ calls
+
+    def expr_Call(self, node: ast.Call, frame: Frame) -> Value:
+        func = self.expr(node.func, frame)
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            return self.opaque(node, frame)
+        values = self.in_order([*node.args, *(k.value for k in node.keywords)], frame)
+        args = values[: len(node.args)]
+        kwargs = {k.arg: v for k, v in zip(node.keywords, values[len(node.args):], strict=True) if k.arg}
+        if isinstance(func, Dyn):
+            return self.residual_call(func, args, kwargs, frame)
+        return self.call_function(func.value, args, kwargs, frame, node)
+
+    def in_order(self, nodes: list[ast.expr], frame: Frame) -> list[Value]:
+        """Evaluate operands left to right. When one needs statements (an inlined call), the
+        earlier operands that call something are bound first, so effects keep their order."""
+        values: list[Value] = []
+        for node in nodes:
+            sub = Frame(frame.func, frame.env, [], frame.result, frame.loop_vars, frame.expr_only)
+            value = self.expr(node, sub)
+            if sub.out:
+                values = [self.materialize(frame, v, "arg") if isinstance(v, Dyn) and _has_call(v.expr) else v
+                          for v in values]
+                frame.out.extend(sub.out)
+            values.append(value)
+        return values
+
+    def call_function(self, func: Any, args: list[Value], kwargs: dict[str, Value], frame: Frame,
+                      node: ast.AST, force_unfold: bool = False) -> Value:
+        target, bound_self = func, None
+        if isinstance(func, types.MethodType):
+            target, bound_self = func.__func__, func.__self__
+        if isinstance(target, staticmethod):
+            target = target.__func__
+        all_static = all(isinstance(a, Static) for a in args) and all(isinstance(v, Static) for v in kwargs.values())
+        if (force_unfold or self.scenario.unfolds(target)) and not frame.expr_only:
+            call_args = ([Static(bound_self)] if bound_self is not None else []) + args
+            try:
+                return self.inline(target, call_args, kwargs, frame, node)
+            except _CannotUnfold as why:
+                self.diagnostics.append(Diagnostic("not-unfolded", f"{target.__qualname__}: {why}", self.where(frame, node)))
+        if func is len and len(args) == 1 and _shape(args[0])[1] is not None:
+            return Static(_shape(args[0])[1])
+        if all_static and self.is_pure(func, target):
+            try:
+                result = func(*[a.value for a in args], **{k: v.value for k, v in kwargs.items()})
+                owner = getattr(func, "__self__", None)
+                if owner is not None and id(owner) in self.deep_ids and isinstance(result, dict | list | tuple):
+                    self.deep_ids.add(id(result))
+                return Static(result)
+            except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
+                pass
+        return self.residual_call(Static(func), args, kwargs, frame)
+
+    def is_pure(self, func: Any, target: Any) -> bool:
+        if target in PURE_BUILTINS or self.scenario.is_pure(target):
+            return True
+        owner = getattr(func, "__self__", None)
+        if owner is not None and id(owner) in self.deep_ids:
+            return getattr(func, "__name__", "") in ("get", "__getitem__", "__contains__", "keys", "values", "items")
+        return isinstance(owner, _SIMPLE_TYPES + (tuple,)) and not isinstance(owner, type(None))
+
+    def residual_call(self, func: Value, args: list[Value], kwargs: dict[str, Value], frame: Frame) -> Value:
+        self.stats.residual_calls += 1
+        call = ast.Call(func=self.lift(func), args=[self.lift(a) for a in args],
+                        keywords=[ast.keyword(arg=k, value=self.lift(v)) for k, v in kwargs.items()])
+        if isinstance(func, Static):
+            target = getattr(func.value, "__func__", func.value)
+            call.removable = self.scenario.is_observer(target) or self.is_pure(func.value, target)
+        return Dyn(call, *_call_shape(func, args))
+
+    def inline(self, func: types.FunctionType, args: list[Value], kwargs: dict[str, Value],
+               frame: Frame, node: ast.AST) -> Value:
+        if self.depth >= INLINE_DEPTH_LIMIT:
+            raise _CannotUnfold("inlining too deep")
+        fdef = self.function_ast(func)
+        signature = inspect.signature(func)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise _CannotUnfold(f"call does not match the signature: {exc}") from exc
+        env: dict[str, Value] = {}
+        for name, param in signature.parameters.items():
+            if name in bound.arguments:
+                env[name] = self.materialize(frame, bound.arguments[name], name)
+            elif param.default is not inspect.Parameter.empty:
+                env[name] = Static(param.default)
+            else:
+                raise _CannotUnfold(f"missing argument {name}")
+        saved_out, saved_used = len(frame.out), set(self._used_names)
+        returns: list[_Return] = []
+        sub = Frame(func, env, [], returns, {})
+        self.depth += 1
+        try:
+            live = self.block(fdef.body, sub)
+        except _CannotUnfold:
+            self._used_names = saved_used
+            del frame.out[saved_out:]
+            raise
+        finally:
+            self.depth -= 1
+        if live:
+            marker = _Return(Static(None))
+            returns.append(marker)
+            sub.out.append(marker)
+        self.stats.calls_inlined += 1
+        self.stats.functions.add(func)
+        result = self.resolve_returns(func, returns, sub.out)
+        for stmt in sub.out:
+            self.emit(frame, stmt)
+        return result
+
+    def resolve_returns(self, func: types.FunctionType, returns: list[_Return], out: list) -> Value:
+        statics = [r.value for r in returns if isinstance(r.value, Static)]
+        if returns and len(statics) == len(returns) and all(same(s.value, statics[0].value) for s in statics):
+            _replace_markers(out, lambda marker: [])
+            return statics[0]
+        if not returns:
+            return Static(None)  # every path raised
+        name = self.fresh(func.__name__.lstrip("_") + "_result")
+        _replace_markers(out, lambda marker: [ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                                                          value=self.lift(marker.value))])
+        shapes = {_shape(r.value) for r in returns}
+        kind, length = shapes.pop() if len(shapes) == 1 else (None, None)
+        return Dyn(ast.Name(id=name, ctx=ast.Load()), kind, length)
+
+
+_MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
+
+
+def function_ast(func: types.FunctionType) -> ast.FunctionDef:
+    """The AST of a function, from its module's source parsed once and indexed by line."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        raise SpecializationError(f"{func!r} has no Python code")
+    index = _MODULE_FUNCTIONS.get(code.co_filename)
+    if index is None:
+        try:
+            with open(code.co_filename, encoding="utf-8") as source:
+                tree = ast.parse(source.read(), code.co_filename)
+        except (OSError, SyntaxError) as exc:
+            raise SpecializationError(f"no source for {func!r}") from exc
+        index = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                index[first] = node
+        _MODULE_FUNCTIONS[code.co_filename] = index
+    fdef = index.get(code.co_firstlineno)
+    if fdef is None:
+        raise SpecializationError(f"cannot find the source of {func.__qualname__}")
+    return fdef
+
+
+class _ItemAssumption(Assumption):
+    def __init__(self, container: Any, key: Any, value: Any):
+        super().__init__(container, key, value, "item")
+
+    def holds(self) -> bool:
+        try:
+            return same(self.subject[self.field], self.value)
+        except (KeyError, IndexError, TypeError):
+            return False
+
+
+class _CannotUnfold(Exception):
+    pass
+
+
+class _NeedsStatements(Exception):
+    pass
+
+
+def _same_value(a: Value, b: Value) -> bool:
+    if isinstance(a, Static) and isinstance(b, Static):
+        return same(a.value, b.value)
+    if isinstance(a, Dyn) and isinstance(b, Dyn):
+        return ast.dump(a.expr) == ast.dump(b.expr)
+    return False
+
+
+def _shape(value: Value | None) -> tuple[str | None, int | None]:
+    """(kind, length) known about a value: bytes of a length, or an int."""
+    if isinstance(value, Dyn):
+        return value.kind, value.length
+    if isinstance(value, Static):
+        if isinstance(value.value, bytes):
+            return "bytes", len(value.value)
+        if isinstance(value.value, int) and not isinstance(value.value, bool):
+            return "int", None
+    return None, None
+
+
+def _field_kind(cls: type, attr: str) -> str | None:
+    """What a dynamic field holds, from the class's annotations (``ip_id: int``)."""
+    for klass in getattr(cls, "__mro__", ()):
+        annotation = inspect.get_annotations(klass).get(attr)
+        if annotation in ("int", int):
+            return "int"
+        if annotation in ("bytes", bytes):
+            return "bytes"
+    return None
+
+
+def _split_constant(value: Value) -> tuple[ast.expr | None, int]:
+    """An int value as (dynamic part, constant part)."""
+    if isinstance(value, Static):
+        return None, value.value
+    expr = value.expr
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add) and isinstance(expr.right, ast.Constant) \
+            and isinstance(expr.right.value, int):
+        return expr.left, expr.right.value
+    return expr, 0
+
+
+def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]:
+    """What a residual call returns, for the few calls whose result shape is known."""
+    if isinstance(func, Static):
+        f = func.value
+        owner = getattr(f, "__self__", None)
+        name = getattr(f, "__name__", "")
+        if isinstance(owner, struct.Struct) and name == "pack":
+            return "bytes", owner.size
+        if f is len or (owner is int and name == "from_bytes"):
+            return "int", None
+        if f is bytes:
+            return "bytes", None
+    elif isinstance(func.expr, ast.Attribute) and func.expr.attr == "to_bytes" and args \
+            and isinstance(args[0], Static) and isinstance(args[0].value, int):
+        return "bytes", args[0].value
+    return None, None
+
+
+def _is_name(value: Value | None, name: str) -> bool:
+    return isinstance(value, Dyn) and isinstance(value.expr, ast.Name) and value.expr.id == name
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
+
+
+def _assign(name: str, value: ast.expr) -> ast.Assign:
+    return ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=value)
+
+
+def _if(test: ast.expr, body: list, orelse: list) -> ast.If:
+    return ast.If(test=test, body=body, orelse=orelse)
+
+
+def _has_exit(stmts: list[ast.stmt]) -> bool:
+    return any(isinstance(n, ast.Return | ast.Raise | ast.Break | ast.Continue) for s in stmts for n in ast.walk(s))
+
+
+def _store_target(target: ast.expr, names: dict[str, str]) -> ast.expr:
+    if isinstance(target, ast.Name):
+        return ast.Name(id=names[target.id], ctx=ast.Store())
+    if isinstance(target, ast.Tuple):
+        return ast.Tuple(elts=[_store_target(e, names) for e in target.elts], ctx=ast.Store())
+    raise _CannotUnfold("complex for target")
+
+
+def _assigned_names(stmts: list[ast.stmt]) -> frozenset[str]:
+    names = set()
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return frozenset(names)
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _free_names(node: ast.expr) -> list[str]:
+    bound = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.comprehension):
+            bound |= {n.id for n in ast.walk(sub.target) if isinstance(n, ast.Name)}
+        elif isinstance(sub, ast.Lambda):
+            bound |= {a.arg for a in sub.args.args}
+    seen: list[str] = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in bound and sub.id not in seen:
+            seen.append(sub.id)
+    return seen
+
+
+def _has_call(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) for n in ast.walk(node))
+
+
+def _rename(node: ast.expr, mapping: dict[str, ast.expr]) -> ast.expr:
+    class Renamer(ast.NodeTransformer):
+        def visit_Name(self, name: ast.Name) -> ast.expr:
+            if isinstance(name.ctx, ast.Load) and name.id in mapping:
+                return copy.deepcopy(mapping[name.id])
+            return name
+
+    return Renamer().visit(node)
+
+
+def _replace_markers(stmts: list, replace: Callable[[_Return], list]) -> None:
+    index = 0
+    while index < len(stmts):
+        stmt = stmts[index]
+        if isinstance(stmt, _Return):
+            replacement = replace(stmt)
+            stmts[index : index + 1] = replacement
+            index += len(replacement)
+            continue
+        for attr in ("body", "orelse"):
+            inner = getattr(stmt, attr, None)
+            if isinstance(inner, list):
+                _replace_markers(inner, replace)
+                if attr == "body" and not inner:
+                    inner.append(ast.Pass())
+        index += 1
+
+
+def _dedent(source: str) -> str:
+    lines = source.splitlines()
+    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
+    return "\n".join(line[indent:] for line in lines)

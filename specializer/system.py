@@ -1,0 +1,366 @@
+"""The specialization system of one stack: tokens, the code cache, and the guards.
+
+A token stands for one specialized operation (thesis fig. 4.7): its
+current function is called on every ``specialized_*`` call, so the hot
+path is one dictionary lookup and one call. Guards are event-driven: the
+stack announces (``Stack.notify``) every change that can break an
+assumption, and the system applies the token's policy at that moment:
+
+* ``reject``: refuse the application's change (EBUSY), as the paper does for setsockopt;
+* ``fallback``: switch the token to the generic code;
+* ``respecialize``: specialize again, on the next call, for the new values;
+* ``reinforce``: keep the code and offset the system (a route change: the
+  code's output is steered to the new route's interface).
+
+In debug mode every call re-checks every assumption first.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pystack.errors import oserror
+from pystack.route import Route, RouteTable
+from pystack.socket import (
+    IP_ADD_MEMBERSHIP,
+    IP_DROP_MEMBERSHIP,
+    IP_MTU_DISCOVER,
+    IP_MULTICAST_IF,
+    IP_MULTICAST_LOOP,
+    IP_MULTICAST_TTL,
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    SO_BROADCAST,
+    SO_NO_CHECK,
+    SO_RCVBUF,
+    SO_REUSEADDR,
+    SO_SNDBUF,
+    SOL_SOCKET,
+    Socket,
+)
+from pystack.stack import Stack
+from pystack.tcp import api as tcp_api
+
+from .pe import Assumption, Diagnostic, Evaluator, Stats
+from .residual import CompiledResidual, cleanup, compile_residual
+from .scenario import Scenario, all_scenarios
+
+CACHE_CAPACITY = 64
+APPLICATION_EVENTS = frozenset({"setsockopt", "fcntl", "bind", "connect", "shutdown", "close"})
+
+# Which socket (or TCB) field each option sets: a change to an option that
+# no assumption mentions cannot break the code, and is let through.
+OPTION_FIELDS: dict[tuple[int, int], str] = {
+    (SOL_SOCKET, SO_REUSEADDR): "reuseaddr",
+    (SOL_SOCKET, SO_BROADCAST): "broadcast",
+    (SOL_SOCKET, SO_NO_CHECK): "no_check",
+    (SOL_SOCKET, SO_SNDBUF): "sndbuf",
+    (SOL_SOCKET, SO_RCVBUF): "rcvbuf",
+    (SOL_SOCKET, tcp_api.SO_KEEPALIVE): "keepalive",
+    (SOL_SOCKET, tcp_api.SO_LINGER): "linger",
+    (SOL_SOCKET, tcp_api.SO_ADU): "adu",
+    (IPPROTO_IP, IP_TTL): "ttl",
+    (IPPROTO_IP, IP_TOS): "tos",
+    (IPPROTO_IP, IP_MULTICAST_TTL): "mc_ttl",
+    (IPPROTO_IP, IP_MULTICAST_IF): "mc_if",
+    (IPPROTO_IP, IP_MULTICAST_LOOP): "mc_loop",
+    (IPPROTO_IP, IP_MTU_DISCOVER): "pmtudisc",
+    (IPPROTO_IP, IP_ADD_MEMBERSHIP): "memberships",
+    (IPPROTO_IP, IP_DROP_MEMBERSHIP): "memberships",
+    (IPPROTO_TCP, tcp_api.TCP_NODELAY): "nodelay",
+    (IPPROTO_TCP, tcp_api.TCP_CORK): "cork",
+    (IPPROTO_TCP, tcp_api.TCP_MAXSEG): "user_mss",
+    (IPPROTO_TCP, tcp_api.TCP_USER_TIMEOUT): "user_timeout",
+    (IPPROTO_TCP, tcp_api.TCP_KEEPIDLE): "keepidle",
+    (IPPROTO_TCP, tcp_api.TCP_KEEPINTVL): "keepintvl",
+    (IPPROTO_TCP, tcp_api.TCP_KEEPCNT): "keepcnt",
+}
+
+
+class StaleSpecialization(AssertionError):
+    """Debug mode found an assumption broken that no guard handled: a missing guard."""
+
+
+@dataclass
+class Specialized:
+    """One residual function in the code cache."""
+
+    key: tuple
+    scenario: Scenario
+    statics: dict[str, Any]
+    compiled: CompiledResidual
+    assumptions: list[Assumption]
+    stats: Stats
+    diagnostics: list[Diagnostic]
+    latency: float
+    refcount: int = 0
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        return self.compiled.function
+
+
+def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
+    """Run the partial evaluator and compile the result (no caching)."""
+    started = time.perf_counter()
+    evaluator = Evaluator(scenario, statics)
+    params, body = evaluator.run()
+    names = [p.arg for p in params]
+    body = cleanup(body, names)
+    compiled = compile_residual(f"specialized_{scenario.name}", names, body, evaluator.constants.values,
+                                f"<specialized {scenario.name}>")
+    latency = time.perf_counter() - started
+    return Specialized((), scenario, statics, compiled, list(evaluator.assumptions.values()),
+                       evaluator.stats, evaluator.diagnostics, latency)
+
+
+@dataclass(eq=False)
+class Token:
+    number: int
+    system: SpecializationSystem
+    scenario: Scenario
+    statics: dict[str, Any]
+    sock: Socket
+    policies: dict[str, str]
+    generic: Callable[..., Any]
+    debug: bool = False
+    entry: Specialized | None = None
+    mode: str = "specialized"  # specialized, generic, stale (re-specialize on next call)
+    events: list[str] = field(default_factory=list)  # what the guards did, for people and tests
+
+    def install(self) -> None:
+        """Point the token's slot at what should run now."""
+        functions = self.system.functions
+        if self.mode == "generic" or self.entry is None:
+            functions[self.number] = self.generic
+        elif self.mode == "stale":
+            functions[self.number] = self._respecialize_then_call
+        elif self.debug:
+            functions[self.number] = self._checked
+        else:
+            functions[self.number] = self.entry.function
+
+    def _checked(self, *args: Any) -> Any:
+        assert self.entry is not None
+        for assumption in self.entry.assumptions:
+            if not assumption.holds():
+                raise StaleSpecialization(
+                    f"token {self.number}: {assumption.subject!r}.{assumption.field} changed "
+                    f"(was {assumption.value!r}) and no guard acted")
+        return self.entry.function(*args)
+
+    def _respecialize_then_call(self, *args: Any) -> Any:
+        self.system.respecialize(self)
+        return self.system.functions[self.number](*args)
+
+
+class SpecializationSystem:
+    """Everything specialization-related for one stack."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.scenarios = all_scenarios()
+        self.tokens: dict[int, Token] = {}
+        self.functions: dict[int, Callable[..., Any]] = {}
+        self.cache: OrderedDict[tuple, Specialized] = OrderedDict()
+        self.capacity = CACHE_CAPACITY
+        self.local = False  # make_local_system: null context for every request from now on
+        self.hits = self.misses = 0
+        self._numbers = iter(range(1, 1 << 62))
+        stack.watchers.append(self.on_event)
+
+    # ------------------------------------------------------------ tokens
+
+    def open(self, scenario_name: str, sock: Socket, statics: dict[str, Any], generic: Callable[..., Any],
+             policy: dict[str, str] | None, debug: bool) -> int:
+        scenario = self.scenarios[scenario_name]
+        policies = dict(scenario.policies)
+        if policy:
+            unknown = set(policy) - set(policies) - {"mss"}
+            if unknown:
+                raise ValueError(f"no guard for events {sorted(unknown)}")
+            policies.update(policy)
+        token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug)
+        if not self.local:
+            token.entry = self.lookup(scenario, sock, statics)
+        else:
+            token.mode = "generic"
+        self.tokens[token.number] = token
+        token.install()
+        return token.number
+
+    def close(self, number: int) -> None:
+        token = self.token(number)
+        self.release(token)
+        del self.tokens[number]
+        del self.functions[number]
+
+    def token(self, number: int) -> Token:
+        token = self.tokens.get(number)
+        if token is None:
+            raise oserror(errno.EINVAL, f"no specialization token {number}")
+        return token
+
+    def respecialize(self, token: Token, statics: dict[str, Any] | None = None) -> None:
+        self.release(token)
+        if statics is not None:
+            token.statics = statics
+        token.entry = None if self.local else self.lookup(token.scenario, token.sock, token.statics)
+        token.mode = "generic" if self.local else "specialized"
+        token.events.append("respecialized")
+        token.install()
+
+    def release(self, token: Token) -> None:
+        if token.entry is not None:
+            token.entry.refcount -= 1
+            token.entry = None
+
+    # ------------------------------------------------------------ the code cache
+
+    def cache_key(self, scenario: Scenario, sock: Socket, statics: dict[str, Any]) -> tuple:
+        """Everything the residual code can depend on: any change gives another key."""
+        values = tuple(sorted((k, _hashable(v)) for k, v in statics.items() if k != "self"))
+        tcb = sock.tcb
+        tcp_state = (tcb.state, tcb.mss, tcb.sack_ok, tcb.ts_ok, tcb.snd_wscale) if tcb is not None else ()
+        return (scenario.name, id(sock), sock.generation, self.stack.routes.generation, values, tcp_state)
+
+    def lookup(self, scenario: Scenario, sock: Socket, statics: dict[str, Any]) -> Specialized:
+        key = self.cache_key(scenario, sock, statics)
+        entry = self.cache.get(key)
+        if entry is not None:
+            self.hits += 1
+            self.cache.move_to_end(key)
+        else:
+            self.misses += 1
+            entry = specialize(scenario, statics)
+            entry.key = key
+            self.cache[key] = entry
+            self.evict()
+        entry.refcount += 1
+        return entry
+
+    def evict(self) -> None:
+        """Drop least recently used entries that no token holds, beyond the capacity."""
+        for key in list(self.cache):
+            if len(self.cache) <= self.capacity:
+                return
+            if self.cache[key].refcount <= 0:
+                del self.cache[key]
+
+    # ------------------------------------------------------------ guards
+
+    def on_event(self, event: str, sock: Socket | None, detail: object) -> None:
+        for token in list(self.tokens.values()):
+            if token.mode != "specialized" or token.entry is None:
+                continue
+            if not self.concerns(token, event, sock, detail):
+                continue
+            policy = token.policies.get(event, "fallback")
+            if policy == "reject" and event in APPLICATION_EVENTS:
+                token.events.append(f"rejected {event}")
+                raise oserror(errno.EBUSY, f"{event} would break specialization token {token.number}; "
+                                           f"release it with done_specialize first")
+            if policy == "reinforce" and event == "route" and self.reinforce(token):
+                continue
+            if policy == "fallback":
+                token.mode = "generic"
+                self.release(token)
+                token.events.append(f"fell back to generic code on {event}")
+            else:
+                token.mode = "stale"
+                token.events.append(f"stale after {event}")
+            token.install()
+
+    def concerns(self, token: Token, event: str, sock: Socket | None, detail: object) -> bool:
+        """Does this event touch something the token's code assumed?"""
+        assert token.entry is not None
+        if event == "route":
+            return any(isinstance(a.subject, Route | RouteTable) for a in token.entry.assumptions)
+        if sock is not token.sock:
+            return False
+        if event == "setsockopt" and isinstance(detail, tuple):
+            field_name = OPTION_FIELDS.get((detail[0], detail[1]))
+            if field_name is not None:
+                return any(a.field == field_name and a.subject in (sock, sock.tcb) for a in token.entry.assumptions)
+        return True
+
+    def reinforce(self, token: Token) -> bool:
+        """Keep the code after a route change: steer its output to the new route's interface.
+
+        Only possible when everything the code folded from the old route
+        (MTU, source address, kind) holds for the new one; otherwise False.
+        """
+        entry = token.entry
+        assert entry is not None
+        old_routes = {id(a.subject): a.subject for a in entry.assumptions if isinstance(a.subject, Route)}
+        if len(old_routes) != 1:
+            return False
+        (old,) = old_routes.values()
+        sock = token.sock
+        destination = sock.remote_addr if sock.connected else token.statics.get("_destination", 0)
+        new = self.stack.routes.lookup(destination, self.stack.clock.now())
+        if new is None:
+            return False
+        if (new.path_mtu, new.source, new.kind, new.mtu_locked) != (old.path_mtu, old.source, old.kind, old.mtu_locked):
+            return False
+        replacements = {id(old): new, id(old.iface): new.iface}
+        if old.iface.sink is not None and new.iface.sink is not None:
+            replacements[_key(old.iface.sink)] = new.iface.sink
+        function = entry.function
+        for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=True):
+            current = cell.cell_contents
+            target = replacements.get(id(current)) or replacements.get(_key(current))
+            if target is not None:
+                cell.cell_contents = target
+        routes = self.stack.routes
+        sock.dst_cache, sock.dst_generation = new, routes.generation  # offset the system to match the code
+        entry.assumptions = [_retarget(a, old, new, routes) for a in entry.assumptions]
+        token.events.append(f"reinforced: output steered to {new.iface.name}")
+        return True
+
+
+def _retarget(assumption: Assumption, old: Route, new: Route, routes: RouteTable) -> Assumption:
+    if assumption.subject is old:
+        return Assumption(new, assumption.field, getattr(new, assumption.field), assumption.kind)
+    if assumption.subject is routes and assumption.field == "generation":
+        return Assumption(routes, "generation", routes.generation)
+    if assumption.field == "dst_cache":
+        return Assumption(assumption.subject, "dst_cache", new)
+    if assumption.field == "dst_generation":
+        return Assumption(assumption.subject, "dst_generation", routes.generation)
+    return assumption
+
+
+def _key(value: Any) -> Any:
+    owner = getattr(value, "__self__", None)
+    if owner is not None:
+        return ("method", id(owner), getattr(value, "__name__", ""))
+    return id(value)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return id(value)
+    return value
+
+
+_systems: weakref.WeakKeyDictionary[Stack, SpecializationSystem] = weakref.WeakKeyDictionary()
+
+
+def system_of(stack: Stack) -> SpecializationSystem:
+    system = _systems.get(stack)
+    if system is None:
+        system = _systems[stack] = SpecializationSystem(stack)
+    return system
