@@ -39,6 +39,9 @@ def build_parser() -> Parser:
     up.add_argument("--pcap", metavar="FILE", help="write every packet received and sent to FILE")
     up.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after SECONDS")
     up.add_argument("--no-services", action="store_true", help="do not serve echo/discard/chargen")
+    from .conformance.cli import add_parser as add_conformance_parser
+
+    add_conformance_parser(commands)
     return parser
 
 
@@ -99,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             check_up_arguments(args)
             return up(args)
+        if args.command == "conformance":
+            from .conformance.cli import main as conformance
+
+            return conformance(args)
     except UsageError as bad:
         print(f"pystack: {bad}", file=sys.stderr)
         return 2

@@ -40,6 +40,9 @@ class Interface:
         self.mtu = mtu
         self.sink = sink
         self.loopback = loopback
+        # Directed broadcast address of the subnet (-1: none, for /31 and /32); computed
+        # once, since every received packet is checked against it.
+        self.broadcast = -1 if prefixlen >= 31 else (address | ~prefix_mask(prefixlen)) & 0xFFFFFFFF
         self.txq: deque[tuple[bytes, Socket | None]] = deque()
         self.tx_packets = 0
         self.rx_packets = 0
@@ -47,13 +50,6 @@ class Interface:
     @property
     def network(self) -> int:
         return self.address & prefix_mask(self.prefixlen)
-
-    @property
-    def broadcast(self) -> int:
-        """Directed broadcast address of the subnet (none for /31 and /32)."""
-        if self.prefixlen >= 31:
-            return -1
-        return self.network | (~prefix_mask(self.prefixlen) & 0xFFFFFFFF)
 
     def transmit(self, packet: bytes, owner: Socket | None = None) -> None:
         self.tx_packets += 1

@@ -85,6 +85,7 @@ class Stack:
         self.routes = RouteTable()
         self.interfaces: dict[str, Interface] = {}
         self.local_addresses: set[int] = set()
+        self.broadcast_addresses: set[int] = set()
         self.reassembler = Reassembler(self.counters)
         self.icmp_limiter = RateLimiter()
         self.sockets: dict[int, Socket] = {}
@@ -125,6 +126,8 @@ class Stack:
             iface.sink = self._loopback_input
         self.interfaces[name] = iface
         self.local_addresses.add(addr)
+        if iface.broadcast >= 0:
+            self.broadcast_addresses.add(iface.broadcast)
         self.routes.add(Route(addr & prefix_mask(prefixlen), prefixlen, iface))
         lo = iface if loopback else self.loopback
         self.routes.add(Route(addr, 32, lo, src=addr, kind=LOCAL))
@@ -141,7 +144,7 @@ class Stack:
         )
 
     def is_broadcast(self, addr: int) -> bool:
-        return addr == BROADCAST or any(i.broadcast == addr for i in self.interfaces.values())
+        return addr == BROADCAST or addr in self.broadcast_addresses
 
     def joined(self, group: int) -> bool:
         if group == ALL_HOSTS_GROUP:

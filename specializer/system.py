@@ -315,7 +315,7 @@ class SpecializationSystem:
         if old.iface.sink is not None and new.iface.sink is not None:
             replacements[_key(old.iface.sink)] = new.iface.sink
         function = entry.function
-        for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=True):
+        for cell in function.__closure__ or ():
             current = cell.cell_contents
             target = replacements.get(id(current)) or replacements.get(_key(current))
             if target is not None:

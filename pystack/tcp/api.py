@@ -33,7 +33,9 @@ from .tcb import (
     LISTEN,
     SYN_RECEIVED,
     SYN_SENT,
+    SYNCHRONIZED,
     TCB,
+    TIME_WAIT,
 )
 
 if TYPE_CHECKING:
@@ -116,6 +118,8 @@ def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
         raise oserror(errno.ENETUNREACH)
     if port == 0:
         raise oserror(errno.ECONNREFUSED)
+    if tcb.iss or tcb.snd_nxt:
+        stack.tcp.renew(tcb)  # connecting again after a failed attempt: start from fresh state
     if not sock.local_port:
         sock.local_port = ports.bind(stack.tcp.ports, sock, ANY, 0, stack.random)
     if sock.local_addr == ANY:
@@ -255,6 +259,10 @@ def tcp_close(stack: Stack, sock: Socket) -> None:
     else:
         tcb.shut_rd = True
         send_fin(stack, tcb)
+        if tcb.state == FIN_WAIT_2:
+            # Already half-closed: the orphan now waits at most tcp_fin_timeout (Linux tcp_close).
+            tcb.fin_wait2_at = stack.clock.now() + layer.config.fin_timeout
+            layer.timer_changed(tcb)
 
 
 def close_listener(stack: Stack, tcb: TCB) -> None:
@@ -366,7 +374,7 @@ def get_socket_option(sock: Socket, option: int) -> int | bytes | None:
 
 
 def rearm_keepalive(stack: Stack, tcb: TCB) -> None:
-    if tcb.keepalive and tcb.state == ESTABLISHED:
+    if tcb.keepalive and tcb.state in SYNCHRONIZED and tcb.state != TIME_WAIT:
         tcb.keepalive_at = tcb.last_received_at + (tcb.keepidle or stack.tcp.config.keepalive_time)
         tcb.keepalive_at = max(tcb.keepalive_at, stack.clock.now())
     elif not tcb.keepalive:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from ..stack import Stack
 
 PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323: ts_recent older than 24 days is stale
+MAX_SACK_RECENT = 8  # out-of-order arrivals remembered to order SACK blocks
+RTO_FALLBACK = 3.0  # RFC 6298 5.7: the RTO once data flows after a retransmitted SYN without a sample
 
 
 def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
@@ -125,7 +127,7 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegmen
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
     child.rcv_nxt = seq_add(seg.seq, 1)
-    child.rcv_adv = child.rcv_nxt
+    child.rcv_adv = child.rcv_edge = child.rcv_nxt
     child.snd_wnd = seg.window
     child.max_snd_wnd = seg.window
     child.snd_wl1 = seg.seq
@@ -140,6 +142,7 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_una = tcb.iss
     tcb.snd_nxt = seq_add(tcb.iss, 1)
     tcb.snd_buf_seq = tcb.snd_nxt
+    tcb.snd_sml = tcb.iss
     tcb.rtx.clear()
     tcb.rtx.append(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
     send_syn(stack, tcb)
@@ -193,7 +196,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     negotiate_options(stack, tcb, seg, offered=True)
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
-    tcb.rcv_adv = tcb.rcv_nxt
+    tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_nxt
     if seg.flags & ACK:
         handshake_acked(stack, tcb, seg)
         tcb.ack_now = True
@@ -210,6 +213,10 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     sent = tcb.rtx.popleft() if tcb.rtx else None
     if sent is not None and sent.retransmits == 0:
         tcb.rtt.sample(now - sent.sent_at)
+    elif tcb.ts_ok and seg.options.ts_ecr:
+        tcb.rtt.sample(max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000)
+    elif sent is not None:
+        tcb.rtt.rto = max(tcb.rtt.rto, RTO_FALLBACK)  # RFC 6298 5.7 (Linux TCP_TIMEOUT_FALLBACK)
     tcb.snd_una = seg.ack
     tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
     tcb.max_snd_wnd = tcb.snd_wnd
@@ -217,7 +224,8 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.snd_wl2 = seg.ack
     tcb.backoff = 0
     tcb.retransmits = 0
-    tcb.cwnd = stack.tcp.config.initial_cwnd
+    # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
+    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
     tcb.last_received_at = now
@@ -237,10 +245,31 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             counters.drop("tcp", "paws")
             tcb.ack_now = True
             return
+    if tcb.state == SYN_RECEIVED and seg.flags & (SYN | ACK | RST) == SYN and seg.seq == tcb.irs:
+        send_syn(stack, tcb)  # the peer did not get our SYN-ACK: answer its retransmitted SYN (as Linux)
+        return
+    if (
+        tcb.state == SYN_RECEIVED and tcb.parent is None and seg.flags & (SYN | ACK | RST) == SYN | ACK
+        and seg.seq == seq_add(tcb.rcv_nxt, -1) and seg.ack == tcb.snd_nxt and not seg.payload
+    ):
+        # Simultaneous open: the peer's SYN-ACK acknowledges our SYN (RFC 9293 3.5); as Linux,
+        # it completes the handshake without a further ACK.
+        tcb.last_received_at = now
+        handshake_acked(stack, tcb, seg)
+        return
+    if seg.flags & RST and tcb.state in (CLOSE_WAIT, LAST_ACK, CLOSING) and seg.seq == seq_add(tcb.rcv_nxt, -1):
+        reset_received(stack, tcb)  # a RST sequenced at the peer's FIN (Linux tcp_reset_check)
+        return
     if not acceptable(tcb, seg):
         counters.drop("tcp", "out_of_window")
-        if not seg.flags & RST:
+        if seg.flags & SYN:
+            challenge_ack(stack, tcb)  # RFC 5961 4.2: a SYN, whatever its sequence number
+        elif not seg.flags & RST:
             tcb.ack_now = True
+            if tcb.state == TIME_WAIT and seg.flags & ACK:
+                # A retransmitted FIN (our last ACK was lost): acknowledge it and restart the
+                # 2 MSL timeout (RFC 9293 3.10.7.4; Linux tcp_timewait_state_process).
+                tcb.timewait_at = now + 2 * stack.tcp.config.msl
         return
     if seg.flags & RST:
         if seg.seq == tcb.rcv_nxt:
@@ -267,14 +296,22 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             counters.drop("tcp", "syn_received_bad_ack")
             send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
             return
+        parent = tcb.parent
+        if parent is not None and len(parent.accept_queue) > parent.backlog:
+            # Linux tcp_v4_syn_recv_sock: no room to queue the connection; drop the ACK and
+            # let the SYN-ACK retransmission try again later.
+            counters.tcp["ListenOverflows"] += 1
+            counters.tcp["ListenDrops"] += 1
+            counters.drop("tcp", "accept_queue_full")
+            return
         handshake_acked(stack, tcb, seg)
     if seq_gt(seg.ack, tcb.snd_nxt):
         counters.drop("tcp", "ack_of_unsent")
-        tcb.ack_now = True
+        challenge_ack(stack, tcb)  # RFC 9293: send an ACK and drop; Linux: a (rate-limited) challenge ACK
         return
-    if seq_lt(seg.ack, seq_add(tcb.snd_una, -tcb.max_snd_wnd)):
+    if seq_lt(seg.ack, seq_add(tcb.snd_una, -min(tcb.max_snd_wnd, tcb.bytes_acked))):
         counters.drop("tcp", "ack_too_old")
-        challenge_ack(stack, tcb)
+        challenge_ack(stack, tcb)  # RFC 5961 5.2; the window is capped by the bytes acked so far (Linux)
         return
     if seq_ge(seg.ack, tcb.snd_una):
         process_ack(stack, tcb, seg, now)
@@ -367,12 +404,13 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         rtt_sample = max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000
     if rtt_sample is not None:
         tcb.rtt.sample(rtt_sample)
+        tcb.backoff = 0  # RFC 6298 5.7 / Karn: the backed-off RTO stays until a valid sample (as Linux)
     acked_data = min(max(seq_diff(ack, tcb.snd_buf_seq), 0), len(tcb.send_buffer))
     if acked_data:
         del tcb.send_buffer[:acked_data]
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
+    tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
-    tcb.backoff = 0
     tcb.retransmits = 0
     tcb.persist_backoff = 0
     tcb.first_unacked_at = now if tcb.rtx else None
@@ -421,6 +459,7 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
 
 def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
     """Keep the out-of-order queue sorted and without overlaps."""
+    arrival = seq
     end = seq_add(seq, len(data))
     kept: list[tuple[int, bytes]] = []
     for other_seq, other in tcb.out_of_order:
@@ -438,6 +477,10 @@ def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
     kept.sort(key=lambda item: seq_diff(item[0], tcb.rcv_nxt))
     tcb.out_of_order = kept
     tcb.last_ooo_seq = seq
+    # SACK blocks are reported most recently changed first (RFC 2018 4, Linux's MRU order).
+    recent = [arrival] + [p for p in tcb.sack_recent if not (seq_ge(p, seq) and seq_lt(p, end))]
+    del recent[MAX_SACK_RECENT:]
+    tcb.sack_recent = recent
 
 
 def merge_in_order(tcb: TCB) -> None:
@@ -516,13 +559,15 @@ def tcp_error(stack: Stack, inner: IPv4Header, inner_payload: bytes, error: int,
         return
     if error == errno.EMSGSIZE:
         stack.tcp.update_mss(tcb)
+        # Linux tcp_simple_retransmit: segments now too big are lost; they go again, cut to size.
         for sent in tcb.rtx:
-            if not sent.sacked:
+            data_length = sent.length - (1 if sent.flags & SYN else 0) - (1 if sent.flags & FIN else 0)
+            if not sent.sacked and data_length > tcb.mss:
                 sent.lost = True
                 sent.in_retransmit = False
         tcp_output(stack, tcb)
         return
-    if tcb.state in (SYN_SENT, SYN_RECEIVED) and hard:
-        stack.tcp.abort(tcb, error)
+    if tcb.state == SYN_SENT or (tcb.state == SYN_RECEIVED and hard):
+        stack.tcp.abort(tcb, error)  # Linux tcp_v4_err: any error ends a connection attempt
     else:
         tcb.soft_error = error  # reported only if the connection later times out (Linux)

@@ -55,6 +55,19 @@ class TcpLayer:
         tcb.ts_offset = self.stack.random.getrandbits(32)
         return tcb
 
+    def renew(self, tcb: TCB) -> None:
+        """Reset a closed TCB for a new connection attempt, keeping the socket's TCP options.
+
+        After a failed or finished connection, connect() starts again from
+        fresh state (retransmission count, backoff, RTT estimate, windows),
+        as Linux's tcp_disconnect does; the object stays the same.
+        """
+        fresh = self.new_tcb(tcb.sock)
+        fresh.user_mss, fresh.nodelay, fresh.cork, fresh.adu = tcb.user_mss, tcb.nodelay, tcb.cork, tcb.adu
+        fresh.keepalive, fresh.keepidle, fresh.keepintvl = tcb.keepalive, tcb.keepidle, tcb.keepintvl
+        fresh.keepcnt, fresh.user_timeout, fresh.linger = tcb.keepcnt, tcb.user_timeout, tcb.linger
+        vars(tcb).update(vars(fresh))
+
     def initial_sequence(self, tcb: TCB) -> int:
         """RFC 6528: a keyed hash of the connection plus a 4-microsecond clock."""
         ident = struct.pack("!IHIH", tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port)

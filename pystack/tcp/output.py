@@ -16,7 +16,7 @@ from ..socket import IP_PMTUDISC_WANT
 from ..udp import cached_route
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
-from .seq import MASK, seq_add, seq_diff
+from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le
 from .tcb import CA_OPEN, CLOSED, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def window_to_advertise(tcb: TCB) -> int:
     The right edge never moves left; it moves right only by at least
     min(MSS, half the buffer), so the peer is not invited to send tiny segments.
     """
-    current = max(seq_diff(tcb.rcv_adv, tcb.rcv_nxt), 0)
+    current = max(seq_diff(tcb.rcv_edge, tcb.rcv_nxt), 0)
     free = free_window(tcb)
     if free >= current + min(tcb.advmss, receive_space(tcb) // 2):
         current = free
@@ -74,9 +74,10 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         if tcb.sack_ok and tcb.out_of_order:
             limit = MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS
             options.sack_blocks = sack_blocks(tcb)[:limit]
+        # Rounded up to the scale unit, so that scaling does not pull the edge left (Linux
+        # aligns the same way); the rounding is not committed, so it cannot creep.
         window = window_to_advertise(tcb)
-        raw_window = window >> tcb.rcv_wscale
-        window = raw_window << tcb.rcv_wscale
+        raw_window = min((window + (1 << tcb.rcv_wscale) - 1) >> tcb.rcv_wscale, 0xFFFF)
     ack = tcb.rcv_nxt if flags & ACK else 0
     segment = build_tcp(
         tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
@@ -84,7 +85,10 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
     )
     send_segment(stack, tcb, segment)
     if flags & ACK:
-        tcb.rcv_adv = seq_add(tcb.rcv_nxt, window)
+        tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
+        told = seq_add(tcb.rcv_nxt, raw_window << (0 if flags & SYN else tcb.rcv_wscale))
+        if seq_gt(told, tcb.rcv_adv):
+            tcb.rcv_adv = told  # data up to any edge we announced stays acceptable
         tcb.ack_pending = 0
         tcb.ack_now = False
         tcb.delack_at = math.inf
@@ -108,7 +112,7 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
 
 
 def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
-    """Out-of-order ranges as SACK blocks, the most recently changed first (RFC 2018)."""
+    """Out-of-order ranges as SACK blocks, most recently changed first (RFC 2018; Linux's order)."""
     blocks: list[tuple[int, int]] = []
     for seq, data in tcb.out_of_order:
         end = seq_add(seq, len(data))
@@ -116,9 +120,14 @@ def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
             blocks[-1] = (blocks[-1][0], end)
         else:
             blocks.append((seq, end))
-    recent = tcb.last_ooo_seq
-    blocks.sort(key=lambda b: 0 if seq_diff(recent, b[0]) >= 0 and seq_diff(b[1], recent) > 0 else 1)
-    return blocks
+    ordered: list[tuple[int, int]] = []
+    for point in tcb.sack_recent:
+        for block in blocks:
+            if seq_diff(point, block[0]) >= 0 and seq_diff(block[1], point) > 0:
+                if block not in ordered:
+                    ordered.append(block)
+                break
+    return ordered + [block for block in blocks if block not in ordered]
 
 
 def send_ack(stack: Stack, tcb: TCB) -> None:
@@ -159,13 +168,18 @@ def tcp_output(stack: Stack, tcb: TCB) -> None:
     now = stack.clock.now()
     sent_any = retransmit_lost(stack, tcb, now)
     sent_any = send_new_data(stack, tcb, now) or sent_any
+    # Was the congestion window the limit? (cwnd grows only then: RFC 7661, Linux is_cwnd_limited)
+    tcb.cwnd_limited = tcb.in_flight() >= tcb.cwnd
     if tcb.ack_now and not sent_any:
         send_ack(stack, tcb)
 
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
     sent = False
-    for item in tcb.rtx:
+    index = 0
+    while index < len(tcb.rtx):  # by index: retransmit() may split a segment (smaller MSS)
+        item = tcb.rtx[index]
+        index += 1
         if not item.lost or item.in_retransmit or item.sacked:
             continue
         if tcb.in_flight() >= tcb.cwnd:
@@ -213,7 +227,6 @@ def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
         if unsent <= 0 and not fin_due:
             break
         if unsent > 0 and tcb.in_flight() >= tcb.cwnd:
-            tcb.cwnd_limited = True
             break
         size = min(tcb.mss, unsent)
         window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
@@ -225,27 +238,61 @@ def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
             size = window_left
         last = size == unsent
         if size < tcb.mss and last and not fin_due:
-            if tcb.cork or (not tcb.nodelay and tcb.rtx):
-                break  # Nagle (RFC 896) or TCP_CORK: wait for more data or the ACK
+            if tcb.cork or (not tcb.nodelay and small_segment_unacked(tcb)):
+                # Nagle with Minshall's rule (as Linux) or TCP_CORK: wait for more data or the ACK.
+                # Corked data with nothing in flight goes out when the persist timer fires
+                # (Linux's probe timer: the 200 ms ceiling of TCP_CORK).
+                if tcb.cork and not tcb.rtx:
+                    arm_persist(stack, tcb, now)
+                break
         flags = ACK | (PSH if last and size else 0)
         if fin_due and last:
             flags |= FIN
-        seq = tcb.snd_nxt
-        transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
-        end = seq_add(seq, size + (1 if flags & FIN else 0))
-        tcb.rtx.append(Sent(seq, end, flags & FIN, now))
-        tcb.snd_nxt = end
-        if flags & FIN:
-            tcb.fin_sent = True
-        if tcb.ca_state != CA_OPEN:
-            tcb.prr_out += 1
-        if tcb.first_unacked_at is None:
-            tcb.first_unacked_at = now
-        arm_rto(stack, tcb, now, restart=False)
+        send_data_segment(stack, tcb, size, flags, now)
         sent = True
         if flags & FIN:
             break
     return sent
+
+
+def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float) -> None:
+    """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission."""
+    seq = tcb.snd_nxt
+    transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
+    end = seq_add(seq, size + (1 if flags & FIN else 0))
+    tcb.rtx.append(Sent(seq, end, flags & FIN, now))
+    tcb.snd_nxt = end
+    if size < tcb.mss:
+        tcb.snd_sml = end
+    if flags & FIN:
+        tcb.fin_sent = True
+    if tcb.ca_state != CA_OPEN:
+        tcb.prr_out += 1
+    if tcb.first_unacked_at is None:
+        tcb.first_unacked_at = now
+    arm_rto(stack, tcb, now, restart=False)
+
+
+def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
+    """The persist timer fired (Linux tcp_write_wakeup): send what the window allows, else probe.
+
+    A window too small for the sender's silly-window rule, or data held by
+    TCP_CORK, goes out now (RFC 1122 4.2.3.4's override timeout); a zero
+    window gets a probe with an old sequence number. True if data was sent.
+    """
+    unsent = unsent_bytes(tcb)
+    window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
+    if unsent > 0 and window_left > 0:
+        send_data_segment(stack, tcb, min(unsent, window_left, tcb.mss), ACK | PSH, now)
+        return True
+    stack.counters.tcp["WindowProbes"] += 1
+    send_probe(stack, tcb)
+    return False
+
+
+def small_segment_unacked(tcb: TCB) -> bool:
+    """Minshall's Nagle (Linux tcp_minshall_check): a sub-MSS segment is still unacknowledged."""
+    return seq_gt(tcb.snd_sml, tcb.snd_una) and seq_le(tcb.snd_sml, tcb.snd_nxt)
 
 
 def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
@@ -253,6 +300,10 @@ def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
         tcb.rto_at = math.inf
     elif restart or tcb.rto_at == math.inf:
         tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
+        if tcb.user_timeout and tcb.first_unacked_at is not None:
+            # TCP_USER_TIMEOUT: fire no later than the moment to give up (Linux
+            # tcp_clamp_rto_to_user_timeout).
+            tcb.rto_at = min(tcb.rto_at, tcb.first_unacked_at + tcb.user_timeout)
         tcb.persist_at = math.inf
     stack.tcp.timer_changed(tcb)
 

@@ -20,17 +20,27 @@ if TYPE_CHECKING:
 
 def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
     """Data was cumulatively acknowledged: grow cwnd, or progress/finish recovery."""
+    if not tcb.sack_ok and acked_segments:
+        # One segment filled the hole; the others had each earned a duplicate ACK (Linux
+        # tcp_remove_reno_sacks).
+        tcb.dupacks = max(tcb.dupacks - (acked_segments - 1), 0)
     if tcb.ca_state == CA_OPEN:
         tcb.dupacks = 0
         grow_cwnd(tcb, acked_segments)
-        return
-    if seq_ge(tcb.snd_una, tcb.recover):
+    elif seq_ge(tcb.snd_una, tcb.recover):
         finish_recovery(stack, tcb)
+    if tcb.ca_state == CA_OPEN:
+        # Any ACK, not only a duplicate, may leave DupThresh SACKed segments above a hole
+        # (RFC 6675 IsLost; Linux re-checks on every dubious ACK, also as recovery ends).
+        if tcb.sack_ok and loss_suspected(stack, tcb):
+            enter_recovery(stack, tcb)
+            prr_update(tcb, max(acked_segments + newly_sacked, 1))
         return
     if tcb.ca_state == CA_RECOVERY:
         if not tcb.sack_ok:
-            tcb.dupacks = 0
             mark_head_lost(tcb)  # NewReno partial ACK: the next hole is lost too
+        else:
+            mark_lost_by_sack(stack, tcb)  # the scoreboard is re-read on every ACK in recovery
         prr_update(tcb, acked_segments + newly_sacked)
     elif tcb.ca_state == CA_LOSS:
         grow_cwnd(tcb, acked_segments)
@@ -124,8 +134,9 @@ def grow_cwnd(tcb: TCB, acked: int) -> None:
             return
     tcb.cwnd_count += acked
     if tcb.cwnd_count >= tcb.cwnd:
-        tcb.cwnd += tcb.cwnd_count // tcb.cwnd
-        tcb.cwnd_count %= tcb.cwnd
+        delta = tcb.cwnd_count // tcb.cwnd  # Linux tcp_cong_avoid_ai: counted against the old window
+        tcb.cwnd_count -= delta * tcb.cwnd
+        tcb.cwnd += delta
 
 
 def on_timeout(stack: Stack, tcb: TCB) -> None:

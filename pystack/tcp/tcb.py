@@ -102,11 +102,13 @@ class TCB:
     snd_wl1: int = 0
     snd_wl2: int = 0
     max_snd_wnd: int = 0
+    bytes_acked: int = 0  # of our data, over the connection's life (RFC 5961 5.2 bound, as Linux)
     snd_wscale: int = 0
     # Receive sequence space.
     irs: int = 0
     rcv_nxt: int = 0
-    rcv_adv: int = 0  # right edge of the window last advertised
+    rcv_adv: int = 0  # right edge of the window advertised (the furthest told to the peer)
+    rcv_edge: int = 0  # right edge of the receive space committed (before rounding to the window scale)
     rcv_wscale: int = 0
     # Negotiated options.
     advmss: int = 1460
@@ -124,6 +126,7 @@ class TCB:
     # Send buffer: bytes from ``snd_buf_seq`` onwards, acknowledged bytes removed.
     send_buffer: bytearray = field(default_factory=bytearray)
     snd_buf_seq: int = 0
+    snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
@@ -131,6 +134,7 @@ class TCB:
     recv_buffer: bytearray = field(default_factory=bytearray)
     out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
     last_ooo_seq: int = 0  # start of the most recent out-of-order arrival (first SACK block)
+    sack_recent: list[int] = field(default_factory=list)  # recent out-of-order arrivals, newest first
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
     # Congestion control and loss recovery (segments, as Linux counts).

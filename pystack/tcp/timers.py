@@ -7,8 +7,8 @@ import math
 from typing import TYPE_CHECKING
 
 from . import recovery
-from .output import arm_rto, retransmit, send_ack, send_probe, tcp_output
-from .tcb import ESTABLISHED, SYN_RECEIVED, SYN_SENT, TCB
+from .output import arm_rto, retransmit, send_ack, send_probe, send_window_probe, tcp_output
+from .tcb import SYN_RECEIVED, SYN_SENT, SYNCHRONIZED, TCB, TIME_WAIT
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -27,9 +27,8 @@ def tcp_timers(stack: Stack, tcb: TCB, now: float) -> None:
     if now >= tcb.persist_at:
         tcb.persist_at = math.inf
         tcb.persist_backoff += 1
-        stack.counters.tcp["WindowProbes"] += 1
-        send_probe(stack, tcb)
-        tcb.persist_at = now + tcb.rtt.backed_off(tcb.persist_backoff)
+        if not send_window_probe(stack, tcb, now) and not tcb.rtx:
+            tcb.persist_at = now + tcb.rtt.backed_off(tcb.persist_backoff)
     if now >= tcb.keepalive_at and not keepalive_timeout(stack, tcb, now):
         return
     tcp_output(stack, tcb)
@@ -48,8 +47,8 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     else:
         limit = cfg.retries2
     timed_out = tcb.retransmits >= limit
-    if tcb.user_timeout and tcb.first_unacked_at is not None:
-        timed_out = now - tcb.first_unacked_at >= tcb.user_timeout
+    if tcb.user_timeout and tcb.first_unacked_at is not None and tcb.state not in (SYN_SENT, SYN_RECEIVED):
+        timed_out = now >= tcb.first_unacked_at + tcb.user_timeout
     if timed_out:
         counters.tcp["AbortOnTimeout"] += 1
         if tcb.state == SYN_RECEIVED and tcb.parent is not None:
@@ -75,17 +74,19 @@ def keepalive_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     interval = tcb.keepintvl or cfg.keepalive_intvl
     probes = tcb.keepcnt or cfg.keepalive_probes
     tcb.keepalive_at = math.inf
-    if not tcb.keepalive or tcb.state != ESTABLISHED:
-        return True
+    if not tcb.keepalive or tcb.state not in SYNCHRONIZED or tcb.state == TIME_WAIT:
+        return True  # Linux probes in every synchronized state (TIME-WAIT has no timer of its own)
     if tcb.rtx:  # data outstanding: the retransmission timer watches the peer
         tcb.keepalive_at = now + interval
         return True
     if now - tcb.last_received_at < idle:
         tcb.keepalive_at = tcb.last_received_at + idle
         return True
-    if tcb.keepalive_probes_out >= probes or (
-        tcb.user_timeout and now - tcb.last_received_at >= tcb.user_timeout
-    ):
+    if tcb.user_timeout:  # Linux: TCP_USER_TIMEOUT replaces the probe count once a probe is out
+        give_up = tcb.keepalive_probes_out > 0 and now - tcb.last_received_at >= tcb.user_timeout
+    else:
+        give_up = tcb.keepalive_probes_out >= probes
+    if give_up:
         stack.counters.tcp["KeepAliveTimeouts"] += 1
         stack.tcp.abort(tcb, tcb.soft_error or errno.ETIMEDOUT, send_reset=True)
         return False

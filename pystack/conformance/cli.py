@@ -1,0 +1,163 @@
+"""``pystack conformance DIR``: every packetdrill script in DIR against Linux and pystack, as a table.
+
+Each script runs on a fresh DUT: Linux in its own namespace in real time
+(one after another, so that timing is not disturbed), pystack in virtual
+time. The table has one row per script: the Linux result, the pystack
+result, and the first mismatch (pystack's, or Linux's when Linux fails).
+The totals give the two figures of docs/CONFORMANCE.md: the share of
+scripts that pass on Linux (which shows the runner is right), and the
+share of those that pass on pystack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the runner pulls in scapy: imported only when the command runs
+    from .runner import Outcome
+
+DUT_KINDS = ("linux", "pystack")
+PASS, SKIP = "pass", "skip"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    sub = commands.add_parser(
+        "conformance", help="run packetdrill scripts against Linux (in a namespace) and pystack",
+        description="Run every .pkt script under DIR against the Linux kernel (needs root) and "
+                    "pystack, and print a table of the results.")
+    sub.add_argument("dir", metavar="DIR", help="directory searched (recursively) for .pkt scripts")
+    sub.add_argument("--dut", choices=[*DUT_KINDS, "both"], default="both", help="which DUT(s) to run")
+    sub.add_argument("--only", metavar="NAME", action="append",
+                     help="only scripts whose path contains NAME (or matches it as a glob); repeatable")
+    sub.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    sub.add_argument("-v", "--verbose", action="store_true",
+                     help="after a failure, print the packets and calls the runner saw")
+
+
+@dataclass
+class Row:
+    name: str
+    results: dict[str, Outcome]
+
+    def first_mismatch(self) -> str:
+        for kind in ("pystack", "linux"):
+            outcome = self.results.get(kind)
+            if outcome is not None and outcome.status != PASS:
+                text = outcome.brief()
+                return f"{kind}: {text}" if kind == "linux" else text
+        return ""
+
+
+def find_scripts(directory: Path, only: list[str] | None) -> list[Path]:
+    scripts = sorted(p for p in directory.rglob("*.pkt") if p.is_file())
+    if only:
+        def wanted(path: Path) -> bool:
+            rel = str(path.relative_to(directory))
+            return any(pattern in rel or fnmatch.fnmatch(rel, pattern) for pattern in only)
+        scripts = [p for p in scripts if wanted(p)]
+    return scripts
+
+
+def run_table(directory: Path, kinds: list[str], only: list[str] | None = None,
+              progress: bool = False) -> list[Row]:
+    from .runner import run_file
+
+    rows = []
+    for path in find_scripts(directory, only):
+        results = {}
+        for kind in kinds:
+            results[kind] = run_file(path, kind)
+        rows.append(Row(str(path.relative_to(directory)), results))
+        if progress:
+            print(".", end="", file=sys.stderr, flush=True)
+    if progress and rows:
+        print(file=sys.stderr)
+    return rows
+
+
+def totals(rows: list[Row]) -> dict[str, object]:
+    """The figures: Linux passes over all scripts; pystack passes over those that pass on Linux."""
+    total = len(rows)
+    linux_pass = [r for r in rows if "linux" in r.results and r.results["linux"].status == PASS]
+    figures: dict[str, object] = {"scripts": total}
+    if any("linux" in r.results for r in rows):
+        figures["linux_pass"] = len(linux_pass)
+        figures["linux_rate"] = len(linux_pass) / total if total else 0.0
+    if any("pystack" in r.results for r in rows):
+        figures["pystack_pass"] = sum(r.results["pystack"].status == PASS for r in rows)
+        if "linux_pass" in figures:
+            both = sum(r.results["pystack"].status == PASS for r in linux_pass)
+            figures["pystack_on_linux_pass"] = both
+            figures["pystack_rate"] = both / len(linux_pass) if linux_pass else 0.0
+    return figures
+
+
+def format_table(rows: list[Row], kinds: list[str], markdown: bool = False) -> str:
+    header = ["script", *kinds, "first mismatch"]
+    body = [[row.name, *(_cell(row.results[k]) for k in kinds), row.first_mismatch()] for row in rows]
+    if markdown:
+        def escape(text: str) -> str:
+            return text.replace("|", "\\|")
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(escape(c) for c in line) + " |" for line in body]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for line in [header, *body]:
+        cells = [c.ljust(w) for c, w in zip(line, widths, strict=False)]
+        lines.append("  ".join([*cells, line[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(outcome: Outcome) -> str:
+    return outcome.status.upper() if outcome.status != PASS else "pass"
+
+
+def format_totals(figures: dict[str, object]) -> str:
+    parts = [f"{figures['scripts']} scripts"]
+    if "linux_pass" in figures:
+        parts.append(f"Linux passes {figures['linux_pass']} ({figures['linux_rate']:.0%}, goal >= 90%)")
+    if "pystack_on_linux_pass" in figures:
+        parts.append(f"pystack passes {figures['pystack_on_linux_pass']} of those "
+                     f"({figures['pystack_rate']:.0%}, goal >= 80%)")
+    elif "pystack_pass" in figures:
+        parts.append(f"pystack passes {figures['pystack_pass']}")
+    return "; ".join(parts)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..cli import UsageError
+    from .dut import linux_unavailable
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"conformance: no such directory {args.dir!r}")
+    kinds = list(DUT_KINDS) if args.dut == "both" else [args.dut]
+    if "linux" in kinds:
+        reason = linux_unavailable()
+        if reason is not None:
+            print(f"pystack: conformance: the Linux DUT is skipped: {reason}", file=sys.stderr)
+    scripts = find_scripts(directory, args.only)
+    if not scripts:
+        raise UsageError(f"conformance: no .pkt scripts under {args.dir!r}"
+                         + (f" matching {', '.join(args.only)}" if args.only else ""))
+    started = time.monotonic()
+    rows = run_table(directory, kinds, args.only, progress=os.isatty(2))
+    print(format_table(rows, kinds, args.markdown))
+    print()
+    print(format_totals(totals(rows)) + f" ({time.monotonic() - started:.1f} s)")
+    if args.verbose:
+        for row in rows:
+            for kind, outcome in row.results.items():
+                if outcome.status not in (PASS, SKIP):
+                    print(f"\n== {row.name} on {kind}: {outcome.status}\n{outcome.message}")
+                    print("\n".join(outcome.trace))
+    failed = any(o.status not in (PASS, SKIP) for r in rows for o in r.results.values())
+    return 1 if failed else 0

@@ -1,0 +1,745 @@
+"""The device under test (DUT): one interface, two implementations.
+
+In the style of gVisor's packetimpact, the test bench owns one end of a
+point-to-point IPv4 link and the DUT sits at the other end:
+
+- :class:`LinuxDut`: the Linux kernel inside a network namespace this
+  module creates (and removes), reached through a TUN device whose file
+  descriptor the *test bench* holds. Packets the bench writes into the
+  TUN arrive at the kernel; what the kernel sends comes out of it.
+  Socket calls run on real kernel sockets created inside the namespace.
+- :class:`PystackDut`: pystack in this process, on an in-memory link,
+  driven by the ordinary trio driver. Run it under
+  ``trio.testing.MockClock(autojump_threshold=0)`` (:func:`run_on` does)
+  and time is virtual: a script's 60-second timer costs nothing and every
+  run sees the same instants.
+
+Both stamp every packet the DUT sends with ``trio.current_time()`` when it
+leaves (a reader task for the TUN, the interface sink for pystack), and
+take injected packets synchronously: the kernel processes a TUN write
+before ``write`` returns, and :meth:`PystackDut.inject` calls
+``stack.input`` directly, so "inject, then call accept()" means the same
+on both.
+
+Socket calls go through :class:`DutSocket`, whose methods have blocking
+socket semantics unless the socket was made non-blocking (O_NONBLOCK) or
+the call passes MSG_DONTWAIT, as the kernel's do.
+
+Kernel settings (sysctls) are set per namespace; pystack gets the
+corresponding :class:`~pystack.tcp.tcb.TcpConfig` values where it has
+them (:func:`pystack_tcp_config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import shutil
+import socket as _socket
+import struct
+import subprocess
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+import trio.testing
+
+from ..clock import TrioClock
+from ..links.base import Link, LinkStats
+from ..links.tun import TunLink
+from ..netns import Namespace, NeedsNetAdmin, why_not
+from ..socket import F_SETFL, O_NONBLOCK
+from ..stack import Stack
+from ..tcp.tcb import STATE_NAMES, TcpConfig
+from ..trio_api import Network, PyStackSocket, running
+
+T = TypeVar("T")
+
+# The link between bench and DUT: a /24 from the benchmarking range.
+DUT_ADDRESS = "198.18.20.1"
+BENCH_ADDRESS = "198.18.20.2"
+PREFIXLEN = 24
+MTU = 1500
+IFNAME = "tun0"  # pystack's interface name (the kernel's TUN gets a unique name)
+
+SPIN = 0.001  # real-time waits sleep until this long before their deadline, then spin
+SPIN_LIMIT = 1_000_000  # bound on spin iterations
+MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
+TCP_INFO = 11
+
+DUT_KINDS = ("linux", "pystack")
+
+
+# ---------------------------------------------------------------- settings
+
+# packetdrill's gtests/net/common/defaults.sh, as sysctl values. The few
+# that need no emulation here are left out: `ip tcp_metrics flush` (a new
+# namespace has no metrics), net.ipv4.tcp_fack (gone from current kernels),
+# net.mptcp.enabled (no MPTCP); the `tc qdisc ... pfifo` line becomes
+# LinuxDut's qdisc setting.
+PACKETDRILL_DEFAULTS: dict[str, str] = {
+    "net.ipv4.tcp_rmem": "4096 540000 15728640",
+    "net.ipv4.tcp_wmem": "4096 262144 4194304",
+    "net.ipv4.tcp_timestamps": "1",
+    "net.ipv4.tcp_syn_retries": "5",
+    "net.ipv4.tcp_synack_retries": "5",
+    "net.ipv4.tcp_frto": "2",
+    "net.ipv4.tcp_sack": "1",
+    "net.ipv4.tcp_dsack": "1",
+    "net.ipv4.tcp_reordering": "3",
+    "net.ipv4.tcp_congestion_control": "cubic",
+    "net.ipv4.tcp_slow_start_after_idle": "0",
+    "net.ipv4.tcp_early_retrans": "4",
+    "net.ipv4.tcp_recovery": "1",
+    "net.ipv4.tcp_tso_win_divisor": "3",
+    "net.ipv4.tcp_ecn": "0",
+    "net.ipv4.tcp_pacing_ss_ratio": "200",
+    "net.ipv4.tcp_pacing_ca_ratio": "120",
+    "net.ipv4.tcp_notsent_lowat": "4294967295",
+    "net.ipv4.tcp_fastopen": str(0x70403),
+    "net.ipv4.tcp_fastopen_key": "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4",
+    "net.ipv4.tcp_syncookies": "1",
+}
+
+# Linux's own rmem_max default (net.core.rmem_max is not per namespace);
+# pystack's window scale comes from max(tcp_rmem[2], this), as Linux's does.
+_RMEM_MAX = 212992
+_TCP_MAX_WSCALE = 14
+
+
+@dataclass
+class DutConfig:
+    """What a DUT is set up with: sysctls (Linux names and values) and the link MTU."""
+
+    sysctls: dict[str, str] = field(default_factory=dict)
+    mtu: int = MTU
+    seed: int = 1
+    realtime_priority: bool = True  # Linux: run SCHED_RR while the DUT is open (timing-exact scripts)
+
+
+def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
+    """The TcpConfig that plays the part of ``sysctls`` on pystack, and what has no counterpart."""
+    cfg = TcpConfig()
+    unmodelled: list[str] = []
+    for name, value in sysctls.items():
+        key = name.removeprefix("net.ipv4.")
+        numbers = [int(v, 0) for v in value.split()] if _is_numeric(value) else []
+        if key == "tcp_rmem" and len(numbers) == 3:
+            cfg.rmem_default = numbers[1]
+            space = max(numbers[2], _RMEM_MAX)
+            cfg.window_scale = max(0, min(space.bit_length() - 1 - 15, _TCP_MAX_WSCALE))
+        elif key == "tcp_wmem" and len(numbers) == 3:
+            cfg.wmem_default = numbers[1]
+        elif key == "tcp_timestamps" and numbers:
+            cfg.timestamps = numbers[0] != 0
+        elif key == "tcp_sack" and numbers:
+            cfg.sack = numbers[0] != 0
+        elif key == "tcp_syn_retries" and numbers:
+            cfg.syn_retries = numbers[0]
+        elif key == "tcp_synack_retries" and numbers:
+            cfg.synack_retries = numbers[0]
+        elif key == "tcp_reordering" and numbers:
+            cfg.reordering = numbers[0]
+        elif key == "tcp_fin_timeout" and numbers:
+            cfg.fin_timeout = float(numbers[0])
+        elif key == "tcp_keepalive_time" and numbers:
+            cfg.keepalive_time = float(numbers[0])
+        elif key == "tcp_keepalive_intvl" and numbers:
+            cfg.keepalive_intvl = float(numbers[0])
+        elif key == "tcp_keepalive_probes" and numbers:
+            cfg.keepalive_probes = numbers[0]
+        else:
+            unmodelled.append(name)
+    return cfg, unmodelled
+
+
+def _is_numeric(value: str) -> bool:
+    try:
+        [int(v, 0) for v in value.split()]
+    except ValueError:
+        return False
+    return bool(value.split())
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class DutSocket(ABC):
+    """A socket on the DUT, with the kernel's blocking semantics.
+
+    Calls raise OSError with Linux errno values. ``send``/``sendmsg`` on a
+    blocking socket return only when everything was queued (as a blocking
+    ``write`` does); the others return as soon as the kernel would.
+    """
+
+    nonblocking: bool = False
+
+    @abstractmethod
+    async def bind(self, address: tuple[str, int]) -> None: ...
+
+    @abstractmethod
+    def listen(self, backlog: int) -> None: ...
+
+    @abstractmethod
+    async def accept(self) -> tuple[DutSocket, tuple[str, int]]: ...
+
+    @abstractmethod
+    async def connect(self, address: tuple[str, int]) -> None: ...
+
+    @abstractmethod
+    async def send(self, data: bytes, flags: int = 0) -> int: ...
+
+    @abstractmethod
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int: ...
+
+    @abstractmethod
+    async def recv(self, size: int, flags: int = 0) -> bytes: ...
+
+    @abstractmethod
+    async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int: ...
+
+    @abstractmethod
+    async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]: ...
+
+    @abstractmethod
+    def shutdown(self, how: int) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None: ...
+
+    @abstractmethod
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes: ...
+
+    @abstractmethod
+    def set_nonblocking(self, flag: bool) -> None: ...
+
+    @abstractmethod
+    def getsockname(self) -> tuple[str, int]: ...
+
+    @abstractmethod
+    def tcp_info(self) -> dict[str, int]:
+        """``tcpi_*`` values of a TCP socket, as far as this DUT knows them."""
+
+
+class Dut(ABC):
+    """The far end of the bench's link."""
+
+    kind: str
+    realtime: bool = False  # True: real clock (spin before timed events); False: virtual time
+    timing_slack: float = 0.0  # added to every timing tolerance (see LinuxDut)
+    address: str = DUT_ADDRESS  # the DUT's own address
+    peer: str = BENCH_ADDRESS  # the bench's address, as the DUT sees it
+    mtu: int = MTU
+
+    def __init__(self) -> None:
+        self._sent: deque[tuple[float, bytes]] = deque()
+        self._arrivals = trio.lowlevel.ParkingLot()
+        self.injected = 0
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline``; in real time, spin through the last millisecond (as packetdrill)."""
+        if not self.realtime:
+            await trio.sleep_until(deadline)
+            return
+        await trio.sleep_until(deadline - SPIN)
+        for _ in range(SPIN_LIMIT):
+            if trio.current_time() >= deadline:
+                break
+            await trio.sleep(0)
+
+    @abstractmethod
+    def inject(self, packet: bytes) -> None:
+        """Deliver one IPv4 packet to the DUT (processed before this returns)."""
+
+    @abstractmethod
+    def socket(self, type: int, proto: int = 0) -> DutSocket:
+        """A new AF_INET socket on the DUT."""
+
+    @abstractmethod
+    def set_sysctl(self, name: str, value: str) -> bool:
+        """Apply one setting now; False if this DUT has no such setting."""
+
+    def _emitted(self, packet: bytes) -> None:
+        self._sent.append((trio.current_time(), packet))
+        self._arrivals.unpark_all()
+
+    async def receive(self, deadline: float) -> tuple[float, bytes] | None:
+        """The next packet the DUT sent (with the time it left), or None at ``deadline``."""
+        with trio.move_on_at(deadline):
+            while not self._sent:
+                await self._arrivals.park()
+        if self._sent:
+            return self._sent.popleft()
+        return None
+
+    def pending(self) -> int:
+        return len(self._sent)
+
+
+# ---------------------------------------------------------------- Linux
+
+
+class KernelSocket(DutSocket):
+    """A kernel socket (made inside the DUT's namespace), driven without blocking the trio thread."""
+
+    def __init__(self, raw: _socket.socket):
+        raw.setblocking(False)
+        self.raw = raw
+
+    async def _retry(self, op: Callable[[], T], wait: Callable[[Any], Awaitable[None]], flags: int = 0) -> T:
+        while True:
+            try:
+                return op()
+            except BlockingIOError:
+                if self.nonblocking or flags & MSG_DONTWAIT:
+                    raise
+            await wait(self.raw)
+
+    async def bind(self, address: tuple[str, int]) -> None:
+        await trio.lowlevel.checkpoint()
+        self.raw.bind(address)
+
+    def listen(self, backlog: int) -> None:
+        self.raw.listen(backlog)
+
+    async def accept(self) -> tuple[DutSocket, tuple[str, int]]:
+        child, peer = await self._retry(self.raw.accept, trio.lowlevel.wait_readable)
+        return KernelSocket(child), peer
+
+    async def connect(self, address: tuple[str, int]) -> None:
+        try:
+            self.raw.connect(address)
+        except BlockingIOError as exc:
+            if self.nonblocking or exc.errno != errno.EINPROGRESS:
+                raise
+            await trio.lowlevel.wait_writable(self.raw)
+            error = self.raw.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error)) from None
+        await trio.lowlevel.checkpoint()
+
+    async def send(self, data: bytes, flags: int = 0) -> int:
+        return await self._send_all(len(data), lambda view: self.raw.send(view, flags), data, flags)
+
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
+        if self.nonblocking or flags & MSG_DONTWAIT:
+            return await self._retry(lambda: self.raw.sendmsg(buffers, [], flags),
+                                     trio.lowlevel.wait_writable, flags)
+        return await self.send(b"".join(buffers), flags)
+
+    async def _send_all(self, total: int, op: Callable[[memoryview], int], data: bytes, flags: int) -> int:
+        view = memoryview(data)
+        sent = 0
+        while True:
+            rest = view[sent:]
+            sent += await self._retry(lambda rest=rest: op(rest), trio.lowlevel.wait_writable, flags)
+            if sent >= total or self.nonblocking or flags & MSG_DONTWAIT:
+                return sent
+
+    async def recv(self, size: int, flags: int = 0) -> bytes:
+        return await self._retry(lambda: self.raw.recv(size, flags), trio.lowlevel.wait_readable, flags)
+
+    async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
+        return await self._retry(lambda: self.raw.sendto(data, flags, address),
+                                 trio.lowlevel.wait_writable, flags)
+
+    async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        return await self._retry(lambda: self.raw.recvfrom(size, flags),
+                                 trio.lowlevel.wait_readable, flags)
+
+    def shutdown(self, how: int) -> None:
+        self.raw.shutdown(how)
+
+    def close(self) -> None:
+        if self.raw.fileno() >= 0:
+            with contextlib.suppress(RuntimeError):
+                trio.lowlevel.notify_closing(self.raw)
+            self.raw.close()
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self.raw.setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
+        if buflen:
+            return self.raw.getsockopt(level, option, buflen)
+        return self.raw.getsockopt(level, option)
+
+    def set_nonblocking(self, flag: bool) -> None:
+        self.nonblocking = flag
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.raw.getsockname()
+
+    def tcp_info(self) -> dict[str, int]:
+        return parse_tcp_info(self.raw.getsockopt(_socket.IPPROTO_TCP, TCP_INFO, 256))
+
+
+_TCP_INFO_HEAD = struct.Struct("<8B")
+_TCP_INFO_U32 = (
+    "rto ato snd_mss rcv_mss unacked sacked lost retrans fackets last_data_sent last_ack_sent "
+    "last_data_recv last_ack_recv pmtu rcv_ssthresh rtt rttvar snd_ssthresh snd_cwnd advmss "
+    "reordering rcv_rtt rcv_space total_retrans"
+).split()
+
+
+def parse_tcp_info(raw: bytes) -> dict[str, int]:
+    """The leading, stable part of Linux's ``struct tcp_info``, as ``tcpi_*`` names."""
+    state, ca_state, retransmits, probes, backoff, options, wscale, _flags = _TCP_INFO_HEAD.unpack_from(raw)
+    info = {
+        "tcpi_state": state, "tcpi_ca_state": ca_state, "tcpi_retransmits": retransmits,
+        "tcpi_probes": probes, "tcpi_backoff": backoff, "tcpi_options": options,
+        "tcpi_snd_wscale": wscale & 0xF, "tcpi_rcv_wscale": wscale >> 4,
+    }
+    values = struct.unpack_from(f"<{len(_TCP_INFO_U32)}I", raw, _TCP_INFO_HEAD.size)
+    info.update({f"tcpi_{name}": value for name, value in zip(_TCP_INFO_U32, values, strict=True)})
+    return info
+
+
+_serial = itertools.count()
+
+
+def _sysctl_path(name: str) -> str:
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+_realtime_users = 0
+
+
+@contextlib.contextmanager
+def realtime_priority() -> Iterator[bool]:
+    """Run this thread SCHED_RR at the lowest priority for the block, as packetdrill does.
+
+    On a busy machine an ordinary thread wakes up milliseconds late, as
+    much as packetdrill's whole 4 ms tolerance; a real-time thread wakes
+    on time. packetdrill only does this with more than one CPU, so as not
+    to starve the machine; so do we. Nested uses share one switch (the
+    outermost restores the old policy). Yields whether it took effect.
+    """
+    global _realtime_users
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setscheduler"):
+        yield False
+        return
+    if _realtime_users:
+        _realtime_users += 1
+        try:
+            yield True
+        finally:
+            _realtime_users -= 1
+        return
+    try:
+        previous = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(os.sched_get_priority_min(os.SCHED_RR)))
+    except OSError:
+        yield False
+        return
+    _realtime_users = 1
+    try:
+        yield True
+    finally:
+        _realtime_users = 0
+        os.sched_setscheduler(0, previous[0], previous[1])
+
+
+def kernel_hz() -> int | None:
+    """CONFIG_HZ of the running kernel, from /proc/config.gz or /boot/config-*; None if unknown."""
+    import gzip
+
+    sources = [("/proc/config.gz", gzip.open), (f"/boot/config-{os.uname().release}", open)]
+    for path, opener in sources:
+        try:
+            with opener(path, "rt") as config:  # type: ignore[operator]
+                for line in config:
+                    if line.startswith("CONFIG_HZ="):
+                        return int(line.split("=", 1)[1])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class LinuxDut(Dut):
+    """The kernel behind a TUN.
+
+    ``timing_slack``: the kernel's TCP timers (delayed ACK, RTO, ...) fire
+    on jiffy boundaries. packetdrill's default tolerance (4 ms) assumes
+    HZ=1000; on a kernel with a coarser tick a timer-driven packet can
+    leave up to one jiffy late, so every tolerance is widened by one jiffy
+    less the millisecond HZ=1000 already has (HZ=250: 3 ms; unknown HZ:
+    as for 250, the common distribution setting).
+    """
+
+    kind = "linux"
+    realtime = True
+
+    def __init__(self, ns: Namespace, tun: TunLink):
+        super().__init__()
+        self.timing_slack = max(0.0, 1.0 / (kernel_hz() or 250) - 0.001)
+        self.ns = ns
+        self.tun = tun
+        self.mtu = tun.mtu
+        self.unapplied: list[str] = []  # settings the kernel refused or does not have
+        self.congestion_control: bytes | None = None  # set per socket when the sysctl is refused
+
+    def inject(self, packet: bytes) -> None:
+        self.injected += 1
+        self.tun.send_nowait(packet)
+
+    async def read_tun(self) -> None:
+        while True:
+            try:
+                packet = await self.tun.receive()
+            except (trio.ClosedResourceError, OSError):
+                return
+            self._emitted(packet)
+
+    def socket(self, type: int, proto: int = 0) -> DutSocket:
+        raw = self.ns.socket(_socket.AF_INET, type, proto)
+        if self.congestion_control and type == _socket.SOCK_STREAM:
+            raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_CONGESTION, self.congestion_control)
+        return KernelSocket(raw)
+
+    def set_sysctl(self, name: str, value: str) -> bool:
+        """Write /proc/sys/<name> inside the namespace (most net.ipv4.tcp_* are per namespace).
+
+        A namespace may only choose congestion controls the host lists in
+        tcp_allowed_congestion_control (global); when it refuses one, each
+        TCP socket gets it with TCP_CONGESTION instead (allowed with
+        CAP_NET_ADMIN), and accepted sockets inherit it from their listener.
+        """
+        with self.ns._entered():
+            try:
+                with open(_sysctl_path(name), "w") as f:
+                    f.write(value)
+            except OSError:
+                if name != "net.ipv4.tcp_congestion_control":
+                    return False
+                with self.ns.socket(_socket.AF_INET, _socket.SOCK_STREAM) as probe:
+                    try:
+                        probe.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_CONGESTION, value.encode())
+                    except OSError:
+                        return False
+                self.congestion_control = value.encode()
+        return True
+
+
+@asynccontextmanager
+async def linux_dut(config: DutConfig | None = None) -> AsyncIterator[LinuxDut]:
+    """The kernel in a fresh namespace behind a TUN the bench holds; all removed on exit."""
+    config = config or DutConfig()
+    reason = why_not()
+    if reason is not None:
+        raise NeedsNetAdmin(reason)
+    name = f"pstc{os.getpid() % 100000}x{next(_serial)}"[:15]
+    with Namespace(name) as ns, TunLink(name, config.mtu) as tun:
+        ns.move_link(tun.name)
+        dut = LinuxDut(ns, tun)
+        dut.unapplied = [n for n, v in config.sysctls.items() if not dut.set_sysctl(n, v)]
+        ns.configure_link(tun.name, DUT_ADDRESS, PREFIXLEN, config.mtu)
+        if shutil.which("tc"):
+            # defaults.sh: no pacing qdisc (fq) on the tun, whatever the host's default is.
+            ns.run(["tc", "qdisc", "replace", "dev", tun.name, "root", "pfifo"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        with realtime_priority() if config.realtime_priority else contextlib.nullcontext():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dut.read_tun)
+                try:
+                    yield dut
+                finally:
+                    nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- pystack
+
+
+class _BenchLink(Link):
+    """pystack's side of the bench's wire: what the stack sends is handed to the DUT's queue."""
+
+    def __init__(self, dut: PystackDut, mtu: int):
+        self.name = IFNAME
+        self.mtu = mtu
+        self.stats = LinkStats()
+        self._dut = dut
+
+    def send_nowait(self, packet: bytes) -> None:
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+        self._dut._emitted(bytes(packet))
+
+    async def receive(self) -> bytes:
+        await trio.sleep_forever()  # packets come in through PystackDut.inject
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        pass
+
+
+class PystackSocket(DutSocket):
+    def __init__(self, dut: PystackDut, sock: PyStackSocket):
+        self.dut = dut
+        self.sock = sock
+        self.fd = sock.fileno()
+
+    @property
+    def stack(self) -> Stack:
+        return self.dut.stack
+
+    async def bind(self, address: tuple[str, int]) -> None:
+        await self.sock.bind(address)
+
+    def listen(self, backlog: int) -> None:
+        self.sock.listen(backlog)
+
+    async def accept(self) -> tuple[DutSocket, tuple[str, int]]:
+        child, peer = await self.sock.accept()
+        return PystackSocket(self.dut, child), peer
+
+    async def connect(self, address: tuple[str, int]) -> None:
+        await self.sock.connect(address)
+
+    async def send(self, data: bytes, flags: int = 0) -> int:
+        sent = 0
+        while True:
+            sent += await self.sock.send(data[sent:], flags)
+            if sent >= len(data) or self.stack.is_nonblocking(self.fd, flags):
+                return sent
+
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
+        if self.stack.is_nonblocking(self.fd, flags):
+            return await self.sock.sendmsg(buffers, (), flags)
+        data = b"".join(buffers)
+        sent = await self.sock.sendmsg(buffers, (), flags)
+        if sent < len(data):
+            sent += await self.send(data[sent:], flags)
+        return sent
+
+    async def recv(self, size: int, flags: int = 0) -> bytes:
+        return await self.sock.recv(size, flags)
+
+    async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
+        return await self.sock.sendto(data, flags, address)
+
+    async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        return await self.sock.recvfrom(size, flags)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        self.sock.setsockopt(level, option, value)
+        self.dut.network.driver.timers_changed()
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int | bytes:
+        return self.sock.getsockopt(level, option, buflen)
+
+    def set_nonblocking(self, flag: bool) -> None:
+        self.nonblocking = flag
+        self.stack.fcntl(self.fd, F_SETFL, O_NONBLOCK if flag else 0)
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def tcp_info(self) -> dict[str, int]:
+        """What pystack's TCB says, under the names of Linux's tcp_info fields that mean the same."""
+        tcb = self.stack.sockfd_lookup(self.fd).tcb
+        if tcb is None:
+            raise OSError(errno.EOPNOTSUPP, "not a TCP socket")
+        linux_states = {  # tcp_info reports Linux's TCP_* state numbers
+            "ESTABLISHED": 1, "SYN-SENT": 2, "SYN-RECEIVED": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
+            "TIME-WAIT": 6, "CLOSED": 7, "CLOSE-WAIT": 8, "LAST-ACK": 9, "LISTEN": 10, "CLOSING": 11,
+        }
+        return {
+            "tcpi_state": linux_states[STATE_NAMES[tcb.state]],
+            "tcpi_ca_state": tcb.ca_state,
+            "tcpi_retransmits": tcb.retransmits,
+            "tcpi_backoff": tcb.backoff,
+            "tcpi_snd_wscale": tcb.snd_wscale,
+            "tcpi_rcv_wscale": tcb.rcv_wscale,
+            "tcpi_snd_mss": tcb.mss,
+            "tcpi_advmss": tcb.advmss,
+            "tcpi_unacked": tcb.packets_out(),
+            "tcpi_snd_ssthresh": tcb.ssthresh,
+            "tcpi_snd_cwnd": tcb.cwnd,
+            "tcpi_reordering": self.stack.tcp.config.reordering,
+        }
+
+
+class PystackDut(Dut):
+    kind = "pystack"
+
+    def __init__(self, config: DutConfig):
+        super().__init__()
+        self.mtu = config.mtu
+        tcp_config, self.unapplied = pystack_tcp_config(config.sysctls)
+        self.stack = Stack(clock=TrioClock(), seed=config.seed, tcp_config=tcp_config)
+        self.stack.add_interface(IFNAME, DUT_ADDRESS, PREFIXLEN, config.mtu)
+        self.link = _BenchLink(self, config.mtu)
+        self.network: Network  # set by pystack_dut once the driver runs
+
+    def inject(self, packet: bytes) -> None:
+        self.injected += 1
+        self.link.stats.rx_packets += 1
+        self.stack.input(packet, IFNAME)
+        self.network.driver.timers_changed()
+
+    def socket(self, type: int, proto: int = 0) -> DutSocket:
+        return PystackSocket(self, self.network.socket(_socket.AF_INET, type, proto))
+
+    def set_sysctl(self, name: str, value: str) -> bool:
+        cfg, unmodelled = pystack_tcp_config({name: value})
+        if unmodelled:
+            return False
+        current = self.stack.tcp.config
+        for attr in vars(current):
+            if getattr(cfg, attr) != getattr(TcpConfig(), attr):
+                setattr(current, attr, getattr(cfg, attr))
+        return True
+
+
+@asynccontextmanager
+async def pystack_dut(config: DutConfig | None = None) -> AsyncIterator[PystackDut]:
+    dut = PystackDut(config or DutConfig())
+    async with running(dut.stack, {IFNAME: dut.link}) as network:
+        dut.network = network
+        yield dut
+
+
+@asynccontextmanager
+async def open_dut(kind: str, config: DutConfig | None = None) -> AsyncIterator[Dut]:
+    if kind == "linux":
+        async with linux_dut(config) as dut:
+            yield dut
+    elif kind == "pystack":
+        async with pystack_dut(config) as dut:
+            yield dut
+    else:
+        raise ValueError(f"unknown DUT {kind!r}: expected one of {', '.join(DUT_KINDS)}")
+
+
+def run_on(kind: str, async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(async_fn, *args)`` on the clock that DUT needs: real for Linux, virtual for pystack."""
+    if kind == "pystack":
+        return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+    return trio.run(async_fn, *args)
+
+
+def linux_unavailable() -> str | None:
+    """Why the Linux DUT cannot run here (no root, no TUN, no tools); None if it can."""
+    reason = why_not()
+    if reason is None and shutil.which("ip") is None:
+        reason = "needs the `ip` command (iproute2) to run commands in the namespace"
+    return reason
+
