@@ -44,6 +44,6 @@ def parse_icmp(data: bytes) -> tuple[int, int, int, bytes]:
 
 
 def build_icmp(kind: int, code: int, rest: int, body: bytes) -> bytes:
-    message = _HEADER.pack(kind, code, 0, rest) + body
-    checksum = internet_checksum(message)
-    return message[:2] + checksum.to_bytes(2, "big") + message[4:]
+    """A message with its checksum; the header's words are summed as numbers (packed once)."""
+    checksum = internet_checksum(body, (kind << 8 | code) + (rest >> 16) + (rest & 0xFFFF))
+    return _HEADER.pack(kind, code, checksum, rest) + body

@@ -80,18 +80,10 @@ def _unpack(packet: bytes) -> IPv4Header:
     ihl = (ver_ihl & 0xF) * 4
     if ihl < HEADER_LEN or ihl > len(packet):
         raise Malformed("header_length")
+    # Positional arguments, in field order: this runs for every packet received.
     return IPv4Header(
-        src=src,
-        dst=dst,
-        proto=proto,
-        ttl=ttl,
-        tos=tos,
-        ident=ident,
-        flags=frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
-        frag_offset=(frag & OFFSET_MASK) * 8,
-        total_length=total,
-        header_length=ihl,
-        options=bytes(packet[HEADER_LEN:ihl]),
+        src, dst, proto, ttl, tos, ident, frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
+        (frag & OFFSET_MASK) * 8, total, ihl, bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b"",
     )
 
 
