@@ -159,6 +159,7 @@ class Frame:
     # Variables assigned inside the enclosing residual loops -> their one residual name.
     loop_vars: dict[str, str] = field(default_factory=dict)
     expr_only: bool = False
+    pending_iterable: Value | None = None  # the iterable evaluated by a failed unroll
 
     def branch(self) -> Frame:
         return Frame(self.func, dict(self.env), [], self.result, self.loop_vars)
@@ -302,35 +303,91 @@ class Evaluator:
 
     # ------------------------------------------------------------ statements
 
-    def block(self, stmts: list[ast.stmt], frame: Frame) -> bool:
-        """Specialize statements into ``frame.out``; False if every path left the block."""
-        for index, stmt in enumerate(stmts):
-            if isinstance(stmt, ast.If):
+    def block(self, stmts: list[Any], frame: Frame) -> bool:
+        """Specialize statements into ``frame.out``; False if every path left the block.
+
+        The statement list is a worklist: a static ``if`` is replaced by its
+        chosen branch and a loop over a static sequence by its unrolled
+        iterations, so that the rest of the list is always the whole
+        continuation (what a dynamic branch that returns must skip, and
+        where a static ``break`` or ``continue`` jumps to).
+        """
+        stmts = list(stmts)
+        index = 0
+        while index < len(stmts):
+            stmt = stmts[index]
+            if isinstance(stmt, _Bind):
+                self.assign(stmt.target, Static(stmt.value), frame)
+            elif isinstance(stmt, _Jump):
+                index = _jump_target(stmts, index, stmt)
+                continue
+            elif isinstance(stmt, _IterStart | _LoopEnd):
+                pass
+            elif isinstance(stmt, ast.If):
                 test = self.expr(stmt.test, frame)
                 if isinstance(test, Static):
                     self.stats.branches_removed += 1
-                    if not self.block(stmt.body if test.value else stmt.orelse, frame):
-                        return False
+                    stmts[index : index + 1] = stmt.body if test.value else stmt.orelse
                     continue
                 return self.dynamic_if(test, stmt, stmts[index + 1 :], frame)
-            if not self.statement(stmt, frame):
+            elif isinstance(stmt, ast.For):
+                unrolled = self.unroll(stmt, frame)
+                if unrolled is not None:
+                    stmts[index : index + 1] = unrolled
+                    continue
+                if not self.statement(stmt, frame):
+                    return False
+            elif not self.statement(stmt, frame):
                 return False
+            index += 1
         return True
 
-    def dynamic_if(self, test: Dyn, stmt: ast.If, rest: list[ast.stmt], frame: Frame) -> bool:
+    def unroll(self, stmt: ast.For, frame: Frame) -> list[Any] | None:
+        """A loop over a short static sequence, as its iterations (None if it must stay a loop)."""
+        if stmt.orelse:
+            return None
+        iterable = self.expr(stmt.iter, frame)
+        if not isinstance(iterable, Static):
+            frame.pending_iterable = iterable
+            return None
+        try:
+            items = list(iterable.value)
+        except TypeError:
+            frame.pending_iterable = iterable
+            return None
+        if len(items) > UNROLL_LIMIT:
+            frame.pending_iterable = iterable
+            return None
+        self.stats.loops_unrolled += 1
+        loop = _Marker()
+        body = _mark_jumps(stmt.body, loop)
+        unrolled: list[Any] = []
+        for item in items:
+            unrolled.append(_IterStart(loop))
+            unrolled.append(_Bind(stmt.target, item))
+            unrolled.extend(body)
+        unrolled.append(_LoopEnd(loop))
+        return unrolled
+
+    def dynamic_if(self, test: Dyn, stmt: ast.If, rest: list[Any], frame: Frame) -> bool:
         """Both branches stay. The rest of the block is joined after them when both fall
-        through, and otherwise continues inside the branch that does (so an inlined
-        function's returns all end their paths)."""
+        through; otherwise it continues inside each branch that does. A branch that jumps
+        (a static break or continue of an unrolled loop) takes the rest with it, since the
+        jump's target is in there."""
         then_f, else_f = frame.branch(), frame.branch()
-        then_live = self.block(stmt.body, then_f)
-        else_live = self.block(stmt.orelse, else_f)
-        if then_live and else_live and rest:
-            self.join(frame, then_f, else_f)
-            frame.out.append(_if(test.expr, then_f.out, else_f.out))
-            return self.block(rest, frame)
-        if rest:
-            then_live = then_live and self.block(rest, then_f)
-            else_live = else_live and self.block(rest, else_f)
+        if rest and (_jumps(stmt.body) or _jumps(stmt.orelse)):
+            then_live = self.block([*stmt.body, *rest], then_f)
+            else_live = self.block([*stmt.orelse, *rest], else_f)
+        else:
+            then_live = self.block(stmt.body, then_f)
+            else_live = self.block(stmt.orelse, else_f)
+            if then_live and else_live and rest:
+                self.join(frame, then_f, else_f)
+                frame.out.append(_if(test.expr, then_f.out, else_f.out))
+                return self.block(rest, frame)
+            if rest:
+                then_live = then_live and self.block(rest, then_f)
+                else_live = else_live and self.block(rest, else_f)
         live = [sub for sub, alive in ((then_f, then_live), (else_f, else_live)) if alive]
         if len(live) == 2:
             self.join(frame, then_f, else_f)
@@ -505,20 +562,9 @@ class Evaluator:
         return True
 
     def for_loop(self, stmt: ast.For, frame: Frame) -> bool:
-        iterable = self.expr(stmt.iter, frame)
-        has_jump = any(isinstance(n, ast.Break | ast.Continue) for s in stmt.body for n in ast.walk(s))
-        if isinstance(iterable, Static) and not stmt.orelse and not has_jump:
-            try:
-                items = list(iterable.value)
-            except TypeError:
-                items = None
-            if items is not None and len(items) <= UNROLL_LIMIT:
-                self.stats.loops_unrolled += 1
-                for item in items:
-                    self.assign(stmt.target, Static(item), frame)
-                    if not self.block(stmt.body, frame):
-                        return False
-                return True
+        """A loop that was not unrolled (see :meth:`unroll`): it stays in the residual code."""
+        iterable = frame.pending_iterable or self.expr(stmt.iter, frame)
+        frame.pending_iterable = None
         if stmt.orelse:
             raise _CannotUnfold("for-else")
         return self.residual_loop(stmt, frame, iterable=iterable)
@@ -970,6 +1016,70 @@ class _ItemAssumption(Assumption):
             return same(self.subject[self.field], self.value)
         except (KeyError, IndexError, TypeError):
             return False
+
+
+class _Marker:
+    """A point in a statement worklist (an unrolled loop's identity, iteration starts, end)."""
+
+
+class _IterStart:
+    def __init__(self, loop: _Marker):
+        self.loop = loop
+
+
+class _LoopEnd:
+    def __init__(self, loop: _Marker):
+        self.loop = loop
+
+
+class _Bind:
+    """Bind an unrolled loop's target to the iteration's static value."""
+
+    def __init__(self, target: ast.expr, value: Any):
+        self.target = target
+        self.value = value
+
+
+class _Jump:
+    """A break or continue of an unrolled loop: a jump within the worklist."""
+
+    def __init__(self, kind: str, loop: _Marker):
+        self.kind = kind
+        self.loop = loop
+
+
+def _mark_jumps(stmts: list[ast.stmt], loop: _Marker) -> list[Any]:
+    """A copy of a loop body whose own break/continue statements are jump markers."""
+    out: list[Any] = []
+    for stmt in stmts:
+        if isinstance(stmt, ast.Break):
+            out.append(_Jump("break", loop))
+        elif isinstance(stmt, ast.Continue):
+            out.append(_Jump("continue", loop))
+        elif isinstance(stmt, ast.If):
+            out.append(ast.If(test=stmt.test, body=_mark_jumps(stmt.body, loop), orelse=_mark_jumps(stmt.orelse, loop)))
+        else:
+            out.append(stmt)  # inner loops keep their own break/continue
+    return out
+
+
+def _jumps(stmts: list[Any]) -> bool:
+    for stmt in stmts:
+        if isinstance(stmt, _Jump):
+            return True
+        if isinstance(stmt, ast.If) and (_jumps(stmt.body) or _jumps(stmt.orelse)):
+            return True
+    return False
+
+
+def _jump_target(stmts: list[Any], index: int, jump: _Jump) -> int:
+    for position in range(index + 1, len(stmts)):
+        marker = stmts[position]
+        if isinstance(marker, _LoopEnd) and marker.loop is jump.loop:
+            return position + 1
+        if jump.kind == "continue" and isinstance(marker, _IterStart) and marker.loop is jump.loop:
+            return position
+    raise _CannotUnfold("a jump whose loop is not in the continuation")
 
 
 class _CannotUnfold(Exception):

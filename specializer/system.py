@@ -322,16 +322,26 @@ class SpecializationSystem:
                 cell.cell_contents = target
         routes = self.stack.routes
         sock.dst_cache, sock.dst_generation = new, routes.generation  # offset the system to match the code
-        entry.assumptions = [_retarget(a, old, new, routes) for a in entry.assumptions]
+        kept = [a for a in entry.assumptions if not _about_route_table(a, routes)]
+        entry.assumptions = [_retarget(a, old, new, routes) for a in kept]
+        entry.assumptions.append(Assumption(routes, "generation", routes.generation))
         token.events.append(f"reinforced: output steered to {new.iface.name}")
         return True
+
+
+def _about_route_table(assumption: Assumption, routes: RouteTable) -> bool:
+    """Facts about the table's state (its generation, its internal containers): after a
+    reinforcement the new generation alone stands for them."""
+    subject = assumption.subject
+    if subject is routes:
+        return True
+    return isinstance(subject, dict | list) and not any(isinstance(v, Socket) for v in subject.values()
+                                                        if isinstance(subject, dict))
 
 
 def _retarget(assumption: Assumption, old: Route, new: Route, routes: RouteTable) -> Assumption:
     if assumption.subject is old:
         return Assumption(new, assumption.field, getattr(new, assumption.field), assumption.kind)
-    if assumption.subject is routes and assumption.field == "generation":
-        return Assumption(routes, "generation", routes.generation)
     if assumption.field == "dst_cache":
         return Assumption(assumption.subject, "dst_cache", new)
     if assumption.field == "dst_generation":
