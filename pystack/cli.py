@@ -42,6 +42,14 @@ def build_parser() -> Parser:
     from .conformance.cli import add_parser as add_conformance_parser
 
     add_conformance_parser(commands)
+    spec = commands.add_parser("spec", help="inspect what the specializer does to the stack's code")
+    spec_commands = spec.add_subparsers(dest="spec_command", required=True, parser_class=Parser)
+    spec_commands.add_parser("list", help="list the declared scenarios")
+    spec_show = spec_commands.add_parser("show", help="binding times, residual code, assumptions and figures")
+    spec_show.add_argument("scenario")
+    spec_show.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
+                           help="socket option or world setting, e.g. ttl=5 mtu=576 address=198.18.0.1:53")
+    spec_show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     return parser
 
 
@@ -106,9 +114,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .conformance.cli import main as conformance
 
             return conformance(args)
+        if args.command == "spec":
+            return spec(args)
     except UsageError as bad:
         print(f"pystack: {bad}", file=sys.stderr)
         return 2
+    return 0
+
+
+def spec(args: argparse.Namespace) -> int:
+    from specializer import show
+
+    try:
+        if args.spec_command == "list":
+            print(show.list_scenarios())
+            return 0
+        colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        print(show.show(args.scenario, args.context, colour), end="")
+    except show.UsageError as bad:
+        raise UsageError(str(bad)) from None
     return 0
 
 

@@ -21,6 +21,7 @@ import builtins
 import copy
 import inspect
 import itertools
+import keyword
 import operator
 import struct
 import types
@@ -182,7 +183,7 @@ class Constants:
         key = self.key(value)
         if key in self.by_id:
             return self.by_id[key]
-        base = hint or self.hints.get(id(value)) or self.default_hint(value)
+        base = _identifier(hint or self.hints.get(id(value)) or self.default_hint(value))
         counter = self._counts.setdefault(base, itertools.count())
         index = next(counter)
         name = base if index == 0 else f"{base}_{index}"
@@ -211,6 +212,14 @@ class Constants:
         if isinstance(value, types.ModuleType):
             return value.__name__.rsplit(".", 1)[-1]
         return getattr(value, "__name__", None) or type(value).__name__.lower()
+
+
+def _identifier(text: str) -> str:
+    """A readable, valid Python name for a frozen reference."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text).strip("_") or "ref"
+    if name[0].isdigit() or keyword.iskeyword(name) or hasattr(builtins, name):
+        name = "k_" + name
+    return name
 
 
 class Evaluator:
@@ -650,10 +659,8 @@ class Evaluator:
     def static_attribute(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> Value:
         if isinstance(obj, types.ModuleType | type):
             return Static(getattr(obj, attr))
-        try:
-            raw = inspect.getattr_static(obj, attr)
-        except AttributeError:
-            raw = None
+        in_instance = attr in getattr(obj, "__dict__", ())
+        raw = None if in_instance else inspect.getattr_static(type(obj), attr, None)
         if isinstance(raw, property):
             return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
         if isinstance(raw, types.FunctionType) or callable(raw) and not isinstance(obj, _SIMPLE_TYPES + (tuple,)):

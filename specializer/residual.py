@@ -279,6 +279,11 @@ def _candidates(func: Any, name: str) -> list[Any]:
         found.append(glob.fget if isinstance(glob, property) else glob)
         if isinstance(glob, types.ModuleType):
             return found
+    for module in func.__globals__.values():  # ``udp.udp_sendmsg``: an attribute of an imported module
+        if isinstance(module, types.ModuleType) and module.__name__.startswith("pystack"):
+            value = getattr(module, name, None)
+            if isinstance(value, types.FunctionType):
+                found.append(value)
     for module_name, module in list(sys.modules.items()):
         if not module_name.startswith("pystack") or module is None:
             continue

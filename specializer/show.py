@@ -1,0 +1,263 @@
+"""``pystack spec list`` and ``pystack spec show``: what the specializer does to real code.
+
+``show`` builds a small world (a stack, an interface, a socket set up for
+the scenario and the given context), then prints the generic source
+coloured by binding time, the diagnostics, the residual source, the
+assumptions it rests on with the events that guard them, and figures
+comparing the generic code reachable from the entry with the residual.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+from collections.abc import Iterable
+from typing import Any
+
+from pystack.clock import VirtualClock
+from pystack.errors import oserror
+from pystack.socket import (
+    IP_MTU_DISCOVER,
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    SO_BROADCAST,
+    SO_NO_CHECK,
+    SO_SNDBUF,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    SOL_SOCKET,
+)
+from pystack.stack import Stack
+from pystack.tcp import api as tcp_api
+
+from . import bta
+from .residual import code_size, reachable_functions, residual_size
+from .scenario import Scenario, all_scenarios
+from .system import specialize
+
+ME, PEER = "198.18.0.2", "198.18.0.1"
+SOCKET_OPTIONS = {
+    "ttl": (IPPROTO_IP, IP_TTL),
+    "tos": (IPPROTO_IP, IP_TOS),
+    "pmtudisc": (IPPROTO_IP, IP_MTU_DISCOVER),
+    "no_check": (SOL_SOCKET, SO_NO_CHECK),
+    "broadcast": (SOL_SOCKET, SO_BROADCAST),
+    "sndbuf": (SOL_SOCKET, SO_SNDBUF),
+    "nodelay": (IPPROTO_TCP, tcp_api.TCP_NODELAY),
+    "maxseg": (IPPROTO_TCP, tcp_api.TCP_MAXSEG),
+    "adu": (SOL_SOCKET, tcp_api.SO_ADU),
+}
+WORLD_KEYS = {"mtu", "address", "flags", "sack", "timestamps"}
+
+STATIC_COLOUR = "\x1b[34m"  # blue: computed at specialization time
+DYNAMIC_COLOUR = "\x1b[1;31m"  # bold red: stays in the residual code
+DIM = "\x1b[2m"
+RESET = "\x1b[0m"
+
+
+class UsageError(Exception):
+    pass
+
+
+def list_scenarios() -> str:
+    lines = []
+    for name, scenario in sorted(all_scenarios().items()):
+        lines.append(f"{name:22} {scenario.entry:34} {scenario.description}")
+    return "\n".join(lines)
+
+
+def parse_context(pairs: Iterable[str]) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--context wants key=value, got {pair!r}")
+        if key not in SOCKET_OPTIONS and key not in WORLD_KEYS:
+            known = ", ".join(sorted(SOCKET_OPTIONS.keys() | WORLD_KEYS))
+            raise UsageError(f"unknown context key {key!r} (known: {known})")
+        if key == "address":
+            host, _, port = text.rpartition(":")
+            if not host or not port.isdigit():
+                raise UsageError(f"address wants HOST:PORT, got {text!r}")
+            context[key] = (host, int(port))
+            continue
+        try:
+            context[key] = int(text, 0)
+        except ValueError:
+            raise UsageError(f"{key} wants an integer, got {text!r}") from None
+    return context
+
+
+def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dict[str, Any]]:
+    """A stack with one interface and a socket ready for the scenario; returns the statics."""
+    from pystack.tcp.tcb import TcpConfig
+
+    config = TcpConfig(sack=bool(context.get("sack", 1)), timestamps=bool(context.get("timestamps", 1)))
+    stack = Stack(clock=VirtualClock(), seed=1, tcp_config=config)
+    stack.add_interface("eth0", ME, 24, mtu=context.get("mtu", 1500), sink=lambda packet: None)
+    stack.add_route("0.0.0.0", 0, "eth0", gateway=PEER)
+    stream = scenario.entry.endswith("Stack.send") and scenario.name.startswith("tcp")
+    fd = stack.socket(type=SOCK_STREAM if stream else SOCK_DGRAM)
+    for key, (level, option) in SOCKET_OPTIONS.items():
+        if key in context:
+            stack.setsockopt(fd, level, option, context[key])
+    statics: dict[str, Any] = {"self": stack, "fd": fd, "flags": context.get("flags", 0)}
+    if stream:
+        from .tcp_world import establish
+
+        establish(stack, fd)
+    elif scenario.name == "udp_sendto_fixed":
+        statics["address"] = context.get("address", (PEER, 9))
+        stack.bind(fd, ("0.0.0.0", 0))
+    else:
+        stack.connect(fd, context.get("address", (PEER, 9)))
+    for name, bt in scenario.binding_times.items():
+        if bt == "S" and name not in statics:
+            statics[name] = scenario.context.get(name, _default(scenario, name))
+    return stack, statics
+
+
+def _default(scenario: Scenario, name: str) -> Any:
+    import inspect
+
+    param = inspect.signature(scenario.entry_function()).parameters[name]
+    if param.default is inspect.Parameter.empty:
+        raise oserror(22, f"scenario {scenario.name} needs a value for {name}")
+    return param.default
+
+
+def show(name: str, pairs: Iterable[str], colour: bool) -> str:
+    scenarios = all_scenarios()
+    if name not in scenarios:
+        raise UsageError(f"no scenario {name!r}; `pystack spec list` lists them")
+    scenario = scenarios[name]
+    context = parse_context(pairs)
+    stack, statics = build_world(scenario, context)
+    analysis = bta.analyse(scenario)
+    entry = specialize(scenario, statics)
+    out = io.StringIO()
+    write = out.write
+    title = f"scenario {scenario.name}: {scenario.description}"
+    write(f"{title}\n{'=' * min(len(title), 100)}\n")
+    write(f"declared in {scenario.source.name}; entry {scenario.entry}\n")
+    bts = ", ".join(f"{k}={v}" for k, v in scenario.binding_times.items())
+    write(f"binding times: {bts}\ncontext: {_describe_context(statics)}\n\n")
+
+    write("-- generic code, by binding time "
+          + ("(blue: static, red: dynamic)" if colour else "(S static, D dynamic, SD both, per line)") + "\n")
+    for ctx in analysis.order:
+        write(f"\n# {ctx.name}\n")
+        write(colour_source(ctx, colour))
+    diagnostics = analysis.diagnostics + entry.diagnostics
+    write("\n-- diagnostics\n")
+    if diagnostics:
+        for d in diagnostics:
+            write(f"  {d.where:16} {d.kind:22} {d.message}\n")
+    else:
+        write("  none\n")
+    write("\n-- residual code\n")
+    write(entry.compiled.source + "\n")
+    write("\n-- frozen references (closure constants)\n")
+    for const_name, value in entry.compiled.constants.items():
+        write(f"  {const_name:22} {_short(value)}\n")
+    write("\n-- assumptions (each guarded; the token's policy decides what a change does)\n")
+    names = {id(v): k for k, v in entry.compiled.constants.items()}
+    for assumption in entry.assumptions:
+        write(f"  {assumption.describe(lambda v: names.get(id(v)) or type(v).__name__)}\n")
+    policies = ", ".join(f"{event}: {policy}" for event, policy in scenario.policies.items())
+    write(f"  guard policies: {policies}\n")
+    write("\n-- figures\n")
+    write(figures_table(scenario, entry))
+    return out.getvalue()
+
+
+def figures_table(scenario: Scenario, entry: Any) -> str:
+    reachable = reachable_functions(scenario.entry_function())
+    walked = list(entry.stats.functions)
+    generic = code_size(reachable)
+    unfolded = code_size(walked)
+    residual = residual_size(entry.compiled)
+    rows = [
+        ("", "reachable generic", "unfolded generic", "residual", "reachable/residual"),
+        ("functions", len(reachable), len(walked), 1, ""),
+    ]
+    for key, label in (("lines", "source lines"), ("ast_nodes", "AST nodes"), ("bytecode_bytes", "bytecode bytes")):
+        ratio = generic[key] / residual[key] if residual[key] else 0
+        rows.append((label, generic[key], unfolded[key], residual[key], f"{ratio:.1f}x"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    text = "".join("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in
+                                     enumerate(zip(row, widths, strict=True))) + "\n" for row in rows)
+    stats = entry.stats
+    text += (f"  branches removed {stats.branches_removed}, calls inlined {stats.calls_inlined}, "
+             f"loops unrolled {stats.loops_unrolled}, static field reads {stats.static_reads}, "
+             f"assumptions {len(entry.assumptions)}\n")
+    text += f"  specialization took {entry.latency * 1000:.1f} ms\n"
+    return text
+
+
+def colour_source(ctx: bta.Context, colour: bool) -> str:
+    """The function's source with each annotated span coloured (or each line tagged)."""
+    fdef = _fdef(ctx)
+    lines = ast.get_source_segment(_source_of(ctx), fdef)
+    if lines is None:
+        return ""
+    first_line = fdef.lineno
+    text_lines = lines.splitlines()
+    spans: dict[int, list[tuple[int, int, str]]] = {}
+    for node_id, time in ctx.annotations.items():
+        node = ctx.nodes[node_id]
+        if not hasattr(node, "lineno") or node.lineno != getattr(node, "end_lineno", None):
+            continue
+        spans.setdefault(node.lineno - first_line, []).append((node.col_offset, node.end_col_offset, time))
+    out = []
+    for index, line in enumerate(text_lines):
+        marks = spans.get(index, [])
+        if not colour:
+            times = {t for _, _, t in marks}
+            tag = "SD" if len(times) == 2 else (times.pop() if times else "")
+            out.append(f"{first_line + index:5} {tag:2} | {line}")
+            continue
+        painted = [None] * len(line)
+        for start, end, time in sorted(marks, key=lambda m: m[1] - m[0], reverse=True):
+            for col in range(max(start, 0), min(end, len(line))):
+                painted[col] = time
+        buffer, current = [], None
+        for col, char in enumerate(line):
+            state = painted[col]
+            if state != current:
+                buffer.append(RESET if current else "")
+                if state:
+                    buffer.append(STATIC_COLOUR if state == "S" else DYNAMIC_COLOUR)
+                current = state
+            buffer.append(char)
+        if current:
+            buffer.append(RESET)
+        out.append(f"{DIM}{first_line + index:5}{RESET} | " + "".join(buffer))
+    return "\n".join(out) + "\n"
+
+
+def _fdef(ctx: bta.Context) -> ast.FunctionDef:
+    from .pe import function_ast
+
+    return function_ast(ctx.func)
+
+
+def _source_of(ctx: bta.Context) -> str:
+    with open(ctx.func.__code__.co_filename, encoding="utf-8") as source:
+        return source.read()
+
+
+def _describe_context(statics: dict[str, Any]) -> str:
+    parts = []
+    for key, value in statics.items():
+        parts.append(f"{key}={_short(value)}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int | str | bytes | tuple | type(None) | float):
+        return repr(value)
+    text = getattr(value, "__qualname__", None) or type(value).__name__
+    return f"<{text}>"
