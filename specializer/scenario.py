@@ -97,17 +97,38 @@ def resolve(path: str, source: Path) -> Any:
     return obj
 
 
-def load(path: Path) -> dict[str, Scenario]:
-    """Read one declaration file into its scenarios."""
+def _read(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise DeclarationError(f"{path}: {exc}") from None
-    objects: dict[type, ObjectSpec] = {}
+
+
+def load_objects(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpec]) -> None:
+    """Add a file's partially static structures to the shared registry (one declaration per class)."""
     for name, spec in data.get("objects", {}).items():
         cls = resolve(spec["class"], path)
+        if cls in objects:
+            raise DeclarationError(f"{path}: {name} ({cls.__qualname__}) is declared twice")
         declared = set(spec.get("static", [])) | set(spec.get("deep", []))
         objects[cls] = ObjectSpec(name, cls, frozenset(declared), frozenset(spec.get("deep", [])))
+
+
+def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpec],
+                   groups: dict[str, list[str]]) -> dict[str, Scenario]:
+    """A file's scenarios; ``"@name"`` in a function list stands for the group ``name``."""
+
+    def functions(names: list[str], where: str) -> frozenset[Any]:
+        expanded: list[str] = []
+        for item in names:
+            if item.startswith("@"):
+                if item[1:] not in groups:
+                    raise DeclarationError(f"{path}: {where}: no group {item[1:]!r}")
+                expanded.extend(groups[item[1:]])
+            else:
+                expanded.append(item)
+        return frozenset(resolve(f, path) for f in expanded)
+
     scenarios = {}
     for name, spec in data.get("scenario", {}).items():
         bts = dict(spec["params"])
@@ -124,9 +145,9 @@ def load(path: Path) -> dict[str, Scenario]:
             entry=spec["entry"],
             binding_times=bts,
             objects=objects,
-            unfold=frozenset(resolve(f, path) for f in spec.get("unfold", [])),
-            pure=frozenset(resolve(f, path) for f in spec.get("pure", [])),
-            observe=frozenset(resolve(f, path) for f in spec.get("observe", [])),
+            unfold=functions(spec.get("unfold", []), name),
+            pure=functions(spec.get("pure", []), name),
+            observe=functions(spec.get("observe", []), name),
             policies=policies,
             source=path,
             context=dict(spec.get("context", {})),
@@ -140,9 +161,21 @@ def load(path: Path) -> dict[str, Scenario]:
 
 
 def all_scenarios() -> dict[str, Scenario]:
-    """Every scenario declared in the pystack package's ``*.spec.toml`` files."""
+    """Every scenario declared in the pystack package's ``*.spec.toml`` files.
+
+    Object declarations and function groups are shared by all files.
+    """
     root = Path(pystack.__file__).parent
+    files = [(path, _read(path)) for path in sorted(root.rglob("*.spec.toml"))]
+    objects: dict[type, ObjectSpec] = {}
+    groups: dict[str, list[str]] = {}
+    for path, data in files:
+        load_objects(path, data, objects)
+        for name, members in data.get("groups", {}).items():
+            if name in groups:
+                raise DeclarationError(f"{path}: group {name!r} is declared twice")
+            groups[name] = list(members)
     found: dict[str, Scenario] = {}
-    for path in sorted(root.rglob("*.spec.toml")):
-        found.update(load(path))
+    for path, data in files:
+        found.update(load_scenarios(path, data, objects, groups))
     return found
