@@ -218,7 +218,7 @@ class _Walker:
             value = values[0]
             for other in values[1:]:
                 value = join(value, other)
-            changed = any(env.get(name) is not before.get(name) for env in outcomes)
+            changed = any(env.get(name) != before.get(name) for env in outcomes)
             if not test.static and changed:
                 self.turned_dynamic(name, before.get(name) or value, node)
                 value = DYN
@@ -403,6 +403,8 @@ def _element_class(node: ast.expr, walker: _Walker) -> type | None:
 
 
 def join(a: BT, b: BT) -> BT:
+    if a == b:
+        return a
     if a.static and b.static:
         if a.known and b.known and a.value is b.value:
             return a

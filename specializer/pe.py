@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import dataclasses
 import inspect
 import itertools
 import keyword
@@ -51,7 +52,7 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
 # Builtins that compute a value from their arguments and nothing else.
 PURE_BUILTINS = frozenset({
     len, min, max, abs, int, bool, str, float, tuple, frozenset, isinstance, hasattr, range,
-    divmod, hash, ord, chr, round, any, all, sum, sorted, type,
+    divmod, hash, ord, chr, round, any, all, sum, sorted, type, bytes,
 })
 _SIMPLE_TYPES = (int, float, bool, str, bytes, type(None))
 
@@ -73,9 +74,10 @@ class Dyn:
     expr: ast.expr
     kind: str | None = None  # "bytes" or "int" when known
     length: int | None = None  # for bytes, when known
+    values: frozenset | None = None  # the few ints it can be, when known (segment flags)
 
     def renamed(self, expr: ast.expr) -> Dyn:
-        return Dyn(expr, self.kind, self.length)
+        return Dyn(expr, self.kind, self.length, self.values)
 
 
 Value = Static | Dyn
@@ -170,6 +172,14 @@ class Frame:
         return self.func.__globals__
 
 
+class Virtual:
+    """A value object the evaluator holds field by field instead of allocating it."""
+
+    def __init__(self, cls: type, fields: dict[str, Value]):
+        self.cls = cls
+        self.fields = fields
+
+
 class Constants:
     """Frozen references the residual code uses, with readable names."""
 
@@ -178,6 +188,8 @@ class Constants:
         self.hints: dict[int, str] = {}
         self.values: dict[str, Any] = {}
         self._counts: dict[str, itertools.count] = {}
+        # Names the residual code uses for its variables: a constant must not shadow one.
+        self.reserved: Callable[[str], bool] = lambda name: False
 
     def name(self, value: Any, hint: str | None = None) -> str:
         key = self.key(value)
@@ -187,7 +199,7 @@ class Constants:
         counter = self._counts.setdefault(base, itertools.count())
         index = next(counter)
         name = base if index == 0 else f"{base}_{index}"
-        while name in self.values:
+        while name in self.values or self.reserved(name):
             name = f"{base}_{next(counter)}"
         self.by_id[key] = name
         self.values[name] = value
@@ -236,8 +248,10 @@ class Evaluator:
         self.deep_ids: set[int] = set()  # static containers whose contents are invariant too
         self._names: dict[str, itertools.count] = {}
         self._used_names: set[str] = set()
+        self.constants.reserved = lambda name: name in self._used_names
         self.checked_classes: set[type] = set()
         self.depth = 0
+        self.inlining: list[Any] = []  # the functions being inlined, innermost last
 
     # ------------------------------------------------------------ entry
 
@@ -275,7 +289,7 @@ class Evaluator:
         while True:
             index = next(counter)
             name = base if index == 0 else f"{base}_{index}"
-            if name not in self._used_names:
+            if name not in self._used_names and name not in self.constants.values:
                 self._used_names.add(name)
                 return name
 
@@ -283,6 +297,9 @@ class Evaluator:
         if isinstance(value, Dyn):
             return value.expr
         v = value.value
+        if isinstance(v, Virtual):  # it escapes: build it where it is used
+            return ast.Call(func=self.lift(Static(v.cls)), args=[],
+                            keywords=[ast.keyword(arg=k, value=self.lift(f)) for k, f in v.fields.items()])
         if isinstance(v, _SIMPLE_TYPES) and not (isinstance(v, float) and v != v):
             if isinstance(v, int) and not isinstance(v, bool) and v < 0:
                 return ast.UnaryOp(op=ast.USub(), operand=ast.Constant(-v))
@@ -333,7 +350,7 @@ class Evaluator:
             elif isinstance(stmt, _IterStart | _LoopEnd):
                 pass
             elif isinstance(stmt, ast.If):
-                test = self.expr(stmt.test, frame)
+                test = _decided(self.expr(stmt.test, frame))
                 if isinstance(test, Static):
                     self.stats.branches_removed += 1
                     stmts[index : index + 1] = stmt.body if test.value else stmt.orelse
@@ -420,7 +437,10 @@ class Evaluator:
                     side.out.append(_assign(common, self.lift(value)))
             shapes = {_shape(va), _shape(vb)}
             kind, length = shapes.pop() if len(shapes) == 1 else (None, None)
-            env[name] = Dyn(_load(common), kind, length)
+            choices = _possible(va) | _possible(vb) if _possible(va) and _possible(vb) else None
+            if choices is not None and len(choices) > MAX_VALUE_SET:
+                choices = None
+            env[name] = Dyn(_load(common), kind, length, choices)
         target.env = env
 
     def statement(self, stmt: ast.stmt, frame: Frame) -> bool:
@@ -524,6 +544,8 @@ class Evaluator:
             return
         if isinstance(target, ast.Attribute):
             base = self.expr(target.value, frame)
+            if isinstance(base, Static) and isinstance(base.value, Virtual):
+                raise _CannotUnfold(f"assigns {base.value.cls.__name__}.{target.attr} of a value object")
             if isinstance(base, Static):
                 self._note_mutation(base.value, target.attr, frame, target)
             self.emit(frame, ast.Assign(
@@ -659,6 +681,13 @@ class Evaluator:
     def static_attribute(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> Value:
         if isinstance(obj, types.ModuleType | type):
             return Static(getattr(obj, attr))
+        if isinstance(obj, Virtual):
+            if attr in obj.fields:
+                return obj.fields[attr]
+            raw = inspect.getattr_static(obj.cls, attr, None)
+            if isinstance(raw, property):
+                return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
+            raise _CannotUnfold(f"{obj.cls.__name__}.{attr} of a value object")
         in_instance = attr in getattr(obj, "__dict__", ())
         raw = None if in_instance else inspect.getattr_static(type(obj), attr, None)
         if isinstance(raw, property):
@@ -743,6 +772,16 @@ class Evaluator:
                 return Static(_BINOPS[op](left.value, right.value))
             except Exception:  # noqa: BLE001 - keep the operation, it raises at run time
                 pass
+        left_set, right_set = _possible(left), _possible(right)
+        if left_set and right_set and op in _BINOPS:
+            try:
+                results = frozenset(_BINOPS[op](a, b) for a in left_set for b in right_set)
+            except Exception:  # noqa: BLE001 - the residual code raises it at run time
+                results = None
+            if results is not None and len(results) == 1:
+                return Static(next(iter(results)))
+            if results is not None and len(results) <= MAX_VALUE_SET and all(type(r) is int for r in results):
+                return Dyn(ast.BinOp(self.lift(left), op(), self.lift(right)), "int", None, results)
         lk, ll = _shape(left)
         rk, rl = _shape(right)
         if op is ast.Add and lk == rk == "bytes":
@@ -797,6 +836,12 @@ class Evaluator:
                     return Static(False)
                 left = right
                 continue
+            known = _known_comparison(op, left, right)
+            if known is not None:
+                if not known:
+                    return Static(False)
+                left = right
+                continue
             part = Dyn(ast.Compare(left=self.lift(left), ops=[op], comparators=[self.lift(right)]))
             result = part if result is None else Dyn(ast.BoolOp(op=ast.And(), values=[result.expr, part.expr]))
             left = right
@@ -828,13 +873,15 @@ class Evaluator:
         return Dyn(ast.BoolOp(op=node.op, values=residual))
 
     def expr_IfExp(self, node: ast.IfExp, frame: Frame) -> Value:
-        test = self.expr(node.test, frame)
+        test = _decided(self.expr(node.test, frame))
         if isinstance(test, Static):
             self.stats.branches_removed += 1
             return self.expr(node.body if test.value else node.orelse, frame)
         body = self.expression_only(node.body, frame)
         orelse = self.expression_only(node.orelse, frame)
-        return Dyn(ast.IfExp(test=test.expr, body=self.lift(body), orelse=self.lift(orelse)))
+        choices = _possible(body) | _possible(orelse) if _possible(body) and _possible(orelse) else None
+        return Dyn(ast.IfExp(test=test.expr, body=self.lift(body), orelse=self.lift(orelse)),
+                   "int" if choices else None, None, choices)
 
     def expression_only(self, node: ast.expr, frame: Frame) -> Value:
         """Specialize a conditionally evaluated operand: nothing may be emitted for it."""
@@ -851,7 +898,7 @@ class Evaluator:
         """An expression the evaluator does not take apart: evaluate if static, else keep it whole."""
         free = _free_names(node)
         values = {name: self.expr(ast.Name(id=name, ctx=ast.Load()), frame) for name in free}
-        if all(isinstance(v, Static) for v in values.values()) and not _has_call(node):
+        if all(isinstance(v, Static) for v in values.values()) and self._calls_only_pure(node, values):
             namespace = {name: v.value for name, v in values.items()}
             try:
                 return Static(eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace))  # noqa: S307 - static, call-free
@@ -859,6 +906,18 @@ class Evaluator:
                 pass
         renamed = _rename(copy.deepcopy(node), {name: self.lift(v) for name, v in values.items()})
         return Dyn(renamed)
+
+    def _calls_only_pure(self, node: ast.expr, values: dict[str, Value]) -> bool:
+        """Every call in ``node`` is to a pure function named directly (``bytes(v)``)."""
+        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            if not isinstance(call.func, ast.Name):
+                return False
+            func = values.get(call.func.id)
+            if func is None:
+                func = Static(getattr(builtins, call.func.id, None))
+            if not isinstance(func, Static) or not self.is_pure(func.value, func.value):
+                return False
+        return True
 
     # ------------------------------------------------------------ calls
 
@@ -901,6 +960,9 @@ class Evaluator:
                 return self.inline(target, call_args, kwargs, frame, node)
             except _CannotUnfold as why:
                 self.diagnostics.append(Diagnostic("not-unfolded", f"{target.__qualname__}: {why}", self.where(frame, node)))
+        spec = self.scenario.objects.get(func) if isinstance(func, type) else None
+        if spec is not None and spec.virtual and dataclasses.is_dataclass(func) and not frame.expr_only:
+            return Static(self.construct(func, args, kwargs, frame))
         if func is len and len(args) == 1 and _shape(args[0])[1] is not None:
             return Static(_shape(args[0])[1])
         if all_static and self.is_pure(func, target):
@@ -913,6 +975,22 @@ class Evaluator:
             except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
                 pass
         return self.residual_call(Static(func), args, kwargs, frame)
+
+    def construct(self, cls: type, args: list[Value], kwargs: dict[str, Value], frame: Frame) -> Virtual:
+        """A value object: its fields from the arguments and the dataclass defaults (a
+        computed field is bound to a name, so that each read does not compute it again)."""
+        bound = inspect.signature(cls).bind(*args, **kwargs)
+        fields: dict[str, Value] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in bound.arguments:
+                fields[f.name] = self.materialize(frame, bound.arguments[f.name], f.name)
+            elif f.default is not dataclasses.MISSING:
+                fields[f.name] = Static(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                fields[f.name] = Static(f.default_factory())
+            else:
+                raise _CannotUnfold(f"{cls.__name__} needs {f.name}")
+        return Virtual(cls, fields)
 
     def is_pure(self, func: Any, target: Any) -> bool:
         if target in PURE_BUILTINS or self.scenario.is_pure(target):
@@ -935,6 +1013,11 @@ class Evaluator:
                frame: Frame, node: ast.AST) -> Value:
         if self.depth >= INLINE_DEPTH_LIMIT:
             raise _CannotUnfold("inlining too deep")
+        if func in self.inlining:
+            # A recursive call typically follows an effect on the static state that the
+            # evaluator cannot see (RouteTable.lookup after dropping an expired route):
+            # unfolding it would fold the state from before the effect.
+            raise _CannotUnfold("recursive call")
         fdef = self.function_ast(func)
         signature = inspect.signature(func)
         try:
@@ -953,6 +1036,7 @@ class Evaluator:
         returns: list[_Return] = []
         sub = Frame(func, env, [], returns, {})
         self.depth += 1
+        self.inlining.append(func)
         try:
             live = self.block(fdef.body, sub)
         except _CannotUnfold:
@@ -961,6 +1045,7 @@ class Evaluator:
             raise
         finally:
             self.depth -= 1
+            self.inlining.pop()
         if live:
             marker = _Return(Static(None))
             returns.append(marker)
@@ -1128,6 +1213,42 @@ def _field_kind(cls: type, attr: str) -> str | None:
     return None
 
 
+MAX_VALUE_SET = 16
+
+
+def _known_comparison(op: ast.cmpop, left: Value, right: Value) -> bool | None:
+    """Comparisons decided by what is known of a dynamic value: an int or bytes is not None,
+    and a comparison over small sets of possible ints may have one outcome."""
+    if isinstance(op, ast.Is | ast.IsNot):
+        for a, b in ((left, right), (right, left)):
+            if isinstance(b, Static) and b.value is None and isinstance(a, Dyn) and (a.kind or a.values):
+                return isinstance(op, ast.IsNot)
+        return None
+    left_set, right_set = _possible(left), _possible(right)
+    if left_set and right_set:
+        outcomes = {_COMPARE[type(op)](a, b) for a in left_set for b in right_set}
+        if len(outcomes) == 1:
+            return outcomes.pop()
+    return None
+
+
+def _possible(value: Value | None) -> frozenset | None:
+    """The ints a value can be, when that is a small known set."""
+    if isinstance(value, Static):
+        return frozenset((value.value,)) if type(value.value) is int else None
+    return value.values if isinstance(value, Dyn) else None
+
+
+def _decided(value: Value) -> Value:
+    """A test whose every possible value has the same truth is static."""
+    choices = _possible(value)
+    if isinstance(value, Dyn) and choices:
+        truths = {bool(v) for v in choices}
+        if len(truths) == 1:
+            return Static(truths.pop())
+    return value
+
+
 def _split_constant(value: Value) -> tuple[ast.expr | None, int]:
     """An int value as (dynamic part, constant part)."""
     if isinstance(value, Static):
@@ -1147,7 +1268,7 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
         name = getattr(f, "__name__", "")
         if isinstance(owner, struct.Struct) and name == "pack":
             return "bytes", owner.size
-        if f is len or (owner is int and name == "from_bytes"):
+        if f is len or f is int or (owner is int and name == "from_bytes"):
             return "int", None
         if f is bytes:
             return "bytes", None
@@ -1170,7 +1291,19 @@ def _assign(name: str, value: ast.expr) -> ast.Assign:
 
 
 def _if(test: ast.expr, body: list, orelse: list) -> ast.If:
-    return ast.If(test=test, body=body, orelse=orelse)
+    return ast.If(test=_as_test(test), body=body, orelse=orelse)
+
+
+def _as_test(test: ast.expr) -> ast.expr:
+    """In a test only truth matters: ``x or False`` is ``x``, ``x and True`` is ``x``."""
+    if isinstance(test, ast.BoolOp):
+        neutral = isinstance(test.op, ast.And)
+        values = [v for v in test.values
+                  if not (isinstance(v, ast.Constant) and bool(v.value) is neutral)] or test.values[-1:]
+        if len(values) == 1:
+            return values[0]
+        return ast.BoolOp(op=test.op, values=values)
+    return test
 
 
 def _has_exit(stmts: list[ast.stmt]) -> bool:

@@ -34,6 +34,9 @@ class ObjectSpec:
     cls: type
     static_fields: frozenset[str]
     deep_fields: frozenset[str] = frozenset()
+    # A value object (a dataclass the code builds and only reads): the evaluator keeps its
+    # fields and the residual code never allocates it, unless it escapes.
+    virtual: bool = False
 
     def check(self, obj: Any) -> None:
         """Every declared field must exist on a real instance (checked when one is first met)."""
@@ -111,7 +114,8 @@ def load_objects(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpe
         if cls in objects:
             raise DeclarationError(f"{path}: {name} ({cls.__qualname__}) is declared twice")
         declared = set(spec.get("static", [])) | set(spec.get("deep", []))
-        objects[cls] = ObjectSpec(name, cls, frozenset(declared), frozenset(spec.get("deep", [])))
+        objects[cls] = ObjectSpec(name, cls, frozenset(declared), frozenset(spec.get("deep", [])),
+                                  bool(spec.get("virtual", False)))
 
 
 def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpec],

@@ -43,13 +43,14 @@ from pystack.socket import (
     SO_RCVBUF,
     SO_REUSEADDR,
     SO_SNDBUF,
+    SOCK_DGRAM,
     SOL_SOCKET,
     Socket,
 )
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 
-from .pe import Assumption, Diagnostic, Evaluator, Stats
+from .pe import Assumption, Diagnostic, Evaluator, Stats, same
 from .residual import CompiledResidual, cleanup, compile_residual
 from .scenario import Scenario, all_scenarios
 
@@ -233,6 +234,7 @@ class SpecializationSystem:
         return (scenario.name, id(sock), sock.generation, self.stack.routes.generation, values, tcp_state)
 
     def lookup(self, scenario: Scenario, sock: Socket, statics: dict[str, Any]) -> Specialized:
+        refresh_route_cache(self.stack, sock)
         key = self.cache_key(scenario, sock, statics)
         entry = self.cache.get(key)
         if entry is not None:
@@ -295,8 +297,9 @@ class SpecializationSystem:
     def reinforce(self, token: Token) -> bool:
         """Keep the code after a route change: steer its output to the new route's interface.
 
-        Only possible when everything the code folded from the old route
-        (MTU, source address, kind) holds for the new one; otherwise False.
+        Only possible when every fact the code folded from the old route and
+        its interface (MTU, source address, kind, expiry, whether the
+        interface has a sink...) holds for the new ones; otherwise False.
         """
         entry = token.entry
         assert entry is not None
@@ -305,11 +308,17 @@ class SpecializationSystem:
             return False
         (old,) = old_routes.values()
         sock = token.sock
-        destination = sock.remote_addr if sock.connected else token.statics.get("_destination", 0)
-        new = self.stack.routes.lookup(destination, self.stack.clock.now())
-        if new is None:
-            return False
-        if (new.path_mtu, new.source, new.kind, new.mtu_locked) != (old.path_mtu, old.source, old.kind, old.mtu_locked):
+        if sock.connected:
+            destination = sock.remote_addr
+        else:
+            address = token.statics.get("address")
+            if address is None:
+                return False
+            destination = self.stack._destination(address)[0]
+        # No clock: a lookup that drops an expired route would announce a route event from
+        # inside this one. An expired route differs from the old one in its expiry anyway.
+        new = self.stack.routes.lookup(destination)
+        if new is None or not _still_holds(entry.assumptions, old, new):
             return False
         replacements = {id(old): new, id(old.iface): new.iface}
         if old.iface.sink is not None and new.iface.sink is not None:
@@ -321,12 +330,47 @@ class SpecializationSystem:
             if target is not None:
                 cell.cell_contents = target
         routes = self.stack.routes
-        sock.dst_cache, sock.dst_generation = new, routes.generation  # offset the system to match the code
+        if sock.connected:
+            sock.dst_cache, sock.dst_generation = new, routes.generation  # offset the system to match the code
         kept = [a for a in entry.assumptions if not _about_route_table(a, routes)]
         entry.assumptions = [_retarget(a, old, new, routes) for a in kept]
         entry.assumptions.append(Assumption(routes, "generation", routes.generation))
         token.events.append(f"reinforced: output steered to {new.iface.name}")
         return True
+
+
+def _still_holds(assumptions: list[Assumption], old: Route, new: Route) -> bool:
+    """Would the code have folded the same values from ``new`` as from ``old``? The route's
+    interface (and the interface's sink) are what reinforcement replaces, so for them only
+    their presence must match."""
+    for assumption in assumptions:
+        if assumption.subject is old:
+            if assumption.field == "iface":
+                continue
+            current = getattr(new, assumption.field)
+        elif assumption.subject is old.iface:
+            current = getattr(new.iface, assumption.field)
+            if assumption.field == "sink":
+                if (current is None) != (assumption.value is None):
+                    return False
+                continue
+        else:
+            continue
+        if not same(current, assumption.value):
+            return False
+    return True
+
+
+def refresh_route_cache(stack: Stack, sock: Socket) -> None:
+    """Bring a connected datagram socket's route cache up to date before specializing, as
+    its next send would (sk_dst_check). Otherwise the code would fold a stale cache: a
+    route lookup on every call, and facts (``dst_cache``, ``dst_generation``) that its
+    own first call falsifies. Expired routes are left for the send to drop, as the
+    generic code does: the cache may hold one, and the code checks its expiry."""
+    routes = stack.routes
+    if sock.type == SOCK_DGRAM and sock.connected and sock.dst_generation != routes.generation:
+        sock.dst_cache = routes.lookup(sock.remote_addr)
+        sock.dst_generation = routes.generation
 
 
 def _about_route_table(assumption: Assumption, routes: RouteTable) -> bool:
@@ -342,6 +386,8 @@ def _about_route_table(assumption: Assumption, routes: RouteTable) -> bool:
 def _retarget(assumption: Assumption, old: Route, new: Route, routes: RouteTable) -> Assumption:
     if assumption.subject is old:
         return Assumption(new, assumption.field, getattr(new, assumption.field), assumption.kind)
+    if assumption.subject is old.iface:
+        return Assumption(new.iface, assumption.field, getattr(new.iface, assumption.field), assumption.kind)
     if assumption.field == "dst_cache":
         return Assumption(assumption.subject, "dst_cache", new)
     if assumption.field == "dst_generation":

@@ -57,23 +57,23 @@ def window_to_advertise(tcb: TCB) -> int:
 
 def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> None:
     """Build one segment with the current ACK, window and options, and send it."""
-    options = TcpOptions()
     if flags & SYN:
-        options.mss = tcb.advmss
-        options.wscale = tcb.rcv_wscale if tcb.want_wscale else None
-        options.sack_permitted = tcb.want_sack
-        if tcb.want_ts:
-            options.ts_val = ts_now(stack, tcb)
-            options.ts_ecr = tcb.ts_recent if flags & ACK else 0
+        options = TcpOptions(
+            mss=tcb.advmss,
+            wscale=tcb.rcv_wscale if tcb.want_wscale else None,
+            sack_permitted=tcb.want_sack,
+            ts_val=ts_now(stack, tcb) if tcb.want_ts else None,
+            ts_ecr=tcb.ts_recent if tcb.want_ts and flags & ACK else 0,
+        )
         window = min(window_to_advertise(tcb), 0xFFFF)
         raw_window = window
     else:
-        if tcb.ts_ok:
-            options.ts_val = ts_now(stack, tcb)
-            options.ts_ecr = tcb.ts_recent
-        if tcb.sack_ok and tcb.out_of_order:
-            limit = MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS
-            options.sack_blocks = sack_blocks(tcb)[:limit]
+        limit = MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS
+        options = TcpOptions(
+            ts_val=ts_now(stack, tcb) if tcb.ts_ok else None,
+            ts_ecr=tcb.ts_recent if tcb.ts_ok else 0,
+            sack_blocks=sack_blocks(tcb)[:limit] if tcb.sack_ok and tcb.out_of_order else [],
+        )
         # Rounded up to the scale unit, so that scaling does not pull the edge left (Linux
         # aligns the same way); the rounding is not committed, so it cannot creep.
         window = window_to_advertise(tcb)
@@ -195,11 +195,11 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
     if length > tcb.mss and not item.flags & SYN:
         split(tcb, item, tcb.mss)
         length = tcb.mss
-    flags = ACK | (item.flags & (SYN | FIN))
+    flags = ACK | (item.flags & (SYN | FIN | PSH))
     if item.flags & SYN:
         send_syn(stack, tcb)
     else:
-        transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags | (PSH if length else 0))
+        transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags)
     item.retransmits += 1
     item.in_retransmit = True
     item.sent_at = now
@@ -212,10 +212,10 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
 def split(tcb: TCB, item: Sent, length: int) -> None:
     """Cut a queued segment after ``length`` bytes (after a path MTU decrease)."""
     index = tcb.rtx.index(item)
-    rest = Sent(seq_add(item.seq, length), item.end, item.flags & FIN, item.sent_at,
+    rest = Sent(seq_add(item.seq, length), item.end, item.flags & (FIN | PSH), item.sent_at,
                 item.retransmits, item.sacked, item.lost, False)
     item.end = seq_add(item.seq, length)
-    item.flags &= ~FIN
+    item.flags &= ~(FIN | PSH)
     tcb.rtx.insert(index + 1, rest)
 
 
@@ -237,15 +237,16 @@ def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
                 break
             size = window_left
         last = size == unsent
-        if size < tcb.mss and last and not fin_due:
-            if tcb.cork or (not tcb.nodelay and small_segment_unacked(tcb)):
-                # Nagle with Minshall's rule (as Linux) or TCP_CORK: wait for more data or the ACK.
-                # Corked data with nothing in flight goes out when the persist timer fires
-                # (Linux's probe timer: the 200 ms ceiling of TCP_CORK).
-                if tcb.cork and not tcb.rtx:
+        if size < tcb.mss and last and not fin_due and not tcb.nagle_push:
+            corked = tcb.cork or tcb.more
+            if corked or (not tcb.nodelay and small_segment_unacked(tcb)):
+                # Nagle with Minshall's rule (as Linux), TCP_CORK or MSG_MORE: wait for more data
+                # or the ACK. Corked data with nothing in flight goes out when the persist timer
+                # fires (Linux's probe timer: the 200 ms ceiling of TCP_CORK).
+                if corked and not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
-        flags = ACK | (PSH if last and size else 0)
+        flags = ACK | (PSH if last and size and not tcb.more else 0)
         if fin_due and last:
             flags |= FIN
         send_data_segment(stack, tcb, size, flags, now)
@@ -260,7 +261,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float)
     seq = tcb.snd_nxt
     transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
-    tcb.rtx.append(Sent(seq, end, flags & FIN, now))
+    tcb.rtx.append(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
     if size < tcb.mss:
         tcb.snd_sml = end

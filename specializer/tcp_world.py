@@ -1,0 +1,44 @@
+"""An established TCP connection to specialize: a peer stack, the handshake, then the peer leaves.
+
+``spec show``, the benchmarks and the tests need a TCB in ESTABLISHED
+state with real negotiated options; this plays the handshake against a
+second in-memory stack (same clock), then puts the interface's original
+sink back.
+"""
+
+from __future__ import annotations
+
+from pystack.socket import SOCK_STREAM
+from pystack.stack import Stack
+
+PEER = "198.18.0.1"
+PORT = 80
+
+
+def establish(stack: Stack, fd: int, interface: str = "eth0", peer_address: str = PEER,
+              port: int = PORT) -> Stack:
+    """Connect ``fd`` to a listening peer stack; returns the peer (its end stays accepted)."""
+    iface = stack.interfaces[interface]
+    peer = Stack(clock=stack.clock, seed=99, tcp_config=stack.tcp.config)
+    to_peer: list[bytes] = []
+    to_us: list[bytes] = []
+    original_sink = iface.sink
+    iface.sink = to_peer.append
+    peer.add_interface("eth0", peer_address, iface.prefixlen, mtu=iface.mtu, sink=to_us.append)
+    listener = peer.socket(type=SOCK_STREAM)
+    peer.bind(listener, ("0.0.0.0", port))
+    peer.listen(listener, 1)
+    try:
+        stack.connect(fd, (peer_address, port))
+    except BlockingIOError:
+        pass
+    for _ in range(10):
+        while to_peer:
+            peer.input(to_peer.pop(0), "eth0")
+        while to_us:
+            stack.input(to_us.pop(0), interface)
+    iface.sink = original_sink
+    if stack.connect_result(fd) != 0:
+        raise RuntimeError("the in-memory handshake did not complete")
+    peer.accept(listener)
+    return peer
