@@ -22,9 +22,20 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from . import common, icmp_rtt, udp_send_path, udp_stream
+from . import (
+    common,
+    icmp_rtt,
+    spec_code_size,
+    spec_latency,
+    spec_send_path,
+    spec_udp_stream,
+    tcp_stream,
+    udp_send_path,
+    udp_stream,
+)
 
-BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream)}
+BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
+                                                 spec_code_size, spec_latency, spec_udp_stream)}
 
 
 class UsageError(Exception):

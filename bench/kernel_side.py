@@ -14,7 +14,8 @@ Commands:
   ping      closed-loop ICMP echo on a raw socket: one request in flight,
             per-request RTT in nanoseconds (time.perf_counter_ns)
   udp-send  send datagrams on a connected UDP socket, flat out or paced
-  udp-recv  count datagrams arriving on a bound UDP socket
+  udp-recv  count datagrams arriving on a bound UDP socket (per source port
+            too with --by-source)
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ def udp_recv(socks: list[socket.socket], args: argparse.Namespace) -> dict:
     poller.register(sys.stdin.fileno(), select.POLLIN)
     count = nbytes = 0
     first = last = 0.0
+    by_source: dict[int, int] = {}  # source port -> datagrams, with --by-source
+    recvfrom_into = sock.recvfrom_into
     ready()
     deadline = time.perf_counter() + args.seconds
     stop = False
@@ -170,7 +173,12 @@ def udp_recv(socks: list[socket.socket], args: argparse.Namespace) -> dict:
         got = 0
         while count + got < args.count:
             try:
-                nbytes += recv_into(buf)
+                if args.by_source:
+                    size, (_host, port) = recvfrom_into(buf)
+                    by_source[port] = by_source.get(port, 0) + 1
+                    nbytes += size
+                else:
+                    nbytes += recv_into(buf)
             except BlockingIOError:
                 break
             got += 1
@@ -182,12 +190,15 @@ def udp_recv(socks: list[socket.socket], args: argparse.Namespace) -> dict:
         if count >= args.count:
             break
     window = last - first
-    return {
+    result = {
         "received": count,
         "bytes": nbytes,
         "seconds": window,
         "pps": count / window if count > 1 and window > 0 else 0.0,
     }
+    if args.by_source:
+        result["by_source"] = {str(port): n for port, n in sorted(by_source.items())}
+    return result
 
 
 def ready() -> None:
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=56)
     parser.add_argument("--rate", type=float, default=0.0, help="datagrams per second, 0: flat out")
     parser.add_argument("--timeout", type=float, default=0.2)
+    parser.add_argument("--by-source", action="store_true",
+                        help="udp-recv: also count datagrams per source port (several senders, one socket)")
     args = parser.parse_args(argv)
     socks = [socket.socket(fileno=fd) for fd in args.fd]
     try:

@@ -36,7 +36,11 @@ def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[st
 
 
 def specialized_send(stack: Stack, token: int, data: bytes) -> int:
-    return system_of(stack).functions[token](data)
+    try:
+        function = system_of(stack).functions[token]
+    except KeyError:
+        raise oserror(errno.EINVAL, f"no specialization token {token}") from None
+    return function(data)
 
 
 def do_default_send(stack: Stack, token: int, data: bytes) -> int:
@@ -76,7 +80,11 @@ def do_specialize_sendto(stack: Stack, fd: int, address: Address, *, flags: int 
 
 
 def specialized_sendto(stack: Stack, token: int, data: bytes) -> int:
-    return system_of(stack).functions[token](data)
+    try:
+        function = system_of(stack).functions[token]
+    except KeyError:
+        raise oserror(errno.EINVAL, f"no specialization token {token}") from None
+    return function(data)
 
 
 def do_default_sendto(stack: Stack, token: int, data: bytes) -> int:

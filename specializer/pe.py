@@ -330,7 +330,14 @@ class Evaluator:
     # ------------------------------------------------------------ statements
 
     def block(self, stmts: list[Any], frame: Frame) -> bool:
-        """Specialize statements into ``frame.out``; False if every path left the block.
+        """Specialize statements into ``frame.out``; False if every path left the block."""
+        try:
+            return self._block(stmts, frame)
+        except _NoReturn:
+            return False  # a statement called a function that always raises: the rest is dead
+
+    def _block(self, stmts: list[Any], frame: Frame) -> bool:
+        """The statements of :meth:`block`.
 
         The statement list is a worklist: a static ``if`` is replaced by its
         chosen branch and a loop over a static sequence by its unrolled
@@ -938,7 +945,15 @@ class Evaluator:
         values: list[Value] = []
         for node in nodes:
             sub = Frame(frame.func, frame.env, [], frame.result, frame.loop_vars, frame.expr_only)
-            value = self.expr(node, sub)
+            try:
+                value = self.expr(node, sub)
+            except _NoReturn:
+                # The earlier operands are evaluated before the call that raises.
+                for v in values:
+                    if isinstance(v, Dyn) and _has_call(v.expr):
+                        self.materialize(frame, v, "arg")
+                frame.out.extend(sub.out)
+                raise
             if sub.out:
                 values = [self.materialize(frame, v, "arg") if isinstance(v, Dyn) and _has_call(v.expr) else v
                           for v in values]
@@ -1052,6 +1067,13 @@ class Evaluator:
             sub.out.append(marker)
         self.stats.calls_inlined += 1
         self.stats.functions.add(func)
+        if not returns:
+            # Every path raised: the call never returns, and what follows it is dead code
+            # (evaluating it could fold values the generic code never computes, e.g. an
+            # attribute of the None that sockfd_lookup refused).
+            for stmt in sub.out:
+                self.emit(frame, stmt)
+            raise _NoReturn()
         result = self.resolve_returns(func, returns, sub.out)
         for stmt in sub.out:
             self.emit(frame, stmt)
@@ -1094,9 +1116,16 @@ def function_ast(func: types.FunctionType) -> ast.FunctionDef:
                 index[first] = node
         _MODULE_FUNCTIONS[code.co_filename] = index
     fdef = index.get(code.co_firstlineno)
-    if fdef is None:
-        raise SpecializationError(f"cannot find the source of {func.__qualname__}")
+    if fdef is None or fdef.name != code.co_name or _parameters(fdef) != code.co_varnames[: code.co_argcount]:
+        # The file changed since the module was imported: the source no longer describes
+        # the running code, and a residual built from it would not match. Refuse.
+        raise SpecializationError(f"the source of {func.__qualname__} no longer matches the loaded code")
     return fdef
+
+
+def _parameters(fdef: ast.FunctionDef) -> tuple[str, ...]:
+    args = fdef.args
+    return tuple(a.arg for a in [*args.posonlyargs, *args.args])
 
 
 class _ItemAssumption(Assumption):
@@ -1180,6 +1209,10 @@ class _CannotUnfold(Exception):
 
 class _NeedsStatements(Exception):
     pass
+
+
+class _NoReturn(Exception):
+    """An inlined call whose every path raised: the rest of the caller's block is dead."""
 
 
 def _same_value(a: Value, b: Value) -> bool:

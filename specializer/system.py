@@ -50,7 +50,7 @@ from pystack.socket import (
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 
-from .pe import Assumption, Diagnostic, Evaluator, Stats, same
+from .pe import Assumption, Diagnostic, Evaluator, SpecializationError, Stats, same
 from .residual import CompiledResidual, cleanup, compile_residual
 from .scenario import Scenario, all_scenarios
 
@@ -160,6 +160,8 @@ class Token:
 
     def _respecialize_then_call(self, *args: Any) -> Any:
         self.system.respecialize(self)
+        if self.mode == "stale":
+            return self.generic(*args)  # not specializable yet: this call may make it so
         return self.system.functions[self.number](*args)
 
 
@@ -190,10 +192,12 @@ class SpecializationSystem:
                 raise ValueError(f"no guard for events {sorted(unknown)}")
             policies.update(policy)
         token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug)
-        if not self.local:
-            token.entry = self.lookup(scenario, sock, statics)
-        else:
+        if self.local:
             token.mode = "generic"
+        elif not specializable(sock, statics):
+            token.mode = "stale"
+        else:
+            self.attach(token)
         self.tokens[token.number] = token
         token.install()
         return token.number
@@ -214,10 +218,25 @@ class SpecializationSystem:
         self.release(token)
         if statics is not None:
             token.statics = statics
-        token.entry = None if self.local else self.lookup(token.scenario, token.sock, token.statics)
-        token.mode = "generic" if self.local else "specialized"
-        token.events.append("respecialized")
+        if self.local:
+            token.mode = "generic"
+        elif not specializable(token.sock, token.statics):
+            token.mode = "stale"  # generic code until the context settles; tried again on each call
+        else:
+            token.mode = "specialized"
+            if self.attach(token):
+                token.events.append("respecialized")
         token.install()
+
+    def attach(self, token: Token) -> bool:
+        """Give the token specialized code; if the specializer cannot, the generic code."""
+        try:
+            token.entry = self.lookup(token.scenario, token.sock, token.statics)
+        except SpecializationError as why:
+            token.mode = "generic"
+            token.events.append(f"not specialized: {why}")
+            return False
+        return True
 
     def release(self, token: Token) -> None:
         if token.entry is not None:
@@ -245,12 +264,14 @@ class SpecializationSystem:
             entry = specialize(scenario, statics)
             entry.key = key
             self.cache[key] = entry
-            self.evict()
-        entry.refcount += 1
+        entry.refcount += 1  # before evicting: the entry being handed out is not unreferenced
+        self.evict()
         return entry
 
     def evict(self) -> None:
         """Drop least recently used entries that no token holds, beyond the capacity."""
+        if len(self.cache) <= self.capacity:
+            return  # the common case, and it must stay cheap: lookups call this on every hit
         for key in list(self.cache):
             if len(self.cache) <= self.capacity:
                 return
@@ -339,26 +360,46 @@ class SpecializationSystem:
         return True
 
 
+# Fields the send path reads only through a derived property (Route.path_mtu, Route.source):
+# for them the derived value must stay, not the field (mtu 0 on a 1500-byte interface is
+# the same path MTU as mtu 1500).
+_DERIVED = {("route", "mtu"): "path_mtu", ("iface", "mtu"): "path_mtu",
+            ("route", "src"): "source", ("iface", "address"): "source"}
+
+
 def _still_holds(assumptions: list[Assumption], old: Route, new: Route) -> bool:
-    """Would the code have folded the same values from ``new`` as from ``old``? The route's
-    interface (and the interface's sink) are what reinforcement replaces, so for them only
-    their presence must match."""
+    """Would the code compute the same from ``new`` as from ``old``? The route's interface
+    (and its sink) are what reinforcement replaces: for the sink only its presence must
+    match."""
     for assumption in assumptions:
         if assumption.subject is old:
-            if assumption.field == "iface":
-                continue
-            current = getattr(new, assumption.field)
+            owner, subject = "route", new
         elif assumption.subject is old.iface:
-            current = getattr(new.iface, assumption.field)
-            if assumption.field == "sink":
-                if (current is None) != (assumption.value is None):
-                    return False
-                continue
+            owner, subject = "iface", new.iface
         else:
             continue
-        if not same(current, assumption.value):
+        name = assumption.field
+        if owner == "route" and name == "iface":
+            continue
+        if owner == "iface" and name == "sink":
+            if (new.iface.sink is None) != (assumption.value is None):
+                return False
+            continue
+        derived = _DERIVED.get((owner, name))
+        if derived is not None:
+            if not same(getattr(new, derived), getattr(old, derived)):
+                return False
+        elif not same(getattr(subject, name), assumption.value):
             return False
     return True
+
+
+def specializable(sock: Socket, statics: dict[str, Any]) -> bool:
+    """Can the socket's state be taken as invariant now? Not an unbound datagram socket
+    sending to an address (after a connect(AF_UNSPEC), say): its next send binds it,
+    and the code would have folded port 0 and the implicit bind in."""
+    return not (sock.type == SOCK_DGRAM and not sock.local_port and not sock.closed
+                and statics.get("address") is not None)
 
 
 def refresh_route_cache(stack: Stack, sock: Socket) -> None:

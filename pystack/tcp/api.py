@@ -55,6 +55,7 @@ SO_KEEPALIVE = 9
 SO_LINGER = 13
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
 SO_ADU = 0x4144
+MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
 
 
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -173,6 +174,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise would_block()
     taken = data[:space]
     tcb.send_buffer += taken
+    tcb.more = bool(flags & MSG_MORE)
     tcp_output(stack, tcb)
     stack.tcp.timer_changed(tcb)
     return len(taken)
@@ -289,10 +291,14 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None
     tcb: TCB = sock.tcb
     if option == TCP_NODELAY:
         tcb.nodelay = bool(number)
+        # Linux sets TCP_NAGLE_PUSH: what TCP_CORK or MSG_MORE holds is pushed now, once.
+        tcb.nagle_push = bool(number)
         tcp_output(stack, tcb)
+        tcb.nagle_push = False
     elif option == TCP_CORK:
         tcb.cork = bool(number)
         if not number:
+            tcb.more = False  # uncorking pushes what MSG_MORE held too (Linux)
             tcp_output(stack, tcb)
     elif option == TCP_MAXSEG:
         if number and not 88 <= number <= 32767:

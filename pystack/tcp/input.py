@@ -219,7 +219,7 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         tcb.rtt.rto = max(tcb.rtt.rto, RTO_FALLBACK)  # RFC 6298 5.7 (Linux TCP_TIMEOUT_FALLBACK)
     tcb.snd_una = seg.ack
     tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
-    tcb.max_snd_wnd = tcb.snd_wnd
+    tcb.max_snd_wnd = max(tcb.max_snd_wnd, tcb.snd_wnd)  # the SYN's window counts too
     tcb.snd_wl1 = seg.seq
     tcb.snd_wl2 = seg.ack
     tcb.backoff = 0
@@ -252,10 +252,11 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         tcb.state == SYN_RECEIVED and tcb.parent is None and seg.flags & (SYN | ACK | RST) == SYN | ACK
         and seg.seq == seq_add(tcb.rcv_nxt, -1) and seg.ack == tcb.snd_nxt and not seg.payload
     ):
-        # Simultaneous open: the peer's SYN-ACK acknowledges our SYN (RFC 9293 3.5); as Linux,
-        # it completes the handshake without a further ACK.
+        # Simultaneous open: the peer's SYN-ACK acknowledges our SYN (RFC 9293 3.5); Linux
+        # accepts it (it would otherwise be out of window) and completes the handshake.
         tcb.last_received_at = now
         handshake_acked(stack, tcb, seg)
+        tcb.ack_now = True  # and, as Linux does, acknowledge it
         return
     if seg.flags & RST and tcb.state in (CLOSE_WAIT, LAST_ACK, CLOSING) and seg.seq == seq_add(tcb.rcv_nxt, -1):
         reset_received(stack, tcb)  # a RST sequenced at the peer's FIN (Linux tcp_reset_check)
@@ -266,6 +267,9 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             challenge_ack(stack, tcb)  # RFC 5961 4.2: a SYN, whatever its sequence number
         elif not seg.flags & RST:
             tcb.ack_now = True
+            end = seq_add(seg.seq, len(seg.payload))
+            if seg.payload and tcb.sack_ok and seq_le(end, tcb.rcv_nxt) and seq_ge(seg.seq, tcb.irs):
+                tcb.dsack = (seg.seq, end)  # old data again: D-SACK it (RFC 2883, Linux tcp_dsack_set)
             if tcb.state == TIME_WAIT and seg.flags & ACK:
                 # A retransmitted FIN (our last ACK was lost): acknowledge it and restart the
                 # 2 MSL timeout (RFC 9293 3.10.7.4; Linux tcp_timewait_state_process).
@@ -337,9 +341,12 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     if data:
         if tcb.state not in CAN_RECEIVE:
             counters.drop("tcp", "data_after_fin")
-        elif tcb.shut_rd and tcb.orphan:
+        elif tcb.shut_rd and tcb.state in (FIN_WAIT_1, FIN_WAIT_2):
+            # RFC 1122 4.2.2.13 / Linux: data after the application closed (or shut down both
+            # ways) is answered by a RST, sequenced as for a port without a socket.
             stack.counters.tcp["AbortOnData"] += 1
-            stack.tcp.abort(tcb, errno.ECONNRESET, send_reset=True)
+            send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
+            stack.tcp.abort(tcb, errno.ECONNRESET)
             return
         else:
             receive_data(stack, tcb, seg.seq, data, seg.flags & FIN)
@@ -424,6 +431,8 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     counters = stack.counters
     start = seq_diff(tcb.rcv_nxt, seq)
     if start > 0:
+        if tcb.sack_ok:
+            tcb.dsack = (seq, tcb.rcv_nxt)  # the part we had already (RFC 2883)
         data = data[start:]
         seq = tcb.rcv_nxt
     room = seq_diff(tcb.rcv_adv, seq)
@@ -434,27 +443,32 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         tcb.ack_now = True
         return
     fin_seq = seq_add(seq, len(data))
-    if seq == tcb.rcv_nxt:
-        had_holes = bool(tcb.out_of_order)
-        tcb.recv_buffer += data
-        tcb.rcv_nxt = fin_seq
-        merge_in_order(tcb)
-        if had_holes or len(data) < tcb.mss and tcb.quickacks:
-            tcb.ack_now = True
-        else:
-            schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
-        stack.wake(tcb.sock)
-    else:
+    if seq != tcb.rcv_nxt:
         counters.tcp["OFOQueue"] += 1
+        if tcb.sack_ok:
+            for held_seq, held in tcb.out_of_order:
+                if seq_ge(seq, held_seq) and seq_le(fin_seq, seq_add(held_seq, len(held))):
+                    tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
+                    break
         insert_out_of_order(tcb, seq, data)
         if fin:
             tcb.ooo_fin = fin_seq
         tcb.ack_now = True
         return
+    had_holes = bool(tcb.out_of_order)
+    tcb.recv_buffer += data
+    tcb.rcv_nxt = fin_seq
+    merge_in_order(tcb)
+    stack.wake(tcb.sock)
     if fin:
         fin_arrived(stack, tcb, fin_seq)
     elif tcb.ooo_fin is not None and tcb.ooo_fin == tcb.rcv_nxt:
         fin_arrived(stack, tcb, tcb.ooo_fin)
+    # The ACK policy once a FIN (which may end quick-ACK mode) has been taken into account.
+    if had_holes or len(data) < tcb.mss and tcb.quickacks:
+        tcb.ack_now = True  # a hole was filled (RFC 5681 4.2), or quick-ACK mode
+    else:
+        schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
 
 
 def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
@@ -506,13 +520,23 @@ def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
     tcb.ooo_fin = None
     tcb.rcv_nxt = seq_add(tcb.rcv_nxt, 1)
     tcb.fin_received = True
-    tcb.ack_now = True
     if tcb.state in (ESTABLISHED, SYN_RECEIVED):
         tcb.state = CLOSE_WAIT
+        if seq_diff(tcb.rcv_nxt, tcb.irs) > 2:
+            # Linux tcp_fin enters ping-pong mode: once data has flowed in, the FIN's ACK
+            # waits for the delayed-ACK timer (our own FIN may ride on it).
+            tcb.quickacks = 0
+            schedule_ack(stack, tcb, full_segment=False)
+        else:
+            tcb.ack_now = True  # nothing received before: acknowledged at once (Linux)
     elif tcb.state == FIN_WAIT_1:
         tcb.state = CLOSING
+        tcb.ack_now = True
     elif tcb.state == FIN_WAIT_2:
+        tcb.ack_now = True
         enter_time_wait(stack, tcb)
+    else:
+        tcb.ack_now = True
     stack.wake(tcb.sock)
 
 

@@ -16,14 +16,16 @@ from ..socket import IP_PMTUDISC_WANT
 from ..udp import cached_route
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
+from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le
-from .tcb import CA_OPEN, CLOSED, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
+from .tcb import CA_OPEN, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
 
 if TYPE_CHECKING:
     from ..stack import Stack
 
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
+TIMESTAMP_OPTION_LEN = 12
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -57,7 +59,19 @@ def window_to_advertise(tcb: TCB) -> int:
 
 def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> None:
     """Build one segment with the current ACK, window and options, and send it."""
-    if flags & SYN:
+    if flags & SYN and flags & ACK and tcb.parent is None:
+        # Simultaneous open: our SYN again, with everything it offered (Linux tcp_send_synack).
+        cfg = stack.tcp.config
+        options = TcpOptions(
+            mss=tcb.advmss,
+            wscale=cfg.window_scale,
+            sack_permitted=cfg.sack,
+            ts_val=ts_now(stack, tcb) if cfg.timestamps else None,
+            ts_ecr=tcb.ts_recent if cfg.timestamps else 0,
+        )
+        window = min(window_to_advertise(tcb), 0xFFFF)
+        raw_window = window
+    elif flags & SYN:
         options = TcpOptions(
             mss=tcb.advmss,
             wscale=tcb.rcv_wscale if tcb.want_wscale else None,
@@ -68,11 +82,15 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         window = min(window_to_advertise(tcb), 0xFFFF)
         raw_window = window
     else:
+        blocks = sack_blocks(tcb) if tcb.sack_ok and tcb.out_of_order else []
+        if tcb.dsack is not None:
+            blocks.insert(0, tcb.dsack)  # RFC 2883: a duplicate, reported first and once
+            tcb.dsack = None
         limit = MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS
         options = TcpOptions(
             ts_val=ts_now(stack, tcb) if tcb.ts_ok else None,
             ts_ecr=tcb.ts_recent if tcb.ts_ok else 0,
-            sack_blocks=sack_blocks(tcb)[:limit] if tcb.sack_ok and tcb.out_of_order else [],
+            sack_blocks=blocks[:limit],
         )
         # Rounded up to the scale unit, so that scaling does not pull the edge left (Linux
         # aligns the same way); the rounding is not committed, so it cannot creep.
@@ -192,9 +210,10 @@ def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
 def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
     """Send a queued segment again (at most one MSS of it: the MSS may have shrunk)."""
     length = item.length - (1 if item.flags & SYN else 0) - (1 if item.flags & FIN else 0)
-    if length > tcb.mss and not item.flags & SYN:
-        split(tcb, item, tcb.mss)
-        length = tcb.mss
+    mss = send_mss(tcb)
+    if length > mss and not item.flags & SYN:
+        split(tcb, item, mss)
+        length = mss
     flags = ACK | (item.flags & (SYN | FIN | PSH))
     if item.flags & SYN:
         send_syn(stack, tcb)
@@ -221,23 +240,24 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
 
 def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
     sent = False
+    mss = send_mss(tcb)
     while True:
         unsent = unsent_bytes(tcb)
-        fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= tcb.mss
+        fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= mss
         if unsent <= 0 and not fin_due:
             break
         if unsent > 0 and tcb.in_flight() >= tcb.cwnd:
             break
-        size = min(tcb.mss, unsent)
+        size = min(mss, unsent)
         window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
         if size > window_left:
-            if window_left <= 0 or (window_left < tcb.max_snd_wnd // 2 and window_left < tcb.mss):
+            if window_left <= 0 or (window_left < tcb.max_snd_wnd // 2 and window_left < mss):
                 if not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
             size = window_left
         last = size == unsent
-        if size < tcb.mss and last and not fin_due and not tcb.nagle_push:
+        if size < mss and last and not fin_due and not tcb.nagle_push:
             corked = tcb.cork or tcb.more
             if corked or (not tcb.nodelay and small_segment_unacked(tcb)):
                 # Nagle with Minshall's rule (as Linux), TCP_CORK or MSG_MORE: wait for more data
@@ -263,7 +283,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.rtx.append(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
-    if size < tcb.mss:
+    if size < send_mss(tcb):
         tcb.snd_sml = end
     if flags & FIN:
         tcb.fin_sent = True
@@ -284,11 +304,23 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
     unsent = unsent_bytes(tcb)
     window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
     if unsent > 0 and window_left > 0:
-        send_data_segment(stack, tcb, min(unsent, window_left, tcb.mss), ACK | PSH, now)
+        send_data_segment(stack, tcb, min(unsent, window_left, send_mss(tcb)), ACK | PSH, now)
         return True
     stack.counters.tcp["WindowProbes"] += 1
     send_probe(stack, tcb)
     return False
+
+
+def send_mss(tcb: TCB) -> int:
+    """Bytes per segment now (Linux tcp_current_mss): the MSS, at most half the peer's largest window.
+
+    A peer offering a window below two segments still gets several segments in
+    flight (Linux tcp_bound_to_half_wnd).
+    """
+    cutoff = tcb.max_snd_wnd >> 1 if tcb.max_snd_wnd > DEFAULT_MSS else tcb.max_snd_wnd
+    if cutoff and tcb.mss > cutoff:
+        return max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
+    return tcb.mss
 
 
 def small_segment_unacked(tcb: TCB) -> bool:

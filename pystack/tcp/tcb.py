@@ -74,7 +74,7 @@ class Sent:
 
     seq: int
     end: int  # seq + data length + SYN + FIN
-    flags: int  # SYN / FIN carried
+    flags: int  # SYN / FIN / PSH carried (a retransmission keeps the flags it had, as Linux)
     sent_at: float
     retransmits: int = 0
     sacked: bool = False
@@ -135,6 +135,7 @@ class TCB:
     out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
     last_ooo_seq: int = 0  # start of the most recent out-of-order arrival (first SACK block)
     sack_recent: list[int] = field(default_factory=list)  # recent out-of-order arrivals, newest first
+    dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK (RFC 2883 D-SACK)
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
     # Congestion control and loss recovery (segments, as Linux counts).
@@ -170,6 +171,8 @@ class TCB:
     # Socket-level settings read on the send path.
     nodelay: bool = False
     cork: bool = False
+    more: bool = False  # the last write had MSG_MORE: hold a partial segment and set no PSH (Linux)
+    nagle_push: bool = False  # TCP_NODELAY being set: what cork or MSG_MORE holds goes out once
     keepalive: bool = False
     keepidle: float = 0.0  # 0: the stack's default
     keepintvl: float = 0.0

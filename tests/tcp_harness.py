@@ -1,0 +1,507 @@
+"""Test benches for TCP in virtual time.
+
+``Pair``: two stacks back to back (A = 198.18.0.1, B = 198.18.0.2) on one
+virtual clock. Packets travel through a time-ordered wire (so nothing is
+re-entrant), optionally through a seeded :class:`ImpairmentModel` per
+direction; every packet sent is captured, and a test can drop, rewrite or
+inject packets. ``run(seconds)`` moves the clock from event to event
+(packet deliveries and the stacks' timers).
+
+``PeerBench``: one stack (198.18.0.2) and a test that plays the peer
+(198.18.0.1) with scapy-crafted segments, packetdrill style: inject a SYN,
+expect a SYN-ACK with given options at a given virtual time, and so on.
+
+scapy only crafts and dissects; the stack's own codecs never check the stack.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scapy.all import IP, TCP, Raw
+
+from pystack.clock import VirtualClock
+from pystack.links.impair import ImpairmentModel, Impairments
+from pystack.socket import SOCK_STREAM
+from pystack.stack import Stack
+from pystack.tcp.tcb import TcpConfig
+
+A_ADDR = "198.18.0.1"
+B_ADDR = "198.18.0.2"
+ME = B_ADDR  # PeerBench: the stack under test
+PEER = A_ADDR  # PeerBench: the test playing the other end
+
+AB = "a>b"
+BA = "b>a"
+
+
+@dataclass
+class Captured:
+    """One packet as its sender put it on the wire."""
+
+    time: float
+    direction: str
+    raw: bytes
+    _ip: IP | None = field(default=None, repr=False)
+
+    @property
+    def ip(self) -> IP:
+        if self._ip is None:
+            self._ip = IP(self.raw)
+        return self._ip
+
+    @property
+    def tcp(self) -> TCP:
+        return self.ip[TCP]
+
+    @property
+    def flags(self) -> str:
+        return str(self.tcp.flags)
+
+    @property
+    def payload(self) -> bytes:
+        return bytes(self.tcp.payload)
+
+    @property
+    def seq(self) -> int:
+        return self.tcp.seq
+
+    @property
+    def ack(self) -> int:
+        return self.tcp.ack
+
+
+def option_kinds(tcp: TCP) -> list[str]:
+    """Option names in wire order, as scapy names them (MSS, SAckOK, Timestamp, NOP, WScale, SAck)."""
+    return [name for name, _ in tcp.options]
+
+
+def option(tcp: TCP, name: str) -> object:
+    for kind, value in tcp.options:
+        if kind == name:
+            return value
+    return None
+
+
+def has_flags(flags: str, wanted: str) -> bool:
+    return set(flags) == set(wanted)
+
+
+class TooManySteps(AssertionError):
+    pass
+
+
+class Pair:
+    """Two stacks on a shared virtual clock, wired back to back."""
+
+    def __init__(
+        self,
+        *,
+        config_a: TcpConfig | None = None,
+        config_b: TcpConfig | None = None,
+        delay: float = 0.0,
+        impair_ab: Impairments | None = None,
+        impair_ba: Impairments | None = None,
+        seed: int = 1,
+        mtu: int = 1500,
+        max_steps: int = 2_000_000,
+    ):
+        self.clock = VirtualClock()
+        self.a = Stack(clock=self.clock, seed=seed, tcp_config=config_a)
+        self.b = Stack(clock=self.clock, seed=seed + 7919, tcp_config=config_b)
+        self.a.add_interface("eth0", A_ADDR, 24, mtu=mtu, sink=lambda p: self._sent(AB, p))
+        self.b.add_interface("eth0", B_ADDR, 24, mtu=mtu, sink=lambda p: self._sent(BA, p))
+        self.delay = delay
+        self.models: dict[str, ImpairmentModel | None] = {
+            AB: ImpairmentModel(impair_ab, seed=seed * 2 + 1) if impair_ab else None,
+            BA: ImpairmentModel(impair_ba, seed=seed * 2 + 2) if impair_ba else None,
+        }
+        self.log: list[Captured] = []
+        self.capture = True
+        # filter(packet) -> None: deliver as is; False: drop; bytes: deliver these bytes instead.
+        self.filter: Callable[[Captured], bytes | bool | None] | None = None
+        self._wire: list[tuple[float, int, str, bytes]] = []
+        self._order = itertools.count()
+        self.steps = 0
+        self.max_steps = max_steps
+        self.delivered = 0
+
+    # ------------------------------------------------------------ the wire
+
+    def _sent(self, direction: str, packet: bytes) -> None:
+        now = self.clock.now()
+        captured = Captured(now, direction, packet)
+        if self.capture:
+            self.log.append(captured)
+        if self.filter is not None:
+            verdict = self.filter(captured)
+            if verdict is False:
+                return
+            if isinstance(verdict, bytes | bytearray):
+                packet = bytes(verdict)
+        model = self.models[direction]
+        deliveries = model.process(packet, now) if model else [(now + self.delay, packet)]
+        for at, data in deliveries:
+            heapq.heappush(self._wire, (max(at, now), next(self._order), direction, data))
+
+    def inject(self, direction: str, packet: bytes, at: float | None = None) -> None:
+        """Put a packet on the wire (``AB`` arrives at B); it bypasses capture, filter and impairments."""
+        when = self.clock.now() if at is None else at
+        heapq.heappush(self._wire, (when, next(self._order), direction, bytes(packet)))
+
+    def _deliver(self, direction: str, packet: bytes) -> None:
+        self.delivered += 1
+        if direction == AB:
+            self.b.input(packet, "eth0")
+        else:
+            self.a.input(packet, "eth0")
+
+    def next_event(self) -> float | None:
+        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
+        if self._wire:
+            times.append(self._wire[0][0])
+        return min(times, default=None)
+
+    def step(self, until: float) -> bool:
+        """Process the next event at or before ``until``; False (clock at ``until``) if there is none."""
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise TooManySteps(f"more than {self.max_steps} steps")
+        now = self.clock.now()
+        if self._wire and self._wire[0][0] <= now:
+            _, _, direction, packet = heapq.heappop(self._wire)
+            self._deliver(direction, packet)
+            return True
+        when = self.next_event()
+        if when is None or when > until:
+            if until > now:
+                self.clock.advance(until - now)
+            return False
+        if when > now:
+            self.clock.advance(when - now)
+        if self._wire and self._wire[0][0] <= self.clock.now():
+            _, _, direction, packet = heapq.heappop(self._wire)
+            self._deliver(direction, packet)
+        else:
+            self.a.run_timers()
+            self.b.run_timers()
+        return True
+
+    def pump(self) -> None:
+        """Deliver everything due now (and what it causes), without letting time pass."""
+        self.run(0.0)
+
+    def run(self, seconds: float = 0.0) -> None:
+        """Let ``seconds`` of virtual time pass, handling every packet and timer on the way."""
+        end = self.clock.now() + seconds
+        while self.step(end):
+            pass
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float, poll: Callable[[], None] | None = None) -> float:
+        """Run until ``predicate()`` holds (checked after every event); returns the time; fails on timeout."""
+        end = self.clock.now() + timeout
+        while True:
+            if poll is not None:
+                poll()
+            if predicate():
+                return self.clock.now()
+            if not self.step(end):
+                if poll is not None:
+                    poll()
+                if predicate():
+                    return self.clock.now()
+                raise AssertionError(f"condition not met within {timeout} virtual seconds")
+
+    # ------------------------------------------------------------ captures
+
+    def packets(self, direction: str | None = None, since: float = -1.0) -> list[Captured]:
+        return [p for p in self.log if (direction is None or p.direction == direction) and p.time >= since]
+
+    def data_segments(self, direction: str, since: float = -1.0) -> list[Captured]:
+        return [p for p in self.packets(direction, since) if p.payload]
+
+    def clear_log(self) -> None:
+        self.log.clear()
+
+    # ------------------------------------------------------------ sockets
+
+    def stack(self, side: str) -> Stack:
+        return self.a if side == "a" else self.b
+
+    def connect(self, port: int = 80, setup_client: Callable[[int], None] | None = None,
+                setup_listener: Callable[[int], None] | None = None, backlog: int = 16) -> tuple[int, int, int]:
+        """A connects to B:port; returns (client fd on A, accepted fd on B, listening fd on B)."""
+        lfd = self.b.socket(type=SOCK_STREAM)
+        if setup_listener:
+            setup_listener(lfd)
+        self.b.bind(lfd, ("0.0.0.0", port))
+        self.b.listen(lfd, backlog)
+        cfd = self.a.socket(type=SOCK_STREAM)
+        if setup_client:
+            setup_client(cfd)
+        try:
+            self.a.connect(cfd, (B_ADDR, port))
+        except BlockingIOError as exc:
+            assert exc.errno == errno.EINPROGRESS
+        self.run_until(lambda: self.a.connect_result(cfd) != errno.EINPROGRESS, 10.0)
+        assert self.a.connect_result(cfd) == 0
+        self.run_until(lambda: bool(self.b.sockets[lfd].tcb.accept_queue), 10.0)
+        sfd, _ = self.b.accept(lfd)
+        return cfd, sfd, lfd
+
+    def tcb(self, side: str, fd: int):
+        return self.stack(side).sockets[fd].tcb
+
+    def exchange(
+        self,
+        a_fd: int,
+        b_fd: int,
+        a_data: bytes = b"",
+        b_data: bytes = b"",
+        timeout: float = 60.0,
+        write_sizes: list[int] | None = None,
+        read_size: int = 1 << 20,
+        close_after: bool = False,
+    ) -> tuple[bytes, bytes, float]:
+        """Send a_data from A to B and b_data from B to A at once; returns (got at B, got at A, time taken).
+
+        Applications write whenever there is room (``write_sizes`` cycles as the
+        size of each write) and read whatever arrives. With ``close_after``
+        each side shuts down writing when done and the exchange ends at EOF.
+        """
+        start = self.clock.now()
+        plan = [(self.a, a_fd, a_data, self.b, b_fd), (self.b, b_fd, b_data, self.a, a_fd)]
+        sent = [0, 0]
+        shut = [False, False]
+        got = [bytearray(), bytearray()]
+        eof = [False, False]
+        sizes = write_sizes or [65536]
+        write_index = [0, 0]
+
+        def poll() -> None:
+            for i, (src, sfd, data, dst, dfd) in enumerate(plan):
+                while sent[i] < len(data):
+                    size = sizes[write_index[i] % len(sizes)]
+                    try:
+                        n = src.send(sfd, data[sent[i] : sent[i] + size])
+                    except BlockingIOError:
+                        break
+                    write_index[i] += 1
+                    sent[i] += n
+                    if n < size:
+                        break
+                if close_after and sent[i] == len(data) and not shut[i]:
+                    src.shutdown(sfd, 1)
+                    shut[i] = True
+                while not eof[i]:
+                    try:
+                        chunk = dst.recv(dfd, read_size)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        eof[i] = True
+                        break
+                    got[i] += chunk
+
+        def done() -> bool:
+            if close_after:
+                return all(eof)
+            return len(got[0]) >= len(a_data) and len(got[1]) >= len(b_data)
+
+        self.run_until(done, timeout, poll)
+        return bytes(got[0]), bytes(got[1]), self.clock.now() - start
+
+
+# ---------------------------------------------------------------- the test plays the peer
+
+
+class PeerBench:
+    """One stack (198.18.0.2 on pst0) driven by scapy segments from a scripted peer (198.18.0.1)."""
+
+    def __init__(self, config: TcpConfig | None = None, mtu: int = 1500, seed: int = 1):
+        self.clock = VirtualClock()
+        self.stack = Stack(clock=self.clock, seed=seed, tcp_config=config)
+        self.out: list[Captured] = []
+        self.stack.add_interface(
+            "pst0", ME, 24, mtu=mtu, sink=lambda p: self.out.append(Captured(self.clock.now(), BA, p))
+        )
+        self.counters = self.stack.counters
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass, firing the stack's timers at their exact deadlines."""
+        end = self.clock.now() + seconds
+        while True:
+            deadline = self.stack.next_deadline()
+            if deadline is None or deadline > end:
+                break
+            self.clock.advance(max(0.0, deadline - self.clock.now()))
+            self.stack.run_timers()
+        self.clock.advance(max(0.0, end - self.clock.now()))
+
+    def advance_to(self, when: float) -> None:
+        self.advance(max(0.0, when - self.clock.now()))
+
+    # ------------------------------------------------------------ packets in
+
+    def segment(self, sport: int, dport: int, flags: str, seq: int, ack: int = 0, window: int = 65535,
+                options: list | None = None, payload: bytes = b"", src: str = PEER, dst: str = ME) -> bytes:
+        tcp = TCP(sport=sport, dport=dport, flags=flags, seq=seq & 0xFFFFFFFF, ack=ack & 0xFFFFFFFF,
+                  window=window, options=options or [])
+        packet = IP(src=src, dst=dst) / tcp
+        if payload:
+            packet = packet / Raw(payload)
+        return bytes(packet)
+
+    def inject(self, packet: bytes) -> None:
+        self.stack.input(bytes(packet), "pst0")
+
+    # ------------------------------------------------------------ packets out
+
+    def take(self) -> list[Captured]:
+        packets = list(self.out)
+        self.out.clear()
+        return packets
+
+    def expect(self, flags: str | None = None, seq: int | None = None, ack: int | None = None,
+               payload: bytes | None = None, length: int | None = None, at: float | None = None) -> Captured:
+        """The next packet the stack sent, checked field by field."""
+        assert self.out, "expected a segment, none was sent"
+        pkt = self.out.pop(0)
+        tcp = pkt.tcp
+        if flags is not None:
+            assert has_flags(pkt.flags, flags), f"flags {pkt.flags}, expected {flags}"
+        if seq is not None:
+            assert tcp.seq == seq & 0xFFFFFFFF, f"seq {tcp.seq}, expected {seq & 0xFFFFFFFF}"
+        if ack is not None:
+            assert tcp.ack == ack & 0xFFFFFFFF, f"ack {tcp.ack}, expected {ack & 0xFFFFFFFF}"
+        if payload is not None:
+            assert pkt.payload == payload
+        if length is not None:
+            assert len(pkt.payload) == length, f"payload length {len(pkt.payload)}, expected {length}"
+        if at is not None:
+            assert abs(pkt.time - at) < 1e-9, f"sent at {pkt.time}, expected {at}"
+        return pkt
+
+    def expect_nothing(self) -> None:
+        assert not self.out, f"unexpected segments: {[(p.time, p.flags, p.seq, len(p.payload)) for p in self.out]}"
+
+
+# Peer option lists (scapy), in Linux's order.
+LINUX_SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1000, 0)), ("NOP", None), ("WScale", 7)]
+
+
+@dataclass
+class PeerConn:
+    """The scripted peer's side of one connection on a PeerBench."""
+
+    bench: PeerBench
+    sport: int  # the peer's port
+    dport: int  # the stack's port
+    seq: int  # the peer's next sequence number
+    ack: int = 0  # what the peer acknowledges (the stack's next sequence number)
+    ts: int | None = None  # the peer's timestamp clock value to send, None: no timestamps
+    ts_ecr: int = 0
+    window: int = 65535  # bytes; sent as window >> wscale (unscaled on SYNs)
+    wscale: int = 0  # the peer's window scale, as its SYN announced (0 when the stack did not agree)
+    fd: int = -1
+    listener: int = -1
+
+    def send(self, flags: str = "A", payload: bytes = b"", seq: int | None = None, ack: int | None = None,
+             window: int | None = None, options: list | None = None, sack: list[tuple[int, int]] | None = None,
+             advance: bool = True) -> None:
+        opts = list(options or [])
+        if options is None and self.ts is not None:
+            opts = [("NOP", None), ("NOP", None), ("Timestamp", (self.ts, self.ts_ecr))]
+        if sack:
+            opts += [("NOP", None), ("NOP", None), ("SAck", tuple(x for block in sack for x in block))]
+        s = self.seq if seq is None else seq
+        a = self.ack if ack is None else ack
+        win = self.window if window is None else window
+        raw = min(win if "S" in flags else win >> self.wscale, 0xFFFF)
+        self.bench.inject(self.bench.segment(self.sport, self.dport, flags, s, a, raw, opts, payload))
+        if advance and seq is None:
+            self.seq = (self.seq + len(payload) + ("S" in flags) + ("F" in flags)) & 0xFFFFFFFF
+
+    def note(self, pkt: Captured) -> Captured:
+        """Remember the stack's timestamp (for our TSecr) from a segment it sent."""
+        value = option(pkt.tcp, "Timestamp")
+        if value is not None:
+            self.ts_ecr = value[0]
+        return pkt
+
+
+def passive_open(bench: PeerBench, port: int = 80, peer_port: int = 40000, peer_isn: int = 1_000_000,
+                 syn_options: list | None = None, backlog: int = 16, window: int = 65535,
+                 setup_listener: Callable[[int], None] | None = None, rtt: float = 0.0) -> PeerConn:
+    """The peer connects to a listening stack: SYN, SYN-ACK, ACK; the stack's socket accepted.
+
+    The handshake's last ACK comes ``rtt`` after the SYN-ACK: the stack's first RTT sample.
+    """
+    stack = bench.stack
+    lfd = stack.socket(type=SOCK_STREAM)
+    if setup_listener:
+        setup_listener(lfd)
+    stack.bind(lfd, ("0.0.0.0", port))
+    stack.listen(lfd, backlog)
+    opts = LINUX_SYN_OPTIONS if syn_options is None else syn_options
+    conn = PeerConn(bench, peer_port, port, peer_isn, window=window)
+    ts = option_value(opts, "Timestamp")
+    conn.ts = ts[0] if ts else None
+    conn.send("S", options=opts)
+    synack = bench.expect(flags="SA", ack=peer_isn + 1)
+    conn.ack = (synack.seq + 1) & 0xFFFFFFFF
+    conn.note(synack)
+    agreed = option(synack.tcp, "WScale") is not None
+    conn.wscale = int(option_value(opts, "WScale") or 0) if agreed else 0  # type: ignore[arg-type]
+    bench.advance(rtt)
+    if conn.ts is not None:
+        conn.ts += int(rtt * 1000)
+    conn.send("A")
+    conn.fd, _ = stack.accept(lfd)
+    conn.listener = lfd
+    return conn
+
+
+def active_open(bench: PeerBench, port: int = 80, peer_isn: int = 5_000_000,
+                synack_options: list | None = None, window: int = 65535,
+                setup_client: Callable[[int], None] | None = None) -> PeerConn:
+    """The stack connects to the peer: SYN, the peer's SYN-ACK, the stack's ACK."""
+    stack = bench.stack
+    fd = stack.socket(type=SOCK_STREAM)
+    if setup_client:
+        setup_client(fd)
+    try:
+        stack.connect(fd, (PEER, port))
+    except BlockingIOError:
+        pass
+    syn = bench.expect(flags="S")
+    opts = LINUX_SYN_OPTIONS if synack_options is None else synack_options
+    ts = option_value(opts, "Timestamp")
+    conn = PeerConn(bench, port, syn.tcp.sport, peer_isn, ack=(syn.seq + 1) & 0xFFFFFFFF, window=window, fd=fd)
+    if ts:
+        conn.ts = ts[0]
+        conn.note(syn)
+        opts = [(k, (ts[0], conn.ts_ecr) if k == "Timestamp" else v) for k, v in opts]
+    conn.send("SA", options=opts)
+    if option(syn.tcp, "WScale") is not None:
+        conn.wscale = int(option_value(opts, "WScale") or 0)  # type: ignore[arg-type]
+    bench.expect(flags="A", seq=conn.ack, ack=peer_isn + 1)
+    assert stack.connect_result(fd) == 0
+    return conn
+
+
+def option_value(options: list, name: str) -> object:
+    for kind, value in options:
+        if kind == name:
+            return value
+    return None
