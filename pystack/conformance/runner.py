@@ -281,7 +281,7 @@ class _Blocking:
     event: Event
     expected_end: float
     start: float
-    done: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -742,17 +742,16 @@ class Runner:
             if self.async_failure is None:
                 self.async_failure = Failure(skip.line, skip.reason)
         finally:
-            blocking.done = True
+            blocking.done.set()
 
     async def await_idle(self, event: Event | None, at_end: bool = False) -> None:
         blocking = self.blocking
         if blocking is None:
             return
         with trio.move_on_after(BLOCKING_WAIT):
-            while not blocking.done:
-                await trio.sleep(0.0005)
+            await blocking.done.wait()
         self.raise_async_failure()
-        if not blocking.done:
+        if not blocking.done.is_set():
             what = ("exiting while a blocking system call is in progress" if at_end else
                     "blocking system call while another blocking system call is already in progress")
             raise Failure(blocking.event.line, what)
