@@ -185,9 +185,10 @@ def tcp_output(stack: Stack, tcb: TCB) -> None:
         return
     now = stack.clock.now()
     sent_any = retransmit_lost(stack, tcb, now)
-    sent_any = send_new_data(stack, tcb, now) or sent_any
+    sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
+    sent_any = sent_new or sent_any
     # Was the congestion window the limit? (cwnd grows only then: RFC 7661, Linux is_cwnd_limited)
-    tcb.cwnd_limited = tcb.in_flight() >= tcb.cwnd
+    tcb.cwnd_limited = in_flight >= tcb.cwnd
     if tcb.ack_now and not sent_any:
         send_ack(stack, tcb)
 
@@ -238,7 +239,12 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
     tcb.rtx.insert(index + 1, rest)
 
 
-def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
+def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[bool, int]:
+    """Send new segments as the windows, Nagle and cork allow; returns (sent any, in flight).
+
+    ``in_flight`` is counted once by the caller and kept up to date here (each new
+    segment adds one): counting it per segment walks the whole retransmission queue.
+    """
     sent = False
     mss = send_mss(tcb)
     while True:
@@ -246,7 +252,7 @@ def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
         fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= mss
         if unsent <= 0 and not fin_due:
             break
-        if unsent > 0 and tcb.in_flight() >= tcb.cwnd:
+        if unsent > 0 and in_flight >= tcb.cwnd:
             break
         size = min(mss, unsent)
         window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
@@ -271,9 +277,10 @@ def send_new_data(stack: Stack, tcb: TCB, now: float) -> bool:
             flags |= FIN
         send_data_segment(stack, tcb, size, flags, now)
         sent = True
+        in_flight += 1
         if flags & FIN:
             break
-    return sent
+    return sent, in_flight
 
 
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float) -> None:
