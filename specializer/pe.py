@@ -436,7 +436,7 @@ class Evaluator:
         for name in a.env.keys() | b.env.keys():
             va, vb = a.env.get(name), b.env.get(name)
             if va is not None and vb is not None and _same_value(va, vb):
-                env[name] = va
+                env[name] = _merge_facts(va, vb)  # same value; what is known of it may differ
                 continue
             common = target.loop_vars.get(name) or self.fresh(name)
             for side, value in ((a, va), (b, vb)):
@@ -984,8 +984,15 @@ class Evaluator:
             try:
                 result = func(*[a.value for a in args], **{k: v.value for k, v in kwargs.items()})
                 owner = getattr(func, "__self__", None)
-                if owner is not None and id(owner) in self.deep_ids and isinstance(result, dict | list | tuple):
-                    self.deep_ids.add(id(result))
+                if owner is not None and id(owner) in self.deep_ids:
+                    if isinstance(result, dict | list | tuple):
+                        self.deep_ids.add(id(result))
+                    name = getattr(func, "__name__", "")
+                    if name in ("get", "__getitem__", "__contains__") and len(args) == 1 and not kwargs:
+                        # a lookup in an invariant container is a fact too (stack.sockets.get(fd))
+                        key = args[0].value
+                        self.assumptions.setdefault((id(owner), repr(key), "item"),
+                                                    _LookupAssumption(owner, name, key, result))
                 return Static(result)
             except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
                 pass
@@ -1136,6 +1143,20 @@ class _ItemAssumption(Assumption):
         try:
             return same(self.subject[self.field], self.value)
         except (KeyError, IndexError, TypeError):
+            return False
+
+
+class _LookupAssumption(_ItemAssumption):
+    """``container.get(key)`` (or ``__getitem__``, ``__contains__``) gives ``value``."""
+
+    def __init__(self, container: Any, method: str, key: Any, value: Any):
+        super().__init__(container, key, value)
+        object.__setattr__(self, "method", method)
+
+    def holds(self) -> bool:
+        try:
+            return same(getattr(self.subject, self.method)(self.field), self.value)
+        except Exception:  # noqa: BLE001 - a lookup that fails now is a broken fact
             return False
 
 
@@ -1309,6 +1330,18 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
             and isinstance(args[0], Static) and isinstance(args[0].value, int):
         return "bytes", args[0].value
     return None, None
+
+
+def _merge_facts(a: Value, b: Value) -> Value:
+    """One residual expression reached on two paths: keep only what holds on both."""
+    if not (isinstance(a, Dyn) and isinstance(b, Dyn)) or a == b:
+        return a
+    kind = a.kind if a.kind == b.kind else None
+    length = a.length if a.length == b.length else None
+    values = a.values | b.values if a.values is not None and b.values is not None else None
+    if values is not None and len(values) > MAX_VALUE_SET:
+        values = None
+    return Dyn(a.expr, kind, length, values)
 
 
 def _is_name(value: Value | None, name: str) -> bool:
