@@ -56,9 +56,9 @@ class World:
                 return
 
 
-def outcome(call):
+def outcome(send, *args):
     try:
-        return ("ok", call())
+        return ("ok", send(*args))
     except OSError as exc:
         return ("error", type(exc), exc.errno)
 
@@ -78,8 +78,8 @@ def test_specialized_tcp_send_emits_what_generic_send_emits(nodelay, sack, times
     assert token_info(special.stack, token)["mode"] == "specialized"
     for index, (size, advance) in enumerate(sends):
         data = bytes((index + i) % 251 for i in range(size))
-        expected = outcome(lambda: generic.stack.send(generic.fd, data))
-        got = outcome(lambda: specialized_send(special.stack, token, data))
+        expected = outcome(generic.stack.send, generic.fd, data)
+        got = outcome(specialized_send, special.stack, token, data)
         assert got == expected, f"send {index} of {size} bytes"
         generic.pump(advance)
         special.pump(advance)
