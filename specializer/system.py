@@ -140,10 +140,10 @@ class Token:
     def install(self) -> None:
         """Point the token's slot at what should run now."""
         functions = self.system.functions
-        if self.mode == "generic" or self.entry is None:
-            functions[self.number] = self.generic
-        elif self.mode == "stale":
+        if self.mode == "stale":  # with or without code: specialize again at the next call
             functions[self.number] = self._respecialize_then_call
+        elif self.mode == "generic" or self.entry is None:
+            functions[self.number] = self.generic
         elif self.debug:
             functions[self.number] = self._checked
         else:
@@ -420,8 +420,9 @@ def _about_route_table(assumption: Assumption, routes: RouteTable) -> bool:
     subject = assumption.subject
     if subject is routes:
         return True
-    return isinstance(subject, dict | list) and not any(isinstance(v, Socket) for v in subject.values()
-                                                        if isinstance(subject, dict))
+    if isinstance(subject, list):
+        return True
+    return isinstance(subject, dict) and not any(isinstance(v, Socket) for v in subject.values())
 
 
 def _retarget(assumption: Assumption, old: Route, new: Route, routes: RouteTable) -> Assumption:

@@ -1,0 +1,152 @@
+"""Golden tests of the residual code's shape, for one fixed context per scenario.
+
+Structural facts first (they survive harmless changes to the evaluator's
+naming): the layers are gone (no fd lookup, route lookup, udp_sendmsg or
+ip_output left), no loop over control messages, the TTL, ports and
+addresses are constants, the fragmentation loop stays, and the code is
+short. Then the exact text for one canonical context, against
+``tests/golden/udp_send_connected.py.txt``.
+
+When the generic code or the specializer changes on purpose, regenerate
+the golden file and review the diff::
+
+    SPEC_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_spec_golden.py
+    git diff tests/golden/
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from pystack import ip, udp
+from pystack.addr import aton
+from pystack.clock import VirtualClock
+from pystack.route import RouteTable
+from pystack.socket import IP_TTL, IPPROTO_IP
+from pystack.stack import Stack
+from specializer import do_specialize_send, do_specialize_sendto, specialized_send, token_info
+from specializer.system import system_of
+
+GOLDEN = Path(__file__).parent / "golden" / "udp_send_connected.py.txt"
+ME, GATEWAY, FAR = "198.18.0.2", "198.18.0.1", "198.18.7.9"
+TTL = 33
+MAX_LINES = 90
+
+GONE = {
+    "sockfd_lookup": Stack.sockfd_lookup,
+    "cached_route": udp.cached_route,
+    "RouteTable.lookup": RouteTable.lookup,
+    "udp_sendmsg": udp.udp_sendmsg,
+    "ip_output": ip.ip_output,
+}
+
+
+def canonical() -> tuple[Stack, list[bytes]]:
+    """The fixed context: seed 1, eth0 198.18.0.2/24 (MTU 1500), default route via
+    198.18.0.1, a UDP socket with IP_TTL 33."""
+    stack = Stack(clock=VirtualClock(), seed=1)
+    out: list[bytes] = []
+    stack.add_interface("eth0", ME, 24, sink=out.append)
+    stack.add_route("0.0.0.0", 0, "eth0", gateway=GATEWAY)
+    return stack, out
+
+
+def residual(scenario: str) -> tuple[Stack, int, int, ast.Module, dict]:
+    stack, _ = canonical()
+    fd = stack.socket()
+    stack.setsockopt(fd, IPPROTO_IP, IP_TTL, TTL)
+    if scenario == "udp_send_connected":
+        stack.connect(fd, (FAR, 9))
+        token = do_specialize_send(stack, fd)
+    else:
+        token = do_specialize_sendto(stack, fd, (FAR, 53))
+    entry = system_of(stack).tokens[token].entry
+    assert entry is not None and entry.scenario.name == scenario
+    return stack, fd, token, ast.parse(entry.compiled.source), entry.compiled.constants
+
+
+def calls(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.append(func.id if isinstance(func, ast.Name) else getattr(func, "attr", ""))
+    return names
+
+
+@pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
+def test_the_layers_are_folded_away(scenario: str) -> None:
+    stack, fd, token, tree, constants = residual(scenario)
+    for value in constants.values():
+        target = getattr(value, "__func__", value)
+        assert target not in GONE.values(), f"the residual still calls {target.__qualname__}"
+    for name in calls(tree):
+        assert not any(gone.rsplit(".", 1)[-1] in name for gone in GONE), f"the residual calls {name}"
+
+
+@pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
+def test_no_loop_over_control_messages_and_the_fragment_loop_stays(scenario: str) -> None:
+    _, _, _, tree, _ = residual(scenario)
+    assert not any(isinstance(node, ast.For) for node in ast.walk(tree))
+    loops = [node for node in ast.walk(tree) if isinstance(node, ast.While)]
+    assert len(loops) == 1
+    assert "offset" in ast.unparse(loops[0].test)
+
+
+@pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
+def test_options_ports_and_addresses_are_constants(scenario: str) -> None:
+    stack, fd, _, tree, _ = residual(scenario)
+    sock = stack.sockets[fd]
+    dport = 9 if scenario == "udp_send_connected" else 53
+    constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    for value, what in ((TTL, "TTL"), (sock.local_port, "source port"), (dport, "destination port"),
+                        (aton(ME), "source address"), (aton(FAR), "destination address"),
+                        (1500, "path MTU"), (1480, "fragment size")):
+        assert value in constants, f"the {what} ({value}) is not a constant of the residual"
+    # The IP header is packed with the TTL as a literal argument, in both packing calls.
+    packs = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and "pack" in ast.unparse(node.func)
+             and len(node.args) == 10]
+    assert packs and all(isinstance(p.args[5], ast.Constant) and p.args[5].value == TTL for p in packs)
+    # Options read from the socket are not read at run time any more.
+    source = ast.unparse(tree)
+    for field in ("ttl", "tos", "pmtudisc", "no_check", "local_port", "remote_addr", "connected"):
+        assert f"sock.{field}" not in source
+
+
+@pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
+def test_the_residual_is_short(scenario: str) -> None:
+    _, _, _, tree, _ = residual(scenario)
+    lines = ast.unparse(tree).splitlines()
+    assert len(lines) <= MAX_LINES, f"{scenario}: {len(lines)} lines (at most {MAX_LINES})"
+
+
+def test_canonical_residual_matches_the_golden_file() -> None:
+    stack, fd, token, _, _ = residual("udp_send_connected")
+    source = token_info(stack, token)["source"] + "\n"
+    if os.environ.get("SPEC_GOLDEN_UPDATE"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(source)
+    expected = GOLDEN.read_text()
+    if source != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), source.splitlines(True),
+                                            str(GOLDEN.name), "now"))
+        pytest.fail(
+            "the residual code of udp_send_connected changed for the canonical context.\n"
+            "If the generic code (pystack) or the specializer changed on purpose, regenerate the "
+            "golden file and review its diff:\n"
+            "    SPEC_GOLDEN_UPDATE=1 .venv/bin/python -m pytest tests/test_spec_golden.py\n"
+            f"{diff}")
+    # And the golden code sends what the generic code sends.
+    assert specialized_send(stack, token, b"golden") == 6
+    twin, out = canonical()
+    twin_fd = twin.socket()
+    twin.setsockopt(twin_fd, IPPROTO_IP, IP_TTL, TTL)
+    twin.connect(twin_fd, (FAR, 9))
+    twin.send(twin_fd, b"golden")
+    sink = stack.interfaces["eth0"].sink
+    assert sink.__self__[-1] == out[-1]  # type: ignore[union-attr]
