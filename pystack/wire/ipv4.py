@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..checksum import fold, internet_checksum, ones_sum
@@ -94,36 +95,33 @@ def check_options(options: bytes) -> int | None:
     get the ICMP parameter-problem pointer. Like Linux (ip_options_compile),
     a bad or missing length points at the option's type byte.
     """
-    i = 0
-    while i < len(options):
-        kind = options[i]
-        if kind == OPT_EOL:
-            return None
-        if kind == OPT_NOP:
-            i += 1
-            continue
-        if i + 1 >= len(options):
-            return i
-        length = options[i + 1]
-        if length < 2 or i + length > len(options):
-            return i
-        i += length
+    for offset, _kind, length in _walk_options(options):
+        if length is None:
+            return offset
     return None
 
 
 def has_source_route(options: bytes) -> bool:
+    return any(kind in (OPT_LSRR, OPT_SSRR) and length is not None for _, kind, length in _walk_options(options))
+
+
+def _walk_options(options: bytes) -> Iterator[tuple[int, int, int | None]]:
+    """(offset, type, length) of each option up to EOL; length None for a broken one, which ends the walk."""
     i = 0
     while i < len(options):
         kind = options[i]
         if kind == OPT_EOL:
-            return False
+            return
         if kind == OPT_NOP:
+            yield i, kind, 1
             i += 1
             continue
-        if kind in (OPT_LSRR, OPT_SSRR):
-            return True
-        i += max(options[i + 1], 2) if i + 1 < len(options) else 1
-    return False
+        length = options[i + 1] if i + 1 < len(options) else 0
+        if length < 2 or i + length > len(options):
+            yield i, kind, None
+            return
+        yield i, kind, length
+        i += length
 
 
 def build_ipv4_header(
