@@ -22,6 +22,15 @@ class Counters:
         """Charge one rejected packet to ``layer.reason``."""
         self.drops[layer + "." + reason] += 1
 
+    def malformed(self, layer: str, reason: str) -> None:
+        """A transport message that failed to parse: its protocol's error counters and its drop."""
+        group, errors = {"icmp": (self.icmp, "InErrors"), "udp": (self.udp, "InErrors"),
+                         "tcp": (self.tcp, "InErrs")}[layer]
+        group[errors] += 1
+        if reason == "checksum":
+            group["InCsumErrors"] += 1
+        self.drop(layer, reason)
+
     def total_drops(self, layer: str | None = None) -> int:
         if layer is None:
             return sum(self.drops.values())

@@ -128,10 +128,7 @@ def icmp_input(stack: Stack, header: IPv4Header, payload: bytes) -> None:
     try:
         kind, code, rest, body = parse_icmp(payload)
     except Malformed as bad:
-        counters.icmp["InErrors"] += 1
-        if bad.reason == "checksum":
-            counters.icmp["InCsumErrors"] += 1
-        counters.drop("icmp", bad.reason)
+        counters.malformed("icmp", bad.reason)
         return
     counters.icmp[_IN_MIB.get(kind, "InOther")] += 1
     if kind == ECHO_REQUEST:

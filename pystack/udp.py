@@ -214,10 +214,7 @@ def udp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
     try:
         sport, dport, data = parse_udp(payload, header.src, header.dst)
     except Malformed as bad:
-        counters.udp["InErrors"] += 1
-        if bad.reason == "checksum":
-            counters.udp["InCsumErrors"] += 1
-        counters.drop("udp", bad.reason)
+        counters.malformed("udp", bad.reason)
         return
     daddr = header.dst
     if daddr == BROADCAST or is_multicast(daddr) or stack.is_broadcast(daddr):

@@ -47,10 +47,7 @@ def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
     try:
         seg = parse_tcp(payload, header.src, header.dst)
     except Malformed as bad:
-        counters.tcp["InErrs"] += 1
-        if bad.reason == "checksum":
-            counters.tcp["InCsumErrors"] += 1
-        counters.drop("tcp", bad.reason)
+        counters.malformed("tcp", bad.reason)
         return
     counters.tcp["InSegs"] += 1
     if is_multicast(header.dst) or stack.is_broadcast(header.dst):
