@@ -7,53 +7,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pystack.clock import VirtualClock
-from pystack.socket import IPPROTO_TCP, SOCK_STREAM
+from pystack.socket import IPPROTO_TCP
 from pystack.stack import Stack
-from pystack.tcp.api import TCP_CORK, TCP_NODELAY
+from pystack.tcp.api import TCP_CORK
 from pystack.tcp.tcb import TcpConfig
 from specializer import do_specialize_send, specialized_send, token_info
-from specializer.tcp_world import establish
+from specializer.tcp_world import Connection
 
 
 class World:
-    """One sending stack and its peer; ``pump`` moves segments and ACKs, ``wire`` keeps ours."""
+    """One sending stack with a connection to its own peer stack (specializer.tcp_world)."""
 
     def __init__(self, nodelay: bool, sack: bool, timestamps: bool):
         self.clock = VirtualClock()
         self.stack = Stack(clock=self.clock, seed=11, tcp_config=TcpConfig(sack=sack, timestamps=timestamps))
-        self.to_peer: list[bytes] = []
-        self.wire: list[bytes] = []
-        self.stack.add_interface("eth0", "198.18.0.2", 24, sink=self.to_peer.append)
-        self.fd = self.stack.socket(type=SOCK_STREAM)
-        if nodelay:
-            self.stack.setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, 1)
-        self.peer = establish(self.stack, self.fd)
-        self.to_us: list[bytes] = []
-        self.peer.interfaces["eth0"].sink = self.to_us.append
-        self.peer_fd = max(self.peer.sockets)
-        self.received = bytearray()
+        self.connection = Connection(self.stack, "eth0", "198.18.0.2", "198.18.0.1", nodelay=nodelay)
+        self.fd = self.connection.fd
 
     def pump(self, advance: float) -> None:
         self.clock.advance(advance)
-        self.stack.run_timers()
-        self.peer.run_timers()
-        for _ in range(16):
-            while self.to_peer:
-                packet = self.to_peer.pop(0)
-                self.wire.append(packet)
-                self.peer.input(packet, "eth0")
-            while True:
-                try:
-                    data = self.peer.recv(self.peer_fd, 1 << 20)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                self.received += data
-            while self.to_us:
-                self.stack.input(self.to_us.pop(0), "eth0")
-            if not self.to_peer:
-                return
+        self.connection.pump()
+
+    @property
+    def wire(self) -> list[bytes]:
+        return self.connection.wire
+
+    @property
+    def received(self) -> bytearray:
+        return self.connection.received
 
 
 def outcome(send, *args):
