@@ -180,9 +180,13 @@ def _fill_empty(body: list[ast.stmt]) -> None:
 @dataclass
 class CompiledResidual:
     function: types.FunctionType
-    source: str
     tree: ast.FunctionDef
     constants: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        """The residual code as Python text, made when someone asks (a third of compile time)."""
+        return ast.unparse(self.tree)
 
 
 def compile_residual(name: str, params: list[str], body: list[ast.stmt], constants: dict[str, Any],
@@ -207,7 +211,7 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
     namespace: dict[str, Any] = {"__builtins__": builtins}
     exec(compile(module, filename, "exec"), namespace)  # noqa: S102 - our own generated code
     function = namespace["_factory"](*closure.values())
-    return CompiledResidual(function, ast.unparse(fdef), fdef, closure)
+    return CompiledResidual(function, fdef, closure)
 
 
 # ---------------------------------------------------------------- figures
