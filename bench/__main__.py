@@ -29,6 +29,7 @@ from . import (
     spec_latency,
     spec_send_path,
     spec_tcp_send,
+    spec_tcp_stream,
     spec_udp_stream,
     tcp_stream,
     udp_send_path,
@@ -36,7 +37,7 @@ from . import (
 )
 
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
-                                                 spec_tcp_send, spec_code_size, spec_latency, spec_udp_stream)}
+                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream)}
 
 
 class UsageError(Exception):
