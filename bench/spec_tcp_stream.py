@@ -19,7 +19,7 @@ from pystack.tun_host import TunHost
 from specializer import do_specialize_send, done_specialize_send, specialized_send
 
 from .common import KERNEL_ADDR, Settings, Table, median, note, pystack_host
-from .tcp_stream import KERNEL_RECEIVER, _finish, _python
+from .tcp_stream import _finish, start_receiver
 
 NAME = "spec_tcp_stream"
 PORT = 5301
@@ -29,12 +29,7 @@ BLOCK = bytes(65536)
 
 async def one_stream(host: TunHost, specialized: bool, port: int, total: int, timeout: float) -> float:
     """Mbit/s of one connection's transfer, as the kernel receiver measured it."""
-    receiver = _python(host.ns, KERNEL_RECEIVER, KERNEL_ADDR, port)
-    assert receiver.stdout is not None
-    with trio.fail_after(10):
-        line = await trio.to_thread.run_sync(receiver.stdout.readline)
-    if line.strip() != "ready":
-        raise RuntimeError("the kernel receiver did not start")
+    receiver = await start_receiver(host.ns, KERNEL_ADDR, port)
     network, stack = host.network, host.stack
     sock = network.socket(type=SOCK_STREAM)
     with trio.fail_after(timeout):

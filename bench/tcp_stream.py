@@ -70,6 +70,17 @@ def _python(ns: Namespace, code: str, *args: Any) -> subprocess.Popen[str]:
                     stderr=subprocess.PIPE, text=True)
 
 
+async def start_receiver(ns: Namespace, address: str, port: int) -> subprocess.Popen[str]:
+    """A kernel receiver process listening in ``ns``, once it says it is ready."""
+    receiver = _python(ns, KERNEL_RECEIVER, address, port)
+    assert receiver.stdout is not None
+    with trio.fail_after(10):
+        line = await trio.to_thread.run_sync(receiver.stdout.readline)
+    if line.strip() != "ready":
+        raise RuntimeError("the kernel receiver did not start")
+    return receiver
+
+
 async def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, float]:
     with trio.fail_after(timeout):
         while proc.poll() is None:
@@ -106,12 +117,7 @@ async def kernel_to_pystack(total: int, timeout: float) -> dict[str, float]:
 
 async def pystack_to_kernel(total: int, timeout: float) -> dict[str, float]:
     async with pystack_host("tcpp2k") as host:
-        receiver = _python(host.ns, KERNEL_RECEIVER, KERNEL_ADDR, PORT)
-        assert receiver.stdout is not None
-        with trio.fail_after(10):
-            line = await trio.to_thread.run_sync(receiver.stdout.readline)
-        if line.strip() != "ready":
-            raise RuntimeError("the kernel receiver did not start")
+        receiver = await start_receiver(host.ns, KERNEL_ADDR, PORT)
         block = bytes(65536)
         cpu = time.process_time()
         start = time.perf_counter()
@@ -134,12 +140,7 @@ async def pystack_to_kernel(total: int, timeout: float) -> dict[str, float]:
 async def kernel_to_kernel(veth: tuple[Namespace, Namespace, str, str], total: int,
                            timeout: float) -> dict[str, float]:
     ns_a, ns_b, addr_a, addr_b = veth
-    receiver = _python(ns_b, KERNEL_RECEIVER, addr_b, PORT)
-    assert receiver.stdout is not None
-    with trio.fail_after(10):
-        line = await trio.to_thread.run_sync(receiver.stdout.readline)
-    if line.strip() != "ready":
-        raise RuntimeError("the kernel receiver did not start")
+    receiver = await start_receiver(ns_b, addr_b, PORT)
     sender = _python(ns_a, KERNEL_SENDER, addr_b, PORT, total)
     await _finish(sender, timeout)
     got, seconds = await _finish(receiver, timeout)
