@@ -1,9 +1,10 @@
 """Network interfaces: an address, an MTU, and where transmitted packets go.
 
-The core never does I/O. An interface hands each outgoing packet to its
-``sink`` (the trio driver installs one that writes to the link at once);
-with no sink, packets wait in ``txq`` until someone calls :meth:`drain`,
-and the bytes a socket has waiting there count against its SO_SNDBUF.
+The core never does I/O. An interface hands each outgoing packet's buffer
+to its ``sink`` (the trio driver installs one that writes to the link at
+once; a sink must not keep the bytearray it gets, or must copy it); with
+no sink, packets wait in ``txq`` until someone calls :meth:`drain`, and a
+socket's packets waiting there count against its SO_SNDBUF by truesize.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING
 from .addr import prefix_mask
 
 if TYPE_CHECKING:
+    from .skbuff import SkBuff
     from .socket import Socket
 
-Sink = Callable[[bytes], None]
+Sink = Callable[[bytearray], None]
 
 
 class Interface:
@@ -43,7 +45,7 @@ class Interface:
         # Directed broadcast address of the subnet (-1: none, for /31 and /32); computed
         # once, since every received packet is checked against it.
         self.broadcast = -1 if prefixlen >= 31 else (address | ~prefix_mask(prefixlen)) & 0xFFFFFFFF
-        self.txq: deque[tuple[bytes, Socket | None]] = deque()
+        self.txq: deque[tuple[SkBuff, Socket | None]] = deque()
         self.tx_packets = 0
         self.rx_packets = 0
 
@@ -51,21 +53,21 @@ class Interface:
     def network(self) -> int:
         return self.address & prefix_mask(self.prefixlen)
 
-    def transmit(self, packet: bytes, owner: Socket | None = None) -> None:
+    def transmit(self, skb: SkBuff, owner: Socket | None = None) -> None:
         self.tx_packets += 1
         if self.sink is not None:
-            self.sink(packet)
+            self.sink(skb.data)
             return
-        self.txq.append((packet, owner))
+        self.txq.append((skb, owner))
         if owner is not None:
-            owner.wmem += len(packet)
+            owner.wmem += skb.truesize
 
     def drain(self, limit: int | None = None) -> list[bytes]:
         """Take queued packets (all, or up to ``limit``), giving their send-buffer space back."""
         taken = []
         while self.txq and (limit is None or len(taken) < limit):
-            packet, owner = self.txq.popleft()
+            skb, owner = self.txq.popleft()
             if owner is not None:
-                owner.release_wmem(len(packet))
-            taken.append(packet)
+                owner.release_wmem(skb.truesize)
+            taken.append(bytes(skb.data))
         return taken

@@ -16,6 +16,7 @@ from .addr import BROADCAST, is_loopback, is_multicast, is_reserved_class_e
 from .errors import Malformed, oserror
 from .interface import Interface
 from .route import Route
+from .skbuff import alloc_skb, skb_copy_data
 from .socket import IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, IP_PMTUDISC_WANT, Socket
 from .wire.ipv4 import (
     FLAG_DF,
@@ -29,6 +30,7 @@ from .wire.ipv4 import (
     check_options,
     has_source_route,
     parse_ipv4,
+    write_ipv4_header,
 )
 
 if TYPE_CHECKING:
@@ -165,8 +167,7 @@ def ip_output(
         else:
             ident = stack.next_ident()
             flags = 0
-        header = build_ipv4_header(src, dst, proto, len(data), ttl, tos, ident, flags)
-        route.iface.transmit(header + data, sock)
+        ip_emit(sock, route, mtu, src, dst, proto, data, ttl, tos, ident, flags)
         return
     if pmtudisc == IP_PMTUDISC_DO or pmtudisc == IP_PMTUDISC_PROBE:
         counters.ip["FragFails"] += 1
@@ -177,11 +178,30 @@ def ip_output(
     while offset < len(data):
         piece = data[offset : offset + chunk]
         more = FLAG_MF if offset + len(piece) < len(data) else 0
-        header = build_ipv4_header(src, dst, proto, len(piece), ttl, tos, ident, more | (offset >> 3))
-        route.iface.transmit(header + piece, sock)
+        ip_emit(sock, route, mtu, src, dst, proto, piece, ttl, tos, ident, more | (offset >> 3))
         counters.ip["FragCreates"] += 1
         offset += len(piece)
     counters.ip["FragOKs"] += 1
+
+
+def ip_emit(
+    sock: Socket | None,
+    route: Route,
+    mtu: int,
+    src: int,
+    dst: int,
+    proto: int,
+    payload: bytes,
+    ttl: int,
+    tos: int,
+    ident: int,
+    flags_fragment: int,
+) -> None:
+    """One packet: allocate its buffer, write the header in place, copy the payload in, transmit."""
+    skb = alloc_skb(HEADER_LEN, len(payload), mtu)
+    write_ipv4_header(skb.data, src, dst, proto, len(payload), ttl, tos, ident, flags_fragment)
+    skb_copy_data(skb, HEADER_LEN, payload)
+    route.iface.transmit(skb, sock)
 
 
 def next_socket_ident(sock: Socket | None) -> int:

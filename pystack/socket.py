@@ -37,6 +37,9 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+# pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
+SO_ADU = 0x4144
+MAX_ADU = 65507  # the largest UDP payload: an ADU is sent as one datagram
 
 IP_TOS = int(_k.IP_TOS)
 IP_TTL = int(_k.IP_TTL)
@@ -105,6 +108,7 @@ class Socket:
     mc_if: int = 0
     mc_loop: bool = True
     pmtudisc: int = IP_PMTUDISC_WANT
+    adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.
     rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)

@@ -41,10 +41,12 @@ from .socket import (
     IPPROTO_IP,
     IPPROTO_TCP,
     IPPROTO_UDP,
+    MAX_ADU,
     MSG_DONTWAIT,
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
+    SO_ADU,
     SO_BROADCAST,
     SO_ERROR,
     SO_NO_CHECK,
@@ -406,6 +408,10 @@ class Stack:
                 self.wake(sock)
             elif option == SO_RCVBUF:
                 sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)
+            elif option == SO_ADU:
+                if not 0 <= number <= MAX_ADU:
+                    raise oserror(errno.EINVAL, f"SO_ADU takes 0 to {MAX_ADU} bytes")
+                sock.adu = number
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -482,6 +488,7 @@ class Stack:
                 SO_NO_CHECK: int(sock.no_check),
                 SO_SNDBUF: sock.sndbuf,
                 SO_RCVBUF: sock.rcvbuf,
+                SO_ADU: sock.adu,
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:

@@ -103,6 +103,8 @@ def udp_sendmsg(
         raise oserror(errno.EOPNOTSUPP)
     if len(data) > MAX_PAYLOAD:
         raise oserror(errno.EMSGSIZE)
+    if sock.adu and len(data) != sock.adu:
+        raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte datagrams")
     pending = sock.take_error()
     if pending:
         raise oserror(pending)

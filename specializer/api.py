@@ -30,7 +30,10 @@ def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[st
                        debug: bool = False) -> int:
     """Specialize ``send(fd, data, flags)`` for this socket as it is now; returns a token."""
     sock = stack.sockfd_lookup(fd)
-    scenario = "tcp_send" if sock.type == SOCK_STREAM else "udp_send_connected"
+    if sock.type == SOCK_STREAM:
+        scenario = "tcp_send"
+    else:
+        scenario = "udp_send_adu" if sock.adu else "udp_send_connected"
     statics = {"self": stack, "fd": fd, "flags": flags}
     return system_of(stack).open(scenario, sock, statics, lambda data: stack.send(fd, data, flags), policy, debug)
 

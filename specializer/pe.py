@@ -26,6 +26,7 @@ import keyword
 import operator
 import struct
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +253,8 @@ class Evaluator:
         self.checked_classes: set[type] = set()
         self.depth = 0
         self.inlining: list[Any] = []  # the functions being inlined, innermost last
+        # node type -> the expr_* method for it (None: opaque), looked up once per evaluator
+        self._dispatch: dict[type, Callable[..., Value] | None] = {}
 
     # ------------------------------------------------------------ entry
 
@@ -370,6 +373,14 @@ class Evaluator:
                     continue
                 if not self.statement(stmt, frame):
                     return False
+            elif isinstance(stmt, ast.While | _WhileAgain):
+                loop, done = (stmt, 0) if isinstance(stmt, ast.While) else (stmt.loop, stmt.done)
+                unrolled = self.unroll_while(loop, frame, done)
+                if unrolled is not None:
+                    stmts[index : index + 1] = unrolled
+                    continue
+                if not self.statement(loop, frame):
+                    return False
             elif not self.statement(stmt, frame):
                 return False
             index += 1
@@ -402,12 +413,31 @@ class Evaluator:
         unrolled.append(_LoopEnd(loop))
         return unrolled
 
+    def unroll_while(self, stmt: ast.While, frame: Frame, done: int) -> list[Any] | None:
+        """One more iteration of a ``while`` whose test is static now (the fragment loop
+        over a datagram of known length), or nothing if the test is statically false; None
+        if the rest must stay a loop: a dynamic test, a break or continue, or the limit."""
+        if stmt.orelse or done >= UNROLL_LIMIT or _breaks(stmt.body):
+            return None
+        probe = Frame(frame.func, frame.env, [], frame.result, frame.loop_vars, expr_only=True)
+        try:
+            test = _decided(self.expr(stmt.test, probe))
+        except _NeedsStatements:
+            return None
+        if not isinstance(test, Static):
+            return None
+        if not test.value:
+            self.stats.loops_unrolled += done > 0
+            return []
+        return [*stmt.body, _WhileAgain(stmt, done + 1)]
+
     def dynamic_if(self, test: Dyn, stmt: ast.If, rest: list[Any], frame: Frame) -> bool:
         """Both branches stay. The rest of the block is joined after them when both fall
         through; otherwise it continues inside each branch that does. A branch that jumps
         (a static break or continue of an unrolled loop) takes the rest with it, since the
         jump's target is in there."""
         then_f, else_f = frame.branch(), frame.branch()
+        _refine_length(test.expr, then_f, else_f)
         if rest and (_jumps(stmt.body) or _jumps(stmt.orelse)):
             then_live = self.block([*stmt.body, *rest], then_f)
             else_live = self.block([*stmt.orelse, *rest], else_f)
@@ -433,7 +463,7 @@ class Evaluator:
         """Make ``target.env`` the join of two paths: where they disagree, a fresh residual
         variable is assigned at the end of each path."""
         env: dict[str, Value] = {}
-        for name in a.env.keys() | b.env.keys():
+        for name in dict.fromkeys([*a.env, *b.env]):  # in order: the residual text is the same in every process
             va, vb = a.env.get(name), b.env.get(name)
             if va is not None and vb is not None and _same_value(va, vb):
                 env[name] = _merge_facts(va, vb)  # same value; what is known of it may differ
@@ -563,7 +593,7 @@ class Evaluator:
             base = self.expr(target.value, frame)
             index = self.expr(target.slice, frame)
             self.emit(frame, ast.Assign(
-                targets=[ast.Subscript(value=self.lift(base), slice=self.lift(index), ctx=ast.Store())],
+                targets=[ast.Subscript(value=self.lift(base), slice=self.lift_index(index), ctx=ast.Store())],
                 value=self.lift(value)))
             return
         raise _CannotUnfold(f"unsupported assignment target {type(target).__name__}")
@@ -592,7 +622,7 @@ class Evaluator:
         elif isinstance(target, ast.Subscript):
             base = self.expr(target.value, frame)
             index = self.expr(target.slice, frame)
-            new_target = ast.Subscript(value=self.lift(base), slice=self.lift(index), ctx=ast.Store())
+            new_target = ast.Subscript(value=self.lift(base), slice=self.lift_index(index), ctx=ast.Store())
         else:
             raise _CannotUnfold("unsupported augmented assignment")
         value = self.expr(stmt.value, frame)
@@ -659,10 +689,13 @@ class Evaluator:
     def expr(self, node: ast.expr | None, frame: Frame) -> Value:
         if node is None:
             return Static(None)
-        method = getattr(self, "expr_" + type(node).__name__, None)
+        try:
+            method = self._dispatch[type(node)]
+        except KeyError:
+            method = self._dispatch[type(node)] = getattr(type(self), "expr_" + type(node).__name__, None)
         if method is None:
             return self.opaque(node, frame)
-        return method(node, frame)
+        return method(self, node, frame)
 
     def expr_Constant(self, node: ast.Constant, frame: Frame) -> Value:
         return Static(node.value)
@@ -761,7 +794,7 @@ class Evaluator:
 
     def expr_Tuple(self, node: ast.Tuple, frame: Frame) -> Value:
         items = [self.expr(e, frame) for e in node.elts]
-        if all(isinstance(i, Static) for i in items):
+        if all(isinstance(i, Static) and not isinstance(i.value, Virtual) for i in items):
             return Static(tuple(i.value for i in items))
         return Dyn(ast.Tuple(elts=[self.lift(i) for i in items], ctx=ast.Load()))
 
@@ -944,6 +977,9 @@ class Evaluator:
         earlier operands that call something are bound first, so effects keep their order."""
         values: list[Value] = []
         for node in nodes:
+            if type(node) is ast.Name or type(node) is ast.Constant:  # no statements, no calls
+                values.append(self.expr(node, frame))
+                continue
             sub = Frame(frame.func, frame.env, [], frame.result, frame.loop_vars, frame.expr_only)
             try:
                 value = self.expr(node, sub)
@@ -1041,15 +1077,17 @@ class Evaluator:
             # unfolding it would fold the state from before the effect.
             raise _CannotUnfold("recursive call")
         fdef = self.function_ast(func)
-        signature = inspect.signature(func)
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise _CannotUnfold(f"call does not match the signature: {exc}") from exc
+        signature, simple = _signature(func)
+        arguments = _bind_simple(simple, args, kwargs) if simple is not None else None
+        if arguments is None:
+            try:
+                arguments = signature.bind(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise _CannotUnfold(f"call does not match the signature: {exc}") from exc
         env: dict[str, Value] = {}
         for name, param in signature.parameters.items():
-            if name in bound.arguments:
-                env[name] = self.materialize(frame, bound.arguments[name], name)
+            if name in arguments:
+                env[name] = self.materialize(frame, arguments[name], name)
             elif param.default is not inspect.Parameter.empty:
                 env[name] = Static(param.default)
             else:
@@ -1102,6 +1140,8 @@ class Evaluator:
 
 
 _MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
+# code object -> its checked FunctionDef (a function given new code is looked up again)
+_FUNCTION_ASTS: dict[types.CodeType, ast.FunctionDef] = {}
 
 
 def function_ast(func: types.FunctionType) -> ast.FunctionDef:
@@ -1109,6 +1149,9 @@ def function_ast(func: types.FunctionType) -> ast.FunctionDef:
     code = getattr(func, "__code__", None)
     if code is None:
         raise SpecializationError(f"{func!r} has no Python code")
+    fdef = _FUNCTION_ASTS.get(code)
+    if fdef is not None and _MODULE_FUNCTIONS.get(code.co_filename, {}).get(code.co_firstlineno) is fdef:
+        return fdef
     index = _MODULE_FUNCTIONS.get(code.co_filename)
     if index is None:
         try:
@@ -1127,7 +1170,54 @@ def function_ast(func: types.FunctionType) -> ast.FunctionDef:
         # The file changed since the module was imported: the source no longer describes
         # the running code, and a residual built from it would not match. Refuse.
         raise SpecializationError(f"the source of {func.__qualname__} no longer matches the loaded code")
+    _FUNCTION_ASTS[code] = fdef
     return fdef
+
+
+# function -> (its code, defaults and kwdefaults when seen, its signature, its simple form)
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any, inspect.Signature, Any]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _signature(func: Any) -> tuple[inspect.Signature, tuple[tuple[str, ...], frozenset[str]] | None]:
+    """inspect.signature(func), kept per function while its code and defaults stay the same;
+    and, when every parameter is plain positional-or-keyword, (the names, the required ones)."""
+    try:
+        entry = _SIGNATURES.get(func)
+    except TypeError:  # not weakly referenceable
+        return inspect.signature(func), None
+    code = getattr(func, "__code__", None)
+    defaults = getattr(func, "__defaults__", None)
+    kwdefaults = getattr(func, "__kwdefaults__", None)
+    if entry is not None and entry[0] is code and entry[1] is defaults and entry[2] is kwdefaults:
+        return entry[3], entry[4]
+    signature = inspect.signature(func)
+    parameters = signature.parameters.values()
+    simple = None
+    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
+        simple = (tuple(p.name for p in parameters),
+                  frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty))
+    own = getattr(func, "__dict__", {})
+    if code is not None and "__signature__" not in own and "__wrapped__" not in own:
+        _SIGNATURES[func] = (code, defaults, kwdefaults, signature, simple)
+    return signature, simple
+
+
+def _bind_simple(simple: tuple[tuple[str, ...], frozenset[str]], args: list[Any],
+                 kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Signature.bind(...).arguments for a call that plainly fits a simple signature; None
+    for anything else (then Signature.bind decides, and says what is wrong)."""
+    names, required = simple
+    if len(args) > len(names):
+        return None
+    arguments = dict(zip(names, args, strict=False))
+    for key, value in kwargs.items():
+        if key in arguments or key not in names:
+            return None
+        arguments[key] = value
+    if len(arguments) < len(required) or not required.issubset(arguments):
+        return None
+    return arguments
 
 
 def _parameters(fdef: ast.FunctionDef) -> tuple[str, ...]:
@@ -1172,6 +1262,27 @@ class _IterStart:
 class _LoopEnd:
     def __init__(self, loop: _Marker):
         self.loop = loop
+
+
+class _WhileAgain:
+    """After an unrolled iteration of a while loop: test it again."""
+
+    def __init__(self, loop: ast.While, done: int):
+        self.loop = loop
+        self.done = done
+
+
+def _breaks(stmts: list[Any]) -> bool:
+    """Whether a loop body breaks or continues (nested loops and functions aside)."""
+    for stmt in stmts:
+        if isinstance(stmt, ast.Break | ast.Continue):
+            return True
+        if isinstance(stmt, ast.If | ast.With | ast.Try) and any(
+                _breaks(getattr(stmt, part, [])) for part in ("body", "orelse", "finalbody")):
+            return True
+        if isinstance(stmt, ast.Try) and any(_breaks(h.body) for h in stmt.handlers):
+            return True
+    return False
 
 
 class _Bind:
@@ -1240,8 +1351,27 @@ def _same_value(a: Value, b: Value) -> bool:
     if isinstance(a, Static) and isinstance(b, Static):
         return same(a.value, b.value)
     if isinstance(a, Dyn) and isinstance(b, Dyn):
-        return ast.dump(a.expr) == ast.dump(b.expr)
+        return a.expr is b.expr or ast.dump(a.expr) == ast.dump(b.expr)
     return False
+
+
+def _refine_length(test: ast.expr, then_f: Frame, else_f: Frame) -> None:
+    """What a length test teaches each branch: where ``len(x) == N`` holds (the then
+    branch of ``==``, the else branch of ``!=``), x is N bytes long from there on. So a
+    send that checked its size against a committed ADU computes every size after the
+    check at specialization time."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in (ast.Eq, ast.NotEq)):
+        return
+    call, bound = test.left, test.comparators[0]
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "len"
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Name) and not call.keywords
+            and isinstance(bound, ast.Constant) and type(bound.value) is int):
+        return
+    holds = then_f if isinstance(test.ops[0], ast.Eq) else else_f
+    name = call.args[0].id
+    for var, value in list(holds.env.items()):
+        if isinstance(value, Dyn) and _is_name(value, name) and value.kind == "bytes":
+            holds.env[var] = Dyn(value.expr, "bytes", bound.value, value.values)
 
 
 def _shape(value: Value | None) -> tuple[str | None, int | None]:
@@ -1384,7 +1514,21 @@ def _store_target(target: ast.expr, names: dict[str, str]) -> ast.expr:
     raise _CannotUnfold("complex for target")
 
 
+# id(source statement list) -> (the list, the names it assigns): loop bodies come from the
+# parsed modules, which nothing modifies; the list is kept so that its id stays its own.
+_ASSIGNED: dict[int, tuple[list, frozenset[str]]] = {}
+
+
 def _assigned_names(stmts: list[ast.stmt]) -> frozenset[str]:
+    cached = _ASSIGNED.get(id(stmts))
+    if cached is not None and cached[0] is stmts:
+        return cached[1]
+    names = _walk_assigned_names(stmts)
+    _ASSIGNED[id(stmts)] = (stmts, names)
+    return names
+
+
+def _walk_assigned_names(stmts: list[ast.stmt]) -> frozenset[str]:
     names = set()
     for stmt in stmts:
         for node in ast.walk(stmt):
@@ -1426,6 +1570,13 @@ def _rename(node: ast.expr, mapping: dict[str, ast.expr]) -> ast.expr:
 
 
 def _replace_markers(stmts: list, replace: Callable[[_Return], list]) -> None:
+    """Replace the return markers in ``stmts`` (and the statement lists nested in them), in
+    order, and give every empty ``body`` a ``pass``.
+
+    A statement with nested lists is marked once this has gone through it: its lists are
+    complete when it is emitted (a branch or loop body is built before its statement), and
+    the markers in them belonged to the inlined call that was resolved then, so a later
+    resolution (of an enclosing call) has nothing left to do in it."""
     index = 0
     while index < len(stmts):
         stmt = stmts[index]
@@ -1434,13 +1585,30 @@ def _replace_markers(stmts: list, replace: Callable[[_Return], list]) -> None:
             stmts[index : index + 1] = replacement
             index += len(replacement)
             continue
-        for attr in ("body", "orelse"):
-            inner = getattr(stmt, attr, None)
-            if isinstance(inner, list):
-                _replace_markers(inner, replace)
-                if attr == "body" and not inner:
-                    inner.append(ast.Pass())
+        nested = _NESTED[type(stmt)]
+        if nested and not getattr(stmt, "_markers_done", False):
+            for attr in nested:
+                inner = getattr(stmt, attr, None)
+                if isinstance(inner, list):
+                    _replace_markers(inner, replace)
+                    if attr == "body" and not inner:
+                        inner.append(ast.Pass())
+            stmt._markers_done = True
         index += 1
+
+
+class _NestedFields(dict):
+    """statement class -> which of ``body`` and ``orelse`` it may have."""
+
+    def __missing__(self, cls: type) -> tuple[str, ...]:
+        fields = ("body", "orelse")
+        if issubclass(cls, ast.AST):
+            fields = tuple(attr for attr in fields if attr in cls._fields)
+        self[cls] = fields
+        return fields
+
+
+_NESTED: dict[type, tuple[str, ...]] = _NestedFields()
 
 
 def _dedent(source: str) -> str:

@@ -20,69 +20,143 @@ from typing import Any
 SIDE_EFFECT_FREE_CALLS = frozenset({"len", "bytes", "int", "min", "max", "isinstance", "tuple"})
 
 
-def cleanup(body: list[ast.stmt], params: list[str]) -> list[ast.stmt]:
-    """Dead-assignment removal and copy propagation, repeated until nothing changes."""
+def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = None) -> list[ast.stmt]:
+    """Dead-assignment removal and copy propagation, repeated until nothing changes.
+
+    The name counts are taken once and then kept up to date by each pass (a pass
+    decides on the counts from its start, as if they had been taken afresh), so
+    an iteration does not walk the whole tree again. ``names``, if given, receives
+    the names the cleaned body uses (what compile_residual would find in it).
+    """
+    reads, writes = _count_names(body)
+    first = True
     while True:
-        reads, writes = _count_names(body)
         changed = _forward_single_use(body, reads, writes)
         if not changed:
-            changed = _propagate_copies(body, params, writes)
+            changed = _propagate_copies(body, params, reads, writes)
         if not changed:
-            changed = _remove_dead(body, reads)
-        _fill_empty(body)
+            changed = _remove_dead(body, reads, writes)
+        if changed or first:  # only the first fill and a removal can leave a body empty
+            _fill_empty(body)
+        first = False
         if not changed:
+            if names is not None:
+                names.update(name for name, count in reads.items() if count > 0)
+                names.update(name for name, count in writes.items() if count > 0)
             return body
 
 
-def _count_names(body: list[ast.stmt]) -> tuple[Counter[str], Counter[str]]:
-    """How often each name is read and assigned, in one walk."""
+# Fields that never hold a node with a name or a location in it (contexts, operators,
+# strings, flags): the walks below skip them.
+_LEAF_FIELDS = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "type_comment", "kind", "conversion",
+                          "is_async", "level", "module"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node class that may hold child nodes (in ``_fields`` order)."""
+    fields = _CHILD_FIELDS.get(cls)
+    if fields is None:
+        if cls is ast.Constant or cls is ast.Name or not issubclass(cls, ast.AST):
+            fields = ()
+        else:
+            fields = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)
+        _CHILD_FIELDS[cls] = fields
+    return fields
+
+
+def _count_names(body: list[Any]) -> tuple[Counter[str], Counter[str]]:
+    """How often each name is read and assigned, in one walk (a node reached twice counts twice)."""
     reads: Counter[str] = Counter()
     writes: Counter[str] = Counter()
-    todo: list[ast.AST] = list(body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.Name):
-            (reads if isinstance(node.ctx, ast.Load) else writes)[node.id] += 1
-            continue
-        todo.extend(ast.iter_child_nodes(node))
+    _count_into(body, reads, writes)
     return reads, writes
 
 
+def _count_into(nodes: list[Any], reads: Counter[str], writes: Counter[str], sign: int = 1) -> None:
+    todo: list[Any] = list(nodes)
+    pop, push, extend = todo.pop, todo.append, todo.extend
+    name_cls, load_cls, ast_cls = ast.Name, ast.Load, ast.AST
+    fields_of = _CHILD_FIELDS
+    while todo:
+        node = pop()
+        cls = type(node)
+        if cls is name_cls:
+            if isinstance(node.ctx, load_cls):
+                reads[node.id] += sign
+            else:
+                writes[node.id] += sign
+            continue
+        fields = fields_of.get(cls)
+        if fields is None:
+            fields = _child_fields(cls)
+        for name in fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                extend(value)
+            elif isinstance(value, ast_cls):
+                push(value)
+
+
+_IMPURE = (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)
+
+
 def _pure(node: ast.expr) -> bool:
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Call):
-            if getattr(sub, "removable", False):
-                continue
-            if not (isinstance(sub.func, ast.Name) and sub.func.id in SIDE_EFFECT_FREE_CALLS):
+    """No effect to keep: only calls to side-effect-free builtins or marked removable."""
+    todo: list[Any] = [node]
+    pop, push, extend = todo.pop, todo.append, todo.extend
+    call_cls, name_cls, ast_cls = ast.Call, ast.Name, ast.AST
+    fields_of = _CHILD_FIELDS
+    while todo:
+        sub = pop()
+        cls = type(sub)
+        if cls is call_cls:
+            if not getattr(sub, "removable", False) and not (
+                    isinstance(sub.func, name_cls) and sub.func.id in SIDE_EFFECT_FREE_CALLS):
                 return False
-        elif isinstance(sub, ast.Await | ast.Yield | ast.YieldFrom | ast.NamedExpr):
+        elif cls is name_cls:
+            continue
+        elif isinstance(sub, _IMPURE):
             return False
+        fields = fields_of.get(cls)
+        if fields is None:
+            fields = _child_fields(cls)
+        for name in fields:
+            value = getattr(sub, name, None)
+            if type(value) is list:
+                extend(value)
+            elif isinstance(value, ast_cls):
+                push(value)
     return True
 
 
-def _remove_dead(body: list[ast.stmt], reads: Counter[str]) -> bool:
-    changed = False
+def _remove_dead(body: list[ast.stmt], reads: Counter[str], writes: Counter[str]) -> bool:
+    """Drop unread pure assignments and empty pure ifs; the counts lose what was dropped
+    (after the sweep, which decides on the counts from its start)."""
+    removed: list[ast.stmt] = []
 
     def sweep(stmts: list[ast.stmt]) -> None:
-        nonlocal changed
         kept = []
         for stmt in stmts:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
                     and reads[stmt.targets[0].id] == 0 and _pure(stmt.value)):
-                changed = True
+                removed.append(stmt)
                 continue
             if isinstance(stmt, ast.If) and _is_pass(stmt.body) and _is_pass(stmt.orelse) and _pure(stmt.test):
-                changed = True
+                removed.append(stmt)
                 continue
-            for attr in ("body", "orelse"):
+            for attr in _BLOCK_FIELDS[type(stmt)]:
                 inner = getattr(stmt, attr, None)
                 if isinstance(inner, list):
                     sweep(inner)
             kept.append(stmt)
-        stmts[:] = kept
+        if len(kept) != len(stmts):
+            stmts[:] = kept
 
     sweep(body)
-    return changed
+    if removed:
+        _count_into(removed, reads, writes, -1)
+    return bool(removed)
 
 
 def _is_pass(stmts: list[ast.stmt]) -> bool:
@@ -90,7 +164,10 @@ def _is_pass(stmts: list[ast.stmt]) -> bool:
 
 
 def _forward_single_use(body: list[ast.stmt], reads: Counter[str], writes: Counter[str]) -> bool:
-    """``a = E`` directly followed by ``b = a``, with ``a`` assigned and read once: ``b = E``."""
+    """``a = E`` directly followed by ``b = a``, with ``a`` assigned and read once: ``b = E``.
+
+    A fold only changes the counts of ``a`` (to zero), which no later fold of the sweep
+    looks at again: the counts are updated as it goes."""
     changed = False
 
     def sweep(stmts: list[ast.stmt]) -> None:
@@ -102,13 +179,16 @@ def _forward_single_use(body: list[ast.stmt], reads: Counter[str], writes: Count
                     and isinstance(second, ast.Assign) and isinstance(second.value, ast.Name)
                     and second.value.id == first.targets[0].id
                     and writes[first.targets[0].id] == 1 and reads[first.targets[0].id] == 1):
+                name = first.targets[0].id
                 second.value = first.value
                 del stmts[index]
+                writes[name] -= 1
+                reads[name] -= 1
                 changed = True
                 continue
             index += 1
         for stmt in stmts:
-            for attr in ("body", "orelse"):
+            for attr in _BLOCK_FIELDS[type(stmt)]:
                 inner = getattr(stmt, attr, None)
                 if isinstance(inner, list):
                     sweep(inner)
@@ -117,7 +197,7 @@ def _forward_single_use(body: list[ast.stmt], reads: Counter[str], writes: Count
     return changed
 
 
-def _propagate_copies(body: list[ast.stmt], params: list[str], writes: Counter[str]) -> bool:
+def _propagate_copies(body: list[ast.stmt], params: list[str], reads: Counter[str], writes: Counter[str]) -> bool:
     """Replace ``a`` by ``b`` after ``a = b`` when each is assigned once (or b is an untouched parameter)."""
     copies: dict[str, ast.expr] = {}
     for stmt in _all_statements(body):
@@ -128,8 +208,8 @@ def _propagate_copies(body: list[ast.stmt], params: list[str], writes: Counter[s
                 copies[stmt.targets[0].id] = value
             elif isinstance(value, ast.Constant):
                 copies[stmt.targets[0].id] = value
-    if not copies:
-        return False
+    if not copies or not any(reads[name] for name in copies):
+        return False  # nothing reads a copy: no substitution to make
 
     def resolve(name: str) -> ast.expr:
         seen = set()
@@ -140,17 +220,53 @@ def _propagate_copies(body: list[ast.stmt], params: list[str], writes: Counter[s
         return value
 
     substituted = 0
+    moved: Counter[str] = Counter()  # read counts the substitutions move
+    visited: set[int] = set()
+    shared = False  # a node reached twice: a substitution in it shows at both places
+    name_cls, load_cls, ast_cls = ast.Name, ast.Load, ast.AST
+    fields_of = _CHILD_FIELDS
 
-    class Substitute(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name) -> ast.expr:
-            nonlocal substituted
-            if isinstance(node.ctx, ast.Load) and node.id in copies:
-                substituted += 1
-                return ast.copy_location(_clone(resolve(node.id)), node)
-            return node
+    def replace(name: ast.Name) -> ast.expr:
+        nonlocal substituted
+        substituted += 1
+        new = ast.copy_location(_clone(resolve(name.id)), name)
+        moved[name.id] -= 1
+        if type(new) is name_cls:
+            moved[new.id] += 1
+        return new
 
-    for index, stmt in enumerate(body):
-        body[index] = Substitute().visit(stmt)
+    def substitute(node: ast.AST) -> None:
+        """Every loaded copy under ``node`` replaced, in the order ast.NodeTransformer visits."""
+        nonlocal shared
+        if id(node) in visited:
+            shared = True
+        visited.add(id(node))
+        fields = fields_of.get(type(node))
+        if fields is None:
+            fields = _child_fields(type(node))
+        for field_name in fields:
+            value = getattr(node, field_name, None)
+            if type(value) is list:
+                for index, item in enumerate(value):
+                    if type(item) is name_cls:
+                        if isinstance(item.ctx, load_cls) and item.id in copies:
+                            value[index] = replace(item)
+                    elif isinstance(item, ast_cls):
+                        substitute(item)
+            elif type(value) is name_cls:
+                if isinstance(value.ctx, load_cls) and value.id in copies:
+                    setattr(node, field_name, replace(value))
+            elif isinstance(value, ast_cls):
+                substitute(value)
+
+    for stmt in body:
+        substitute(stmt)
+    if shared:  # the moves above miss the second sight of a shared node: count afresh
+        reads.clear()
+        writes.clear()
+        _count_into(body, reads, writes)
+    else:
+        reads.update(moved)
     return substituted > 0
 
 
@@ -161,20 +277,44 @@ def _clone(node: ast.expr) -> ast.expr:
 
 
 def _all_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    found = []
-    for stmt in body:
-        found.append(stmt)
-        for attr in ("body", "orelse"):
-            inner = getattr(stmt, attr, None)
-            if isinstance(inner, list):
-                found.extend(_all_statements(inner))
+    found: list[ast.stmt] = []
+    _collect_statements(body, found)
     return found
 
 
+def _collect_statements(body: list[ast.stmt], found: list[ast.stmt]) -> None:
+    for stmt in body:
+        found.append(stmt)
+        for attr in _BLOCK_FIELDS[type(stmt)]:
+            inner = getattr(stmt, attr, None)
+            if isinstance(inner, list):
+                _collect_statements(inner, found)
+
+
 def _fill_empty(body: list[ast.stmt]) -> None:
-    for stmt in _all_statements(body):
-        if isinstance(stmt, ast.If | ast.For | ast.While) and not stmt.body:
-            stmt.body.append(ast.Pass())
+    for stmt in body:
+        for attr in _BLOCK_FIELDS[type(stmt)]:
+            inner = getattr(stmt, attr, None)
+            if isinstance(inner, list):
+                if attr == "body" and not inner and isinstance(stmt, ast.If | ast.For | ast.While):
+                    inner.append(ast.Pass())
+                _fill_empty(inner)
+
+
+class _BlockFields(dict):
+    """statement class -> which of ``body`` and ``orelse`` it has (the nested statement
+    lists the passes look into); () for the rest, which is most statements."""
+
+    def __missing__(self, cls: type) -> tuple[str, ...]:
+        if issubclass(cls, ast.AST):
+            fields = tuple(attr for attr in ("body", "orelse") if attr in cls._fields)
+        else:
+            fields = ("body", "orelse")
+        self[cls] = fields
+        return fields
+
+
+_BLOCK_FIELDS: dict[type, tuple[str, ...]] = _BlockFields()
 
 
 @dataclass
@@ -190,15 +330,18 @@ class CompiledResidual:
 
 
 def compile_residual(name: str, params: list[str], body: list[ast.stmt], constants: dict[str, Any],
-                     filename: str) -> CompiledResidual:
-    """Compile ``def name(params): body`` with ``constants`` as closure variables."""
+                     filename: str, used: set[str] | None = None) -> CompiledResidual:
+    """Compile ``def name(params): body`` with ``constants`` as closure variables.
+
+    ``used``: the names the body uses, if known (from cleanup), else found here."""
     fdef = ast.FunctionDef(
         name=name,
         args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=p) for p in params], vararg=None,
                            kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
         body=body or [ast.Pass()], decorator_list=[], returns=None, type_params=[],
     )
-    used = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name)}
+    if used is None:
+        used = _names_used(fdef.body)
     closure = {k: v for k, v in constants.items() if k in used}
     factory = ast.FunctionDef(
         name="_factory",
@@ -207,11 +350,89 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
         body=[fdef, ast.Return(value=ast.Name(id=name, ctx=ast.Load()))],
         decorator_list=[], returns=None, type_params=[],
     )
-    module = ast.fix_missing_locations(ast.Module(body=[factory], type_ignores=[]))
+    module = ast.Module(body=[factory], type_ignores=[])
+    try:
+        _fix_missing_locations(module, 1, 0, 1, 0)
+    except _OddLocation:  # what is fixed already is what the generic walk would have set
+        ast.fix_missing_locations(module)
     namespace: dict[str, Any] = {"__builtins__": builtins}
     exec(compile(module, filename, "exec"), namespace)  # noqa: S102 - our own generated code
     function = namespace["_factory"](*closure.values())
     return CompiledResidual(function, fdef, closure)
+
+
+def _names_used(body: list[ast.stmt]) -> set[str]:
+    reads, writes = _count_names(body)
+    return set(reads) | set(writes)
+
+
+class _OddLocation(Exception):
+    pass
+
+
+_LOCATED: dict[type, bool] = {}  # node class -> has the four location attributes
+_LOCATION = ("lineno", "col_offset", "end_lineno", "end_col_offset")
+
+
+def _fix_missing_locations(node: ast.AST, lineno: int, col_offset: int, end_lineno: int | None,
+                           end_col_offset: int | None) -> None:
+    """What ast.fix_missing_locations does (same walk, same values), without its generic
+    iteration: it is most of the time of compiling a residual function."""
+    cls = type(node)
+    located = _LOCATED.get(cls)
+    if located is None:
+        attributes = getattr(cls, "_attributes", ())
+        located = _LOCATED[cls] = sorted(attributes) == sorted(_LOCATION)
+        if not located and any(attr in attributes for attr in _LOCATION):
+            del _LOCATED[cls]
+            raise _OddLocation(cls)  # part of a location (no such class in CPython 3.11-3.13)
+    if located:
+        own = node.__dict__
+        if "lineno" in own:
+            lineno = own["lineno"]
+        else:
+            node.lineno = lineno
+        if own.get("end_lineno") is None:
+            node.end_lineno = end_lineno
+        else:
+            end_lineno = own["end_lineno"]
+        if "col_offset" in own:
+            col_offset = own["col_offset"]
+        else:
+            node.col_offset = col_offset
+        if own.get("end_col_offset") is None:
+            node.end_col_offset = end_col_offset
+        else:
+            end_col_offset = own["end_col_offset"]
+    fields = _CHILD_FIELDS.get(cls)
+    if fields is None:
+        fields = _child_fields(cls)
+    for field_name in fields:
+        value = getattr(node, field_name, None)
+        if type(value) is list:
+            for item in value:
+                if type(item) is ast.Name or type(item) is ast.Constant:
+                    _fix_leaf(item, lineno, col_offset, end_lineno, end_col_offset)
+                elif isinstance(item, ast.AST):
+                    _fix_missing_locations(item, lineno, col_offset, end_lineno, end_col_offset)
+        elif type(value) is ast.Name or type(value) is ast.Constant:
+            _fix_leaf(value, lineno, col_offset, end_lineno, end_col_offset)
+        elif isinstance(value, ast.AST):
+            _fix_missing_locations(value, lineno, col_offset, end_lineno, end_col_offset)
+
+
+def _fix_leaf(node: ast.expr, lineno: int, col_offset: int, end_lineno: int | None,
+              end_col_offset: int | None) -> None:
+    """_fix_missing_locations for a name or a constant (no child has a location)."""
+    own = node.__dict__
+    if "lineno" not in own:
+        node.lineno = lineno
+    if own.get("end_lineno") is None:
+        node.end_lineno = end_lineno
+    if "col_offset" not in own:
+        node.col_offset = col_offset
+    if own.get("end_col_offset") is None:
+        node.end_col_offset = end_col_offset
 
 
 # ---------------------------------------------------------------- figures

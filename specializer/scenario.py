@@ -134,7 +134,12 @@ def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectS
         return frozenset(resolve(f, path) for f in expanded)
 
     scenarios = {}
-    for name, spec in data.get("scenario", {}).items():
+    declared = data.get("scenario", {})
+    for name, spec in declared.items():
+        if "base" in spec:  # the same declarations as another scenario of the file, with its own context
+            if spec["base"] not in declared or "base" in declared[spec["base"]]:
+                raise DeclarationError(f"{path}: scenario {name}: base {spec['base']!r} is not a scenario of this file")
+            spec = {**declared[spec["base"]], **{k: v for k, v in spec.items() if k != "base"}}
         bts = dict(spec["params"])
         bad = {p: bt for p, bt in bts.items() if bt not in ("S", "D")}
         if bad:

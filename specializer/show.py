@@ -22,6 +22,7 @@ from pystack.socket import (
     IP_TTL,
     IPPROTO_IP,
     IPPROTO_TCP,
+    SO_ADU,
     SO_BROADCAST,
     SO_NO_CHECK,
     SO_SNDBUF,
@@ -47,7 +48,7 @@ SOCKET_OPTIONS = {
     "sndbuf": (SOL_SOCKET, SO_SNDBUF),
     "nodelay": (IPPROTO_TCP, tcp_api.TCP_NODELAY),
     "maxseg": (IPPROTO_TCP, tcp_api.TCP_MAXSEG),
-    "adu": (SOL_SOCKET, tcp_api.SO_ADU),
+    "adu": (SOL_SOCKET, SO_ADU),
 }
 WORLD_KEYS = {"mtu", "address", "flags", "sack", "timestamps"}
 
@@ -88,6 +89,14 @@ def parse_context(pairs: Iterable[str]) -> dict[str, Any]:
         except ValueError:
             raise UsageError(f"{key} wants an integer, got {text!r}") from None
     return context
+
+
+def world_defaults(scenario: Scenario) -> dict[str, Any]:
+    """The scenario's own context (its TOML ``context``) for the keys that shape the world."""
+    defaults = {key: value for key, value in scenario.context.items() if key in SOCKET_OPTIONS or key in WORLD_KEYS}
+    if "address" in defaults:
+        defaults["address"] = tuple(defaults["address"])
+    return defaults
 
 
 def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dict[str, Any]]:
@@ -133,7 +142,7 @@ def show(name: str, pairs: Iterable[str], colour: bool) -> str:
     if name not in scenarios:
         raise UsageError(f"no scenario {name!r}; `pystack spec list` lists them")
     scenario = scenarios[name]
-    context = parse_context(pairs)
+    context = {**world_defaults(scenario), **parse_context(pairs)}
     stack, statics = build_world(scenario, context)
     analysis = bta.analyse(scenario)
     entry = specialize(scenario, statics)

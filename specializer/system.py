@@ -38,6 +38,7 @@ from pystack.socket import (
     IP_TTL,
     IPPROTO_IP,
     IPPROTO_TCP,
+    SO_ADU,
     SO_BROADCAST,
     SO_NO_CHECK,
     SO_RCVBUF,
@@ -67,7 +68,7 @@ OPTION_FIELDS: dict[tuple[int, int], str] = {
     (SOL_SOCKET, SO_RCVBUF): "rcvbuf",
     (SOL_SOCKET, tcp_api.SO_KEEPALIVE): "keepalive",
     (SOL_SOCKET, tcp_api.SO_LINGER): "linger",
-    (SOL_SOCKET, tcp_api.SO_ADU): "adu",
+    (SOL_SOCKET, SO_ADU): "adu",
     (IPPROTO_IP, IP_TTL): "ttl",
     (IPPROTO_IP, IP_TOS): "tos",
     (IPPROTO_IP, IP_MULTICAST_TTL): "mc_ttl",
@@ -115,9 +116,10 @@ def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     evaluator = Evaluator(scenario, statics)
     params, body = evaluator.run()
     names = [p.arg for p in params]
-    body = cleanup(body, names)
+    used: set[str] = set()
+    body = cleanup(body, names, used)
     compiled = compile_residual(f"specialized_{scenario.name}", names, body, evaluator.constants.values,
-                                f"<specialized {scenario.name}>")
+                                f"<specialized {scenario.name}>", used)
     latency = time.perf_counter() - started
     return Specialized((), scenario, statics, compiled, list(evaluator.assumptions.values()),
                        evaluator.stats, evaluator.diagnostics, latency)

@@ -147,7 +147,7 @@ class World:
         stack = self.stack
         state: dict[str, Any] = {
             "sent": {name: list(packets) for name, packets in self.sent.items()},
-            "txq": {name: [p for p, _ in iface.txq] for name, iface in stack.interfaces.items()},
+            "txq": {name: [bytes(skb.data) for skb, _ in iface.txq] for name, iface in stack.interfaces.items()},
             "tx_packets": {name: iface.tx_packets for name, iface in stack.interfaces.items()},
             "counters": stack.counters.snapshot(),
             "routes": sorted(_route_fields(r) for r in stack.routes.routes()),

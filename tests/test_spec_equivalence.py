@@ -31,6 +31,7 @@ from pystack.socket import (
     MSG_DONTROUTE,
     MSG_DONTWAIT,
     MSG_OOB,
+    SO_ADU,
     SO_BROADCAST,
     SO_NO_CHECK,
     SO_SNDBUF,
@@ -76,6 +77,10 @@ def contexts(draw: st.DrawFn) -> dict:
     sink = draw(st.sampled_from([True, True, False]))
     if not sink or draw(st.booleans()):
         options.append((SOL_SOCKET, SO_SNDBUF, draw(st.sampled_from([0, 3000, 8192, 65536]))))
+    adu = 0
+    if draw(st.sampled_from([False, False, True])):  # a committed ADU: the sizes fold
+        adu = draw(st.one_of(st.sampled_from([1, 1024, mtu - 28, mtu - 27, 8000, 65507]), st.integers(1, 3 * mtu)))
+        options.append((SOL_SOCKET, SO_ADU, min(adu, 65507)))
     draw(st.randoms(use_true_random=False)).shuffle(options)
     return {
         "kind": draw(st.sampled_from(["connected", "sendto"])),
@@ -89,11 +94,14 @@ def contexts(draw: st.DrawFn) -> dict:
         "flags": draw(st.sampled_from([0] * 6 + [MSG_DONTWAIT, MSG_DONTROUTE, MSG_DONTROUTE, MSG_OOB])),
         "bind": draw(st.sampled_from([None, ("0.0.0.0", 0), (ME, 0), (ME, 6000)])),
         "receiver": draw(st.booleans()),  # a socket bound to port 9 in each world
+        "adu": min(adu, 65507),
     }
 
 
-def sizes_for(mtu: int) -> st.SearchStrategy[int]:
+def sizes_for(mtu: int, adu: int = 0) -> st.SearchStrategy[int]:
     room = mtu - 28  # largest payload in one unfragmented packet
+    if adu:  # mostly the committed size, sometimes another (EINVAL)
+        return st.one_of(st.just(adu), st.just(adu), st.sampled_from([0, adu - 1, adu + 1, 65508]))
     return st.one_of(
         st.sampled_from([0, 1, 2, 7, 8, room - 1, room, room + 1, room + 2, 2 * room + 9,
                          65507, 65508, 70000]),
@@ -101,7 +109,7 @@ def sizes_for(mtu: int) -> st.SearchStrategy[int]:
     )
 
 
-def payloads(mtu: int) -> st.SearchStrategy:
+def payloads(mtu: int, adu: int = 0) -> st.SearchStrategy:
     def build(size_seed_kind: tuple[int, int, str]) -> bytes | bytearray | memoryview:
         size, seed, kind = size_seed_kind
         data = random.Random(seed).randbytes(size)
@@ -111,7 +119,7 @@ def payloads(mtu: int) -> st.SearchStrategy:
             return memoryview(bytearray(b"..." + data))[3:]
         return data
 
-    return st.tuples(sizes_for(mtu), st.integers(0, 2**16),
+    return st.tuples(sizes_for(mtu, adu), st.integers(0, 2**16),
                      st.sampled_from(["bytes", "bytes", "bytearray", "memoryview"])).map(build)
 
 
@@ -140,7 +148,7 @@ def test_sends_agree(ctx: dict, data: st.DataObject) -> None:
     worlds = make_worlds(ctx)
     open_socket(worlds, ctx)
     for _ in range(data.draw(st.integers(1, 8), label="sends")):
-        outcome = worlds.send(data.draw(payloads(ctx["mtu"]), label="payload"))
+        outcome = worlds.send(data.draw(payloads(ctx["mtu"], ctx["adu"]), label="payload"))
         event(f"send {outcome}" if outcome.error else "send ok")
         if outcome.errno == errno.EAGAIN and data.draw(st.booleans(), label="drain"):
             worlds.drain("eth0")
@@ -153,13 +161,13 @@ def test_pending_errors_agree(ctx: dict, data: st.DataObject) -> None:
     in both worlds, once; an ICMP fragmentation-needed lowers the path MTU in both."""
     worlds = make_worlds(ctx)
     open_socket(worlds, ctx)
-    worlds.send(data.draw(payloads(ctx["mtu"]), label="first"))
+    worlds.send(data.draw(payloads(ctx["mtu"], ctx["adu"]), label="first"))
     if data.draw(st.booleans(), label="port unreachable"):
         worlds.port_unreachable()
     else:
         worlds.frag_needed(data.draw(st.sampled_from([68, 552, 576, 1000, 1400, 1499, 8000]), label="mtu"))
     for _ in range(3):
-        worlds.send(data.draw(payloads(ctx["mtu"]), label="after"))
+        worlds.send(data.draw(payloads(ctx["mtu"], ctx["adu"]), label="after"))
 
 
 def test_port_unreachable_refuses_next_send_once() -> None:
@@ -267,3 +275,19 @@ def test_sendto_after_connect_and_disconnect_binds_as_the_generic_send() -> None
     assert worlds.special.sock.local_port != 0
     worlds.send(b"second")
     assert worlds.info()["mode"] == "specialized"
+
+
+@pytest.mark.parametrize(("mtu", "adu"), [(1500, 1), (1500, 1024), (1500, 1472), (1500, 1473), (1500, 4000),
+                                          (9000, 8000), (9000, 8972), (1500, 65507)])
+@pytest.mark.parametrize("kind", ["connected", "sendto"])
+def test_committed_adu_sends_agree(mtu: int, adu: int, kind: str) -> None:
+    """With SO_ADU the residual computes every size once (linear or paged buffers, the
+    fragments): the ADU-sized sends, and the ones of other sizes it refuses, agree."""
+    worlds = Worlds(ifaces=(IfaceConf("eth0", ME, mtu=mtu),))
+    worlds.open(kind, (PEER, 9), options=[(SOL_SOCKET, SO_ADU, adu)])
+    assert worlds.info()["mode"] == "specialized"
+    for size in (adu, adu, adu - 1, adu + 1, adu):
+        worlds.send(random.Random(size).randbytes(size))
+    datagram = adu + 8
+    per_send = 1 if datagram + 20 <= mtu else -(-datagram // ((mtu - 20) & ~7))
+    assert len(worlds.special.sent["eth0"]) == 3 * per_send  # the three ADU-sized sends went out

@@ -27,7 +27,7 @@ from pystack import ip, udp
 from pystack.addr import aton
 from pystack.clock import VirtualClock
 from pystack.route import RouteTable
-from pystack.socket import IP_TTL, IPPROTO_IP
+from pystack.socket import IP_TTL, IPPROTO_IP, SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
 from specializer import do_specialize_send, do_specialize_sendto, specialized_send, token_info
 from specializer.system import system_of
@@ -92,7 +92,9 @@ def test_the_layers_are_folded_away(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
 def test_no_loop_over_control_messages_and_the_fragment_loop_stays(scenario: str) -> None:
     _, _, _, tree, _ = residual(scenario)
-    assert not any(isinstance(node, ast.For) for node in ast.walk(tree))
+    # With the data's length unknown, the only for loops left are skb_copy_data's page loops.
+    for loop in (node for node in ast.walk(tree) if isinstance(node, ast.For)):
+        assert "* 4096" in ast.unparse(loop), "a for loop that is not the page loop"
     loops = [node for node in ast.walk(tree) if isinstance(node, ast.While)]
     assert len(loops) == 1
     assert "offset" in ast.unparse(loops[0].test)
@@ -108,10 +110,9 @@ def test_options_ports_and_addresses_are_constants(scenario: str) -> None:
                         (aton(ME), "source address"), (aton(FAR), "destination address"),
                         (1500, "path MTU"), (1480, "fragment size")):
         assert value in constants, f"the {what} ({value}) is not a constant of the residual"
-    # The IP header is packed with the TTL as a literal argument, in both packing calls.
-    packs = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and "pack" in ast.unparse(node.func)
-             and len(node.args) == 10]
-    assert packs and all(isinstance(p.args[5], ast.Constant) and p.args[5].value == TTL for p in packs)
+    # The IP header is written with the TTL as a literal argument, in both writing calls.
+    packs = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and "pack_into" in ast.unparse(node.func)]
+    assert packs and all(isinstance(p.args[7], ast.Constant) and p.args[7].value == TTL for p in packs)
     # Options read from the socket are not read at run time any more.
     source = ast.unparse(tree)
     for field in ("ttl", "tos", "pmtudisc", "no_check", "local_port", "remote_addr", "connected"):
@@ -150,3 +151,55 @@ def test_canonical_residual_matches_the_golden_file() -> None:
     twin.send(twin_fd, b"golden")
     sink = stack.interfaces["eth0"].sink
     assert sink.__self__[-1] == out[-1]  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- buffer allocation with a committed ADU
+
+
+def adu_residual(mtu: int, adu: int) -> tuple[list[bytes], ast.Module, int, Stack, int]:
+    stack = Stack(clock=VirtualClock(), seed=1)
+    out: list[bytes] = []
+    stack.add_interface("eth0", ME, 24, mtu=mtu, sink=out.append)
+    stack.add_route("0.0.0.0", 0, "eth0", gateway=GATEWAY)
+    fd = stack.socket()
+    stack.setsockopt(fd, SOL_SOCKET, SO_ADU, adu)
+    stack.connect(fd, (FAR, 9))
+    token = do_specialize_send(stack, fd)
+    entry = system_of(stack).tokens[token].entry
+    assert entry is not None and entry.scenario.name == "udp_send_adu"
+    return out, ast.parse(entry.compiled.source), token, stack, fd
+
+
+def bytearray_sizes(tree: ast.AST) -> list[int]:
+    return [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name) and node.func.id == "bytearray" and isinstance(node.args[0], ast.Constant)]
+
+
+def test_a_committed_adu_unrolls_the_page_loop_with_constant_bounds() -> None:
+    """Thesis 3.1.1: with the ADU static, dlen and npages are computed once and the page
+    loop is unrolled: 8000 bytes on a 9000-byte MTU are one paged packet of two pages."""
+    out, tree, token, stack, _ = adu_residual(9000, 8000)
+    assert not any(isinstance(node, ast.For | ast.While) for node in ast.walk(tree))
+    assert bytearray_sizes(tree) == [8028]  # 20 + 8 + 8000, allocated at its size
+    copies = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              and isinstance(node.targets[0], ast.Subscript) and isinstance(node.targets[0].slice, ast.Slice)]
+    bounds = [(t.slice.lower.value, t.slice.upper.value) for t in (c.targets[0] for c in copies)]
+    assert bounds == [(20, 20 + 4096), (20 + 4096, 8028)]  # one copy per page, bounds folded
+    source = ast.unparse(tree)
+    assert "npages" not in source and "head_len" not in source and "truesize" not in source
+    payload = bytes(range(256)) * 31 + bytes(64)
+    assert specialized_send(stack, token, payload) == 8000
+    assert out[-1][28:] == payload
+
+
+def test_a_committed_adu_larger_than_the_mtu_unrolls_the_fragment_loop() -> None:
+    out, tree, token, stack, _ = adu_residual(1500, 4000)
+    assert not any(isinstance(node, ast.For | ast.While) for node in ast.walk(tree))
+    assert bytearray_sizes(tree) == [1500, 1500, 1068]  # each fragment allocated at its size
+    assert specialized_send(stack, token, bytes(4000)) == 4000
+    assert [len(p) for p in out] == [1500, 1500, 1068]
+
+
+def test_without_a_committed_adu_the_sizes_stay_dynamic() -> None:
+    _, _, _, tree, _ = residual("udp_send_connected")
+    assert bytearray_sizes(tree) == []

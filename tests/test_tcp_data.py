@@ -16,11 +16,12 @@ from pystack.socket import (
     MSG_DONTWAIT,
     MSG_PEEK,
     MSG_WAITALL,
+    SO_ADU,
     SO_RCVBUF,
     SOCK_STREAM,
     SOL_SOCKET,
 )
-from pystack.tcp.api import MSG_MORE, SHUT_RD, SHUT_WR, SO_ADU, SO_LINGER, TCP_CORK, TCP_NODELAY
+from pystack.tcp.api import MSG_MORE, SHUT_RD, SHUT_WR, SO_LINGER, TCP_CORK, TCP_NODELAY
 from pystack.tcp.tcb import (
     CLOSE_WAIT,
     CLOSING,

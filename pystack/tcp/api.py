@@ -53,8 +53,6 @@ TCP_KEEPCNT = 6
 TCP_USER_TIMEOUT = 18
 SO_KEEPALIVE = 9
 SO_LINGER = 13
-# pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
-SO_ADU = 0x4144
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
 
 
@@ -165,8 +163,8 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise would_block()
     if tcb.shut_wr or tcb.state not in CAN_SEND:
         raise oserror(errno.EPIPE if sock.connected else errno.ENOTCONN)
-    if tcb.adu and len(data) != tcb.adu:
-        raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {tcb.adu}-byte sends")
+    if sock.adu and len(data) != sock.adu:
+        raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
         return 0
     space = sock.sndbuf - len(tcb.send_buffer)
@@ -358,10 +356,6 @@ def set_socket_option(stack: Stack, sock: Socket, option: int, value: int | byte
             raise oserror(errno.EINVAL)
         onoff, seconds = struct.unpack("ii", bytes(value[:8]))
         tcb.linger = (bool(onoff), max(seconds, 0))
-    elif option == SO_ADU:
-        if number < 0 or number > sock.sndbuf:
-            raise oserror(errno.EINVAL)
-        tcb.adu = number
     else:
         return False
     stack.tcp.timer_changed(tcb)
@@ -374,8 +368,6 @@ def get_socket_option(sock: Socket, option: int) -> int | bytes | None:
         return int(tcb.keepalive)
     if option == SO_LINGER:
         return struct.pack("ii", int(tcb.linger[0]), tcb.linger[1])
-    if option == SO_ADU:
-        return tcb.adu
     return None
 
 

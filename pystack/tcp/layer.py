@@ -63,7 +63,7 @@ class TcpLayer:
         as Linux's tcp_disconnect does; the object stays the same.
         """
         fresh = self.new_tcb(tcb.sock)
-        fresh.user_mss, fresh.nodelay, fresh.cork, fresh.adu = tcb.user_mss, tcb.nodelay, tcb.cork, tcb.adu
+        fresh.user_mss, fresh.nodelay, fresh.cork = tcb.user_mss, tcb.nodelay, tcb.cork
         fresh.keepalive, fresh.keepidle, fresh.keepintvl = tcb.keepalive, tcb.keepidle, tcb.keepintvl
         fresh.keepcnt, fresh.user_timeout, fresh.linger = tcb.keepcnt, tcb.user_timeout, tcb.linger
         vars(tcb).update(vars(fresh))
@@ -89,7 +89,7 @@ class TcpLayer:
         parent_sock = listener.sock
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
                       sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf,
-                      ttl=parent_sock.ttl, tos=parent_sock.tos)
+                      ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu)
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True
@@ -98,7 +98,7 @@ class TcpLayer:
         child.local_addr, child.local_port, child.remote_addr, child.remote_port = laddr, lport, raddr, rport
         child.parent = listener
         child.user_mss = listener.user_mss
-        child.nodelay, child.keepalive, child.adu = listener.nodelay, listener.keepalive, listener.adu
+        child.nodelay, child.keepalive = listener.nodelay, listener.keepalive
         child.keepidle, child.keepintvl, child.keepcnt = listener.keepidle, listener.keepintvl, listener.keepcnt
         child.user_timeout = listener.user_timeout
         child.iss = self.initial_sequence(child)

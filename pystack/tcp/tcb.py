@@ -178,7 +178,6 @@ class TCB:
     keepintvl: float = 0.0
     keepcnt: int = 0
     user_timeout: float = 0.0
-    adu: int = 0  # SO_ADU: committed application data unit size, 0 if none
     linger: tuple[bool, int] = (False, 0)
     # Shutdown and errors.
     shut_rd: bool = False

@@ -135,19 +135,42 @@ def build_ipv4_header(
     flags_fragment: int,
     options: bytes = b"",
 ) -> bytes:
-    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field.
-
-    The checksum is the one's-complement sum of the header's 16-bit words,
-    taken from the fields directly (RFC 1071), so the header is packed once.
-    """
+    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field."""
     ihl = HEADER_LEN + len(options)
     version_ihl = 0x40 | (ihl >> 2)
     total_length = ihl + payload_length
-    words = (
-        (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
-        + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
-    )
+    words = header_words(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
     if options:
         words += ones_sum(options)
     checksum = ~fold(words) & 0xFFFF
     return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
+
+
+def write_ipv4_header(
+    buffer: bytearray,
+    src: int,
+    dst: int,
+    proto: int,
+    payload_length: int,
+    ttl: int,
+    tos: int,
+    ident: int,
+    flags_fragment: int,
+) -> None:
+    """Write an option-less header with checksum at the start of a packet's buffer, in place."""
+    total_length = HEADER_LEN + payload_length
+    words = header_words(0x45, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
+    checksum = ~fold(words) & 0xFFFF
+    _HEADER.pack_into(buffer, 0, 0x45, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst)
+
+
+def header_words(
+    version_ihl: int, tos: int, total_length: int, ident: int, flags_fragment: int, ttl: int, proto: int,
+    src: int, dst: int,
+) -> int:
+    """The unfolded one's-complement sum of the fixed header's 16-bit words, checksum
+    field excluded, taken from the fields directly (RFC 1071): the header is packed once."""
+    return (
+        (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
+        + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+    )
