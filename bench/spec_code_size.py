@@ -2,7 +2,8 @@
 
 The figures ``pystack spec show SCENARIO`` prints, for each scenario of
 ``specializer.scenario.all_scenarios()``, in its default context (the
-world ``spec show`` builds: one interface, MTU 1500, a socket set up for
+world ``spec show`` builds: one interface, MTU 1500 unless the scenario's
+context says otherwise (udp_send_adu: an 8000-byte ADU on a 9000-byte MTU), a socket set up for
 the scenario, peer 198.18.0.1:9):
 
 - *reachable generic*: every pystack function the entry can reach through
@@ -13,29 +14,29 @@ the scenario, peer 198.18.0.1:9):
 
 Each as non-blank, non-comment source lines, AST nodes and CPython
 bytecode bytes (``code_size`` / ``residual_size``). Sizes do not depend on
-the machine: one run, no repeats. The goal (>= 20x smaller for UDP) is
-judged on bytecode bytes, the analogue of the thesis's compiled size.
+the machine: one run, no repeats. The goals (>= 20x smaller for UDP, >= 30x
+for TCP) are judged on bytecode bytes, the analogue of the thesis's compiled size.
 """
 
 from __future__ import annotations
 
 from specializer.residual import code_size, reachable_functions, residual_size
 from specializer.scenario import Scenario, all_scenarios
-from specializer.show import build_world
+from specializer.show import build_world, world_defaults
 from specializer.system import specialize
 
 from .common import Settings, Table, note, ratio
 
 NAME = "spec_code_size"
 NEEDS_ROOT = False
-GOAL = 20.0
+GOALS = {"udp": 20.0, "tcp": 30.0}  # issue 4: >= 20x smaller for UDP, >= 30x for TCP
 MEASURES = (("lines", "source lines"), ("ast_nodes", "AST nodes"), ("bytecode_bytes", "bytecode bytes"))
 THESIS = ("thesis 3.3.2: specialized code up to 20x smaller than the original; LCN 2004: compiled UDP "
           "code about 5% of the generic (20x), TCP less than 3% (> 33x)")
 
 
 def measure(scenario: Scenario) -> dict[str, object]:
-    _stack, statics = build_world(scenario, {})
+    _stack, statics = build_world(scenario, world_defaults(scenario))
     entry = specialize(scenario, statics)
     reachable = reachable_functions(scenario.entry_function())
     walked = list(entry.stats.functions)
@@ -80,20 +81,23 @@ def run(settings: Settings) -> Table:
         size = ratio(figures["reachable"]["bytecode_bytes"], figures["residual"]["bytecode_bytes"])
         lines = ratio(figures["reachable"]["lines"], figures["residual"]["lines"])
         nodes = ratio(figures["reachable"]["ast_nodes"], figures["residual"]["ast_nodes"])
-        verdict = ("met" if size >= GOAL else "NOT MET") if name.startswith("udp") else "no goal set for TCP"
+        goal = GOALS[name.split("_", 1)[0]]
+        verdict = f"goal {goal:g}x " + ("met" if size >= goal else "NOT MET")
         verdicts.append(f"{name} {size:.1f}x ({verdict}; lines {lines:.1f}x, AST nodes {nodes:.1f}x)")
         note(f"{NAME}: {name} bytecode {size:.1f}x smaller")
     table.notes += [
-        f"goal (UDP): residual >= {GOAL:g}x smaller than the reachable generic code, on bytecode bytes: "
+        "goals: residual >= 20x (UDP) and >= 30x (TCP) smaller than the reachable generic code, on "
+        "bytecode bytes: "
         + "; ".join(verdicts),
         THESIS,
         "reachable generic follows every name the code calls, so Stack.send and Stack.sendto count the "
         "TCP send path they dispatch to as well (the thesis's 'main and auxiliary functionalities'); "
         "unfolded generic is only what the evaluator walked for this context",
-        "the UDP residuals keep the IPv4 fragmentation loop: the payload length is dynamic, so whether "
-        "a datagram fits the MTU is decided per call",
+        "the UDP residuals keep the IPv4 fragmentation loop and the buffer layout test: the payload "
+        "length is dynamic, so whether a datagram fits the MTU is decided per call; with a committed "
+        "ADU (udp_send_adu) both are decided once and the page loop is unrolled",
     ]
     if failed:
         table.notes.append("failed to specialize: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    table.data = {"scenarios": results, "failed": failed, "goal": GOAL}
+    table.data = {"scenarios": results, "failed": failed, "goals": GOALS}
     return table

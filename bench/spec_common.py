@@ -4,7 +4,8 @@ The send world is the one of :mod:`bench.udp_send_path`: a Stack on a
 monotonic clock with one interface 198.18.0.2/24 (``bench0``), a default
 route through 198.18.0.1, a connected UDP socket and an unconnected one,
 and tokens for ``send`` on the first and ``sendto`` a fixed destination on
-the second. The sink is given when the world is built, before anything is
+the second; and a third socket, connected too, that committed an ADU of
+``ADU`` bytes (SO_ADU), with its ``send`` token (scenario udp_send_adu). The sink is given when the world is built, before anything is
 specialized: the residual code freezes the interface's sink as a closure
 constant, so swapping the sink afterwards would leave the residual code
 calling the old one.
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pystack.clock import MonotonicClock
+from pystack.socket import SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
 from specializer import (
     do_specialize_send,
@@ -42,6 +44,8 @@ from .common import KERNEL_ADDR, PREFIXLEN, STACK_ADDR
 PEER = (KERNEL_ADDR, 9)
 CONNECTED_PORT = 40001
 UNCONNECTED_PORT = 40000
+ADU_PORT = 40002
+ADU = 1024
 
 
 def no_op(packet: bytes) -> None:
@@ -57,6 +61,8 @@ class SendWorld:
     unconnected: int
     send_token: int
     sendto_token: int
+    adu_socket: int
+    adu_token: int
 
     @classmethod
     def make(cls, sink: Callable[[bytes], None] = no_op) -> SendWorld:
@@ -70,7 +76,12 @@ class SendWorld:
         stack.connect(connected, PEER)
         send_token = do_specialize_send(stack, connected)
         sendto_token = do_specialize_sendto(stack, unconnected, PEER)
-        return cls(stack, connected, unconnected, send_token, sendto_token)
+        adu_socket = stack.socket()
+        stack.bind(adu_socket, (STACK_ADDR, ADU_PORT))
+        stack.setsockopt(adu_socket, SOL_SOCKET, SO_ADU, ADU)
+        stack.connect(adu_socket, PEER)
+        adu_token = do_specialize_send(stack, adu_socket)
+        return cls(stack, connected, unconnected, send_token, sendto_token, adu_socket, adu_token)
 
     def residual(self, token: int) -> Callable[[bytes], int]:
         """The residual function the token runs now (what specialized_* calls)."""
@@ -79,7 +90,7 @@ class SendWorld:
     def check_specialized(self) -> None:
         """Both tokens run their residual code (not the generic fallback, not a stale stub)."""
         system = system_of(self.stack)
-        for number in (self.send_token, self.sendto_token):
+        for number in (self.send_token, self.sendto_token, self.adu_token):
             token = system.token(number)
             if token.mode != "specialized" or token.entry is None or system.functions[number] is not token.entry.function:
                 raise AssertionError(f"token {number} is not running residual code: mode {token.mode}, "
@@ -105,6 +116,9 @@ def check_equivalence(sizes: list[int], rounds: int = 3) -> None:
             ("sendto", lambda d: g.stack.sendto(g.unconnected, d, 0, PEER),
              lambda d: specialized_sendto(s.stack, s.sendto_token, d)),
         ]
+        if size == ADU:
+            cases.append(("send, ADU committed", lambda d: g.stack.send(g.adu_socket, d),
+                          lambda d: specialized_send(s.stack, s.adu_token, d)))
         for _ in range(rounds):
             for op, generic_call, special_call in cases:
                 generic, special = generic_call(payload), special_call(payload)

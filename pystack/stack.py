@@ -101,6 +101,9 @@ class Stack:
         self.on_wake: Callable[[Socket], None] = lambda sock: None
         # Guards of specialized code watch the events that can break their assumptions.
         self.watchers: list[Callable[[str, Socket | None, object], None]] = []
+        # Per-stack state of the tools layered on the stack (the specializer's system), found
+        # in one lookup and collected with the stack.
+        self.extensions: dict[str, object] = {}
         self.routes.on_change = lambda: self.notify("route")
         self._next_fd = 3
         self._ident = self.random.randrange(0x10000)

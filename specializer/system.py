@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -456,11 +455,10 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-_systems: weakref.WeakKeyDictionary[Stack, SpecializationSystem] = weakref.WeakKeyDictionary()
-
-
 def system_of(stack: Stack) -> SpecializationSystem:
-    system = _systems.get(stack)
+    """The stack's specialization system, made on first use; it lives in the stack's
+    ``extensions`` (a weak map would keep the stack alive: the system refers to it)."""
+    system = stack.extensions.get("specializer")
     if system is None:
-        system = _systems[stack] = SpecializationSystem(stack)
-    return system
+        system = stack.extensions["specializer"] = SpecializationSystem(stack)
+    return system  # type: ignore[return-value]

@@ -373,3 +373,18 @@ def test_debug_mode_passes_when_guards_act() -> None:
     stack.setsockopt(fd, IPPROTO_IP, IP_TTL, 5)
     stack.add_route(FAR_NET, 24, "eth0", gateway=PEER)
     assert specialized_sendto(stack, token, b"x") == 1
+
+
+def test_a_stack_with_tokens_is_collected_with_its_system() -> None:
+    """The system lives in the stack: dropping the stack frees both (no global map keeps it)."""
+    import gc
+    import weakref
+
+    worlds = Worlds()
+    worlds.open("connected", (FAR, 9))
+    worlds.send(b"x")
+    stack_ref = weakref.ref(worlds.special.stack)
+    system_ref = weakref.ref(system_of(worlds.special.stack))
+    del worlds
+    gc.collect()
+    assert stack_ref() is None and system_ref() is None
