@@ -36,6 +36,7 @@ from pystack.socket import (
     IPPROTO_IP,
     MSG_DONTROUTE,
     O_NONBLOCK,
+    SO_ADU,
     SO_BROADCAST,
     SO_NO_CHECK,
     SO_RCVBUF,
@@ -62,6 +63,7 @@ OPTION_CHANGES = st.one_of(
     st.tuples(st.just(SOL_SOCKET), st.just(SO_SNDBUF), st.sampled_from([0, 4096, 200000])),
     st.tuples(st.just(SOL_SOCKET), st.just(SO_RCVBUF), st.sampled_from([0, 65536])),  # no assumption on it
     st.tuples(st.just(SOL_SOCKET), st.just(SO_REUSEADDR), st.sampled_from([0, 1])),
+    st.tuples(st.just(SOL_SOCKET), st.just(SO_ADU), st.sampled_from([0, 100, 1472, 8000])),  # sizes fold
 )
 
 FAR_NET = "198.18.7.0"
@@ -96,7 +98,8 @@ DESTINATIONS = [(FAR, 4242), (PEER, 9), ("198.19.0.77", 7), ("198.18.0.255", 500
 
 
 def payloads() -> st.SearchStrategy[bytes]:
-    sizes = st.one_of(st.sampled_from([0, 1, 100, 551, 972, 1252, 1253, 1472, 1473, 3000, 8972, 65507, 65508]),
+    sizes = st.one_of(st.sampled_from([0, 1, 100, 100, 551, 972, 1252, 1253, 1472, 1472, 1473, 3000, 8000,
+                                       8000, 8972, 65507, 65508]),
                       st.integers(0, 4000))
     return st.tuples(sizes, st.integers(0, 255)).map(lambda s: random.Random(s[1]).randbytes(s[0]))
 
