@@ -253,6 +253,7 @@ class Evaluator:
         self.checked_classes: set[type] = set()
         self.depth = 0
         self.inlining: list[Any] = []  # the functions being inlined, innermost last
+        self.escaped_lists: list[_FreshList] = []  # new lists lifted into the residual code
         # node type -> the expr_* method for it (None: opaque), looked up once per evaluator
         self._dispatch: dict[type, Callable[..., Value] | None] = {}
 
@@ -300,6 +301,13 @@ class Evaluator:
         if isinstance(value, Dyn):
             return value.expr
         v = value.value
+        if isinstance(v, _FreshList):
+            # It escapes into the residual code, which may change it: a new list there (as
+            # the generic code makes one), and from now on the evaluator may not read it.
+            if v or any(v is seen for seen in self.escaped_lists):
+                raise _CannotUnfold("a new list reaches the residual code twice")
+            self.escaped_lists.append(v)
+            return ast.List(elts=[], ctx=ast.Load())
         if isinstance(v, Virtual):  # it escapes: build it where it is used
             return ast.Call(func=self.lift(Static(v.cls)), args=[],
                             keywords=[ast.keyword(arg=k, value=self.lift(f)) for k, f in v.fields.items()])
@@ -702,7 +710,11 @@ class Evaluator:
 
     def expr_Name(self, node: ast.Name, frame: Frame) -> Value:
         if node.id in frame.env:
-            return frame.env[node.id]
+            value = frame.env[node.id]
+            if isinstance(value, Static) and isinstance(value.value, _FreshList) \
+                    and any(value.value is seen for seen in self.escaped_lists):
+                raise _CannotUnfold(f"{node.id} is a new list the residual code may have changed")
+            return value
         if node.id in frame.globals:
             value = frame.globals[node.id]
             module = frame.func.__module__.rsplit(".", 1)[-1]
@@ -728,6 +740,8 @@ class Evaluator:
             if isinstance(raw, property):
                 return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
             raise _CannotUnfold(f"{obj.cls.__name__}.{attr} of a value object")
+        if isinstance(obj, _FreshList) and attr not in _LIST_READERS:
+            raise _CannotUnfold(f"list.{attr} of a new list")  # it would change a frozen value
         in_instance = attr in getattr(obj, "__dict__", ())
         raw = None if in_instance else inspect.getattr_static(type(obj), attr, None)
         if isinstance(raw, property):
@@ -799,8 +813,10 @@ class Evaluator:
         return Dyn(ast.Tuple(elts=[self.lift(i) for i in items], ctx=ast.Load()))
 
     def expr_List(self, node: ast.List, frame: Frame) -> Value:
+        # A list display makes a new list each time it runs. An empty one is static while it
+        # is only read (``for ... in ancdata``); see :class:`_FreshList` for when it escapes.
         items = [self.expr(e, frame) for e in node.elts]
-        return Dyn(ast.List(elts=[self.lift(i) for i in items], ctx=ast.Load())) if items else Static([])
+        return Dyn(ast.List(elts=[self.lift(i) for i in items], ctx=ast.Load())) if items else Static(_FreshList())
 
     def expr_BinOp(self, node: ast.BinOp, frame: Frame) -> Value:
         left, right = self.in_order([node.left, node.right], frame)
@@ -838,6 +854,8 @@ class Evaluator:
                 return right
             if op is ast.Add:
                 return self.add_ints(left, right)
+            if op is ast.Sub and isinstance(right, Static) and type(right.value) is int:
+                return self.add_ints(left, Static(-right.value))  # (w + 128) - 1 is w + 127
             kind = "int" if op in (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.LShift, ast.RShift,
                                    ast.BitOr, ast.BitAnd, ast.BitXor) else None
             return Dyn(ast.BinOp(self.lift(left), op(), self.lift(right)), kind)
@@ -859,6 +877,8 @@ class Evaluator:
 
     def expr_UnaryOp(self, node: ast.UnaryOp, frame: Frame) -> Value:
         operand = self.expr(node.operand, frame)
+        if isinstance(node.op, ast.Not):
+            operand = _decided(operand)  # ``not data`` of bytes whose length is known
         if isinstance(operand, Static):
             return Static(_UNARY[type(node.op)](operand.value))
         return Dyn(ast.UnaryOp(op=node.op, operand=operand.expr))
@@ -920,8 +940,10 @@ class Evaluator:
         body = self.expression_only(node.body, frame)
         orelse = self.expression_only(node.orelse, frame)
         choices = _possible(body) | _possible(orelse) if _possible(body) and _possible(orelse) else None
+        shapes = {_shape(body), _shape(orelse)}
+        kind, length = shapes.pop() if len(shapes) == 1 else (None, None)
         return Dyn(ast.IfExp(test=test.expr, body=self.lift(body), orelse=self.lift(orelse)),
-                   "int" if choices else None, None, choices)
+                   "int" if choices else kind, length if not choices else None, choices)
 
     def expression_only(self, node: ast.expr, frame: Frame) -> Value:
         """Specialize a conditionally evaluated operand: nothing may be emitted for it."""
@@ -932,13 +954,34 @@ class Evaluator:
             return self.opaque(node, frame)
 
     def expr_JoinedStr(self, node: ast.JoinedStr, frame: Frame) -> Value:
-        return self.opaque(node, frame)
+        """An f-string: its parts are specialized like any expression (a static field in an
+        error message folds, with its assumption); formatted now if every part is static."""
+        parts: list[Any] = []
+        for part in node.values:
+            if isinstance(part, ast.Constant):
+                parts.append(part.value)
+                continue
+            if not isinstance(part, ast.FormattedValue) or part.format_spec is not None:
+                return self.opaque(node, frame)
+            value = self.expr(part.value, frame)
+            if isinstance(value, Static) and _immutable(value.value):
+                convert = {-1: format, 115: str, 114: repr, 97: ascii}[part.conversion]
+                parts.append(convert(value.value))
+            else:
+                parts.append(ast.FormattedValue(value=self.lift(value), conversion=part.conversion, format_spec=None))
+        if all(isinstance(p, str) for p in parts):
+            return Static("".join(parts))
+        return Dyn(ast.JoinedStr(values=[ast.Constant(p) if isinstance(p, str) else p for p in parts]))
 
     def opaque(self, node: ast.expr, frame: Frame) -> Value:
         """An expression the evaluator does not take apart: evaluate if static, else keep it whole."""
         free = _free_names(node)
         values = {name: self.expr(ast.Name(id=name, ctx=ast.Load()), frame) for name in free}
-        if all(isinstance(v, Static) for v in values.values()) and self._calls_only_pure(node, values):
+        called = {call.func.id for call in ast.walk(node) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)}
+        # Evaluated now only over values that cannot change: a static object's dynamic
+        # fields (``sum(len(d) for _, d in tcb.out_of_order)``) are read when the code runs.
+        if all(isinstance(v, Static) and (name in called or _immutable(v.value)) for name, v in values.items()) \
+                and self._calls_only_pure(node, values):
             namespace = {name: v.value for name, v in values.items()}
             try:
                 return Static(eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace))  # noqa: S307 - static, call-free
@@ -1347,6 +1390,24 @@ class _NoReturn(Exception):
     """An inlined call whose every path raised: the rest of the caller's block is dead."""
 
 
+class _FreshList(list):
+    """The value of an empty list display (``[]``): static while the code only reads it.
+    Lifted into the residual code it becomes a new ``[]`` there, once; methods that change
+    it are not evaluated (they would change a value the residual code shares)."""
+
+
+_LIST_READERS = frozenset({"copy", "count", "index", "__len__", "__contains__", "__getitem__", "__iter__"})
+
+
+def _immutable(value: Any) -> bool:
+    """A value no code can change: plain data, and tuples and frozensets of it."""
+    if isinstance(value, _SIMPLE_TYPES):
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_immutable(v) for v in value)
+    return False
+
+
 def _same_value(a: Value, b: Value) -> bool:
     if isinstance(a, Static) and isinstance(b, Static):
         return same(a.value, b.value)
@@ -1424,7 +1485,10 @@ def _possible(value: Value | None) -> frozenset | None:
 
 
 def _decided(value: Value) -> Value:
-    """A test whose every possible value has the same truth is static."""
+    """A test whose every possible value has the same truth is static (bytes of a known
+    length are true exactly when that length is not 0)."""
+    if isinstance(value, Dyn) and value.kind == "bytes" and value.length is not None:
+        return Static(value.length > 0)
     choices = _possible(value)
     if isinstance(value, Dyn) and choices:
         truths = {bool(v) for v in choices}
@@ -1454,6 +1518,8 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
             return "bytes", owner.size
         if f is len or f is int or (owner is int and name == "from_bytes"):
             return "int", None
+        if f in (min, max) and len(args) > 1 and all(_shape(a)[0] == "int" for a in args):
+            return "int", None  # the least or greatest of ints is one of them
         if f is bytes:
             return "bytes", None
     elif isinstance(func.expr, ast.Attribute) and func.expr.attr == "to_bytes" and args \

@@ -80,3 +80,53 @@ def test_cork_is_a_static_fact_and_its_change_is_guarded():
         world.stack.setsockopt(world.fd, IPPROTO_TCP, TCP_CORK, 1)
     assert refused.value.errno == 16  # EBUSY: the default policy rejects option changes
     assert specialized_send(world.stack, token, b"still fine") == 10
+
+
+def _send_and_compare(generic: World, special: World, token: int, data: bytes) -> None:
+    expected = outcome(generic.stack.send, generic.fd, data)
+    got = outcome(specialized_send, special.stack, token, data)
+    assert got == expected
+    generic.pump(0.001)
+    special.pump(0.001)
+    assert special.wire == generic.wire
+
+
+def test_dynamic_receive_state_is_read_at_run_time():
+    """The advertised window counts the out-of-order queue, and a D-SACK block is reported once:
+    both are dynamic state that the specialized send must read when it runs (not fold, not share)."""
+    generic = World(nodelay=True, sack=True, timestamps=True)
+    special = World(nodelay=True, sack=True, timestamps=True)
+    token = do_specialize_send(special.stack, special.fd, debug=True)
+    _send_and_compare(generic, special, token, b"first")
+    for world in (generic, special):
+        tcb = world.stack.sockfd_lookup(world.fd).tcb
+        # Out-of-order data held for the application (as a peer's lost segment would leave it).
+        tcb.out_of_order.append(((tcb.rcv_nxt + 5000) & 0xFFFFFFFF, bytes(30000)))
+        tcb.sack_recent.insert(0, (tcb.rcv_nxt + 5000) & 0xFFFFFFFF)
+        tcb.rcv_edge = (tcb.rcv_nxt + 1000) & 0xFFFFFFFF  # so the free space decides the window
+    _send_and_compare(generic, special, token, b"with a hole in the receive queue")
+    for world in (generic, special):
+        tcb = world.stack.sockfd_lookup(world.fd).tcb
+        tcb.out_of_order.clear()
+        tcb.sack_recent.clear()
+        tcb.dsack = ((tcb.rcv_nxt - 100) & 0xFFFFFFFF, (tcb.rcv_nxt - 50) & 0xFFFFFFFF)
+    _send_and_compare(generic, special, token, b"reports a duplicate once")
+    _send_and_compare(generic, special, token, b"and then no more")
+
+
+def test_committed_adu_folds_the_size_checks_and_stays_equivalent():
+    """With SO_ADU committed, a send that passed the size check has a known, non-zero length:
+    the empty-send test and the error message fold (the message with its static ADU)."""
+    from pystack.socket import SO_ADU, SOL_SOCKET
+
+    generic = World(nodelay=True, sack=True, timestamps=True)
+    special = World(nodelay=True, sack=True, timestamps=True)
+    for world in (generic, special):
+        world.stack.setsockopt(world.fd, SOL_SOCKET, SO_ADU, 1448)
+    token = do_specialize_send(special.stack, special.fd, debug=True)
+    source = token_info(special.stack, token)["source"]
+    assert "if not data" not in source and "elif not data" not in source
+    assert "'SO_ADU commits this socket to 1448-byte sends'" in source
+    for size in (1448, 0, 1447, 1448, 1449, 1448):
+        _send_and_compare(generic, special, token, bytes(range(256)) * 5 + bytes(size - 1280) if size >= 1280
+                          else bytes(size))

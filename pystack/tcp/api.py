@@ -20,7 +20,7 @@ from ..addr import ANY, BROADCAST, is_multicast
 from ..errors import oserror, would_block
 from ..socket import MSG_DONTWAIT, MSG_OOB, MSG_PEEK, MSG_WAITALL, Socket
 from .input import start_handshake_segment
-from .output import send_ack, tcp_output, window_to_advertise
+from .output import output_synchronized, send_ack, tcp_output, window_to_advertise
 from .seq import seq_diff
 from .tcb import (
     CAN_SEND,
@@ -173,7 +173,8 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     taken = data[:space]
     tcb.send_buffer += taken
     tcb.more = bool(flags & MSG_MORE)
-    tcp_output(stack, tcb)
+    # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized.
+    output_synchronized(stack, tcb)
     stack.tcp.timer_changed(tcb)
     return len(taken)
 

@@ -38,9 +38,10 @@ def receive_space(tcb: TCB) -> int:
     return tcb.sock.rcvbuf // 2
 
 
-def free_window(tcb: TCB) -> int:
+def free_window(tcb: TCB, space: int | None = None) -> int:
+    """Receive space not taken by queued data (``space``: receive_space(tcb), if known)."""
     queued = len(tcb.recv_buffer) + sum(len(d) for _, d in tcb.out_of_order)
-    return max(receive_space(tcb) - queued, 0)
+    return max((receive_space(tcb) if space is None else space) - queued, 0)
 
 
 def window_to_advertise(tcb: TCB) -> int:
@@ -50,8 +51,9 @@ def window_to_advertise(tcb: TCB) -> int:
     min(MSS, half the buffer), so the peer is not invited to send tiny segments.
     """
     current = max(seq_diff(tcb.rcv_edge, tcb.rcv_nxt), 0)
-    free = free_window(tcb)
-    if free >= current + min(tcb.advmss, receive_space(tcb) // 2):
+    space = receive_space(tcb)
+    free = free_window(tcb, space)
+    if free >= current + min(tcb.advmss, space // 2):
         current = free
     limit = 0xFFFF << tcb.rcv_wscale
     return min(current, limit)
@@ -183,6 +185,12 @@ def tcp_output(stack: Stack, tcb: TCB) -> None:
         if tcb.ack_now and tcb.state == SYN_RECEIVED:
             tcb.ack_now = False
         return
+    output_synchronized(stack, tcb)
+
+
+def output_synchronized(stack: Stack, tcb: TCB) -> None:
+    """``tcp_output`` once the connection is synchronized (its state is none of
+    CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
     sent_any = retransmit_lost(stack, tcb, now)
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
