@@ -192,6 +192,14 @@ class _Walker:
             self.loop(test, stmt.body, stmt)
         elif isinstance(stmt, ast.Assert):
             self.expr(stmt.test)
+        elif isinstance(stmt, ast.Try) and not stmt.finalbody:
+            # An exception is a dynamic branch: from any point of the body to a handler.
+            for handler in stmt.handlers:
+                if handler.type is not None:
+                    self.expr(handler.type)
+                if handler.name is not None:
+                    self.env[handler.name] = DYN
+            self.branches(DYN, [[*stmt.body, *stmt.orelse], *(h.body for h in stmt.handlers)], stmt)
         elif isinstance(stmt, ast.Try | ast.With | ast.FunctionDef | ast.ClassDef):
             self.unfoldable(stmt, f"{type(stmt).__name__.lower()} statement")
 

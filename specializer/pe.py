@@ -467,22 +467,28 @@ class Evaluator:
         frame.out.append(_if(test.expr, then_f.out, else_f.out))
         return bool(live)
 
-    def join(self, target: Frame, a: Frame, b: Frame) -> None:
-        """Make ``target.env`` the join of two paths: where they disagree, a fresh residual
+    def join(self, target: Frame, *paths: Frame) -> None:
+        """Make ``target.env`` the join of the paths: where they disagree, a fresh residual
         variable is assigned at the end of each path."""
         env: dict[str, Value] = {}
-        for name in dict.fromkeys([*a.env, *b.env]):  # in order: the residual text is the same in every process
-            va, vb = a.env.get(name), b.env.get(name)
-            if va is not None and vb is not None and _same_value(va, vb):
-                env[name] = _merge_facts(va, vb)  # same value; what is known of it may differ
+        # in order: the residual text is the same in every process
+        for name in dict.fromkeys(name for path in paths for name in path.env):
+            values = [path.env.get(name) for path in paths]
+            first = values[0]
+            if all(v is not None and _same_value(first, v) for v in values):
+                merged = first
+                for value in values[1:]:
+                    merged = _merge_facts(merged, value)  # same value; what is known of it may differ
+                env[name] = merged
                 continue
             common = target.loop_vars.get(name) or self.fresh(name)
-            for side, value in ((a, va), (b, vb)):
+            for side, value in zip(paths, values, strict=True):
                 if value is not None and not _is_name(value, common):
                     side.out.append(_assign(common, self.lift(value)))
-            shapes = {_shape(va), _shape(vb)}
+            shapes = {_shape(v) for v in values}
             kind, length = shapes.pop() if len(shapes) == 1 else (None, None)
-            choices = _possible(va) | _possible(vb) if _possible(va) and _possible(vb) else None
+            sets = [_possible(v) for v in values]
+            choices = frozenset().union(*sets) if all(sets) else None
             if choices is not None and len(choices) > MAX_VALUE_SET:
                 choices = None
             env[name] = Dyn(_load(common), kind, length, choices)
@@ -535,6 +541,8 @@ class Evaluator:
                 raise _CannotUnfold("break/continue outside a residual loop")
             self.emit(frame, type(stmt)())
             return False
+        if isinstance(stmt, ast.Try):
+            return self.try_statement(stmt, frame)
         if isinstance(stmt, ast.Assert):
             test = self.expr(stmt.test, frame)
             if isinstance(test, Dyn):
@@ -544,6 +552,62 @@ class Evaluator:
                 return False
             return True
         raise _CannotUnfold(f"unsupported statement {type(stmt).__name__}")
+
+    def try_statement(self, stmt: ast.Try, frame: Frame) -> bool:
+        """``try``/``except``/``else`` stays, each part specialized. An exception may leave the
+        body at any point, so each variable the body assigns gets one residual name for the
+        whole statement (bound before it, as in a residual loop): a handler sees whatever
+        value the body had got to. The paths (body then ``else``, each handler) join after it."""
+        if stmt.finalbody:
+            raise _CannotUnfold("try-finally")
+        parts = [*stmt.body, *stmt.orelse, *(s for h in stmt.handlers for s in h.body)]
+        if any(isinstance(n, ast.Return | ast.Break | ast.Continue) for s in parts for n in ast.walk(s)):
+            raise _CannotUnfold("return, break or continue inside try")
+        classes = []
+        for handler in stmt.handlers:
+            kind = self.expr(handler.type, frame) if handler.type is not None else None
+            if kind is not None and not (isinstance(kind, Static) and _exception_classes(kind.value)):
+                raise _CannotUnfold("an except clause whose exception class is not static")
+            classes.append(kind)
+        loop_vars = dict(frame.loop_vars)
+        entry_env = dict(frame.env)
+        for name in sorted(_assigned_names(stmt.body)):
+            residual = loop_vars.get(name)
+            if residual is None:
+                residual = loop_vars[name] = self.fresh(name)
+                if name in frame.env:
+                    self.emit(frame, _assign(residual, self.lift(frame.env[name])))
+            entry_env[name] = Dyn(_load(residual))
+        body = Frame(frame.func, dict(entry_env), [], frame.result, loop_vars)
+        body_live = self.block(stmt.body, body)
+        if not body.out:  # nothing in the body can raise: the handlers are dead code
+            self.stats.branches_removed += len(stmt.handlers)
+            frame.env = body.env
+            return body_live and self.block(stmt.orelse, frame)
+        orelse = Frame(frame.func, body.env, [], frame.result, frame.loop_vars)
+        live = [orelse] if body_live and self.block(stmt.orelse, orelse) else []
+        handlers = []
+        for handler, kind in zip(stmt.handlers, classes, strict=True):
+            sub = Frame(frame.func, dict(entry_env), [], frame.result, frame.loop_vars)
+            name = None
+            if handler.name is not None:
+                name = self.fresh(handler.name)
+                sub.env[handler.name] = Dyn(_load(name))
+            if self.block(handler.body, sub):
+                sub.env.pop(handler.name, None)  # Python unbinds it when the handler ends
+                live.append(sub)
+            handlers.append((handler, kind, name, sub))
+        if len(live) > 1:
+            self.join(frame, *live)
+        elif live:
+            frame.env = live[0].env
+        frame.out.append(ast.Try(
+            body=body.out,
+            handlers=[ast.ExceptHandler(type=self.lift(kind) if kind is not None else None, name=name,
+                                        body=sub.out or [ast.Pass()])
+                      for _handler, kind, name, sub in handlers],
+            orelse=orelse.out, finalbody=[]))
+        return bool(live)
 
     def assign(self, target: ast.expr, value: Value, frame: Frame) -> None:
         if isinstance(target, ast.Name):
@@ -1406,6 +1470,13 @@ def _immutable(value: Any) -> bool:
     if isinstance(value, tuple | frozenset):
         return all(_immutable(v) for v in value)
     return False
+
+
+def _exception_classes(value: Any) -> bool:
+    """An exception class, or a tuple of them (what an ``except`` clause names)."""
+    if isinstance(value, tuple):
+        return bool(value) and all(_exception_classes(v) for v in value)
+    return isinstance(value, type) and issubclass(value, BaseException)
 
 
 def _same_value(a: Value, b: Value) -> bool:

@@ -296,18 +296,19 @@ def _fill_empty(body: list[ast.stmt]) -> None:
         for attr in _BLOCK_FIELDS[type(stmt)]:
             inner = getattr(stmt, attr, None)
             if isinstance(inner, list):
-                if attr == "body" and not inner and isinstance(stmt, ast.If | ast.For | ast.While):
+                if attr == "body" and not inner:  # every statement with a body needs one
                     inner.append(ast.Pass())
                 _fill_empty(inner)
 
 
 class _BlockFields(dict):
-    """statement class -> which of ``body`` and ``orelse`` it has (the nested statement
-    lists the passes look into); () for the rest, which is most statements."""
+    """statement class -> which of ``body``, ``handlers`` (a ``try``'s except clauses, each
+    with a body) and ``orelse`` it has: the nested statement lists the passes look into;
+    () for the rest, which is most statements."""
 
     def __missing__(self, cls: type) -> tuple[str, ...]:
         if issubclass(cls, ast.AST):
-            fields = tuple(attr for attr in ("body", "orelse") if attr in cls._fields)
+            fields = tuple(attr for attr in ("body", "handlers", "orelse") if attr in cls._fields)
         else:
             fields = ("body", "orelse")
         self[cls] = fields
