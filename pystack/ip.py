@@ -172,6 +172,28 @@ def ip_output(
     if pmtudisc == IP_PMTUDISC_DO or pmtudisc == IP_PMTUDISC_PROBE:
         counters.ip["FragFails"] += 1
         raise oserror(errno.EMSGSIZE)
+    ip_fragment(stack, sock, route, mtu, src, dst, proto, data, ttl, tos)
+
+
+def ip_fragment(
+    stack: Stack,
+    sock: Socket | None,
+    route: Route,
+    mtu: int,
+    src: int,
+    dst: int,
+    proto: int,
+    data: bytes,
+    ttl: int,
+    tos: int,
+) -> None:
+    """Send a datagram larger than the path MTU as fragments (Linux ip_fragment).
+
+    Its own function, as in Linux, so that a specialization scenario can
+    leave this rare path out of line (a datagram whose size is dynamic)
+    or unfold it (a committed ADU, whose fragments are known in advance).
+    """
+    counters = stack.counters
     ident = stack.next_ident()
     chunk = (mtu - HEADER_LEN) & ~7
     offset = 0

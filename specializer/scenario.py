@@ -120,18 +120,25 @@ def load_objects(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpe
 
 def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpec],
                    groups: dict[str, list[str]]) -> dict[str, Scenario]:
-    """A file's scenarios; ``"@name"`` in a function list stands for the group ``name``."""
+    """A file's scenarios; ``"@name"`` in a function list stands for the group ``name``
+    (whose members may name groups too)."""
 
-    def functions(names: list[str], where: str) -> frozenset[Any]:
+    def expand(names: list[str], where: str, seen: tuple[str, ...] = ()) -> list[str]:
         expanded: list[str] = []
         for item in names:
-            if item.startswith("@"):
-                if item[1:] not in groups:
-                    raise DeclarationError(f"{path}: {where}: no group {item[1:]!r}")
-                expanded.extend(groups[item[1:]])
-            else:
+            if not item.startswith("@"):
                 expanded.append(item)
-        return frozenset(resolve(f, path) for f in expanded)
+                continue
+            group = item[1:]
+            if group not in groups:
+                raise DeclarationError(f"{path}: {where}: no group {group!r}")
+            if group in seen:
+                raise DeclarationError(f"{path}: {where}: group {group!r} includes itself")
+            expanded.extend(expand(groups[group], where, (*seen, group)))
+        return expanded
+
+    def functions(names: list[str], where: str) -> frozenset[Any]:
+        return frozenset(resolve(f, path) for f in expand(names, where))
 
     scenarios = {}
     declared = data.get("scenario", {})

@@ -3,8 +3,8 @@
 Structural facts first (they survive harmless changes to the evaluator's
 naming): the layers are gone (no fd lookup, route lookup, udp_sendmsg or
 ip_output left), no loop over control messages, the TTL, ports and
-addresses are constants, the fragmentation loop stays, and the code is
-short. Then the exact text for one canonical context, against
+addresses are constants, fragmentation is left to the generic
+``ip_fragment``, and the code is short. Then the exact text for one canonical context, against
 ``tests/golden/udp_send_connected.py.txt``.
 
 When the generic code or the specializer changes on purpose, regenerate
@@ -90,14 +90,20 @@ def test_the_layers_are_folded_away(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
-def test_no_loop_over_control_messages_and_the_fragment_loop_stays(scenario: str) -> None:
-    _, _, _, tree, _ = residual(scenario)
+def test_no_loop_over_control_messages_and_fragmentation_stays_out_of_line(scenario: str) -> None:
+    _, _, _, tree, constants = residual(scenario)
     # With the data's length unknown, the only for loops left are skb_copy_data's page loops.
     for loop in (node for node in ast.walk(tree) if isinstance(node, ast.For)):
         assert "* 4096" in ast.unparse(loop), "a for loop that is not the page loop"
-    loops = [node for node in ast.walk(tree) if isinstance(node, ast.While)]
-    assert len(loops) == 1
-    assert "offset" in ast.unparse(loops[0].test)
+    assert not any(isinstance(node, ast.While) for node in ast.walk(tree))
+    # A datagram over the path MTU goes to the generic ip_fragment, called once, with the
+    # path MTU, the addresses and the TTL folded into its arguments.
+    fragment = [name for name, value in constants.items() if value is ip.ip_fragment]
+    assert len(fragment) == 1
+    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and isinstance(node.func, ast.Name) and node.func.id == fragment[0]]
+    folded = [arg.value for arg in call.args if isinstance(arg, ast.Constant)]
+    assert folded == [1500, aton(ME), aton(FAR), 17, TTL, 0]
 
 
 @pytest.mark.parametrize("scenario", ["udp_send_connected", "udp_sendto_fixed"])
@@ -108,9 +114,9 @@ def test_options_ports_and_addresses_are_constants(scenario: str) -> None:
     constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
     for value, what in ((TTL, "TTL"), (sock.local_port, "source port"), (dport, "destination port"),
                         (aton(ME), "source address"), (aton(FAR), "destination address"),
-                        (1500, "path MTU"), (1480, "fragment size")):
+                        (1500, "path MTU")):
         assert value in constants, f"the {what} ({value}) is not a constant of the residual"
-    # The IP header is written with the TTL as a literal argument, in both writing calls.
+    # The IP header is written with the TTL as a literal argument.
     packs = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and "pack_into" in ast.unparse(node.func)]
     assert packs and all(isinstance(p.args[7], ast.Constant) and p.args[7].value == TTL for p in packs)
     # Options read from the socket are not read at run time any more.
