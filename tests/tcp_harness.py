@@ -39,6 +39,14 @@ AB = "a>b"
 BA = "b>a"
 
 
+def check_scoreboards(stack: Stack) -> None:
+    """Every connection's scoreboard counts match its retransmission queue's flags (the
+    counts are kept as the flags change; a missed update would skew in_flight for good)."""
+    for tcb in stack.tcp.conns.values():
+        errors = tcb.scoreboard_errors()
+        assert not errors, f"{tcb.key}: {errors}"
+
+
 @dataclass
 class Captured:
     """One packet as its sender put it on the wire."""
@@ -155,10 +163,9 @@ class Pair:
 
     def _deliver(self, direction: str, packet: bytes) -> None:
         self.delivered += 1
-        if direction == AB:
-            self.b.input(packet, "eth0")
-        else:
-            self.a.input(packet, "eth0")
+        receiver = self.b if direction == AB else self.a
+        receiver.input(packet, "eth0")
+        check_scoreboards(receiver)
 
     def next_event(self) -> float | None:
         times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
@@ -189,6 +196,8 @@ class Pair:
         else:
             self.a.run_timers()
             self.b.run_timers()
+            check_scoreboards(self.a)
+            check_scoreboards(self.b)
         return True
 
     def pump(self) -> None:
@@ -346,6 +355,7 @@ class PeerBench:
                 break
             self.clock.advance(max(0.0, deadline - self.clock.now()))
             self.stack.run_timers()
+            check_scoreboards(self.stack)
         self.clock.advance(max(0.0, end - self.clock.now()))
 
     def advance_to(self, when: float) -> None:
@@ -364,6 +374,7 @@ class PeerBench:
 
     def inject(self, packet: bytes) -> None:
         self.stack.input(bytes(packet), "pst0")
+        check_scoreboards(self.stack)
 
     # ------------------------------------------------------------ packets out
 

@@ -140,8 +140,8 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_nxt = seq_add(tcb.iss, 1)
     tcb.snd_buf_seq = tcb.snd_nxt
     tcb.snd_sml = tcb.iss
-    tcb.rtx.clear()
-    tcb.rtx.append(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    tcb.clear_queue()
+    tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
     send_syn(stack, tcb)
     arm_rto(stack, tcb, now)
 
@@ -207,7 +207,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
 def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     """Our SYN is acknowledged: the connection is established."""
     now = stack.clock.now()
-    sent = tcb.rtx.popleft() if tcb.rtx else None
+    sent = tcb.retire_head() if tcb.rtx else None
     if sent is not None and sent.retransmits == 0:
         tcb.rtt.sample(now - sent.sent_at)
     elif tcb.ts_ok and seg.options.ts_ecr:
@@ -398,7 +398,7 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     acked_segments = 0
     rtt_sample = None
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
-        sent = tcb.rtx.popleft()
+        sent = tcb.retire_head()
         acked_segments += 1
         if sent.retransmits == 0:
             rtt_sample = now - sent.sent_at
@@ -541,7 +541,7 @@ def enter_time_wait(stack: Stack, tcb: TCB) -> None:
     inf = float("inf")
     tcb.state = TIME_WAIT
     tcb.rto_at = tcb.persist_at = tcb.keepalive_at = tcb.fin_wait2_at = inf
-    tcb.rtx.clear()
+    tcb.clear_queue()
     tcb.timewait_at = stack.clock.now() + 2 * stack.tcp.config.msl
     stack.tcp.timer_changed(tcb)
     stack.wake(tcb.sock)
@@ -584,8 +584,8 @@ def tcp_error(stack: Stack, inner: IPv4Header, inner_payload: bytes, error: int,
         for sent in tcb.rtx:
             data_length = sent.length - (1 if sent.flags & SYN else 0) - (1 if sent.flags & FIN else 0)
             if not sent.sacked and data_length > tcb.mss:
-                sent.lost = True
-                sent.in_retransmit = False
+                tcb.mark_lost(sent)
+                tcb.mark_retransmitted(sent, False)
         tcp_output(stack, tcb)
         return
     if tcb.state == SYN_SENT or (tcb.state == SYN_RECEIVED and hard):

@@ -202,6 +202,9 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
 
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
+    """Retransmit the segments marked lost, as the congestion window allows."""
+    if not tcb.lost_out:
+        return False  # the common case: nothing marked lost, no walk of the queue
     sent = False
     index = 0
     while index < len(tcb.rtx):  # by index: retransmit() may split a segment (smaller MSS)
@@ -229,7 +232,7 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
     else:
         transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags)
     item.retransmits += 1
-    item.in_retransmit = True
+    tcb.mark_retransmitted(item)
     item.sent_at = now
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
@@ -244,7 +247,7 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
                 item.retransmits, item.sacked, item.lost, False)
     item.end = seq_add(item.seq, length)
     item.flags &= ~(FIN | PSH)
-    tcb.rtx.insert(index + 1, rest)
+    tcb.queue_segment(rest, index + 1)
 
 
 def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[bool, int]:
@@ -296,7 +299,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float)
     seq = tcb.snd_nxt
     transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
-    tcb.rtx.append(Sent(seq, end, flags & (FIN | PSH), now))
+    tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
     if size < send_mss(tcb):
         tcb.snd_sml = end

@@ -65,7 +65,7 @@ def loss_suspected(stack: Stack, tcb: TCB) -> bool:
     threshold = stack.tcp.config.reordering
     if not tcb.sack_ok:
         return tcb.dupacks >= threshold
-    return sum(1 for item in tcb.rtx if item.sacked) >= threshold
+    return tcb.sacked_out >= threshold
 
 
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
@@ -85,7 +85,7 @@ def mark_head_lost(tcb: TCB) -> None:
     for item in tcb.rtx:
         if not item.sacked:
             if not item.in_retransmit:
-                item.lost = True
+                tcb.mark_lost(item)
             return
 
 
@@ -97,7 +97,7 @@ def mark_lost_by_sack(stack: Stack, tcb: TCB) -> None:
         if item.sacked:
             above += 1
         elif above >= threshold and not item.in_retransmit:
-            item.lost = True
+            tcb.mark_lost(item)
 
 
 def prr_update(tcb: TCB, delivered: int) -> None:
@@ -118,8 +118,9 @@ def finish_recovery(stack: Stack, tcb: TCB) -> None:
         tcb.cwnd = tcb.ssthresh
     tcb.ca_state = CA_OPEN
     tcb.dupacks = 0
-    for item in tcb.rtx:
-        item.lost = False
+    if tcb.lost_out:
+        for item in tcb.rtx:
+            tcb.mark_lost(item, False)
 
 
 def grow_cwnd(tcb: TCB, acked: int) -> None:
@@ -149,9 +150,9 @@ def on_timeout(stack: Stack, tcb: TCB) -> None:
     tcb.cwnd_count = 0
     tcb.dupacks = 0
     for item in tcb.rtx:
-        item.in_retransmit = False
+        tcb.mark_retransmitted(item, False)
         if not item.sacked:
-            item.lost = True
+            tcb.mark_lost(item)
 
 
 def apply_sack(tcb: TCB, blocks: list[tuple[int, int]]) -> int:
@@ -163,8 +164,6 @@ def apply_sack(tcb: TCB, blocks: list[tuple[int, int]]) -> int:
         for item in tcb.rtx:
             if item.sacked or seq_lt(item.seq, start) or seq_gt(item.end, end):
                 continue
-            item.sacked = True
-            item.lost = False
-            item.in_retransmit = False
+            tcb.mark_sacked(item)
             newly += 1
     return newly

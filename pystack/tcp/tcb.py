@@ -130,6 +130,11 @@ class TCB:
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
+    # The retransmission queue's scoreboard, kept as its flags change (Linux's sacked_out,
+    # lost_out, retrans_out): counting it would walk the queue on every send and every ACK.
+    sacked_out: int = 0
+    lost_out: int = 0
+    retrans_out: int = 0
     # Receive side.
     recv_buffer: bytearray = field(default_factory=bytearray)
     out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
@@ -208,14 +213,59 @@ class TCB:
 
     def in_flight(self) -> int:
         """Segments believed in the network: out - (sacked + lost) + retransmitted (Linux)."""
-        sacked = lost = retrans = 0
-        for sent in self.rtx:
-            if sent.sacked:
-                sacked += 1
-            elif sent.lost:
-                lost += 1
-            if sent.in_retransmit:
-                retrans += 1
-        if not self.sack_ok:
-            sacked = min(self.dupacks, max(len(self.rtx) - 1, 0))
-        return max(len(self.rtx) - sacked - lost + retrans, 0)
+        sacked = self.sacked_out if self.sack_ok else min(self.dupacks, max(len(self.rtx) - 1, 0))
+        return max(len(self.rtx) - sacked - self.lost_out + self.retrans_out, 0)
+
+    # The scoreboard: every change to a queued segment's flags, and every segment that
+    # leaves the queue, goes through these, so that the counts stay those of the flags.
+
+    def mark_sacked(self, item: Sent) -> None:
+        """SACKed: no longer lost nor being retransmitted (RFC 6675)."""
+        if item.sacked:
+            return
+        item.sacked = True
+        self.sacked_out += 1
+        self.mark_lost(item, False)
+        self.mark_retransmitted(item, False)
+
+    def mark_lost(self, item: Sent, lost: bool = True) -> None:
+        if item.lost != lost:
+            item.lost = lost
+            self.lost_out += 1 if lost else -1
+
+    def mark_retransmitted(self, item: Sent, value: bool = True) -> None:
+        if item.in_retransmit != value:
+            item.in_retransmit = value
+            self.retrans_out += 1 if value else -1
+
+    def queue_segment(self, item: Sent, index: int | None = None) -> None:
+        """Put a segment in the retransmission queue (at the end, or before ``index``)."""
+        if index is None:
+            self.rtx.append(item)
+        else:
+            self.rtx.insert(index, item)
+        self.sacked_out += item.sacked
+        self.lost_out += item.lost
+        self.retrans_out += item.in_retransmit
+
+    def retire_head(self) -> Sent:
+        """Take the first queued segment out (acknowledged)."""
+        item = self.rtx.popleft()
+        self.sacked_out -= item.sacked
+        self.lost_out -= item.lost
+        self.retrans_out -= item.in_retransmit
+        return item
+
+    def clear_queue(self) -> None:
+        self.rtx.clear()
+        self.sacked_out = self.lost_out = self.retrans_out = 0
+
+    def scoreboard_errors(self) -> list[str]:
+        """Where the counts differ from the queue's flags (for tests: empty when consistent)."""
+        counted = {
+            "sacked_out": sum(item.sacked for item in self.rtx),
+            "lost_out": sum(item.lost for item in self.rtx),
+            "retrans_out": sum(item.in_retransmit for item in self.rtx),
+        }
+        return [f"{name} is {getattr(self, name)}, the queue says {value}"
+                for name, value in counted.items() if getattr(self, name) != value]
