@@ -39,8 +39,9 @@ def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[st
 
 
 def specialized_send(stack: Stack, token: int, data: bytes) -> int:
+    """Send through the token's code: one lookup and one call (system_of, inlined)."""
     try:
-        function = system_of(stack).functions[token]
+        function = stack.extensions["specializer"].functions[token]
     except KeyError:
         raise oserror(errno.EINVAL, f"no specialization token {token}") from None
     return function(data)
@@ -82,12 +83,7 @@ def do_specialize_sendto(stack: Stack, fd: int, address: Address, *, flags: int 
                                  lambda data: stack.sendto(fd, data, flags, address), policy, debug)
 
 
-def specialized_sendto(stack: Stack, token: int, data: bytes) -> int:
-    try:
-        function = system_of(stack).functions[token]
-    except KeyError:
-        raise oserror(errno.EINVAL, f"no specialization token {token}") from None
-    return function(data)
+specialized_sendto = specialized_send  # a sendto token's code has its destination built in
 
 
 def do_default_sendto(stack: Stack, token: int, data: bytes) -> int:

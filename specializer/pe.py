@@ -315,7 +315,7 @@ class Evaluator:
             if isinstance(v, int) and not isinstance(v, bool) and v < 0:
                 return ast.UnaryOp(op=ast.USub(), operand=ast.Constant(-v))
             return ast.Constant(v)
-        if isinstance(v, tuple) and all(isinstance(x, _SIMPLE_TYPES) for x in v):
+        if isinstance(v, tuple) and all(isinstance(x, _SIMPLE_TYPES) or _builtin_class(x) for x in v):
             return ast.Tuple(elts=[self.lift(Static(x)) for x in v], ctx=ast.Load())
         if v is getattr(builtins, getattr(v, "__name__", ""), None):
             return ast.Name(id=v.__name__, ctx=ast.Load())
@@ -580,8 +580,9 @@ class Evaluator:
             entry_env[name] = Dyn(_load(residual))
         body = Frame(frame.func, dict(entry_env), [], frame.result, loop_vars)
         body_live = self.block(stmt.body, body)
-        if not body.out:  # nothing in the body can raise: the handlers are dead code
+        if all(_cannot_raise(s) for s in body.out):  # the handlers are dead code
             self.stats.branches_removed += len(stmt.handlers)
+            frame.out.extend(body.out)
             frame.env = body.env
             return body_live and self.block(stmt.orelse, frame)
         orelse = Frame(frame.func, body.env, [], frame.result, frame.loop_vars)
@@ -1470,6 +1471,17 @@ def _immutable(value: Any) -> bool:
     if isinstance(value, tuple | frozenset):
         return all(_immutable(v) for v in value)
     return False
+
+
+def _builtin_class(value: Any) -> bool:
+    """A builtin class, written by its name (``(OSError, KeyError)`` in an except clause)."""
+    return isinstance(value, type) and getattr(builtins, value.__name__, None) is value
+
+
+def _cannot_raise(stmt: Any) -> bool:
+    """A residual statement that cannot raise: a name bound to a constant or another name."""
+    return isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets) \
+        and isinstance(stmt.value, ast.Constant | ast.Name)
 
 
 def _exception_classes(value: Any) -> bool:

@@ -173,9 +173,9 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     taken = data[:space]
     tcb.send_buffer += taken
     tcb.more = bool(flags & MSG_MORE)
-    # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized.
+    # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
+    # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
-    stack.tcp.timer_changed(tcb)
     return len(taken)
 
 

@@ -40,7 +40,9 @@ def receive_space(tcb: TCB) -> int:
 
 def free_window(tcb: TCB, space: int | None = None) -> int:
     """Receive space not taken by queued data (``space``: receive_space(tcb), if known)."""
-    queued = len(tcb.recv_buffer) + sum(len(d) for _, d in tcb.out_of_order)
+    queued = len(tcb.recv_buffer)
+    if tcb.out_of_order:  # usually empty: no generator to make
+        queued += sum(len(d) for _, d in tcb.out_of_order)
     return max((receive_space(tcb) if space is None else space) - queued, 0)
 
 
@@ -192,7 +194,7 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
-    sent_any = retransmit_lost(stack, tcb, now)
+    sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
     sent_any = sent_new or sent_any
     # Was the congestion window the limit? (cwnd grows only then: RFC 7661, Linux is_cwnd_limited)
@@ -203,8 +205,6 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
     """Retransmit the segments marked lost, as the congestion window allows."""
-    if not tcb.lost_out:
-        return False  # the common case: nothing marked lost, no walk of the queue
     sent = False
     index = 0
     while index < len(tcb.rtx):  # by index: retransmit() may split a segment (smaller MSS)
@@ -286,7 +286,7 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
         flags = ACK | (PSH if last and size and not tcb.more else 0)
         if fin_due and last:
             flags |= FIN
-        send_data_segment(stack, tcb, size, flags, now)
+        send_data_segment(stack, tcb, size, flags, now, mss)
         sent = True
         in_flight += 1
         if flags & FIN:
@@ -294,14 +294,16 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     return sent, in_flight
 
 
-def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float) -> None:
-    """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission."""
+def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int) -> None:
+    """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission.
+
+    ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now)."""
     seq = tcb.snd_nxt
     transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
-    if size < send_mss(tcb):
+    if size < mss:
         tcb.snd_sml = end
     if flags & FIN:
         tcb.fin_sent = True
@@ -322,7 +324,8 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
     unsent = unsent_bytes(tcb)
     window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
     if unsent > 0 and window_left > 0:
-        send_data_segment(stack, tcb, min(unsent, window_left, send_mss(tcb)), ACK | PSH, now)
+        mss = send_mss(tcb)
+        send_data_segment(stack, tcb, min(unsent, window_left, mss), ACK | PSH, now, mss)
         return True
     stack.counters.tcp["WindowProbes"] += 1
     send_probe(stack, tcb)
