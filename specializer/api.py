@@ -14,12 +14,14 @@ can be chosen per token: ``policy={"setsockopt": "fallback", ...}``.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 from pystack.addr import sockaddr_in
 from pystack.errors import oserror
-from pystack.socket import SOCK_STREAM
+from pystack.socket import SOCK_STREAM, Socket
 from pystack.stack import Stack
+from pystack.tcp.output import tcp_output
 
 from .system import system_of
 
@@ -35,7 +37,27 @@ def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[st
     else:
         scenario = "udp_send_adu" if sock.adu else "udp_send_connected"
     statics = {"self": stack, "fd": fd, "flags": flags}
-    return system_of(stack).open(scenario, sock, statics, lambda data: stack.send(fd, data, flags), policy, debug)
+    system = system_of(stack)
+    number = system.open(scenario, sock, statics, lambda data: stack.send(fd, data, flags), policy, debug)
+    if sock.type == SOCK_STREAM:
+        system.token(number).companions.append(open_tcp_output(stack, sock, policy, debug))
+    return number
+
+
+def open_tcp_output(stack: Stack, sock: Socket, policy: dict[str, str] | None, debug: bool) -> int:
+    """The connection's output routine, specialized with the same invariants as its send: most
+    segments of a bulk transfer leave when an ACK arrives, not from the send call. The stack
+    runs it from ``tcb.output`` (the generic tcp_output whenever the token falls back)."""
+    tcb = sock.tcb
+
+    def generic() -> None:
+        tcp_output(stack, tcb)
+
+    def install(function: Callable[[], None] | None) -> None:
+        tcb.output = None if function is generic else function
+
+    return system_of(stack).open("tcp_output", sock, {"stack": stack, "tcb": tcb}, generic, policy, debug,
+                                 hook=install)
 
 
 def specialized_send(stack: Stack, token: int, data: bytes) -> int:
@@ -62,6 +84,8 @@ def re_specialize_send(stack: Stack, token: int, *, flags: int | None = None) ->
         fd = statics["fd"]
         tok.generic = lambda data: stack.send(fd, data, flags)
     system.respecialize(tok, statics)
+    for companion in tok.companions:
+        system.respecialize(system.token(companion))
     return token
 
 

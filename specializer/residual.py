@@ -495,6 +495,22 @@ def reachable_functions(entry: Any, limit: int = 400) -> list[Any]:
     return list(seen.values())
 
 
+def out_of_line_functions(compiled: CompiledResidual) -> tuple[list[Any], list[Any]]:
+    """The pystack functions the residual code still calls (its frozen references: rare
+    paths left out of line, such as ip_fragment, and callees not unfolded), and everything
+    those reach: (called, called and reached)."""
+    called = []
+    for value in compiled.constants.values():
+        func = getattr(value, "__func__", value)
+        if isinstance(func, types.FunctionType) and func.__module__.startswith("pystack"):
+            called.append(func)
+    reached: dict[int, Any] = {}
+    for func in called:
+        for found in reachable_functions(func):
+            reached.setdefault(id(found.__code__), found)
+    return called, list(reached.values())
+
+
 def _candidates(func: Any, name: str) -> list[Any]:
     """Functions a name in ``func`` may refer to: a global, or a method of a pystack class."""
     import sys
@@ -531,4 +547,5 @@ def _dedent(source: str) -> str:
     return "\n".join(line[indent:] for line in lines)
 
 
-__all__ = ["cleanup", "compile_residual", "code_size", "residual_size", "reachable_functions", "dis"]
+__all__ = ["cleanup", "compile_residual", "code_size", "residual_size", "reachable_functions",
+           "out_of_line_functions", "dis"]

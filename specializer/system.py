@@ -137,6 +137,10 @@ class Token:
     entry: Specialized | None = None
     mode: str = "specialized"  # specialized, generic, stale (re-specialize on next call)
     events: list[str] = field(default_factory=list)  # what the guards did, for people and tests
+    # Told what the token runs now, each time that changes (None when it closes): a token
+    # whose code the stack itself calls (a connection's output routine) keeps it there.
+    hook: Callable[[Callable[..., Any] | None], None] | None = None
+    companions: list[int] = field(default_factory=list)  # tokens renewed and closed with this one
 
     def install(self) -> None:
         """Point the token's slot at what should run now."""
@@ -149,6 +153,8 @@ class Token:
             functions[self.number] = self._checked
         else:
             functions[self.number] = self.entry.function
+        if self.hook is not None:
+            self.hook(functions[self.number])
 
     def _checked(self, *args: Any) -> Any:
         assert self.entry is not None
@@ -184,7 +190,8 @@ class SpecializationSystem:
     # ------------------------------------------------------------ tokens
 
     def open(self, scenario_name: str, sock: Socket, statics: dict[str, Any], generic: Callable[..., Any],
-             policy: dict[str, str] | None, debug: bool) -> int:
+             policy: dict[str, str] | None, debug: bool,
+             hook: Callable[[Callable[..., Any] | None], None] | None = None) -> int:
         scenario = self.scenarios[scenario_name]
         policies = dict(scenario.policies)
         if policy:
@@ -192,7 +199,7 @@ class SpecializationSystem:
             if unknown:
                 raise ValueError(f"no guard for events {sorted(unknown)}")
             policies.update(policy)
-        token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug)
+        token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug, hook=hook)
         if self.local:
             token.mode = "generic"
         elif not specializable(sock, statics):
@@ -205,9 +212,13 @@ class SpecializationSystem:
 
     def close(self, number: int) -> None:
         token = self.token(number)
+        for companion in token.companions:
+            self.close(companion)
         self.release(token)
         del self.tokens[number]
         del self.functions[number]
+        if token.hook is not None:
+            token.hook(None)
 
     def token(self, number: int) -> Token:
         token = self.tokens.get(number)

@@ -130,3 +130,48 @@ def test_committed_adu_folds_the_size_checks_and_stays_equivalent():
     for size in (1448, 0, 1447, 1448, 1449, 1448):
         _send_and_compare(generic, special, token, bytes(range(256)) * 5 + bytes(size - 1280) if size >= 1280
                           else bytes(size))
+
+
+def test_segments_clocked_out_by_acks_run_the_specialized_output():
+    """A bulk send leaves most segments to the ACKs: the token installs the connection's
+    output routine (scenario tcp_output), which the stack runs on every arriving segment."""
+    from specializer import done_specialize_send
+    from specializer.system import system_of
+
+    generic = World(nodelay=True, sack=True, timestamps=True)
+    special = World(nodelay=True, sack=True, timestamps=True)
+    token = do_specialize_send(special.stack, special.fd, debug=True)
+    system = system_of(special.stack)
+    (companion,) = system.token(token).companions
+    assert system.token(companion).scenario.name == "tcp_output"
+    tcb = special.stack.sockfd_lookup(special.fd).tcb
+    assert tcb.output is system.functions[companion] and tcb.output is not None
+    installed = tcb.output
+    runs = []
+    tcb.output = lambda: (runs.append(1), installed())[1]  # count the stack's calls
+    data = bytes(range(256)) * 800  # 200 KB: far beyond the initial window
+    assert outcome(generic.stack.send, generic.fd, data) == outcome(specialized_send, special.stack, token, data)
+    for _ in range(60):
+        generic.pump(0.01)
+        special.pump(0.01)
+        assert special.wire == generic.wire
+    assert special.received == generic.received == bytearray(data)
+    assert len(runs) > 50  # one per segment that arrived (an ACK for every second data segment)
+    done_specialize_send(special.stack, token)
+    assert tcb.output is None and companion not in system.tokens
+
+
+def test_the_output_routine_falls_back_when_the_connection_closes():
+    from specializer.system import system_of
+
+    world = World(nodelay=True, sack=True, timestamps=True)
+    token = do_specialize_send(world.stack, world.fd)
+    (companion,) = system_of(world.stack).token(token).companions
+    tcb = world.stack.sockfd_lookup(world.fd).tcb
+    assert tcb.output is not None
+    world.stack.close(world.fd)  # guard policy for close: fall back to the generic code
+    assert tcb.output is None
+    assert token_info(world.stack, companion)["mode"] == "generic"
+    for _ in range(10):
+        world.pump(0.3)  # the FIN exchange runs the generic output
+    assert world.connection.peer.sockets  # the peer's end is still there, closing normally

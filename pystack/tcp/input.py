@@ -67,7 +67,10 @@ def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
     else:
         segment_arrives(stack, tcb, seg)
     if tcb.state != CLOSED:
-        tcp_output(stack, tcb)
+        if tcb.output is None:
+            tcp_output(stack, tcb)
+        else:
+            tcb.output()  # the same, specialized for this connection
         stack.tcp.timer_changed(tcb)
 
 

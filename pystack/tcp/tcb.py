@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -190,6 +191,10 @@ class TCB:
     error: int = 0
     soft_error: int = 0  # from ICMP on an established connection; reported on timeout
     orphan: bool = False  # closed by the application, finishing on its own
+    # The connection's own output routine, run when a segment arrives (ACK clocking), if
+    # the specializer installed one (thesis 4.1: specialized code that other kernel
+    # functionalities invoke); None: the generic tcp_output.
+    output: Callable[[], None] | None = None
     # Listening sockets.
     backlog: int = 0
     syn_queue: int = 0
