@@ -20,7 +20,12 @@ for TCP) are judged on bytecode bytes, the analogue of the thesis's compiled siz
 
 from __future__ import annotations
 
-from specializer.residual import code_size, out_of_line_functions, reachable_functions, residual_size
+from specializer.residual import (
+    code_size,
+    out_of_line_functions,
+    reachable_functions,
+    residual_size,
+)
 from specializer.scenario import Scenario, all_scenarios
 from specializer.show import build_world, world_defaults
 from specializer.system import specialize
