@@ -1530,15 +1530,26 @@ def _shape(value: Value | None) -> tuple[str | None, int | None]:
     return None, None
 
 
+_FIELD_KINDS: dict[tuple[type, str], str | None] = {}
+
+
 def _field_kind(cls: type, attr: str) -> str | None:
-    """What a dynamic field holds, from the class's annotations (``ip_id: int``)."""
+    """What a dynamic field holds, from the class's annotations (``ip_id: int``); kept per
+    class and field, since a class's annotations do not change."""
+    key = (cls, attr)
+    if key in _FIELD_KINDS:
+        return _FIELD_KINDS[key]
+    kind = None
     for klass in getattr(cls, "__mro__", ()):
         annotation = inspect.get_annotations(klass).get(attr)
         if annotation in ("int", int):
-            return "int"
+            kind = "int"
+            break
         if annotation in ("bytes", bytes):
-            return "bytes"
-    return None
+            kind = "bytes"
+            break
+    _FIELD_KINDS[key] = kind
+    return kind
 
 
 MAX_VALUE_SET = 16
