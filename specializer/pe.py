@@ -597,7 +597,7 @@ class Evaluator:
             if self.block(handler.body, sub):
                 sub.env.pop(handler.name, None)  # Python unbinds it when the handler ends
                 live.append(sub)
-            handlers.append((handler, kind, name, sub))
+            handlers.append((kind, name, sub))
         if len(live) > 1:
             self.join(frame, *live)
         elif live:
@@ -606,7 +606,7 @@ class Evaluator:
             body=body.out,
             handlers=[ast.ExceptHandler(type=self.lift(kind) if kind is not None else None, name=name,
                                         body=sub.out or [ast.Pass()])
-                      for _handler, kind, name, sub in handlers],
+                      for kind, name, sub in handlers],
             orelse=orelse.out, finalbody=[]))
         return bool(live)
 
