@@ -175,3 +175,50 @@ def test_the_output_routine_falls_back_when_the_connection_closes():
     for _ in range(10):
         world.pump(0.3)  # the FIN exchange runs the generic output
     assert world.connection.peer.sockets  # the peer's end is still there, closing normally
+
+
+def test_a_path_mtu_drop_makes_both_routines_respecialize_for_the_new_mss():
+    """ICMP fragmentation needed: the route changes (reinforcement cannot keep code that folded
+    the old path MTU) and the MSS drops (the mss event); the send and output routines go stale,
+    specialize again for the new MSS, and the segments stay those of the generic stack."""
+    from scapy.all import ICMP, IP
+
+    from specializer.system import system_of
+
+    generic = World(nodelay=True, sack=True, timestamps=True)
+    special = World(nodelay=True, sack=True, timestamps=True)
+    token = do_specialize_send(special.stack, special.fd, debug=True)
+    (companion,) = system_of(special.stack).token(token).companions
+    data = bytes(range(256)) * 20
+    assert outcome(generic.stack.send, generic.fd, data) == outcome(specialized_send, special.stack, token, data)
+    for world in (generic, special):
+        first = world.connection.to_peer[0]  # in flight, not delivered yet
+        icmp = IP(src="198.18.0.1", dst="198.18.0.2") / ICMP(type=3, code=4, nexthopmtu=1000) / first[:28]
+        world.stack.input(bytes(icmp), "eth0")
+        assert world.stack.sockfd_lookup(world.fd).tcb.mss == 1000 - 40 - 12
+    assert token_info(special.stack, token)["mode"] == "stale"
+    for _ in range(3):
+        _send_and_compare(generic, special, token, data)  # resegmented at 948 bytes, as the generic stack
+        for world in (generic, special):
+            world.pump(0.05)
+        assert special.wire == generic.wire
+    assert token_info(special.stack, token)["mode"] == "specialized"
+    assert "respecialized" in token_info(special.stack, token)["events"]
+    assert "948" in token_info(special.stack, token)["source"]
+    assert token_info(special.stack, companion)["mode"] == "specialized"
+    assert special.received == generic.received
+
+
+def test_an_mss_change_is_announced_and_the_tokens_respecialize():
+    """update_mss announces a changed MSS (the mss event; policy respecialize), whatever caused
+    it, so code folded for the old MSS never runs again."""
+    generic = World(nodelay=True, sack=True, timestamps=True)
+    special = World(nodelay=True, sack=True, timestamps=True)
+    token = do_specialize_send(special.stack, special.fd, debug=True)
+    for world in (generic, special):
+        tcb = world.stack.sockfd_lookup(world.fd).tcb
+        tcb.user_mss = 700  # as TCP_MAXSEG would set it, without the option's own guard
+        world.stack.tcp.update_mss(tcb)
+    assert token_info(special.stack, token)["events"] == ["stale after mss"]
+    _send_and_compare(generic, special, token, bytes(range(256)) * 10)
+    assert "688" in token_info(special.stack, token)["source"]  # 700 less the timestamp option

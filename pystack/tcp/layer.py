@@ -107,6 +107,7 @@ class TcpLayer:
 
     def update_mss(self, tcb: TCB) -> None:
         """Advertised and effective MSS from the route's path MTU, the peer and TCP_MAXSEG."""
+        before = (tcb.mss, tcb.advmss)
         route = cached_route(self.stack, tcb.sock)
         mtu = route.path_mtu if route is not None else 576
         tcb.advmss = mtu - IP_HEADER_LEN - TCP_HEADER_LEN
@@ -119,6 +120,8 @@ class TcpLayer:
             mss -= TIMESTAMP_OPTION_LEN
         tcb.mss = max(mss, 48)
         tcb.sock.generation += 1
+        if (tcb.mss, tcb.advmss) != before:
+            self.stack.notify("mss", tcb.sock)  # code specialized for the old MSS is stale
 
     def established(self, tcb: TCB) -> None:
         """The handshake completed: hand a passive connection to its listener."""
