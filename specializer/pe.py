@@ -62,12 +62,14 @@ class SpecializationError(Exception):
     """The scenario cannot be specialized (bad declaration or unsupported code)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Values are never changed once made. They are not frozen dataclasses only because a frozen
+# one takes six times as long to build, and a specialization builds thousands.
+@dataclass(slots=True, unsafe_hash=True)
 class Static:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Dyn:
     """A residual expression, with what is known statically about its value: partially
     static data such as bytes of a known length (a packed header) or an int."""
