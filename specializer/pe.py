@@ -258,6 +258,7 @@ class Evaluator:
         self.escaped_lists: list[_FreshList] = []  # new lists lifted into the residual code
         # node type -> the expr_* method for it (None: opaque), looked up once per evaluator
         self._dispatch: dict[type, Callable[..., Value] | None] = {}
+        self._packers: dict[str | bytes, Callable[..., bytes]] = {}  # struct formats, parsed once
 
     # ------------------------------------------------------------ entry
 
@@ -1126,6 +1127,8 @@ class Evaluator:
             return Static(self.construct(func, args, kwargs, frame))
         if func is len and len(args) == 1 and _shape(args[0])[1] is not None:
             return Static(_shape(args[0])[1])
+        if func is bytes and len(args) == 1 and not kwargs and isinstance(args[0], Dyn) and args[0].kind == "bytes":
+            return args[0]  # bytes(b) is b itself for bytes
         if all_static and self.is_pure(func, target):
             try:
                 result = func(*[a.value for a in args], **{k: v.value for k, v in kwargs.items()})
@@ -1142,7 +1145,52 @@ class Evaluator:
                 return Static(result)
             except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
                 pass
+        if func is struct.pack and args and isinstance(args[0], Static) and isinstance(args[0].value, str | bytes):
+            packer = self.packer(args[0].value)
+            if packer is not None:
+                if all(isinstance(a, Static) for a in args) and not kwargs:
+                    try:
+                        return Static(packer(*[a.value for a in args[1:]]))
+                    except struct.error:
+                        pass  # raises at run time, as in the generic code
+                return self.residual_call(Static(packer), args[1:], kwargs, frame)
+        if (func is min or func is max) and len(args) == 2 and not kwargs and not frame.expr_only \
+                and all(isinstance(a, Dyn) or isinstance(a.value, _SIMPLE_TYPES) for a in args):
+            return self.min_max(func, args, frame)
         return self.residual_call(Static(func), args, kwargs, frame)
+
+    def packer(self, fmt: str | bytes) -> Callable[..., bytes] | None:
+        """``struct.pack(fmt, ...)`` with a static format as ``Struct(fmt).pack(...)``: the
+        format is parsed now, once, not looked up on every call (None: a bad format, which
+        the residual code raises on as the generic code does)."""
+        packer = self._packers.get(fmt)
+        if packer is None:
+            try:
+                packer = self._packers[fmt] = struct.Struct(fmt).pack
+            except struct.error:
+                return None
+            text = fmt.decode() if isinstance(fmt, bytes) else fmt
+            self.hint(packer, "pack_" + ("".join(c for c in text if c.isalnum()) or "empty"))
+        return packer
+
+    def min_max(self, func: Any, args: list[Value], frame: Frame) -> Value:
+        """``min(a, b)`` as ``b if b < a else a`` (``>`` for max): exactly what the builtin
+        does with two operands (it keeps the first unless the second compares strictly less,
+        by the same ``<``), without the call, which costs CPython several comparisons' time.
+        Each operand is bound to a name first, so that it is still evaluated once."""
+        a, b = (self.materialize(frame, arg, "operand") for arg in args)
+        ints = _shape(a)[0] == _shape(b)[0] == "int"
+        if isinstance(b, Static) and ints:  # the constant on the right: ``0 if x < 0 else x``
+            test = ast.Compare(left=self.lift(a), ops=[ast.Gt() if func is min else ast.Lt()],
+                               comparators=[self.lift(b)])
+        else:
+            test = ast.Compare(left=self.lift(b), ops=[ast.Lt() if func is min else ast.Gt()],
+                               comparators=[self.lift(a)])
+        left_set, right_set = _possible(a), _possible(b)
+        choices = frozenset(func(x, y) for x in left_set for y in right_set) if left_set and right_set else None
+        if choices is not None and len(choices) > MAX_VALUE_SET:
+            choices = None
+        return Dyn(ast.IfExp(test=test, body=self.lift(b), orelse=self.lift(a)), "int" if ints else None, None, choices)
 
     def construct(self, cls: type, args: list[Value], kwargs: dict[str, Value], frame: Frame) -> Virtual:
         """A value object: its fields from the arguments and the dataclass defaults (a
@@ -1612,6 +1660,11 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
         name = getattr(f, "__name__", "")
         if isinstance(owner, struct.Struct) and name == "pack":
             return "bytes", owner.size
+        if f is struct.pack and args and isinstance(args[0], Static) and isinstance(args[0].value, str | bytes):
+            try:
+                return "bytes", struct.calcsize(args[0].value)
+            except struct.error:
+                return None, None
         if f is len or f is int or (owner is int and name == "from_bytes"):
             return "int", None
         if f in (min, max) and len(args) > 1 and all(_shape(a)[0] == "int" for a in args):

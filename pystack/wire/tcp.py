@@ -117,7 +117,7 @@ def parse_options(raw: bytes) -> TcpOptions:
 
 def build_options(options: TcpOptions, syn: bool) -> bytes:
     """Options bytes in Linux's order and padding (a multiple of 4 bytes)."""
-    out = bytearray()
+    out = b""  # bytes, not a bytearray: a specializer knows the size of what it packs
     if syn:
         if options.mss is not None:
             out += struct.pack("!BBH", OPT_MSS, 4, options.mss)
@@ -131,14 +131,14 @@ def build_options(options: TcpOptions, syn: bool) -> bytes:
             out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
         if options.wscale is not None:
             out += bytes((OPT_NOP, OPT_WSCALE, 3, options.wscale))
-        return bytes(out)
+        return out
     if options.ts_val is not None:
         out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, options.ts_val, options.ts_ecr)
     if options.sack_blocks:
         out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(options.sack_blocks)))
         for start, end in options.sack_blocks:
             out += struct.pack("!II", start, end)
-    return bytes(out)
+    return out
 
 
 def build_tcp(
