@@ -1154,7 +1154,7 @@ class Evaluator:
                     except struct.error:
                         pass  # raises at run time, as in the generic code
                 return self.residual_call(Static(packer), args[1:], kwargs, frame)
-        if (func is min or func is max) and len(args) == 2 and not kwargs and not frame.expr_only \
+        if (func is min or func is max) and len(args) >= 2 and not kwargs and not frame.expr_only \
                 and all(isinstance(a, Dyn) or isinstance(a.value, _SIMPLE_TYPES) for a in args):
             return self.min_max(func, args, frame)
         return self.residual_call(Static(func), args, kwargs, frame)
@@ -1174,23 +1174,30 @@ class Evaluator:
         return packer
 
     def min_max(self, func: Any, args: list[Value], frame: Frame) -> Value:
-        """``min(a, b)`` as ``b if b < a else a`` (``>`` for max): exactly what the builtin
-        does with two operands (it keeps the first unless the second compares strictly less,
-        by the same ``<``), without the call, which costs CPython several comparisons' time.
-        Each operand is bound to a name first, so that it is still evaluated once."""
-        a, b = (self.materialize(frame, arg, "operand") for arg in args)
-        ints = _shape(a)[0] == _shape(b)[0] == "int"
-        if isinstance(b, Static) and ints:  # the constant on the right: ``0 if x < 0 else x``
-            test = ast.Compare(left=self.lift(a), ops=[ast.Gt() if func is min else ast.Lt()],
-                               comparators=[self.lift(b)])
-        else:
-            test = ast.Compare(left=self.lift(b), ops=[ast.Lt() if func is min else ast.Gt()],
-                               comparators=[self.lift(a)])
-        left_set, right_set = _possible(a), _possible(b)
-        choices = frozenset(func(x, y) for x in left_set for y in right_set) if left_set and right_set else None
-        if choices is not None and len(choices) > MAX_VALUE_SET:
-            choices = None
-        return Dyn(ast.IfExp(test=test, body=self.lift(b), orelse=self.lift(a)), "int" if ints else None, None, choices)
+        """``min(a, b)`` as ``b if b < a else a`` (``>`` for max), and more operands as a
+        chain of those: exactly what the builtin does (it keeps what it has unless the next
+        operand compares strictly less, by the same ``<``), without the call, which costs
+        CPython about what three comparisons cost. Each operand is bound to a name first,
+        so that it is still evaluated once, in order."""
+        operands = [self.materialize(frame, arg, "operand") for arg in args]
+        result = operands[0]
+        for index, operand in enumerate(operands[1:]):
+            if index:
+                result = self.materialize(frame, result, "least" if func is min else "greatest")
+            ints = _shape(result)[0] == _shape(operand)[0] == "int"
+            if isinstance(operand, Static) and ints:  # the constant on the right: ``0 if x < 0 else x``
+                test = ast.Compare(left=self.lift(result), ops=[ast.Gt() if func is min else ast.Lt()],
+                                   comparators=[self.lift(operand)])
+            else:
+                test = ast.Compare(left=self.lift(operand), ops=[ast.Lt() if func is min else ast.Gt()],
+                                   comparators=[self.lift(result)])
+            before, this = _possible(result), _possible(operand)
+            choices = frozenset(func(x, y) for x in before for y in this) if before and this else None
+            if choices is not None and len(choices) > MAX_VALUE_SET:
+                choices = None
+            result = Dyn(ast.IfExp(test=test, body=self.lift(operand), orelse=self.lift(result)),
+                         "int" if ints else None, None, choices)
+        return result
 
     def construct(self, cls: type, args: list[Value], kwargs: dict[str, Value], frame: Frame) -> Virtual:
         """A value object: its fields from the arguments and the dataclass defaults (a

@@ -1,6 +1,6 @@
-"""The partial evaluator on the builtins it rewrites: ``min``/``max`` of two operands become
-a comparison, ``struct.pack`` with a static format a precompiled ``Struct.pack``, and
-``bytes()`` of what is already bytes disappears.
+"""The partial evaluator on the builtins it rewrites: ``min``/``max`` of two or more
+operands become comparisons, ``struct.pack`` with a static format a precompiled
+``Struct.pack``, and ``bytes()`` of what is already bytes disappears.
 
 The toy functions below are the generic code, specialized with ``limit`` static and
 ``x``/``y`` dynamic. For every input, the residual must return the very value the generic
@@ -35,7 +35,8 @@ def counted(value: object, log: list) -> object:
 def clamps(x: object, y: object, limit: int, log: list) -> tuple:
     low = min(traced(x, log), limit)
     high = max(limit, traced(y, log))
-    return low, high, min(x, y), max(x, y), max(counted(x, log), limit)
+    chain = min(y, x, limit), max(limit, x, counted(y, log))
+    return low, high, min(x, y), max(x, y), max(counted(x, log), limit), *chain
 
 
 def packs(x: int, y: int, limit: int, log: list) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ..checksum import internet_checksum, ones_sum, pseudo_header_sum
+from ..checksum import internet_checksum, pseudo_header_sum
 from ..errors import Malformed
 from .ipv4 import PROTO_TCP
 
@@ -154,10 +154,12 @@ def build_tcp(
     dst: int,
     urgent: int = 0,
 ) -> bytes:
-    """A TCP segment with its checksum; ``options`` already encoded (see build_options).
+    """A TCP segment with its checksum; ``options`` already encoded (see build_options), a
+    multiple of 4 bytes as the data offset requires.
 
     The fixed header's words enter the checksum as numbers (RFC 1071), so
-    only the options and the payload are summed as bytes.
+    only the options and the payload are summed as bytes, in one pass: the
+    options' even length keeps the payload's 16-bit words aligned.
     """
     header_len = HEADER_LEN + len(options)
     length = header_len + len(payload)
@@ -166,7 +168,6 @@ def build_tcp(
         pseudo_header_sum(src, dst, PROTO_TCP, length) + sport + dport + (seq >> 16) + (seq & 0xFFFF)
         + (ack >> 16) + (ack & 0xFFFF) + offset_flags + window + urgent
     )
-    if options:
-        words += ones_sum(options)
-    checksum = internet_checksum(payload, words)
-    return _HEADER.pack(sport, dport, seq, ack, offset_flags >> 8, flags, window, checksum, urgent) + options + payload
+    body = options + payload
+    checksum = internet_checksum(body, words)
+    return _HEADER.pack(sport, dport, seq, ack, offset_flags >> 8, flags, window, checksum, urgent) + body
