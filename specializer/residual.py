@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dis
+import struct
 import types
 from collections import Counter
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from typing import Any
 SIDE_EFFECT_FREE_CALLS = frozenset({"len", "bytes", "int", "min", "max", "isinstance", "tuple"})
 
 
-def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = None) -> list[ast.stmt]:
-    """Dead-assignment removal and copy propagation, repeated until nothing changes.
+def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = None,
+            constants: dict[str, Any] | None = None) -> list[ast.stmt]:
+    """Lengths of bytes taken once (see _share_lengths; ``constants``: the frozen
+    references, which tell which calls make bytes), then dead-assignment removal and
+    copy propagation, repeated until nothing changes.
 
     The name counts are taken once and then kept up to date by each pass (a pass
     decides on the counts from its start, as if they had been taken afresh), so
@@ -29,6 +33,8 @@ def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = No
     the names the cleaned body uses (what compile_residual would find in it).
     """
     reads, writes = _count_names(body)
+    if _share_lengths(body, reads, writes, constants or {}):
+        reads, writes = _count_names(body)  # then the copies it leaves (n = x_len) go too
     first = True
     while True:
         changed = _forward_single_use(body, reads, writes)
@@ -44,6 +50,108 @@ def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = No
                 names.update(name for name, count in reads.items() if count > 0)
                 names.update(name for name, count in writes.items() if count > 0)
             return body
+
+
+def _share_lengths(body: list[ast.stmt], reads: Counter[str], writes: Counter[str],
+                   constants: dict[str, Any]) -> bool:
+    """``len(x)`` taken twice or more, of an ``x`` assigned once to bytes: taken once, right
+    after the assignment, into ``x_len``. Bytes do not change, so every later ``len(x)`` is
+    that number; the generic code asks again in each function it passes ``x`` to (the
+    datagram's length in UDP, in IP, in the buffer allocation). Whether it changed anything."""
+    if writes["len"] or "len" in constants:
+        return False  # ``len`` is not the builtin here
+    bytes_names: set[str] = set()
+    definitions: dict[str, tuple[list[ast.stmt], ast.Assign]] = {}
+    for stmts, stmt in _statements_with_lists(body):
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                and writes[stmt.targets[0].id] == 1 and _makes_bytes(stmt.value, bytes_names, constants, writes)):
+            bytes_names.add(stmt.targets[0].id)
+            definitions[stmt.targets[0].id] = (stmts, stmt)
+    if not bytes_names:
+        return False
+    calls: dict[str, list[tuple[ast.AST, str, int | None]]] = {}  # name -> (parent, field, index)
+    todo: list[ast.AST] = list(body)
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue  # a node shared by two places: one replacement serves both
+        seen.add(id(node))
+        for field_name in _child_fields(type(node)):
+            value = getattr(node, field_name, None)
+            items = enumerate(value) if type(value) is list else ((None, value),)
+            for index, item in items:
+                name = _len_of_name(item)
+                if name in bytes_names:
+                    calls.setdefault(name, []).append((node, field_name, index))
+                elif isinstance(item, ast.AST):
+                    todo.append(item)
+    changed = False
+    for name, sites in calls.items():
+        if len(sites) < 2:
+            continue
+        length = f"{name}_len"
+        while reads[length] or writes[length] or length in constants:
+            length += "_"
+        for parent, field_name, index in sites:
+            load = ast.Name(id=length, ctx=ast.Load())
+            if index is None:
+                setattr(parent, field_name, load)
+            else:
+                getattr(parent, field_name)[index] = load
+        stmts, definition = definitions[name]
+        stmts.insert(stmts.index(definition) + 1, ast.Assign(
+            targets=[ast.Name(id=length, ctx=ast.Store())],
+            value=ast.Call(func=ast.Name(id="len", ctx=ast.Load()), args=[ast.Name(id=name, ctx=ast.Load())],
+                           keywords=[])))
+        changed = True
+    return changed
+
+
+def _len_of_name(node: object) -> str | None:
+    """``x`` if node is ``len(x)``."""
+    if (type(node) is ast.Call and type(node.func) is ast.Name and node.func.id == "len" and len(node.args) == 1
+            and type(node.args[0]) is ast.Name and not node.keywords):
+        return node.args[0].id
+    return None
+
+
+def _makes_bytes(expr: ast.expr, bytes_names: set[str], constants: dict[str, Any], writes: Counter[str]) -> bool:
+    """Whether an expression's value is a ``bytes`` object, whatever its operands hold:
+    ``bytes(...)``, a ``Struct.pack`` call, a bytes constant, a slice of bytes, or bytes
+    plus anything (``bytes.__add__`` makes bytes)."""
+    if isinstance(expr, ast.Constant):
+        return type(expr.value) is bytes
+    if isinstance(expr, ast.Name):
+        return expr.id in bytes_names
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        return _makes_bytes(expr.left, bytes_names, constants, writes)
+    if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):
+        return _makes_bytes(expr.value, bytes_names, constants, writes)
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        name = expr.func.id
+        if name == "bytes" and name not in constants and not writes[name]:
+            return True
+        func = constants.get(name)
+        return isinstance(getattr(func, "__self__", None), struct.Struct) and getattr(func, "__name__", "") == "pack"
+    return False
+
+
+def _statements_with_lists(body: list[ast.stmt]) -> list[tuple[list[ast.stmt], ast.stmt]]:
+    """Every statement, in order, with the list that holds it (a ``try``'s except
+    clauses count as statements, whose bodies are searched too)."""
+    found: list[tuple[list[ast.stmt], ast.stmt]] = []
+
+    def collect(stmts: list[ast.stmt]) -> None:
+        for stmt in stmts:
+            found.append((stmts, stmt))
+            for attr in _BLOCK_FIELDS[type(stmt)]:
+                inner = getattr(stmt, attr, None)
+                if isinstance(inner, list):
+                    collect(inner)
+
+    collect(body)
+    return found
 
 
 # Fields that never hold a node with a name or a location in it (contexts, operators,
@@ -277,18 +385,7 @@ def _clone(node: ast.expr) -> ast.expr:
 
 
 def _all_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    found: list[ast.stmt] = []
-    _collect_statements(body, found)
-    return found
-
-
-def _collect_statements(body: list[ast.stmt], found: list[ast.stmt]) -> None:
-    for stmt in body:
-        found.append(stmt)
-        for attr in _BLOCK_FIELDS[type(stmt)]:
-            inner = getattr(stmt, attr, None)
-            if isinstance(inner, list):
-                _collect_statements(inner, found)
+    return [stmt for _, stmt in _statements_with_lists(body)]
 
 
 def _fill_empty(body: list[ast.stmt]) -> None:

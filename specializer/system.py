@@ -116,7 +116,7 @@ def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     params, body = evaluator.run()
     names = [p.arg for p in params]
     used: set[str] = set()
-    body = cleanup(body, names, used)
+    body = cleanup(body, names, used, evaluator.constants.values)
     compiled = compile_residual(f"specialized_{scenario.name}", names, body, evaluator.constants.values,
                                 f"<specialized {scenario.name}>", used)
     latency = time.perf_counter() - started

@@ -1,6 +1,7 @@
 """The partial evaluator on the builtins it rewrites: ``min``/``max`` of two or more
 operands become comparisons, ``struct.pack`` with a static format a precompiled
-``Struct.pack``, and ``bytes()`` of what is already bytes disappears.
+``Struct.pack``, ``bytes()`` of what is already bytes disappears, and the length of
+bytes asked for twice is taken once.
 
 The toy functions below are the generic code, specialized with ``limit`` static and
 ``x``/``y`` dynamic. For every input, the residual must return the very value the generic
@@ -44,11 +45,20 @@ def packs(x: int, y: int, limit: int, log: list) -> bytes:
     return bytes(header) + bytes(struct.pack("!B", limit)) + struct.pack("!H", x)
 
 
+def lengths(x: bytes, y: int, limit: int, log: list) -> tuple:
+    data = bytes(x)
+    header = struct.pack("!H", limit & 0xFFFF) + data
+    grown = bytearray(data)  # not bytes: its length changes, it must be asked again
+    before = len(grown)
+    grown.append(y & 0xFF)
+    return len(data), len(header) + len(data), len(header), before, len(grown)
+
+
 def scenario(entry: str) -> Scenario:
     return Scenario(
         name=f"toy_{entry}", description="", entry=f"tests.test_spec_builtins:{entry}",
         binding_times={"x": "D", "y": "D", "limit": "S", "log": "S"}, objects={},
-        unfold=frozenset({clamps, packs, traced}), pure=frozenset(), observe=frozenset(),
+        unfold=frozenset({clamps, packs, traced, lengths}), pure=frozenset(), observe=frozenset(),
         policies={}, source=Path(__file__))
 
 
@@ -93,3 +103,12 @@ def test_static_formats_are_parsed_once_and_bytes_of_bytes_is_gone(limit, pairs)
     assert "pack_HI(" in source and "pack_H(" in source
     # a static pack is computed now; one that fails stays a call, to fail at run time
     assert ("pack_B(" in source) == (not 0 <= limit <= 255)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(limit=st.integers(0, 70000), pairs=st.lists(st.tuples(st.binary(max_size=40), st.integers(0, 300)),
+                                                   min_size=1, max_size=5))
+def test_the_length_of_bytes_is_taken_once_and_of_a_bytearray_each_time(limit, pairs):
+    source = run_both("lengths", limit, pairs)
+    assert source.count("len(data)") == 1 and source.count("len(header)") == 1
+    assert source.count("len(grown)") == 2
