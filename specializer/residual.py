@@ -33,8 +33,7 @@ def cleanup(body: list[ast.stmt], params: list[str], names: set[str] | None = No
     the names the cleaned body uses (what compile_residual would find in it).
     """
     reads, writes = _count_names(body)
-    if _share_lengths(body, reads, writes, constants or {}):
-        reads, writes = _count_names(body)  # then the copies it leaves (n = x_len) go too
+    _share_lengths(body, reads, writes, constants or {})  # then the copies it leaves (n = x_len) go too
     first = True
     while True:
         changed = _forward_single_use(body, reads, writes)
@@ -57,7 +56,8 @@ def _share_lengths(body: list[ast.stmt], reads: Counter[str], writes: Counter[st
     """``len(x)`` taken twice or more, of an ``x`` assigned once to bytes: taken once, right
     after the assignment, into ``x_len``. Bytes do not change, so every later ``len(x)`` is
     that number; the generic code asks again in each function it passes ``x`` to (the
-    datagram's length in UDP, in IP, in the buffer allocation). Whether it changed anything."""
+    datagram's length in UDP, in IP, in the buffer allocation). The counts are kept up to
+    date. Whether it changed anything."""
     if writes["len"] or "len" in constants:
         return False  # ``len`` is not the builtin here
     bytes_names: set[str] = set()
@@ -71,21 +71,32 @@ def _share_lengths(body: list[ast.stmt], reads: Counter[str], writes: Counter[st
         return False
     calls: dict[str, list[tuple[ast.AST, str, int | None]]] = {}  # name -> (parent, field, index)
     todo: list[ast.AST] = list(body)
+    pop, push = todo.pop, todo.append
     seen: set[int] = set()
+    call_cls, ast_cls, fields_of = ast.Call, ast.AST, _CHILD_FIELDS
+    shared = False
     while todo:
-        node = todo.pop()
+        node = pop()
         if id(node) in seen:
-            continue  # a node shared by two places: one replacement serves both
+            shared = True  # a node in two places: one replacement serves both, the counts are redone
+            continue
         seen.add(id(node))
-        for field_name in _child_fields(type(node)):
+        cls = type(node)
+        fields = fields_of.get(cls)
+        if fields is None:
+            fields = _child_fields(cls)
+        for field_name in fields:
             value = getattr(node, field_name, None)
-            items = enumerate(value) if type(value) is list else ((None, value),)
-            for index, item in items:
-                name = _len_of_name(item)
-                if name in bytes_names:
-                    calls.setdefault(name, []).append((node, field_name, index))
-                elif isinstance(item, ast.AST):
-                    todo.append(item)
+            if type(value) is list:
+                for index, item in enumerate(value):
+                    if type(item) is call_cls and (name := _len_of_name(item)) in bytes_names:
+                        calls.setdefault(name, []).append((node, field_name, index))
+                    elif isinstance(item, ast_cls):
+                        push(item)
+            elif type(value) is call_cls and (name := _len_of_name(value)) in bytes_names:
+                calls.setdefault(name, []).append((node, field_name, None))
+            elif isinstance(value, ast_cls):
+                push(value)
     changed = False
     for name, sites in calls.items():
         if len(sites) < 2:
@@ -105,6 +116,15 @@ def _share_lengths(body: list[ast.stmt], reads: Counter[str], writes: Counter[st
             value=ast.Call(func=ast.Name(id="len", ctx=ast.Load()), args=[ast.Name(id=name, ctx=ast.Load())],
                            keywords=[])))
         changed = True
+        if not shared:  # k calls len(x) became one, and x_len is read where they were
+            reads["len"] -= len(sites) - 1
+            reads[name] -= len(sites) - 1
+            reads[length] += len(sites)
+            writes[length] += 1
+    if changed and shared:
+        reads.clear()
+        writes.clear()
+        _count_into(body, reads, writes)
     return changed
 
 
