@@ -165,10 +165,8 @@ def _statements_with_lists(body: list[ast.stmt]) -> list[tuple[list[ast.stmt], a
     def collect(stmts: list[ast.stmt]) -> None:
         for stmt in stmts:
             found.append((stmts, stmt))
-            for attr in _BLOCK_FIELDS[type(stmt)]:
-                inner = getattr(stmt, attr, None)
-                if isinstance(inner, list):
-                    collect(inner)
+            for inner in _inner_blocks(stmt):
+                collect(inner)
 
     collect(body)
     return found
@@ -273,10 +271,8 @@ def _remove_dead(body: list[ast.stmt], reads: Counter[str], writes: Counter[str]
             if isinstance(stmt, ast.If) and _is_pass(stmt.body) and _is_pass(stmt.orelse) and _pure(stmt.test):
                 removed.append(stmt)
                 continue
-            for attr in _BLOCK_FIELDS[type(stmt)]:
-                inner = getattr(stmt, attr, None)
-                if isinstance(inner, list):
-                    sweep(inner)
+            for inner in _inner_blocks(stmt):
+                sweep(inner)
             kept.append(stmt)
         if len(kept) != len(stmts):
             stmts[:] = kept
@@ -316,10 +312,8 @@ def _forward_single_use(body: list[ast.stmt], reads: Counter[str], writes: Count
                 continue
             index += 1
         for stmt in stmts:
-            for attr in _BLOCK_FIELDS[type(stmt)]:
-                inner = getattr(stmt, attr, None)
-                if isinstance(inner, list):
-                    sweep(inner)
+            for inner in _inner_blocks(stmt):
+                sweep(inner)
 
     sweep(body)
     return changed
@@ -433,6 +427,12 @@ class _BlockFields(dict):
 
 
 _BLOCK_FIELDS: dict[type, tuple[str, ...]] = _BlockFields()
+
+
+def _inner_blocks(stmt: ast.AST) -> list[list[Any]]:
+    """The statement lists nested in a statement (a ``try``'s except clauses are a list of
+    handlers, each with its own body)."""
+    return [inner for attr in _BLOCK_FIELDS[type(stmt)] if isinstance(inner := getattr(stmt, attr, None), list)]
 
 
 @dataclass
