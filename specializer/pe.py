@@ -1055,8 +1055,11 @@ class Evaluator:
                 return Static(eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace))  # noqa: S307 - static, call-free
             except Exception:  # noqa: BLE001 - leave it to run time
                 pass
-        renamed = _rename(copy.deepcopy(node), {name: self.lift(v) for name, v in values.items()})
-        return Dyn(renamed)
+        copied = copy.deepcopy(node)
+        for sub in ast.walk(copied):  # located where the residual puts it, not in the generic file
+            for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
+                sub.__dict__.pop(attr, None)
+        return Dyn(_rename(copied, {name: self.lift(v) for name, v in values.items()}))
 
     def _calls_only_pure(self, node: ast.expr, values: dict[str, Value]) -> bool:
         """Every call in ``node`` is to a pure function named directly (``bytes(v)``)."""

@@ -469,14 +469,70 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
         decorator_list=[], returns=None, type_params=[],
     )
     module = ast.Module(body=[factory], type_ignores=[])
+    factory.lineno = fdef.lineno = 1
+    _number_lines(fdef.body, 2)
     try:
-        _fix_missing_locations(module, 1, 0, 1, 0)
+        _fix_missing_locations(module, 1, 0, 1, _WHOLE_LINE)
     except _OddLocation:  # what is fixed already is what the generic walk would have set
         ast.fix_missing_locations(module)
-    namespace: dict[str, Any] = {"__builtins__": builtins}
+    # A traceback through the residual code shows its lines: linecache asks the module's
+    # loader for the source (unparsed only then) under a file name that is not <...>.
+    namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": filename,
+                                 "__loader__": _ResidualSource(fdef)}
     exec(compile(module, filename, "exec"), namespace)  # noqa: S102 - our own generated code
     function = namespace["_factory"](*closure.values())
     return CompiledResidual(function, fdef, closure)
+
+
+class _ResidualSource:
+    """The residual's source text for linecache, made when a traceback first needs it."""
+
+    def __init__(self, tree: ast.FunctionDef):
+        self.tree = tree
+
+    def get_source(self, name: str) -> str:
+        return ast.unparse(self.tree) + "\n"
+
+
+_WHOLE_LINE = 1 << 12  # an end column past any line's end: a traceback marks no part of it
+
+
+def _number_lines(stmts: list[Any], line: int) -> int:
+    """Give each statement the line ``ast.unparse`` prints it on (``elif`` chains, ``else:``
+    and ``except`` lines included), so that the compiled code's line numbers are those of
+    the residual text; returns the next line. What the statements hold is located at
+    their line by _fix_missing_locations."""
+    for stmt in stmts:
+        stmt.lineno, stmt.col_offset = line, 0
+        line += 1
+        chain = [stmt]
+        if isinstance(stmt, ast.If):
+            line = _number_lines(stmt.body, line)
+            node = stmt
+            while len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If):  # printed as elif
+                node = node.orelse[0]
+                node.lineno, node.col_offset = line, 0
+                chain.append(node)
+                line = _number_lines(node.body, line + 1)
+            if node.orelse:
+                line = _number_lines(node.orelse, line + 1)
+        elif isinstance(stmt, ast.Try):
+            line = _number_lines(stmt.body, line)
+            for handler in stmt.handlers:
+                handler.lineno, handler.col_offset = line, 0
+                line = _number_lines(handler.body, line + 1)
+                handler.end_lineno, handler.end_col_offset = line - 1, _WHOLE_LINE
+            for block in (stmt.orelse, stmt.finalbody):
+                if block:
+                    line = _number_lines(block, line + 1)
+        else:
+            for attr in _BLOCK_FIELDS[type(stmt)]:  # loops (and their else), with
+                block = getattr(stmt, attr, None)
+                if block:
+                    line = _number_lines(block, line + (attr == "orelse"))
+        for node in chain:
+            node.end_lineno, node.end_col_offset = line - 1, _WHOLE_LINE
+    return line
 
 
 def _names_used(body: list[ast.stmt]) -> set[str]:

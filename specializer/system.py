@@ -18,6 +18,7 @@ In debug mode every call re-checks every assumption first.
 from __future__ import annotations
 
 import errno
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -109,6 +110,9 @@ class Specialized:
         return self.compiled.function
 
 
+_COMPILED = itertools.count(1)  # residual functions get file names of their own, for tracebacks
+
+
 def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     """Run the partial evaluator and compile the result (no caching)."""
     started = time.perf_counter()
@@ -118,7 +122,7 @@ def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     used: set[str] = set()
     body = cleanup(body, names, used, evaluator.constants.values)
     compiled = compile_residual(f"specialized_{scenario.name}", names, body, evaluator.constants.values,
-                                f"<specialized {scenario.name}>", used)
+                                f"specialized {scenario.name} #{next(_COMPILED)}", used)
     latency = time.perf_counter() - started
     return Specialized((), scenario, statics, compiled, list(evaluator.assumptions.values()),
                        evaluator.stats, evaluator.diagnostics, latency)
