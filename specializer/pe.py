@@ -1182,7 +1182,7 @@ class Evaluator:
         operand compares strictly less, by the same ``<``), without the call, which costs
         CPython about what three comparisons cost. Each operand is bound to a name first,
         so that it is still evaluated once, in order."""
-        operands = [self.materialize(frame, arg, "operand") for arg in args]
+        operands = [self.materialize(frame, arg, _operand_hint(arg)) for arg in args]
         result = operands[0]
         for index, operand in enumerate(operands[1:]):
             if index:
@@ -1697,6 +1697,14 @@ def _merge_facts(a: Value, b: Value) -> Value:
     if values is not None and len(values) > MAX_VALUE_SET:
         values = None
     return Dyn(a.expr, kind, length, values)
+
+
+def _operand_hint(value: Value) -> str:
+    """A name for an operand bound before use: a field's name (``rto_at`` for
+    ``tcb.rto_at``), else ``operand``."""
+    if isinstance(value, Dyn) and isinstance(value.expr, ast.Attribute):
+        return value.expr.attr
+    return "operand"
 
 
 def _is_name(value: Value | None, name: str) -> bool:
