@@ -1670,11 +1670,6 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
         name = getattr(f, "__name__", "")
         if isinstance(owner, struct.Struct) and name == "pack":
             return "bytes", owner.size
-        if f is struct.pack and args and isinstance(args[0], Static) and isinstance(args[0].value, str | bytes):
-            try:
-                return "bytes", struct.calcsize(args[0].value)
-            except struct.error:
-                return None, None
         if f is len or f is int or (owner is int and name == "from_bytes"):
             return "int", None
         if f in (min, max) and len(args) > 1 and all(_shape(a)[0] == "int" for a in args):
