@@ -1,6 +1,6 @@
 """What every benchmark shares: settings, statistics, result tables, namespaces and TUNs.
 
-pystack runs as ``pystack up`` runs it, through ``pystack.tun_host``: a
+pystack runs as ``pystack up`` runs it, through ``pystack.host.tun_host``: a
 namespace we create and remove ourselves, a TUN device moved into it with
 the kernel side at 198.18.0.1/24, and a Stack at 198.18.0.2 with a default
 route through the kernel. The floor responder gets the same namespace and
@@ -37,9 +37,9 @@ from typing import Any
 
 import trio
 
-from pystack.links import TunLink
-from pystack.netns import Namespace, why_not
-from pystack.tun_host import TunHost, tun_host
+from pystack.host.netns import Namespace, why_not
+from pystack.host.tun import TunLink
+from pystack.host.tun_host import TunHost, tun_host
 
 KERNEL_ADDR = "198.18.0.1"
 STACK_ADDR = "198.18.0.2"
@@ -322,7 +322,7 @@ def namespace(prefix: str) -> Iterator[Namespace]:
 @contextmanager
 def tun_namespace(tag: str) -> Iterator[tuple[Namespace, TunLink]]:
     """A bare TUN in a new namespace, kernel side at KERNEL_ADDR/24, and no stack on it:
-    the same wiring as pystack.tun_host, for a responder that is not pystack (the floor)."""
+    the same wiring as pystack.host.tun_host, for a responder that is not pystack (the floor)."""
     with namespace(f"pstb-{tag}-") as ns, TunLink(unique("pstb"), MTU) as tun:
         ns.move_link(tun.name)
         ns.configure_link(tun.name, KERNEL_ADDR, PREFIXLEN, MTU)
@@ -394,7 +394,7 @@ def udp_mib(ns: Namespace) -> dict[str, int]:
 
 @asynccontextmanager
 async def pystack_host(tag: str) -> AsyncIterator[TunHost]:
-    """pystack up, as ``pystack up`` brings it up (pystack.tun_host): a new namespace and TUN,
+    """pystack up, as ``pystack up`` brings it up (pystack.host.tun_host): a new namespace and TUN,
     the kernel at KERNEL_ADDR/24, the stack at STACK_ADDR, driven by trio until the body ends."""
     name = unique(f"pstb-{tag}-")
     _live_namespaces.add(name)

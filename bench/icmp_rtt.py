@@ -10,7 +10,7 @@ answer with one ``os.write``:
   addresses leaves the IP header checksum unchanged);
 - pystack: the whole stack (IPv4 validation, ICMP parse and checksum,
   route lookup, new ICMP and IPv4 headers), brought up by
-  ``pystack.tun_host`` exactly as ``pystack up`` does.
+  ``pystack.host.tun_host`` exactly as ``pystack up`` does.
 
 The load comes from one separate process (bench.kernel_side ping) holding
 a raw ICMP socket in each namespace and alternating request by request
@@ -35,8 +35,8 @@ import trio
 
 from pystack.checksum import internet_checksum
 from pystack.clock import MonotonicClock
-from pystack.links import TunLink
-from pystack.netns import Namespace
+from pystack.host.netns import Namespace
+from pystack.host.tun import TunLink
 from pystack.stack import Stack
 
 from .common import (

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import trio
 
+from pystack.host.tun_host import TunHost
 from pystack.socket import SOCK_STREAM
-from pystack.tun_host import TunHost
 from specializer import do_specialize_send, done_specialize_send, specialized_send
 
 from .common import KERNEL_ADDR, Settings, Table, median, note, pystack_host

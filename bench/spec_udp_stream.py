@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from pystack.tun_host import TunHost
+from pystack.host.tun_host import TunHost
 from specializer import do_specialize_send, done_specialize_send, specialized_send, token_info
 from specializer.system import system_of
 

@@ -1,7 +1,7 @@
 """Bulk TCP over TUN, kernel -> pystack and pystack -> kernel, beside kernel -> kernel over veth.
 
 pystack runs in this process under trio (serve_tcp / open_tcp_stream on
-pystack.tun_host); every kernel-side sender or receiver is a separate
+pystack.host.tun_host); every kernel-side sender or receiver is a separate
 Python process on a kernel socket in the namespace, so it has a CPU of
 its own. Each transfer is bounded in bytes and in time. Besides Mbit/s,
 the CPU time this process spends per megabyte is reported for the
@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from pystack.netns import Namespace
+from pystack.host.netns import Namespace
 
 from .common import (
     KERNEL_ADDR,

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pystack.netns import Namespace
+from pystack.host.netns import Namespace
+from pystack.host.tun_host import TunHost
 from pystack.socket import RMEM_MAX, SO_RCVBUF, SOL_SOCKET
-from pystack.tun_host import TunHost
 
 from .common import (
     KERNEL_ADDR,

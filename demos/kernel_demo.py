@@ -25,9 +25,9 @@ import time
 
 import trio
 
-from pystack.netns import why_not
+from pystack.host.netns import why_not
+from pystack.host.tun_host import TunHost, tun_host
 from pystack.services import serve_services
-from pystack.tun_host import TunHost, tun_host
 
 NETNS = "pystack-demo"
 TUN = "pstdemo0"

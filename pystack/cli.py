@@ -82,8 +82,8 @@ def check_up_arguments(args: argparse.Namespace) -> None:
 
 
 async def run_up(args: argparse.Namespace) -> int:
+    from .host.tun_host import tun_host
     from .services import serve_services
-    from .tun_host import tun_host
 
     async with tun_host(args.netns, args.tun, args.kernel_address, args.address, args.mtu, args.pcap) as host:
         async with trio.open_nursery() as nursery:
@@ -137,7 +137,7 @@ def spec(args: argparse.Namespace) -> int:
 
 
 def up(args: argparse.Namespace) -> int:
-    from .netns import NeedsNetAdmin, why_not
+    from .host.netns import NeedsNetAdmin, why_not
 
     reason = why_not()
     if reason is not None:

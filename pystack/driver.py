@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import trio
 
+from .clock import TrioClock
 from .links.base import Link
 from .socket import Socket
 from .stack import Stack
@@ -20,6 +21,15 @@ from .stack import Stack
 
 class Driver:
     def __init__(self, stack: Stack, links: Mapping[str, Link]):
+        if not isinstance(stack.clock, TrioClock):
+            # The timer task sleeps until stack.next_deadline() on trio's clock: a deadline on
+            # any other clock is never reached (or always passed), and the task spins.
+            raise TypeError(
+                f"the trio driver needs a stack on trio's clock, not {type(stack.clock).__name__}: "
+                "build it with Stack(clock=pystack.clock.TrioClock()) inside trio.run "
+                "(trio.testing.MockClock gives virtual time); VirtualClock is for driving the "
+                "sans-IO core by hand (stack.input, stack.run_timers)"
+            )
         self.stack = stack
         self.links = dict(links)
         self._lots: dict[int, trio.lowlevel.ParkingLot] = {}

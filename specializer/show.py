@@ -80,8 +80,8 @@ def parse_context(pairs: Iterable[str]) -> dict[str, Any]:
             raise UsageError(f"unknown context key {key!r} (known: {known})")
         if key == "address":
             host, _, port = text.rpartition(":")
-            if not host or not port.isdigit():
-                raise UsageError(f"address wants HOST:PORT, got {text!r}")
+            if not host or not port.isdigit() or int(port) > 0xFFFF:
+                raise UsageError(f"address wants HOST:PORT with a port of 0 to 65535, got {text!r}")
             context[key] = (host, int(port))
             continue
         try:
@@ -111,7 +111,10 @@ def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dic
     fd = stack.socket(type=SOCK_STREAM if stream else SOCK_DGRAM)
     for key, (level, option) in SOCKET_OPTIONS.items():
         if key in context:
-            stack.setsockopt(fd, level, option, context[key])
+            try:
+                stack.setsockopt(fd, level, option, context[key])
+            except OSError as refused:  # the stack's own answer to a bad value, said as one line
+                raise UsageError(f"{key}={context[key]}: the socket refuses it ({refused.strerror})") from None
     statics: dict[str, Any] = {"self": stack, "fd": fd, "flags": context.get("flags", 0)}
     if stream:
         from .tcp_world import establish
@@ -145,7 +148,10 @@ def show(name: str, pairs: Iterable[str], colour: bool) -> str:
         raise UsageError(f"no scenario {name!r}; `pystack spec list` lists them")
     scenario = scenarios[name]
     context = {**world_defaults(scenario), **parse_context(pairs)}
-    stack, statics = build_world(scenario, context)
+    try:
+        stack, statics = build_world(scenario, context)
+    except (OSError, ValueError) as refused:  # an interface or address the stack will not take
+        raise UsageError(f"the context makes no world for {name}: {refused}") from None
     analysis = bta.analyse(scenario)
     entry = specialize(scenario, statics)
     out = io.StringIO()

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from pystack.netns import why_not
-from pystack.tun_host import TunHost, tun_host
+from pystack.host.netns import why_not
+from pystack.host.tun_host import TunHost, tun_host
 
 KERNEL = "198.18.1.1"
 PYSTACK = "198.18.1.2"

@@ -12,7 +12,7 @@ import pytest
 from scapy.layers.inet import ICMP
 from scapy.utils import rdpcap
 
-from pystack.netns import why_not
+from pystack.host.netns import why_not
 
 PYSTACK = [sys.executable, "-m", "pystack.cli"]
 
@@ -33,6 +33,16 @@ def run(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
         (["up", "--pcap", "/no/such/dir/x.pcap"], "--pcap"),
         (["up", "--bogus"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
+        (["spec", "show", "udp_send_connected", "--context", "ttl=-5"], "ttl=-5"),
+        (["spec", "show", "udp_send_connected", "--context", "ttl=256"], "ttl=256"),
+        (["spec", "show", "udp_send_connected", "--context", "pmtudisc=9"], "pmtudisc=9"),
+        (["spec", "show", "udp_send_adu", "--context", "adu=70000"], "adu=70000"),
+        (["spec", "show", "udp_send_connected", "--context", "mtu=10"], "MTU 10"),
+        (["spec", "show", "udp_send_connected", "--context", "address=198.18.0.1:70000"], "port"),
+        (["spec", "show", "udp_send_connected", "--context", "address=no.such.host:9"], "dotted quads"),
+        (["spec", "show", "tcp_send", "--context", "maxseg=1"], "maxseg=1"),
+        (["spec", "show", "udp_send_connected", "--context", "ttl=x"], "integer"),
+        (["spec", "show", "nosuch"], "no scenario"),
         ([], "required"),
     ],
 )

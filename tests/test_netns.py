@@ -18,8 +18,8 @@ import trio
 import trio.testing
 from scapy.layers.inet import IP, UDP
 
-from pystack.links import TunLink
-from pystack.netns import Namespace, NeedsNetAdmin, have_net_admin, why_not
+from pystack.host.netns import Namespace, NeedsNetAdmin, have_net_admin, why_not
+from pystack.host.tun import TunLink
 
 needs_tun = pytest.mark.skipif(not have_net_admin(), reason=why_not() or "")
 
@@ -136,8 +136,8 @@ def test_existing_namespace_is_left_in_place() -> None:
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop privileges")
 def test_tun_without_net_admin_says_why() -> None:
     code = (
-        "from pystack.links import TunLink\n"
-        "from pystack.netns import NeedsNetAdmin\n"
+        "from pystack.host.tun import TunLink\n"
+        "from pystack.host.netns import NeedsNetAdmin\n"
         "try:\n    TunLink('pstnoperm0')\n"
         "except NeedsNetAdmin as exc:\n    print(exc)\n"
     )

@@ -10,7 +10,7 @@ import trio
 from scapy.layers.inet import IP, UDP, fragment
 from scapy.packet import Raw
 
-from pystack.clock import TrioClock
+from pystack.clock import MonotonicClock, TrioClock, VirtualClock
 from pystack.links import memory_link_pair
 from pystack.socket import AF_INET, MSG_DONTWAIT, SOCK_DGRAM, SOCK_NONBLOCK
 from pystack.stack import Stack
@@ -133,3 +133,14 @@ def test_core_modules_do_not_import_trio():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
+
+
+@pytest.mark.parametrize("clock", [VirtualClock, MonotonicClock])
+async def test_the_driver_refuses_a_stack_on_another_clock(clock):
+    """A deadline on another clock is never reached on trio's: the timer task would spin."""
+    stack = Stack(clock=clock(), seed=3)
+    stack.add_interface("mem0", ME, 24)
+    ours, _theirs = memory_link_pair()
+    with trio.move_on_after(1), pytest.raises(TypeError, match="TrioClock"):
+        async with running(stack, {"mem0": ours}):
+            pass

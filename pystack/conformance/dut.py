@@ -51,9 +51,9 @@ import trio
 import trio.testing
 
 from ..clock import TrioClock
+from ..host.netns import Namespace, NeedsNetAdmin, why_not
+from ..host.tun import TunLink
 from ..links.base import Link, LinkStats
-from ..links.tun import TunLink
-from ..netns import Namespace, NeedsNetAdmin, why_not
 from ..socket import F_SETFL, O_NONBLOCK
 from ..stack import Stack
 from ..tcp.tcb import STATE_NAMES, TcpConfig

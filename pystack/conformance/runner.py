@@ -55,7 +55,7 @@ import trio.testing
 
 from ..addr import aton
 from ..checksum import internet_checksum, pseudo_header_sum
-from ..netns import NeedsNetAdmin
+from ..host.netns import NeedsNetAdmin
 from .dut import PACKETDRILL_DEFAULTS, Dut, DutConfig, DutSocket, open_dut, run_on
 from .normalize import (
     ACK,

@@ -1,10 +1,9 @@
-"""Links: the wires under the stack (TUN, in-memory with impairments, pcap tap)."""
+"""Links: the wires under the stack (in-memory with impairments, pcap tap); TUN is in pystack.host."""
 
 from pystack.links.base import Link, LinkStats
 from pystack.links.impair import ImpairmentModel, Impairments
 from pystack.links.memory import MemoryLink, memory_link_pair
 from pystack.links.pcap import LINKTYPE_RAW, PcapTap, PcapWriter
-from pystack.links.tun import TunLink
 
 __all__ = [
     "LINKTYPE_RAW",
@@ -15,6 +14,5 @@ __all__ = [
     "MemoryLink",
     "PcapTap",
     "PcapWriter",
-    "TunLink",
     "memory_link_pair",
 ]

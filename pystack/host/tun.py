@@ -13,8 +13,8 @@ import os
 import pytun
 import trio
 
+from pystack.host.netns import NeedsNetAdmin
 from pystack.links.base import Link, LinkStats
-from pystack.netns import NeedsNetAdmin
 
 # A full queue (EAGAIN, ENOBUFS), a device that is down (EIO) or a packet the
 # kernel refuses (EINVAL) loses one packet, as a busy wire would; the stack

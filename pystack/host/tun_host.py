@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import trio
 
-from .clock import TrioClock
-from .links import PcapTap, PcapWriter, TunLink
+from ..clock import TrioClock
+from ..links import PcapTap, PcapWriter
+from ..stack import Stack
+from ..trio_api import Network, running
 from .netns import Namespace
-from .stack import Stack
-from .trio_api import Network, running
+from .tun import TunLink
 
 
 @dataclass
