@@ -21,6 +21,7 @@ for TCP) are judged on bytecode bytes, the analogue of the thesis's compiled siz
 from __future__ import annotations
 
 from specializer.residual import (
+    OTHER_TRANSPORT,
     code_size,
     out_of_line_functions,
     reachable_functions,
@@ -43,13 +44,15 @@ THESIS = ("thesis 3.3.2: specialized code up to 20x smaller than the original; L
 def measure(scenario: Scenario) -> dict[str, object]:
     _stack, statics = build_world(scenario, world_defaults(scenario))
     entry = specialize(scenario, statics)
-    reachable = reachable_functions(scenario.entry_function())
+    everything = reachable_functions(scenario.entry_function())
+    reachable = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT.get(scenario.protocol, ()))
     walked = list(entry.stats.functions)
     called, reached = out_of_line_functions(entry.compiled)
     return {
         "entry": scenario.entry,
         "functions": (len(reachable), len(walked), 1),
         "reachable": code_size(reachable),
+        "reachable_every_transport": {"functions": len(everything), **code_size(everything)},
         "unfolded": code_size(walked),
         "residual": residual_size(entry.compiled),
         "out_of_line": {"called": sorted(f.__qualname__ for f in called), "functions": len(reached),
@@ -86,6 +89,10 @@ def run(settings: Settings) -> Table:
         for key, label in MEASURES:
             generic, unfolded, residual = (figures[part][key] for part in ("reachable", "unfolded", "residual"))
             table.add(name, label, generic, unfolded, residual, ratio(generic, residual), ratio(unfolded, residual))
+        every = figures["reachable_every_transport"]
+        table.add(name, "bytecode, every transport's code counted", every["bytecode_bytes"], None,
+                  figures["residual"]["bytecode_bytes"],
+                  ratio(every["bytecode_bytes"], figures["residual"]["bytecode_bytes"]), None)
         together = figures["residual"]["bytecode_bytes"] + figures["out_of_line"]["bytecode_bytes"]
         table.add(name, "bytecode, with out-of-line callees", figures["reachable"]["bytecode_bytes"], None,
                   together, ratio(figures["reachable"]["bytecode_bytes"], together), None)
@@ -101,9 +108,13 @@ def run(settings: Settings) -> Table:
         "bytecode bytes: "
         + "; ".join(verdicts),
         THESIS,
-        "reachable generic follows every name the code calls, so Stack.send and Stack.sendto count the "
-        "TCP send path they dispatch to as well (the thesis's 'main and auxiliary functionalities'); "
-        "unfolded generic is only what the evaluator walked for this context",
+        "reachable generic (the baseline the goals are judged on): every function of the stack's own "
+        "modules (pystack's core: not its drivers, trio layer, host or CLI) that the entry reaches through "
+        "the names it calls, leaving out the other transport's package (a UDP socket never runs "
+        "pystack.tcp, nor a TCP socket pystack.udp): deterministic, whatever else is imported. The row "
+        "'every transport's code counted' keeps the other transport too (Stack.send dispatches on the "
+        "socket's type), as the figures before 2026-12-06 did; unfolded generic is only what the "
+        "evaluator walked for this context",
         "the UDP residuals keep the buffer layout test and call the generic ip_fragment for a datagram "
         "over the path MTU (out of line: the payload length is dynamic); with a committed ADU "
         "(udp_send_adu) both are decided once, the fragment and page loops unrolled",

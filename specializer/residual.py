@@ -648,22 +648,47 @@ def _bytecode_bytes(code: types.CodeType) -> int:
     return total
 
 
-def reachable_functions(entry: Any, limit: int = 400) -> list[Any]:
-    """Every pystack function the entry can reach through the names it calls (a static call graph)."""
+# Where a name the generic code calls may resolve: the stack's own modules, not the ways it is
+# run (drivers, trio, the host's TUN and namespaces, the CLI) nor the tools around it.
+_NOT_THE_STACK = ("pystack.cli", "pystack.driver", "pystack.trio_", "pystack.services", "pystack.links",
+                  "pystack.host", "pystack.conformance")
+# A socket of one transport never runs the other's code: a scenario's defensible baseline
+# leaves it out (Stack.send dispatches on the socket's type, and a UDP socket's never goes to TCP).
+OTHER_TRANSPORT = {"udp": ("pystack.tcp",), "tcp": ("pystack.udp",)}
+
+
+def stack_modules(exclude: tuple[str, ...] = ()) -> dict[str, types.ModuleType]:
+    """The stack's modules by name, every one imported: a fixed set, whatever else is imported."""
+    import importlib
+    import pkgutil
+
+    import pystack
+
+    skip = _NOT_THE_STACK + exclude
+    names = sorted(info.name for info in pkgutil.walk_packages(pystack.__path__, "pystack.")
+                   if not info.name.startswith(skip))
+    return {name: importlib.import_module(name) for name in ["pystack", *names]}
+
+
+def reachable_functions(entry: Any, limit: int = 400, exclude: tuple[str, ...] = ()) -> list[Any]:
+    """Every function of the stack the entry can reach through the names it calls (a static
+    call graph over :func:`stack_modules`, so the same whatever happens to be imported);
+    ``exclude`` leaves out module prefixes (the other transport: :data:`OTHER_TRANSPORT`)."""
     import inspect
 
+    modules = stack_modules(exclude)
     seen: dict[int, Any] = {}
     todo = [entry]
     while todo and len(seen) < limit:
         func = todo.pop()
         code = getattr(func, "__code__", None)
-        if code is None or id(code) in seen or not func.__module__.startswith("pystack"):
+        if code is None or id(code) in seen or func.__module__ not in modules:
             continue
         seen[id(code)] = func
         names = set(code.co_names) | {n for c in code.co_consts if isinstance(c, types.CodeType) for n in c.co_names}
-        for name in names:
-            for candidate in _candidates(func, name):
-                if inspect.isfunction(candidate) and candidate.__module__.startswith("pystack"):
+        for name in sorted(names):
+            for candidate in _candidates(func, name, modules):
+                if inspect.isfunction(candidate) and candidate.__module__ in modules:
                     todo.append(candidate)
     return list(seen.values())
 
@@ -684,10 +709,8 @@ def out_of_line_functions(compiled: CompiledResidual) -> tuple[list[Any], list[A
     return called, list(reached.values())
 
 
-def _candidates(func: Any, name: str) -> list[Any]:
-    """Functions a name in ``func`` may refer to: a global, or a method of a pystack class."""
-    import sys
-
+def _candidates(func: Any, name: str, modules: dict[str, types.ModuleType]) -> list[Any]:
+    """Functions a name in ``func`` may refer to: a global, or a method of a class of ``modules``."""
     found = []
     glob = func.__globals__.get(name)
     if glob is not None:
@@ -695,13 +718,11 @@ def _candidates(func: Any, name: str) -> list[Any]:
         if isinstance(glob, types.ModuleType):
             return found
     for module in func.__globals__.values():  # ``udp.udp_sendmsg``: an attribute of an imported module
-        if isinstance(module, types.ModuleType) and module.__name__.startswith("pystack"):
+        if isinstance(module, types.ModuleType) and module.__name__ in modules:
             value = getattr(module, name, None)
             if isinstance(value, types.FunctionType):
                 found.append(value)
-    for module_name, module in list(sys.modules.items()):
-        if not module_name.startswith("pystack") or module is None:
-            continue
+    for module_name, module in modules.items():
         for value in vars(module).values():
             if isinstance(value, type) and value.__module__ == module_name:
                 raw = value.__dict__.get(name)
@@ -720,5 +741,5 @@ def _dedent(source: str) -> str:
     return "\n".join(line[indent:] for line in lines)
 
 
-__all__ = ["cleanup", "compile_residual", "code_size", "residual_size", "reachable_functions",
+__all__ = ["OTHER_TRANSPORT", "cleanup", "compile_residual", "code_size", "residual_size", "reachable_functions",
            "out_of_line_functions", "dis"]

@@ -62,6 +62,11 @@ class Scenario:
     def entry_function(self) -> Any:
         return resolve(self.entry, self.source)
 
+    @property
+    def protocol(self) -> str:
+        """The transport the scenario's socket speaks, by the names' convention (udp_..., tcp_...)."""
+        return self.name.split("_", 1)[0]
+
     def parameters(self, func: Any) -> list[str]:
         return list(inspect.signature(func).parameters)
 

@@ -34,7 +34,13 @@ from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 
 from . import bta
-from .residual import code_size, out_of_line_functions, reachable_functions, residual_size
+from .residual import (
+    OTHER_TRANSPORT,
+    code_size,
+    out_of_line_functions,
+    reachable_functions,
+    residual_size,
+)
 from .scenario import Scenario, all_scenarios
 from .system import specialize
 
@@ -191,7 +197,7 @@ def show(name: str, pairs: Iterable[str], colour: bool) -> str:
 
 
 def figures_table(scenario: Scenario, entry: Any) -> str:
-    reachable = reachable_functions(scenario.entry_function())
+    reachable = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT.get(scenario.protocol, ()))
     walked = list(entry.stats.functions)
     generic = code_size(reachable)
     unfolded = code_size(walked)
