@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from pystack.checksum import internet_checksum, pseudo_header_sum
-from pystack.conformance import runner
-from pystack.conformance.dut import (
+from conformance import runner
+from conformance.dut import (
     PACKETDRILL_DEFAULTS,
     linux_unavailable,
     pystack_tcp_config,
     run_on,
 )
-from pystack.conformance.packetdrill import ELLIPSIS, ParseError, Struct, Symbol, parse, parse_file
-from pystack.conformance.runner import (
+from conformance.packetdrill import ELLIPSIS, ParseError, Struct, Symbol, parse, parse_file
+from conformance.runner import (
     Skip,
     emulate_command,
     evaluate_code,
@@ -32,6 +31,7 @@ from pystack.conformance.runner import (
     run_file,
     run_on_dut,
 )
+from pystack.checksum import internet_checksum, pseudo_header_sum
 
 HERE = Path(__file__).parent
 OWN = HERE / "packetdrill"

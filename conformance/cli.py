@@ -133,7 +133,8 @@ def format_totals(figures: dict[str, object]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
+    from pystack.cli import UsageError
+
     from .dut import linux_unavailable
 
     directory = Path(args.dir)
