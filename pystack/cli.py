@@ -39,7 +39,7 @@ def build_parser() -> Parser:
     up.add_argument("--pcap", metavar="FILE", help="write every packet received and sent to FILE")
     up.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after SECONDS")
     up.add_argument("--no-services", action="store_true", help="do not serve echo/discard/chargen")
-    from .conformance.cli import add_parser as add_conformance_parser
+    from conformance.cli import add_parser as add_conformance_parser
 
     add_conformance_parser(commands)
     spec = commands.add_parser("spec", help="inspect what the specializer does to the stack's code")
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_up_arguments(args)
             return up(args)
         if args.command == "conformance":
-            from .conformance.cli import main as conformance
+            from conformance.cli import main as conformance
 
             return conformance(args)
         if args.command == "spec":

@@ -651,7 +651,7 @@ def _bytecode_bytes(code: types.CodeType) -> int:
 # Where a name the generic code calls may resolve: the stack's own modules, not the ways it is
 # run (drivers, trio, the host's TUN and namespaces, the CLI) nor the tools around it.
 _NOT_THE_STACK = ("pystack.cli", "pystack.driver", "pystack.trio_", "pystack.services", "pystack.links",
-                  "pystack.host", "pystack.conformance")
+                  "pystack.host")
 # A socket of one transport never runs the other's code: a scenario's defensible baseline
 # leaves it out (Stack.send dispatches on the socket's type, and a UDP socket's never goes to TCP).
 OTHER_TRANSPORT = {"udp": ("pystack.tcp",), "tcp": ("pystack.udp",)}

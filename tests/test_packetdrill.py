@@ -2,29 +2,42 @@
 
 Without root everything runs on pystack in virtual time; with root (CI)
 the same scripts also run against the Linux kernel in a namespace, in
-real time, which is what shows the runner itself is right. Scripts where
-pystack does not yet behave as Linux does are xfail(strict=True) with the
+real time, which is what shows the runner itself is right. The project's
+own scripts must pass on both. The shared scripts are read from the
+folders of $PYSTACK_PACKETDRILL (``conformance.cli.shared_folders``), a set
+that may grow: each reports what it found (see the summary at the end of
+the run). The shared scripts where pystack, or Linux with this runner,
+is known not to pass are listed below and are xfail(strict=True) with the
 precise mismatch: when pystack is fixed the case fails, and its entry
-here (and in docs/CONFORMANCE.md) goes.
+here (and in docs/CONFORMANCE.md) goes. The scripts known to pass
+(KNOWN_PASSES) must go on passing. A script in no list that does not
+pass is a new mismatch, reported (xfail, with its first difference) rather
+than failed, so that a new script in the folder does not fail a change
+that has nothing to do with it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pystack.checksum import internet_checksum, pseudo_header_sum
-from pystack.conformance import runner
-from pystack.conformance.dut import (
+from conformance import runner
+from conformance.cli import SHARED_ENV, find_scripts, shared_folders
+from conformance.dut import (
     PACKETDRILL_DEFAULTS,
     linux_unavailable,
     pystack_tcp_config,
     run_on,
 )
-from pystack.conformance.packetdrill import ELLIPSIS, ParseError, Struct, Symbol, parse, parse_file
-from pystack.conformance.runner import (
+from conformance.packetdrill import ELLIPSIS, ParseError, Struct, Symbol, parse, parse_file
+from conformance.runner import (
     Skip,
     emulate_command,
     evaluate_code,
@@ -32,16 +45,18 @@ from pystack.conformance.runner import (
     run_file,
     run_on_dut,
 )
+from pystack.checksum import internet_checksum, pseudo_header_sum
 
-HERE = Path(__file__).parent
-OWN = HERE / "packetdrill"
-SHARED = HERE.parent.parent / "shared" / "packetdrill"
-OWN_SCRIPTS = sorted(OWN.glob("*.pkt"))
-SHARED_SCRIPTS = sorted(SHARED.rglob("*.pkt")) if SHARED.is_dir() else []
+OWN = Path(__file__).parent / "packetdrill"
+OWN_SCRIPTS = [(str(p.relative_to(OWN)), p) for p in find_scripts(OWN)]
+SHARED = [folder for folder in shared_folders() if folder.is_dir()]
+# (name, path): the name is the path below its folder, the key of the lists below.
+SHARED_SCRIPTS = [(str(p.relative_to(f)), p) for f in SHARED for p in find_scripts(f)]
 LINUX_REASON = linux_unavailable()
 needs_linux = pytest.mark.skipif(LINUX_REASON is not None, reason=f"Linux DUT: {LINUX_REASON}")
 
 # Where pystack differs from Linux today (each checked: Linux passes the script with this runner).
+# Strict: a listed script that passes fails the suite, so that its entry goes.
 PYSTACK_MISMATCHES = {
     "blocking/blocking-write.pkt": "line 24: a blocked write() returns at 0.4 s (ACK of 30001) on pystack, "
                                    "at 0.5 s (ACK of 36001) on Linux, which wakes a writer only once the "
@@ -62,19 +77,32 @@ PYSTACK_MISMATCHES = {
 }
 
 
-def _name(path: Path, root: Path) -> str:
-    return str(path.relative_to(root))
+# Shared scripts that Linux itself does not pass with this runner (each with why), strict as above.
+LINUX_MISMATCHES: dict[str, str] = {}
+
+# Shared scripts known to pass, on both DUTs unless listed above: a regression on one of them
+# fails the suite (only scripts outside every list are merely reported).
+KNOWN_PASSES = frozenset({
+    "blocking/blocking-accept.pkt", "blocking/blocking-connect.pkt", "blocking/blocking-read.pkt",
+    "blocking/blocking-write.pkt", "close/close-local-close-then-remote-fin.pkt",
+    "close/close-on-syn-sent.pkt", "close/close-remote-fin-then-close.pkt",
+    "fast_retransmit/fr-4pkt-sack.pkt", "fast_retransmit/fr-4pkt.pkt",
+    "limited_transmit/limited-transmit-no-sack.pkt", "linux-selftests/tcp_basic_server.pkt",
+    "mss/mss-getsockopt-tcp_maxseg-server.pkt", "mss/mss-setsockopt-tcp_maxseg-server.pkt",
+    "nagle/sockopt_cork_nodelay.pkt", "shutdown/shutdown-rd-close.pkt",
+    "shutdown/shutdown-rdwr-close.pkt", "shutdown/shutdown-wr-close.pkt",
+    "slow_start/slow-start-ack-per-1pkt.pkt", "slow_start/slow-start-ack-per-2pkt.pkt",
+    "slow_start/slow-start-ack-per-4pkt.pkt", "syscall_bad_arg/sendmsg-empty-iov.pkt",
+    "ts_recent/fin_tsval.pkt",
+})
 
 
-def _params(scripts: list[Path], root: Path, pystack: bool) -> list:
-    params = []
-    for path in scripts:
-        name = _name(path, root)
-        marks = []
-        if pystack and name in PYSTACK_MISMATCHES:
-            marks.append(pytest.mark.xfail(strict=True, reason=PYSTACK_MISMATCHES[name]))
-        params.append(pytest.param(path, id=name, marks=marks))
-    return params
+def _params(scripts: list[tuple[str, Path]], known: dict[str, str] | None = None) -> list:
+    """One case per script, ``(name, path)``; the scripts in ``known`` are xfail(strict=True)."""
+    known = known or {}
+    return [pytest.param(name, path, id=name, marks=[pytest.mark.xfail(strict=True, reason=known[name])]
+                         if name in known else [])
+            for name, path in scripts]
 
 
 def run_linux(path: Path) -> runner.Outcome:
@@ -89,11 +117,30 @@ def explain(outcome: runner.Outcome) -> str:
     return f"{outcome.status}: {outcome.brief()}\n{outcome.message}\n" + "\n".join(outcome.trace)
 
 
+def judge(dut: str, name: str, outcome: runner.Outcome, known: dict[str, str],
+          verdict: Callable[[str, str, str, str], None]) -> None:
+    """Report a shared script's outcome on ``dut``, then pass, fail or xfail as the module says."""
+    if outcome.status == "skip":
+        found = "skipped"
+    elif name in known:
+        found = "fixed" if outcome.passed else "known mismatch"
+    else:
+        found = "passed" if outcome.passed else "regression" if name in KNOWN_PASSES else "new mismatch"
+    verdict(dut, name, found, "passes: remove its entry from the known list" if found == "fixed"
+            else outcome.brief())
+    if found == "skipped":
+        pytest.skip(outcome.brief())
+    if found == "new mismatch":
+        pytest.xfail(f"new mismatch on {dut}, not in the known list: {outcome.brief()}")
+    assert outcome.passed, explain(outcome)
+
+
 # ---------------------------------------------------------------- the parser
 
 
-def test_parses_every_script():
-    for path in OWN_SCRIPTS + SHARED_SCRIPTS:
+def test_parses_every_own_script():
+    """The shared scripts are parsed by their own cases below, each reporting its parse error."""
+    for _, path in OWN_SCRIPTS:
         script = parse_file(path)
         assert script.events and script.events[0].time.start == 0
 
@@ -258,45 +305,47 @@ def test_own_scripts_are_a_dozen_or_more():
     assert len(OWN_SCRIPTS) >= 12
 
 
-@pytest.mark.parametrize("path", _params(OWN_SCRIPTS, OWN, pystack=True))
-def test_own_script_on_pystack(path):
+@pytest.mark.parametrize("name, path", _params(OWN_SCRIPTS, PYSTACK_MISMATCHES))
+def test_own_script_on_pystack(name, path):
     outcome = run_file(path, "pystack")
     assert outcome.passed, explain(outcome)
 
 
 @pytest.mark.tun
 @needs_linux
-@pytest.mark.parametrize("path", _params(OWN_SCRIPTS, OWN, pystack=False))
-def test_own_script_on_linux(path):
+@pytest.mark.parametrize("name, path", _params(OWN_SCRIPTS))
+def test_own_script_on_linux(name, path):
     outcome = run_linux(path)
     assert outcome.passed, explain(outcome)
 
 
 # ---------------------------------------------------------------- the shared, real packetdrill scripts
 
-needs_shared = pytest.mark.skipif(not SHARED_SCRIPTS, reason=f"no shared packetdrill scripts at {SHARED}")
+needs_shared = pytest.mark.skipif(
+    not SHARED_SCRIPTS, reason=f"no shared packetdrill scripts in {[str(f) for f in shared_folders()]}")
 
 
 @needs_shared
-@pytest.mark.parametrize("path", _params(SHARED_SCRIPTS, SHARED, pystack=True))
-def test_shared_script_on_pystack(path):
-    outcome = run_file(path, "pystack")
-    assert outcome.passed, explain(outcome)
+@pytest.mark.parametrize("name, path", _params(SHARED_SCRIPTS, PYSTACK_MISMATCHES))
+def test_shared_script_on_pystack(name, path, packetdrill_verdict):
+    judge("pystack", name, run_file(path, "pystack"), PYSTACK_MISMATCHES, packetdrill_verdict)
 
 
 @pytest.mark.tun
 @needs_linux
 @needs_shared
-@pytest.mark.parametrize("path", _params(SHARED_SCRIPTS, SHARED, pystack=False))
-def test_shared_script_on_linux(path):
-    outcome = run_linux(path)
-    assert outcome.passed, explain(outcome)
+@pytest.mark.parametrize("name, path", _params(SHARED_SCRIPTS, LINUX_MISMATCHES))
+def test_shared_script_on_linux(name, path, packetdrill_verdict):
+    judge("linux", name, run_linux(path), LINUX_MISMATCHES, packetdrill_verdict)
 
 
-def test_mismatch_list_names_real_scripts():
-    names = {_name(p, OWN) for p in OWN_SCRIPTS} | {_name(p, SHARED) for p in SHARED_SCRIPTS}
-    unknown = set(PYSTACK_MISMATCHES) - names
-    assert not unknown or not SHARED_SCRIPTS, unknown
+@needs_shared
+def test_known_lists_name_scripts_in_the_folders():
+    """A listed script missing from the folders (another set of scripts there) is reported, not failed."""
+    names = {name for name, _ in OWN_SCRIPTS + SHARED_SCRIPTS}
+    absent = sorted((set(PYSTACK_MISMATCHES) | set(LINUX_MISMATCHES) | KNOWN_PASSES) - names)
+    if absent:
+        pytest.skip(f"listed as known mismatches but not in {[str(f) for f in SHARED]}: {', '.join(absent)}")
 
 
 # ---------------------------------------------------------------- the command
@@ -321,3 +370,46 @@ def test_conformance_command_bad_arguments(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["pystack: conformance: no such directory '/no/such/dir'",
                    f"pystack: conformance: no .pkt scripts under '{OWN}' matching nothing-matches"]
+
+
+def test_conformance_command_takes_several_folders_and_defaults_to_the_shared_ones(
+        tmp_path, monkeypatch, capsys):
+    from pystack.cli import main
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(OWN / "data-in.pkt", other / "data-in.pkt")
+    expected = [[str(OWN / "data-in.pkt"), "pass"], [str(other / "data-in.pkt"), "pass"]]
+    assert main(["conformance", str(OWN), str(other), "--dut", "pystack", "--only", "data-in"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in out[1:3]] == expected
+    assert out[4].startswith("2 scripts; pystack passes 2 (")
+    monkeypatch.setenv(SHARED_ENV, f"{OWN}{os.pathsep}{other}")
+    assert main(["conformance", "--dut", "pystack", "--only", "data-in"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()[1:3]] == expected
+
+
+def test_shared_folders_come_from_one_variable(monkeypatch):
+    monkeypatch.setenv(SHARED_ENV, f"/a{os.pathsep}{os.pathsep}b/c")
+    assert shared_folders() == [Path("/a"), Path("b/c")]
+    monkeypatch.setenv(SHARED_ENV, "")
+    assert shared_folders() == [Path(__file__).parents[2] / "shared" / "packetdrill"]  # beside the checkout
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_the_stack_and_its_command_do_not_import_scapy():
+    """scapy is the conformance bench's dependency, not the stack's."""
+    done = _python("import sys, pystack.stack, pystack.cli; pystack.cli.build_parser(); "
+                   "print([m for m in sys.modules if m.startswith('scapy')])")
+    assert done.stdout == "[]\n", done.stderr
+
+
+def test_conformance_command_without_scapy_says_so():
+    done = _python("import sys; sys.modules['scapy'] = None; from pystack.cli import main; "
+                   f"sys.exit(main(['conformance', {str(OWN)!r}, '--dut', 'pystack']))")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("pystack: conformance: needs scapy, which is not installed "
+                           "(pip install 'pystack-spec[conformance]')\n")

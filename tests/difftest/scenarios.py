@@ -1,7 +1,7 @@
 """Differential scenarios: each is written once and run against Linux and pystack.
 
 A scenario sends crafted packets (scapy), makes socket calls on the DUT
-and records what comes back (see :mod:`pystack.conformance.testbench`).
+and records what comes back (see :mod:`conformance.testbench`).
 It asserts nothing about the answers itself: the Linux transcript *is*
 the expectation, and test_difftest.py compares pystack's to it field by
 field. Scenarios that expect silence end with a positive control.
@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption, fragment
 from scapy.packet import Raw
 
-from pystack.conformance.normalize import parse_ipv4
-from pystack.conformance.testbench import Scenario, Testbench
+from conformance.normalize import parse_ipv4
+from conformance.testbench import Scenario, Testbench
 
 SCENARIOS: dict[str, Scenario] = {}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from pystack.conformance.dut import linux_unavailable, run_on
-from pystack.conformance.testbench import compare, run_scenario, transcript_text
+from conformance.dut import linux_unavailable, run_on
+from conformance.testbench import compare, run_scenario, transcript_text
 
 from .scenarios import SCENARIOS
 

@@ -50,14 +50,14 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-from ..clock import TrioClock
-from ..host.netns import Namespace, NeedsNetAdmin, why_not
-from ..host.tun import TunLink
-from ..links.base import Link, LinkStats
-from ..socket import F_SETFL, O_NONBLOCK
-from ..stack import Stack
-from ..tcp.tcb import STATE_NAMES, TcpConfig
-from ..trio_api import Network, PyStackSocket, running
+from pystack.clock import TrioClock
+from pystack.host.netns import Namespace, NeedsNetAdmin, why_not
+from pystack.host.tun import TunLink
+from pystack.links.base import Link, LinkStats
+from pystack.socket import F_SETFL, O_NONBLOCK
+from pystack.stack import Stack
+from pystack.tcp.tcb import STATE_NAMES, TcpConfig
+from pystack.trio_api import Network, PyStackSocket, running
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ then events: a time (``0``, ``+.1``, ``*``, ``0.1~0.2``, and for
 blocking system calls ``+0...0.200``) and an action: an inbound (``<``)
 or outbound (``>``) packet, a system call, a command or a ``%{ }%``
 code block. This module only reads the text into plain objects; the
-runner (:mod:`pystack.conformance.runner`) gives them meaning.
+runner (:mod:`conformance.runner`) gives them meaning.
 
 Supported: TCP packet lines with flags, sequence ranges, ``ack``,
 ``win``, ``urg``, options (``mss``, ``nop``, ``eol``, ``wscale``,

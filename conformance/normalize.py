@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 
-from ..addr import aton
-from ..checksum import internet_checksum, pseudo_header_sum
+from pystack.addr import aton
+from pystack.checksum import internet_checksum, pseudo_header_sum
 
 # TCP option kinds
 EOL, NOP, MSS, WSCALE, SACK_PERM, SACK, TIMESTAMP, MD5, FASTOPEN, EXPERIMENTAL = 0, 1, 2, 3, 4, 5, 8, 19, 34, 254

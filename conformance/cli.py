@@ -1,12 +1,15 @@
-"""``pystack conformance DIR``: every packetdrill script in DIR against Linux and pystack, as a table.
+"""``pystack conformance DIR...``: every packetdrill script in the DIRs against Linux and pystack, as a table.
 
 Each script runs on a fresh DUT: Linux in its own namespace in real time
 (one after another, so that timing is not disturbed), pystack in virtual
 time. The table has one row per script: the Linux result, the pystack
 result, and the first mismatch (pystack's, or Linux's when Linux fails).
-The totals give the two figures of docs/CONFORMANCE.md: the share of
-scripts that pass on Linux (which shows the runner is right), and the
-share of those that pass on pystack.
+The totals, over all the folders, give the two figures of
+docs/CONFORMANCE.md: the share of scripts that pass on Linux (which shows
+the runner is right), and the share of those that pass on pystack.
+
+Without a DIR the command runs the shared scripts: the folders of
+``$PYSTACK_PACKETDRILL`` (:func:`shared_folders`, which the tests read too).
 """
 
 from __future__ import annotations
@@ -16,12 +19,24 @@ import fnmatch
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the runner pulls in scapy: imported only when the command runs
     from .runner import Outcome
+
+SHARED_ENV = "PYSTACK_PACKETDRILL"
+SHARED_DEFAULT = Path(__file__).parents[2] / "shared" / "packetdrill"
+
+
+def shared_folders() -> list[Path]:
+    """The folders of real packetdrill scripts: $PYSTACK_PACKETDRILL (separated by os.pathsep), else
+    ``shared/packetdrill`` beside the checkout. The one place the tests and the command learn it."""
+    value = os.environ.get(SHARED_ENV, "")
+    return [Path(p) for p in value.split(os.pathsep) if p] or [SHARED_DEFAULT]
+
 
 DUT_KINDS = ("linux", "pystack")
 PASS, SKIP = "pass", "skip"
@@ -30,9 +45,11 @@ PASS, SKIP = "pass", "skip"
 def add_parser(commands: argparse._SubParsersAction) -> None:
     sub = commands.add_parser(
         "conformance", help="run packetdrill scripts against Linux (in a namespace) and pystack",
-        description="Run every .pkt script under DIR against the Linux kernel (needs root) and "
-                    "pystack, and print a table of the results.")
-    sub.add_argument("dir", metavar="DIR", help="directory searched (recursively) for .pkt scripts")
+        description="Run every .pkt script under the DIRs against the Linux kernel (needs root) and "
+                    "pystack, and print one table of the results and the totals over all of them.")
+    sub.add_argument("dirs", metavar="DIR", nargs="*",
+                     help=f"directory searched (recursively) for .pkt scripts; default: the folders in "
+                          f"${SHARED_ENV} (separated by {os.pathsep!r}), else {SHARED_DEFAULT}")
     sub.add_argument("--dut", choices=[*DUT_KINDS, "both"], default="both", help="which DUT(s) to run")
     sub.add_argument("--only", metavar="NAME", action="append",
                      help="only scripts whose path contains NAME (or matches it as a glob); repeatable")
@@ -55,7 +72,8 @@ class Row:
         return ""
 
 
-def find_scripts(directory: Path, only: list[str] | None) -> list[Path]:
+def find_scripts(directory: Path, only: list[str] | None = None) -> list[Path]:
+    """The .pkt scripts under ``directory``, sorted; with ``only``, those whose path below it matches."""
     scripts = sorted(p for p in directory.rglob("*.pkt") if p.is_file())
     if only:
         def wanted(path: Path) -> bool:
@@ -65,16 +83,18 @@ def find_scripts(directory: Path, only: list[str] | None) -> list[Path]:
     return scripts
 
 
-def run_table(directory: Path, kinds: list[str], only: list[str] | None = None,
-              progress: bool = False) -> list[Row]:
-    from .runner import run_file
+def select(directories: list[Path], only: list[str] | None) -> list[tuple[str, Path]]:
+    """(row name, path) of the scripts: the name is the path below its directory, and begins with
+    the directory too when there are several."""
+    return [(str(path.relative_to(d) if len(directories) == 1 else path), path)
+            for d in directories for path in find_scripts(d, only)]
 
+
+def run_table(scripts: list[tuple[str, Path]], kinds: list[str],
+              run_file: Callable[[Path, str], Outcome], progress: bool = False) -> list[Row]:
     rows = []
-    for path in find_scripts(directory, only):
-        results = {}
-        for kind in kinds:
-            results[kind] = run_file(path, kind)
-        rows.append(Row(str(path.relative_to(directory)), results))
+    for name, path in scripts:
+        rows.append(Row(name, {kind: run_file(path, kind) for kind in kinds}))
         if progress:
             print(".", end="", file=sys.stderr, flush=True)
     if progress and rows:
@@ -133,16 +153,27 @@ def format_totals(figures: dict[str, object]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
+    from pystack.cli import UsageError
+
     from .dut import linux_unavailable
 
-    directory = Path(args.dir)
-    if not directory.is_dir():
-        raise UsageError(f"conformance: no such directory {args.dir!r}")
-    scripts = find_scripts(directory, args.only)
+    directories = [Path(d) for d in args.dirs] or shared_folders()
+    for directory in directories:
+        if not directory.is_dir():
+            raise UsageError(f"conformance: no such directory {str(directory)!r}"
+                             + ("" if args.dirs else f" (from ${SHARED_ENV}, or its default)"))
+    scripts = select(directories, args.only)
     if not scripts:
-        raise UsageError(f"conformance: no .pkt scripts under {args.dir!r}"
+        raise UsageError(f"conformance: no .pkt scripts under {', '.join(repr(str(d)) for d in directories)}"
                          + (f" matching {', '.join(args.only)}" if args.only else ""))
+    try:
+        from .runner import run_file
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").partition(".")[0] != "scapy":
+            raise
+        print("pystack: conformance: needs scapy, which is not installed "
+              "(pip install 'pystack-spec[conformance]')", file=sys.stderr)
+        return 1
     kinds = list(DUT_KINDS) if args.dut == "both" else [args.dut]
     if "linux" in kinds:
         reason = linux_unavailable()
@@ -154,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             kinds = ["pystack"]
     started = time.monotonic()
-    rows = run_table(directory, kinds, args.only, progress=os.isatty(2))
+    rows = run_table(scripts, kinds, run_file, progress=os.isatty(2))
     print(format_table(rows, kinds, args.markdown))
     print()
     print(format_totals(totals(rows)) + f" ({time.monotonic() - started:.1f} s)")

@@ -5,10 +5,10 @@ packets with scapy (``tb.send(tb.ip() / ICMP() / b"x")``), makes socket
 calls on the DUT (``await tb.call("accept", listener.accept)``), and
 collects what the DUT sends back (``await tb.expect("reply")``). Every
 observation lands in the bench's transcript, normalized
-(:class:`~pystack.conformance.normalize.Normalizer`); the transcripts of
+(:class:`~conformance.normalize.Normalizer`); the transcripts of
 the Linux run and the pystack run are then compared record by record and
 field by field (:func:`compare`), through the documented
-:data:`~pystack.conformance.normalize.ALLOWANCES`.
+:data:`~conformance.normalize.ALLOWANCES`.
 
 Scenarios that expect silence from the DUT follow it with a positive
 control (a packet that must be answered), so that a broken bench cannot

@@ -53,9 +53,10 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from ..addr import aton
-from ..checksum import internet_checksum, pseudo_header_sum
-from ..host.netns import NeedsNetAdmin
+from pystack.addr import aton
+from pystack.checksum import internet_checksum, pseudo_header_sum
+from pystack.host.netns import NeedsNetAdmin
+
 from .dut import PACKETDRILL_DEFAULTS, Dut, DutConfig, DutSocket, open_dut, run_on
 from .normalize import (
     ACK,
@@ -185,7 +186,7 @@ SUPPORTED_OPTIONS = {"tolerance_usecs", "tolerance_percent", "tcp_ts_tick_usecs"
 def emulate_command(text: str, line: int | None = None) -> dict[str, str]:
     """The sysctl settings a packetdrill command line stands for; Skip if it is not one we emulate.
 
-    ``defaults.sh`` becomes :data:`~pystack.conformance.dut.PACKETDRILL_DEFAULTS`;
+    ``defaults.sh`` becomes :data:`~conformance.dut.PACKETDRILL_DEFAULTS`;
     ``sysctl [-q] [-w] name=value``, ``set_sysctls.py /proc/sys/x/y=v`` and
     ``echo v > /proc/sys/x/y`` become settings; ``ip tcp_metrics flush``,
     ``tc qdisc`` and the ``sysctl_restore`` clean-up need nothing (every
