@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         began = time.perf_counter()
         try:
             table = BENCHMARKS[name].run(settings)
-        except Exception as exc:  # one benchmark's failure does not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 - one benchmark's failure does not hide the others' figures
             failed.append(name)
             print(f"bench: {name} failed: {type(exc).__name__}: {exc}", flush=True)
             traceback.print_exc(file=sys.stderr)

@@ -79,7 +79,7 @@ def run(settings: Settings) -> Table:
     for name in sorted(scenarios):
         try:
             figures = results[name] = measure(scenarios[name])
-        except Exception as exc:  # one scenario's failure does not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 - one scenario's failure does not hide the others' figures
             failed[name] = f"{type(exc).__name__}: {exc}"
             table.add(name, f"FAILED: {failed[name]}", None, None, None, None, None)
             note(f"{NAME}: {name} failed: {failed[name]}")

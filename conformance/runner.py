@@ -769,7 +769,7 @@ class Runner:
         except OSError as exc:
             self.log(f"line {event.line}: {spec.name}() = -1 {_errno.errorcode.get(exc.errno or 0, exc.errno)}")
             return -1, exc.errno
-        except Exception as exc:  # noqa: BLE001 - a DUT bug must end the script, with its description
+        except Exception as exc:
             raise Failure(event.line, f"{spec.name}() raised {type(exc).__name__}: {exc}") from exc
         self.log(f"line {event.line}: {spec.name}() = {result}")
         return result, None

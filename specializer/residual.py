@@ -479,7 +479,7 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
     # loader for the source (unparsed only then) under a file name that is not <...>.
     namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": filename,
                                  "__loader__": _ResidualSource(fdef)}
-    exec(compile(module, filename, "exec"), namespace)  # noqa: S102 - our own generated code
+    exec(compile(module, filename, "exec"), namespace)
     function = namespace["_factory"](*closure.values())
     return CompiledResidual(function, fdef, closure)
 

@@ -119,7 +119,7 @@ class FuzzBench:
         m0 = icmp["InMsgs"] + tcp["InSegs"] + tcp["InErrs"]
         try:
             self.stack.input(packet, "pst0")
-        except Exception as exc:  # noqa: BLE001 - the point is that nothing escapes
+        except Exception as exc:
             raise AssertionError(f"packet {label}: {exc!r} escaped stack.input: {packet.hex()}") from exc
         self.fed += 1
         d = sum(n for k, n in drops.items() if k.startswith("ip.")) - d0
