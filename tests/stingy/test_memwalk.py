@@ -1,0 +1,112 @@
+"""memwalk on small programs whose stage graphs and lifetimes are known by construction."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from stingy.memwalk import MemwalkError, format_report, memwalk, to_dot
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+@pytest.fixture(scope="module")
+def fig52():
+    return memwalk([str(PROGRAMS / "fig52.py")])
+
+
+def short(names) -> set[str]:
+    return {n.rsplit(".", 1)[-1] for n in names}
+
+
+def test_stages_are_the_event_entered_components(fig52) -> None:
+    assert short(fig52.stages) == {"accept", "read", "parse", "process", "respond", "respond_fast", "log"}
+    successors = {n.rsplit(".", 1)[-1]: short(s.successors) for n, s in fig52.stages.items()}
+    assert successors == {
+        "accept": {"read"}, "read": {"parse"}, "parse": {"parse", "process"},
+        "process": {"respond", "respond_fast"},  # through the HANDLERS table: the alias analysis
+        "respond": {"log"}, "respond_fast": set(), "log": set(),
+    }
+    assert short(fig52.stages["fig52.parse"].functions) == {"parse", "helper"}
+
+
+def test_a_node_with_both_edge_kinds_is_duplicated(fig52) -> None:
+    """log is queued by respond and called by respond_fast: a stage of its own, and part of respond_fast."""
+    assert "fig52.log" in fig52.stages
+    assert short(fig52.stages["fig52.respond_fast"].functions) == {"respond_fast", "log"}
+
+
+def test_the_scheduler_and_the_cycle(fig52) -> None:
+    assert short(fig52.scheduler) == {"scheduler", "dispatch"}
+    assert [short(c) for c in fig52.stage_cycles] == [{"parse"}]
+    assert fig52.recursion == []
+
+
+def test_lifetimes_regions_and_global_objects(fig52) -> None:
+    objects = {o.site.label: o for o in fig52.objects.values()}
+    request, scratch, headers, stats, parse_buf = (objects[k] for k in
+                                                   ("request", "scratch", "headers", "stats", "parse_buf"))
+    assert short(request.live_in) == {"accept", "read", "parse", "process", "respond", "respond_fast"}
+    assert short(scratch.live_in) == {"read", "parse", "process"}
+    assert short(scratch.freed_in) == {"process"}
+    assert (request.size, scratch.size) == (1024, 2048)  # from the Site definitions, 2 * 1024 folded
+    assert headers.size == 300 and headers.kind == "per-task"  # dynamic, sized by stingy_size
+    assert parse_buf.count == 1 and parse_buf.kind == "per-task"  # in a cycle, stingy_count(1)
+    assert stats.kind == "global-final"  # live at the terminal stages
+    # Live together somewhere -> different regions; request and scratch share parse, so differ.
+    assert len({request.region, scratch.region, parse_buf.region}) == 3
+    assert fig52.unmatched_frees == []
+
+
+def test_without_annotations_the_dynamic_and_cyclic_objects_are_unmanaged(tmp_path) -> None:
+    source = (PROGRAMS / "fig52.py").read_text()
+    source = source.replace("buf: stingy_count(1) = ", "buf = ").replace("task.headers: stingy_size(300) = ",
+                                                                             "task.headers = ")
+    bare = tmp_path / "bare.py"
+    bare.write_text(source)
+    report = memwalk([str(bare)])
+    objects = {o.site.label: o for o in report.objects.values()}
+    assert objects["parse_buf"].kind == "unmanaged" and objects["parse_buf"].count is None
+    assert objects["headers"].kind == "unmanaged" and objects["headers"].size is None
+    assert any("headers" in note for note in report.notes)
+
+
+def test_recursion_and_stack_depth(tmp_path) -> None:
+    program = tmp_path / "rec.py"
+    program.write_text(textwrap.dedent('''
+        def stingy_interface(kind, **roles):
+            return lambda f: f
+
+        @stingy_interface("QueueStage", t="T", s="S")
+        def QueueStage(t, s):
+            pass
+
+        def start(t):
+            QueueStage(t, walk)
+
+        def walk(t):
+            a = b = c = d = 0
+            deeper(t)
+
+        def deeper(t):
+            x = 1
+            if x:
+                deeper(t)
+    '''))
+    report = memwalk([str(program)])
+    assert [short(c) for c in report.recursion] == [{"deeper"}]
+    walk = report.stages["rec.walk"]
+    assert walk.stack == (32 + 8 * 5) + (32 + 8 * 2)  # walk's frame (t, a-d) over deeper's (t, x), once
+
+
+def test_output_and_entry(fig52) -> None:
+    text = format_report(fig52)
+    assert "parse" in text and "stage cycle: parse" in text and "global-final" in text
+    dot = to_dot(fig52)
+    assert dot.startswith("digraph") and '"process" -> "respond_fast"' in dot
+    limited = memwalk([str(PROGRAMS / "fig52.py")], entry="respond")
+    assert short(limited.stages) == {"respond", "log"}
+    with pytest.raises(MemwalkError, match="names 0 functions"):
+        memwalk([str(PROGRAMS / "fig52.py")], entry="nosuch")
