@@ -64,60 +64,73 @@ class Solution:
     status: str
 
 
+class _Rows:
+    """The constraint matrix, a row at a time."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self.rows: list[np.ndarray] = []
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+
+    def add(self, coefficients: dict[int, float], low: float, high: float) -> None:
+        vector = np.zeros(self.width)
+        for column, value in coefficients.items():
+            vector[column] += value
+        self.rows.append(vector)
+        self.lower.append(low)
+        self.upper.append(high)
+
+
 def solve(problem: Problem) -> Solution:
     """The limits minimizing M_w under the cache and order constraints (exact, by MILP)."""
     objects = sorted(problem.sizes)
     stages = sorted(s for s in problem.live if problem.live[s])
     if not objects:
         return Solution({}, 0.0, "nothing to place")
+    _check_single_instances(problem)
     top = problem.upper()
-    index = {o: i for i, o in enumerate(objects)}
-    m_index = {s: len(objects) + i for i, s in enumerate(stages)}
-    t_index = {s: len(objects) + len(stages) + i for i, s in enumerate(stages)}
-    width = len(objects) + 2 * len(stages)
-    rows, lower, upper = [], [], []
-
-    def row(coefficients: dict[int, float], low: float, high: float) -> None:
-        vector = np.zeros(width)
-        for column, value in coefficients.items():
-            vector[column] += value
-        rows.append(vector)
-        lower.append(low)
-        upper.append(high)
-
+    n = {o: i for i, o in enumerate(objects)}  # columns: n_O, then m_s, then t_s
+    m = {s: len(objects) + i for i, s in enumerate(stages)}
+    t = {s: len(objects) + len(stages) + i for i, s in enumerate(stages)}
+    rows = _Rows(len(objects) + 2 * len(stages))
     for stage, live in problem.live.items():
-        fixed = sum(problem.sizes[o] for o in problem.allocated.get(stage, ()) if o in index)
-        row({index[o]: problem.sizes[o] for o in live if o in index}, -np.inf, problem.tau - fixed)
-    for stage in problem.allocated:
-        if stage not in problem.live:  # a stage entered with nothing live: one instance must fit
-            fixed = sum(problem.sizes[o] for o in problem.allocated[stage] if o in index)
-            if fixed > problem.tau:
-                raise Infeasible(f"stage {stage} allocates {fixed} bytes, more than tau = {problem.tau}")
+        fixed = sum(problem.sizes[o] for o in problem.allocated.get(stage, ()) if o in n)
+        rows.add({n[o]: problem.sizes[o] for o in live if o in n}, -np.inf, problem.tau - fixed)
     for i, j in problem.dominance:
-        if i in index and j in index:
-            row({index[i]: 1, index[j]: -1}, 0, np.inf)
+        if i in n and j in n:
+            rows.add({n[i]: 1, n[j]: -1}, 0, np.inf)
     for stage in stages:
         for o in problem.live[stage]:
-            if o in index:
-                row({m_index[stage]: 1, index[o]: -1}, -np.inf, 0)  # m_s <= n_O
+            if o in n:
+                rows.add({m[stage]: 1, n[o]: -1}, -np.inf, 0)  # m_s <= n_O
         weight = problem.weights.get(stage, 1.0)
-        for k in range(1, top):  # t_s >= chord of w/m between k and k+1
+        for k in range(1, top):  # t_s >= the chord of w/m between k and k+1
             slope = weight / (k + 1) - weight / k
-            row({t_index[stage]: 1, m_index[stage]: -slope}, weight / k - slope * k, np.inf)
-    cost = np.zeros(width)
-    for stage in stages:
-        cost[t_index[stage]] = 1.0
-    integrality = np.array([1] * (len(objects) + len(stages)) + [0] * len(stages))
-    bounds_low = np.array([1.0] * (len(objects) + len(stages)) + [0.0] * len(stages))
-    bounds_high = np.array([float(top)] * (len(objects) + len(stages)) + [np.inf] * len(stages))
-    result = milp(cost, constraints=LinearConstraint(np.array(rows), lower, upper) if rows else None,
-                  integrality=integrality, bounds=Bounds(bounds_low, bounds_high))
+            rows.add({t[stage]: 1, m[stage]: -slope}, weight / k - slope * k, np.inf)
+    cost = np.zeros(rows.width)
+    cost[[t[s] for s in stages]] = 1.0
+    integers = len(objects) + len(stages)
+    bounds = Bounds(np.array([1.0] * integers + [0.0] * len(stages)),
+                    np.array([float(top)] * integers + [np.inf] * len(stages)))
+    constraints = LinearConstraint(np.array(rows.rows), rows.lower, rows.upper) if rows.rows else None
+    result = milp(cost, constraints=constraints, integrality=np.array([1] * integers + [0] * len(stages)),
+                  bounds=bounds)
     if not result.success:
         tightest = max(problem.live, key=lambda s: sum(problem.sizes.get(o, 0) for o in problem.live[s]))
         raise Infeasible(f"no limits fit tau = {problem.tau} bytes ({result.message}); the tightest stage "
                          f"is {tightest}")
-    counts = {o: int(round(result.x[index[o]])) for o in objects}
+    counts = {o: int(round(result.x[n[o]])) for o in objects}
     return Solution(counts, objective(problem, counts), result.message)
+
+
+def _check_single_instances(problem: Problem) -> None:
+    """A stage entered with nothing live must still fit one instance of what it allocates."""
+    for stage, allocated in problem.allocated.items():
+        if stage not in problem.live:
+            fixed = sum(problem.sizes[o] for o in allocated if o in problem.sizes)
+            if fixed > problem.tau:
+                raise Infeasible(f"stage {stage} allocates {fixed} bytes, more than tau = {problem.tau}")
 
 
 def objective(problem: Problem, counts: Mapping[str, int]) -> float:
