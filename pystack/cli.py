@@ -50,6 +50,9 @@ def build_parser() -> Parser:
     spec_show.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
                            help="socket option or world setting, e.g. ttl=5 mtu=576 address=198.18.0.1:53")
     spec_show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    from stingy.cli import add_parser as add_stingy_parser
+
+    add_stingy_parser(commands)
     return parser
 
 
@@ -116,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return conformance(args)
         if args.command == "spec":
             return spec(args)
+        if args.command == "stingy":
+            from stingy.cli import StingyUsageError
+            from stingy.cli import main as stingy
+
+            try:
+                return stingy(args)
+            except StingyUsageError as bad:
+                raise UsageError(str(bad)) from None
     except UsageError as bad:
         print(f"pystack: {bad}", file=sys.stderr)
         return 2

@@ -154,7 +154,10 @@ def module_files(targets: Iterable[str], exclude: Iterable[str] = ()) -> list[tu
         if path.suffix == ".py" and path.exists():
             found.append((path.stem, path))
             continue
-        spec = importlib.util.find_spec(target)
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError):
+            spec = None
         if spec is None or spec.origin is None:
             raise MemwalkError(f"no module or file {target!r}")
         if spec.submodule_search_locations:

@@ -9,6 +9,9 @@ instance limits ``n_O`` (integers >= 1) so that:
 - allocation order is respected: when O_i's allocation dominates O_j's and
   O_j's dominates O_i's release, every task holding an O_j holds an O_i:
   ``n_i >= n_j``;
+- the memory map fits: each region (objects never live together in a task
+  share one) is as large as its largest object's instances, and the regions
+  together fit ``tau``, so that no two live instances collide in the cache;
 
 minimizing the instruction-fetch work ``M_w = sum_s w_s / min_{O in L_s} n_O``
 (per task). The minimum becomes a variable ``m_s <= n_O`` for each O of
@@ -52,6 +55,10 @@ class Problem:
     weights: Mapping[str, float]  # stage -> w_s (cost of a stage's first iteration)
     tau: int  # cache bytes for per-task state
     limit: int = 0  # the largest n considered (0: what tau allows)
+    regions: Mapping[str, int] = field(default_factory=dict)  # object -> region (default: its own)
+
+    def region_of(self, obj: str) -> object:
+        return self.regions.get(obj, obj)
 
     def upper(self) -> int:
         return self.limit or max(1, self.tau // max(1, min(self.sizes.values(), default=1)))
@@ -90,10 +97,15 @@ def solve(problem: Problem) -> Solution:
         return Solution({}, 0.0, "nothing to place")
     _check_single_instances(problem)
     top = problem.upper()
-    n = {o: i for i, o in enumerate(objects)}  # columns: n_O, then m_s, then t_s
+    regions = sorted({problem.region_of(o) for o in objects}, key=str)
+    n = {o: i for i, o in enumerate(objects)}  # columns: n_O, then m_s, then t_s, then r_R
     m = {s: len(objects) + i for i, s in enumerate(stages)}
     t = {s: len(objects) + len(stages) + i for i, s in enumerate(stages)}
-    rows = _Rows(len(objects) + 2 * len(stages))
+    r = {g: len(objects) + 2 * len(stages) + i for i, g in enumerate(regions)}
+    rows = _Rows(len(objects) + 2 * len(stages) + len(regions))
+    for o in objects:  # r_R >= size * n_O for each object of the region; the regions fit tau
+        rows.add({r[problem.region_of(o)]: 1, n[o]: -problem.sizes[o]}, 0, np.inf)
+    rows.add(dict.fromkeys(r.values(), 1.0), -np.inf, problem.tau)
     for stage, live in problem.live.items():
         fixed = sum(problem.sizes[o] for o in problem.allocated.get(stage, ()) if o in n)
         rows.add({n[o]: problem.sizes[o] for o in live if o in n}, -np.inf, problem.tau - fixed)
@@ -110,12 +122,11 @@ def solve(problem: Problem) -> Solution:
             rows.add({t[stage]: 1, m[stage]: -slope}, weight / k - slope * k, np.inf)
     cost = np.zeros(rows.width)
     cost[[t[s] for s in stages]] = 1.0
-    integers = len(objects) + len(stages)
-    bounds = Bounds(np.array([1.0] * integers + [0.0] * len(stages)),
-                    np.array([float(top)] * integers + [np.inf] * len(stages)))
-    constraints = LinearConstraint(np.array(rows.rows), rows.lower, rows.upper) if rows.rows else None
-    result = milp(cost, constraints=constraints, integrality=np.array([1] * integers + [0] * len(stages)),
-                  bounds=bounds)
+    integers, reals = len(objects) + len(stages), len(stages) + len(regions)
+    bounds = Bounds(np.array([1.0] * integers + [0.0] * reals),
+                    np.array([float(top)] * integers + [np.inf] * reals))
+    result = milp(cost, constraints=LinearConstraint(np.array(rows.rows), rows.lower, rows.upper),
+                  integrality=np.array([1] * integers + [0] * reals), bounds=bounds)
     if not result.success:
         tightest = max(problem.live, key=lambda s: sum(problem.sizes.get(o, 0) for o in problem.live[s]))
         raise Infeasible(f"no limits fit tau = {problem.tau} bytes ({result.message}); the tightest stage "
@@ -140,6 +151,12 @@ def objective(problem: Problem, counts: Mapping[str, int]) -> float:
 
 
 def feasible(problem: Problem, counts: Mapping[str, int]) -> bool:
+    regions: dict[object, int] = {}
+    for o, size in problem.sizes.items():
+        key = problem.region_of(o)
+        regions[key] = max(regions.get(key, 0), size * counts[o])
+    if sum(regions.values()) > problem.tau:
+        return False
     for stage, live in problem.live.items():
         used = sum(problem.sizes[o] * counts[o] for o in live)
         used += sum(problem.sizes[o] for o in problem.allocated.get(stage, ()))
@@ -151,11 +168,12 @@ def feasible(problem: Problem, counts: Mapping[str, int]) -> bool:
 def problem_from(report: Report, tau: int, weights: Mapping[str, float] | None = None) -> Problem:
     """The integer program of memwalk's report: per-task objects with known sizes and counts."""
     managed = {name: o for name, o in report.objects.items() if o.kind == "per-task"}
-    sizes = {name: int(o.size) for name, o in managed.items() if o.size is not None}
+    sizes = {name: _align(int(o.size)) for name, o in managed.items() if o.size is not None}
     live = {s: frozenset(o for o in st.live_in if o in sizes) for s, st in report.stages.items()}
     allocated = {s: frozenset(o for o in st.allocates if o in sizes) for s, st in report.stages.items()}
     return Problem(sizes, live, allocated, tuple(_dominance(report, sizes)),
-                   weights or {s: float(len(st.functions)) for s, st in report.stages.items()}, tau)
+                   weights or {s: float(len(st.functions)) for s, st in report.stages.items()}, tau,
+                   regions={name: managed[name].region for name in sizes})
 
 
 def _dominance(report: Report, sizes: Mapping[str, int]) -> list[tuple[str, str]]:
@@ -227,15 +245,22 @@ class MemoryMap:
         return "\n".join(lines) + "\n"
 
 
+def fixed_regions(report: Report) -> tuple[int, int]:
+    """(stack, final globals) in bytes as the map lays them: the scheduler's stack over the
+    deepest stage's, and every final global object, each rounded up to whole lines."""
+    stack = _align(report.scheduler_stack + max((s.stack for s in report.stages.values()), default=0))
+    finals = sum(_align(o.size or 0) for o in report.objects.values() if o.kind == "global-final")
+    return stack, finals
+
+
 def memory_map(report: Report, counts: Mapping[str, int], cache_size: int, base: int = 0x4000_0000,
                spill: int = 1 << 20) -> MemoryMap:
     """Lay out the cache slab as figure 7.4: stack lowest, final globals, per-request regions on top."""
     if base % cache_size:
         raise ValueError("the cache slab must be aligned to the cache size")
-    stack = report.scheduler_stack + max((s.stack for s in report.stages.values()), default=0)
-    regions = [Region("stack", base, _align(stack))]
+    stack, global_size = fixed_regions(report)
+    regions = [Region("stack", base, stack)]
     finals = [n for n, o in report.objects.items() if o.kind == "global-final"]
-    global_size = sum(_align(report.objects[n].size or 0) for n in finals)
     regions.append(Region("globals", base + regions[0].size, global_size, finals))
     cursor = regions[-1].start + global_size
     by_colour: dict[int, list[str]] = {}

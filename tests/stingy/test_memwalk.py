@@ -110,3 +110,18 @@ def test_output_and_entry(fig52) -> None:
     assert short(limited.stages) == {"respond", "log"}
     with pytest.raises(MemwalkError, match="names 0 functions"):
         memwalk([str(PROGRAMS / "fig52.py")], entry="nosuch")
+
+
+def test_the_command_line(tmp_path, capsys) -> None:
+    from pystack.cli import main
+
+    program = str(PROGRAMS / "fig52.py")
+    assert main(["stingy", "memwalk", program, "--dot", str(tmp_path / "scg.dot")]) == 0
+    assert "stage cycle: parse" in capsys.readouterr().out
+    assert (tmp_path / "scg.dot").read_text().startswith("digraph")
+    assert main(["stingy", "stingygen", program, "--cache-kb", "64", "--dot", str(tmp_path / "map.dot")]) == 0
+    out = capsys.readouterr().out
+    assert "instance limits" in out and "high slab" in out and "region 0" in out
+    assert main(["stingy", "memwalk", "no.such.module"]) == 2
+    assert main(["stingy", "stingygen", program, "--tau-kb", "1"]) == 2
+    assert "no limits fit" in capsys.readouterr().err

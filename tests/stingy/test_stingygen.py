@@ -43,7 +43,9 @@ def problems(draw):
     allocated = {s: frozenset(draw(st.sets(st.sampled_from(objects), max_size=1))) for s in stages}
     dominance = tuple((a, b) for a, b in itertools.permutations(objects, 2) if draw(st.booleans()) and a < b)
     weights = {s: float(draw(st.integers(1, 9))) for s in stages}
-    return Problem(sizes, live, allocated, dominance, weights, tau=draw(st.integers(256, 1400)), limit=6)
+    regions = {o: draw(st.integers(0, 1)) for o in objects}
+    return Problem(sizes, live, allocated, dominance, weights, tau=draw(st.integers(256, 2400)), limit=6,
+                   regions=regions)
 
 
 @settings(max_examples=60, deadline=None)
