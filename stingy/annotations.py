@@ -1,4 +1,8 @@
-"""The thesis's code annotations (6.2.4), as Python variable annotations.
+"""The thesis's interface marks (6.1) and code annotations (6.2.4), for Python servers.
+
+``stingy_interface`` marks the functions that play the interface's roles
+(``QueueStage``, ``Malloc``, ``Free``, ``Scheduler``), as the thesis's C
+attributes did; memwalk finds them by reading the decorator in the source.
 
 ``stingy_size`` gives an optimistic estimate of a dynamically sized object's
 size, ``stingy_count`` the number of instances a task may hold of an object
@@ -14,6 +18,24 @@ at run time; ``memwalk`` reads them from the source, and ``stingify`` turns a
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def stingy_interface(kind: str, **roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as one of the interface constructs of figure 6.2.
+
+    ``kind`` is ``QueueStage``, ``Malloc``, ``Free`` or ``Scheduler``; ``roles`` maps a
+    parameter name to its role (``T`` task, ``S`` stage, ``O`` object, ``size`` size or
+    site). The mark is also kept on the function for tools that look at live objects.
+    """
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__stingy_interface__ = (kind, dict(roles))  # type: ignore[attr-defined]
+        return function
+
+    return mark
 
 
 def stingy_size(estimate: int) -> int:

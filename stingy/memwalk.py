@@ -19,8 +19,9 @@ Reads the server's source (AST), never runs it:
    global (*final* below a size threshold, *temporary* above); objects that are
    never live together may share a region (a colouring of the dependency graph).
 4. **Cycles** in the stage graph and **recursion** in the call graph (Tarjan's
-   strongly connected components): an object allocated in a cycle has an
-   unbounded count unless annotated with ``stingy_count``.
+   strongly connected components): an object allocated in a cycle and still
+   live when the cycle comes back to its allocation has an unbounded count
+   per task unless annotated with ``stingy_count``.
 5. **Stack** estimates per stage: the deepest call path of frames (locals and
    arguments at 8 bytes each, plus the call's own cost).
 """
@@ -101,6 +102,7 @@ class Stage:
     entry: str
     functions: set[str]
     stack: int  # estimated bytes
+    root: bool = False  # queues stages without being queued itself (the server's start)
     successors: set[str] = field(default_factory=set)
     allocates: set[str] = field(default_factory=set)
     frees: set[str] = field(default_factory=set)
@@ -487,13 +489,20 @@ def memwalk(targets: Iterable[str], entry: str | None = None, exclude: Iterable[
     calls = nx.DiGraph([(u, v) for u, v, k in graph.edges(data="kind") if k == "call"])
     calls.add_nodes_from(bodies)
     entries = {v for _, v, k in graph.edges(data="kind") if k == "event"}
+    in_stages = set().union(set(), *(_stage_members(calls, e, entries) for e in entries))
+    # A function that queues stages but is no stage's part starts the graph (listen, start):
+    # a root stage, so that what it allocates is live in the stages it queues.
+    roots = {u for u, _, k in graph.edges(data="kind") if k == "event" and u not in in_stages
+             and not any(c in in_stages for c in nx.ancestors(calls, u))}
+    entries |= roots
     if entry is not None:
         entries = _entries_from(graph, calls, entries, _find(program, entry))
     notes: list[str] = []
     stages: dict[str, Stage] = {}
     for stage_entry in sorted(entries):
         members = _stage_members(calls, stage_entry, entries)
-        stages[stage_entry] = Stage(stage_entry, members, _stack(calls, stage_entry, members, bodies))
+        stages[stage_entry] = Stage(stage_entry, members, _stack(calls, stage_entry, members, bodies),
+                                    root=stage_entry in roots)
     for stage in stages.values():
         for member in stage.functions:
             stage.successors |= {t for t in bodies[member].events if t in stages}
@@ -623,10 +632,13 @@ def _objects(stages: dict[str, Stage], allocations: list[Allocation], cycles: li
             info.size = allocation.size_estimate
         stage_names = {n for n, s in stages.items() if allocation.function in s.functions}
         info.allocated_in |= stage_names
-        if stage_names & in_cycle:
-            info.count = allocation.count  # None (unbounded) unless annotated
-        elif allocation.count is not None:
+        # In a cycle, a task may pile instances up, unless none survives to its allocating
+        # stage again (not live on entry there: freed before the cycle comes back).
+        around = {n for n in stage_names & in_cycle if site.name in stages[n].live_in}
+        if allocation.count is not None:
             info.count = allocation.count
+        elif around:
+            info.count = None  # unbounded unless annotated
     for name, stage in stages.items():
         for site in stage.frees:
             if site in objects:

@@ -22,10 +22,12 @@ def short(names) -> set[str]:
 
 
 def test_stages_are_the_event_entered_components(fig52) -> None:
-    assert short(fig52.stages) == {"accept", "read", "parse", "process", "respond", "respond_fast", "log"}
+    assert short(fig52.stages) == {"listen", "accept", "read", "parse", "process", "respond", "respond_fast",
+                                   "log"}
+    assert [n for n, s in fig52.stages.items() if s.root] == ["fig52.listen"]  # queues, never queued
     successors = {n.rsplit(".", 1)[-1]: short(s.successors) for n, s in fig52.stages.items()}
     assert successors == {
-        "accept": {"read"}, "read": {"parse"}, "parse": {"parse", "process"},
+        "listen": {"accept"}, "accept": {"read"}, "read": {"parse"}, "parse": {"parse", "process"},
         "process": {"respond", "respond_fast"},  # through the HANDLERS table: the alias analysis
         "respond": {"log"}, "respond_fast": set(), "log": set(),
     }
@@ -106,7 +108,7 @@ def test_output_and_entry(fig52) -> None:
     assert "parse" in text and "stage cycle: parse" in text and "global-final" in text
     dot = to_dot(fig52)
     assert dot.startswith("digraph") and '"process" -> "respond_fast"' in dot
-    limited = memwalk([str(PROGRAMS / "fig52.py")], entry="respond")
+    limited = memwalk([str(PROGRAMS / "fig52.py")], entry="respond")  # the stages it reaches
     assert short(limited.stages) == {"respond", "log"}
     with pytest.raises(MemwalkError, match="names 0 functions"):
         memwalk([str(PROGRAMS / "fig52.py")], entry="nosuch")
@@ -125,3 +127,26 @@ def test_the_command_line(tmp_path, capsys) -> None:
     assert main(["stingy", "memwalk", "no.such.module"]) == 2
     assert main(["stingy", "stingygen", program, "--tau-kb", "1"]) == 2
     assert "no limits fit" in capsys.readouterr().err
+
+
+def test_an_object_freed_before_its_cycle_comes_back_is_bounded() -> None:
+    """thttpd's keep-alive loop: read -> send -> linger -> read; the read buffer is freed in the
+    stage that allocates it, the response before the loop returns: one instance per task each."""
+    report = memwalk([str(Path(__file__).parents[2] / "demos" / "thttpd_like.py")])
+    assert short(report.stages) == {"serve", "handle_read", "handle_send", "handle_linger"}
+    assert [short(c) for c in report.stage_cycles] == [{"handle_read", "handle_send", "handle_linger"}]
+    objects = {o.site.label: o for o in report.objects.values()}
+    assert {k: (o.count, o.kind) for k, o in objects.items()} == {
+        "conn": (1, "per-task"), "read_buf": (1, "per-task"), "response": (1, "per-task"),
+        "log_line": (1, "per-task")}
+    assert short(objects["conn"].live_in) == {"serve", "handle_read", "handle_send", "handle_linger"}
+
+
+def test_the_thttpd_like_program_runs_and_frees_everything() -> None:
+    from demos.thttpd_like import Connection, serve
+
+    conns = [Connection(b"GET /\nGET /about\n"), Connection(b"GET /nope\n")]
+    heap: dict[str, int] = {}
+    serve(conns, heap)
+    assert conns[0].sent.count(b"200 OK") == 2 and b"404" in conns[1].sent
+    assert not any(heap.values())
