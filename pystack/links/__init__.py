@@ -1,4 +1,5 @@
-"""Links: the wires under the stack (TUN, in-memory with impairments, pcap tap)."""
+"""Links: the wires under the stack (TUN, in-memory with impairments, pcap tap), and in
+virtual.py the sans-IO network of stacks in virtual time that tests and ``spec show`` use."""
 
 from pystack.links.base import Link, LinkStats
 from pystack.links.impair import ImpairmentModel, Impairments
