@@ -56,7 +56,7 @@ class World:
     memory that plays the handshake of each and accepts it (its UDP sockets only point at it)."""
 
     def __init__(self) -> None:
-        self.net = VirtualNetwork(record=None)
+        self.net = VirtualNetwork()
         self.stack = self.net.add_stack(seed=1)
         port = self.net.attach(self.stack, "bench0", STACK_ADDR, PREFIXLEN)
         self.stack.add_route("0.0.0.0", 0, "bench0", gateway=KERNEL_ADDR)

@@ -28,7 +28,7 @@ CHUNK = 10  # sends per timed chunk, then the segments and ACKs are moved along 
 
 def measure(settings: Settings, size: int) -> dict[str, float]:
     """Median ns per send call of each variant; only the send calls are timed."""
-    net = VirtualNetwork(record=None)
+    net = VirtualNetwork()
     stack = net.add_stack(seed=5)
     generic = Connection(net, stack, "g0", "198.18.2.2", "198.18.2.1", nodelay=True)
     special = Connection(net, stack, "s0", "198.18.3.2", "198.18.3.1", nodelay=True)

@@ -107,7 +107,7 @@ def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dic
 
     config = TcpConfig(sack=bool(context.get("sack", 1)), timestamps=bool(context.get("timestamps", 1)))
     mtu = context.get("mtu", 1500)
-    net = VirtualNetwork(record=None)
+    net = VirtualNetwork()
     stack = net.add_stack(seed=1, tcp_config=config)
     port = net.attach(stack, "eth0", ME, 24, mtu=mtu)
     stack.add_route("0.0.0.0", 0, "eth0", gateway=PEER)

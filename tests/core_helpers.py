@@ -24,7 +24,7 @@ class Bench:
     (pst0 is a port with no peer: the test plays every other host)."""
 
     def __init__(self, mtu: int = 1500, seed: int = 1):
-        self.net = VirtualNetwork(record=None)
+        self.net = VirtualNetwork()
         self.clock = self.net.clock
         self.stack = self.net.add_stack(seed=seed)
         self.port = self.net.attach(self.stack, "pst0", ME, 24, mtu=mtu)

@@ -124,7 +124,7 @@ class World:
 
     def __init__(self, ifaces: Sequence[IfaceConf], routes: Sequence[RouteConf], seed: int,
                  default_ttl: int = 64):
-        self.net = VirtualNetwork(record=None)
+        self.net = VirtualNetwork()
         self.clock = self.net.clock
         self.stack = self.net.add_stack(seed=seed, default_ttl=default_ttl)
         self.sent: dict[str, list[bytes]] = {}

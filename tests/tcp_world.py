@@ -19,7 +19,7 @@ PORT = 80
 
 class Connection:
     """``stack`` connected through its interface ``interface`` to a peer stack listening at
-    ``peer_address`` (``wire`` reads the network's log: make it with ``log=True``)."""
+    ``peer_address`` (``wire`` reads the network's log: make it with ``record=Transmission, log=True``)."""
 
     def __init__(self, net: VirtualNetwork, stack: Stack, interface: str, address: str, peer_address: str,
                  nodelay: bool = False):
@@ -49,7 +49,7 @@ class Connection:
         """The packets our end sent to the peer since the handshake."""
         log = self.net.log
         if log is None:
-            raise ValueError("the network keeps no log: make it with log=True")
+            raise ValueError("the network keeps no log: make it with record=Transmission, log=True")
         return [record.raw for record in log if record.direction == self.port.direction][self._handshake:]
 
     def read(self) -> None:

@@ -49,7 +49,7 @@ GONE = {
 def canonical(mtu: int = 1500) -> tuple[Stack, list[bytes]]:
     """The fixed context: seed 1, eth0 198.18.0.2/24 (MTU 1500), default route via
     198.18.0.1, a UDP socket with IP_TTL 33."""
-    net = VirtualNetwork(record=None)
+    net = VirtualNetwork()
     stack = net.add_stack(seed=1)
     out = net.attach(stack, "eth0", ME, 24, mtu=mtu).sent
     stack.add_route("0.0.0.0", 0, "eth0", gateway=GATEWAY)

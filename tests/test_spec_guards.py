@@ -251,7 +251,7 @@ def test_make_local_system_gives_generic_code() -> None:
 
 
 def bench() -> tuple[Stack, list[bytes]]:
-    net = VirtualNetwork(record=None)
+    net = VirtualNetwork()
     stack = net.add_stack(seed=3)
     out = net.attach(stack, "eth0", ME, 24).sent
     stack.add_route("0.0.0.0", 0, "eth0", gateway=PEER)

@@ -43,7 +43,7 @@ def test_every_statement_is_on_the_line_the_residual_text_shows_it(name):
 
 
 def test_a_traceback_through_residual_code_shows_the_residual_line():
-    net = VirtualNetwork(record=None)
+    net = VirtualNetwork()
     stack = net.add_stack(seed=1)
     net.attach(stack, "eth0", "198.18.0.2", 24)
     fd = stack.socket()

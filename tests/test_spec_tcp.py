@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pystack.links.virtual import VirtualNetwork
+from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import IPPROTO_TCP
 from pystack.tcp.api import TCP_CORK
 from pystack.tcp.tcb import TcpConfig
@@ -19,7 +19,7 @@ class World:
     """One sending stack with a connection to its own peer stack (tests/tcp_world.py)."""
 
     def __init__(self, nodelay: bool, sack: bool, timestamps: bool):
-        self.net = VirtualNetwork(log=True)
+        self.net = VirtualNetwork(record=Transmission, log=True)
         self.stack = self.net.add_stack(seed=11, tcp_config=TcpConfig(sack=sack, timestamps=timestamps))
         self.connection = Connection(self.net, self.stack, "eth0", "198.18.0.2", "198.18.0.1", nodelay=nodelay)
         self.fd = self.connection.fd

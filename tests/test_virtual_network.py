@@ -27,7 +27,7 @@ def listening(stack, port: int = 80) -> int:
 
 
 def test_a_port_without_peer_keeps_what_it_sends_and_time_stands_still():
-    net, a, _, pa, _ = two_stacks(record=None)
+    net, a, _, pa, _ = two_stacks()
     fd = a.socket()
     a.sendto(fd, b"hi", 0, (B, 9))
     (packet,) = pa.sent
@@ -36,7 +36,7 @@ def test_a_port_without_peer_keeps_what_it_sends_and_time_stands_still():
 
 
 def test_linked_ports_deliver_after_the_delay_and_log_each_direction():
-    net, a, b, pa, pb = two_stacks(log=True)
+    net, a, b, pa, pb = two_stacks(record=Transmission, log=True)
     net.link(pa, pb, delay=0.25)
     rx = b.socket()
     b.bind(rx, ("0.0.0.0", 9))
@@ -88,7 +88,7 @@ def test_establish_reports_a_refused_connection():
 
 
 def test_after_unlink_both_ports_keep_what_they_send():
-    net, a, _, pa, pb = two_stacks(record=None)
+    net, a, _, pa, pb = two_stacks()
     net.link(pa, pb)
     a.sendto(a.socket(), b"x", 0, (B, 9))
     net.unlink(pa)

@@ -92,7 +92,7 @@ class VirtualNetwork:
     network processes, so that a livelock fails instead of hanging.
     """
 
-    def __init__(self, *, record: Record | None = Transmission, log: bool = False,
+    def __init__(self, *, record: Record | None = None, log: bool = False,
                  check: Callable[[Stack], None] | None = None, max_steps: int | None = None):
         self.clock = VirtualClock()
         self.stacks: list[Stack] = []
