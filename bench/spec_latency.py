@@ -36,7 +36,8 @@ import sys
 import time
 from typing import Any
 
-from pystack.clock import MonotonicClock
+from pystack.links.virtual import VirtualNetwork
+from pystack.socket import SOCK_STREAM
 from pystack.stack import Stack
 
 from .common import KERNEL_ADDR, PREFIXLEN, STACK_ADDR, Settings, Table, median, note, percentile
@@ -44,34 +45,41 @@ from .common import KERNEL_ADDR, PREFIXLEN, STACK_ADDR, Settings, Table, median,
 NAME = "spec_latency"
 NEEDS_ROOT = False
 PEER = (KERNEL_ADDR, 9)
+TCP_PORT = 80
 MISS_GOAL_MS = 20.0
 HIT_GOAL_US = 20.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_stack() -> Stack:
-    stack = Stack(clock=MonotonicClock(), seed=1)
-    stack.add_interface("bench0", STACK_ADDR, PREFIXLEN, sink=lambda packet: None)
-    stack.add_route("0.0.0.0", 0, "bench0", gateway=KERNEL_ADDR)
-    return stack
+class World:
+    """A stack on a virtual network, and the peer its TCP sockets connect to: a stack in
+    memory that plays the handshake of each and accepts it (its UDP sockets only point at it)."""
+
+    def __init__(self) -> None:
+        self.net = VirtualNetwork()
+        self.stack = self.net.add_stack(seed=1)
+        port = self.net.attach(self.stack, "bench0", STACK_ADDR, PREFIXLEN)
+        self.stack.add_route("0.0.0.0", 0, "bench0", gateway=KERNEL_ADDR)
+        self.peer = self.net.add_stack(seed=99)
+        self.net.link(port, self.net.attach(self.peer, "peer0", KERNEL_ADDR, PREFIXLEN))
+        self.listener = self.peer.socket(type=SOCK_STREAM)
+        self.peer.bind(self.listener, ("0.0.0.0", TCP_PORT))
+        self.peer.listen(self.listener)
+
+    def new_socket(self, op: str) -> int:
+        stack = self.stack
+        if op == "tcp send":
+            fd = stack.socket(type=SOCK_STREAM)
+            self.net.establish(stack, fd, (KERNEL_ADDR, TCP_PORT), self.peer, self.listener)
+            return fd
+        fd = stack.socket()
+        if op == "send":
+            stack.connect(fd, PEER)
+        return fd
 
 
 OPS = ("send", "sendto", "tcp send")
 SCENARIOS = {"send": 1, "sendto": 1, "tcp send": 2}  # residual functions one request makes
-
-
-def new_socket(stack: Stack, op: str) -> int:
-    if op == "tcp send":
-        from pystack.socket import SOCK_STREAM
-        from specializer.tcp_world import establish
-
-        fd = stack.socket(type=SOCK_STREAM)
-        establish(stack, fd, "bench0", KERNEL_ADDR)  # an in-memory peer plays the handshake
-        return fd
-    fd = stack.socket()
-    if op == "send":
-        stack.connect(fd, PEER)
-    return fd
 
 
 def request(stack: Stack, op: str, fd: int) -> tuple[int, float]:
@@ -94,16 +102,17 @@ def release(stack: Stack, op: str, token: int) -> None:
     (done_specialize_sendto if op == "sendto" else done_specialize_send)(stack, token)
 
 
-def misses(stack: Stack, op: str, count: int, cpu: list[float] | None = None,
+def misses(world: World, op: str, count: int, cpu: list[float] | None = None,
            functions: list[float] | None = None) -> list[float]:
     """``count`` misses; their wall times (their CPU times appended to ``cpu``, and the time
     each residual function of the request took, as the system measured it, to ``functions``)."""
     from specializer.system import system_of
 
+    stack = world.stack
     system = system_of(stack)
     times = []
     for _ in range(count):
-        fd = new_socket(stack, op)
+        fd = world.new_socket(op)
         before = system.misses
         cpu_started = time.thread_time()
         token, seconds = request(stack, op, fd)
@@ -143,11 +152,12 @@ class GcWatch:
             self.collections += 1
 
 
-def hits(stack: Stack, op: str, count: int, watch: GcWatch | None = None) -> list[float]:
+def hits(world: World, op: str, count: int, watch: GcWatch | None = None) -> list[float]:
     from specializer.system import system_of
 
+    stack = world.stack
     system = system_of(stack)
-    fd = new_socket(stack, op)
+    fd = world.new_socket(op)
     holder, _ = request(stack, op, fd)  # keeps the entry in the cache
     before = system.hits
     times = []
@@ -174,11 +184,12 @@ def probe() -> dict[str, Any]:
 
     imported = time.perf_counter() - started
     assert specializer is not None
-    stack = make_stack()
-    _token, first_send = request(stack, "send", new_socket(stack, "send"))
+    world = World()
+    stack = world.stack
+    _token, first_send = request(stack, "send", world.new_socket("send"))
     files = sorted(pe._MODULE_FUNCTIONS)  # the modules the first request parsed
-    _token, first_sendto = request(stack, "sendto", new_socket(stack, "sendto"))
-    _token, warm_miss = request(stack, "send", new_socket(stack, "send"))
+    _token, first_sendto = request(stack, "sendto", world.new_socket("sendto"))
+    _token, warm_miss = request(stack, "send", world.new_socket("send"))
     parse = index = 0.0
     for path in files:  # again, as function_ast does it: parse, then walk the tree for the functions
         started = time.perf_counter()
@@ -213,12 +224,12 @@ def run(settings: Settings) -> Table:
     # Two stacks: on one the code cache holds only what the hits use; the other's cache is
     # filled to its capacity first (and stays full: every miss evicts), as in a long-running
     # process. What a hit costs can depend on the size of the cache.
-    stack = make_stack()
+    full = World()
     for op in OPS:  # warm the module AST cache and the declarations
-        misses(stack, op, 1)
-    capacity = system_of(stack).capacity
-    misses(stack, "send", capacity)
-    small = make_stack()
+        misses(full, op, 1)
+    capacity = system_of(full.stack).capacity
+    misses(full, "send", capacity)
+    small = World()
     samples: dict[tuple[str, str], list[list[float]]] = {}
     watch = GcWatch()
     miss_cpu: dict[str, list[float]] = {op: [] for op in OPS}
@@ -226,11 +237,11 @@ def run(settings: Settings) -> Table:
     sizes: dict[str, int] = {}
     for repeat in range(settings.repeats):
         for op in OPS:
-            samples.setdefault(("miss", op), []).append(misses(stack, op, miss_count, miss_cpu[op], per_function[op]))
+            samples.setdefault(("miss", op), []).append(misses(full, op, miss_count, miss_cpu[op], per_function[op]))
             with watch:
-                samples.setdefault(("hit", op), []).append(hits(stack, op, hit_count, watch))
+                samples.setdefault(("hit", op), []).append(hits(full, op, hit_count, watch))
                 samples.setdefault(("hit-small", op), []).append(hits(small, op, hit_count, watch))
-        sizes = {"full": len(system_of(stack).cache), "small": len(system_of(small).cache)}
+        sizes = {"full": len(system_of(full.stack).cache), "small": len(system_of(small.stack).cache)}
         note(f"{NAME} #{repeat + 1}: " + ", ".join(
             f"{kind} {op} {median(runs[-1]) * (1e3 if kind == 'miss' else 1e6):.2f} "
             f"{'ms' if kind == 'miss' else 'us'}" for (kind, op), runs in samples.items()))

@@ -1,13 +1,13 @@
 """TCP send path calls per second, generic ``stack.send`` against ``specialized_send``.
 
-Two connections on one stack (virtual clock, in memory), each to its own
-peer stack, one driven generically and one through a token (scenario
-``tcp_send``: TCP_NODELAY, MSS, SACK and timestamps as negotiated). Only
-the send calls are timed: between chunks the segments are delivered to
-the peers and their ACKs back (``pump``), outside the timing, so that the
-window and the send buffer are in the same steady state for both. The
-chunks of the two variants alternate, as in the other specializer
-benchmarks.
+Two connections on one stack (a virtual network, in memory), each to its
+own peer stack (tests/tcp_world.py), one driven generically and one through
+a token (scenario ``tcp_send``: TCP_NODELAY, MSS, SACK and timestamps as
+negotiated). Only the send calls are timed: between chunks 50 ms of virtual
+time pass, in which the segments reach the peers, whose applications read
+them, and their ACKs come back, outside the timing, so that the window and
+the send buffer are in the same steady state for both. The chunks of the
+two variants alternate, as in the other specializer benchmarks.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pystack.clock import VirtualClock
-from pystack.stack import Stack
+from pystack.links.virtual import VirtualNetwork
 from specializer import do_specialize_send, specialized_send
-from specializer.tcp_world import Connection
+from tests.tcp_world import Connection
 
 from .common import Settings, Table, median
 
@@ -29,10 +28,15 @@ CHUNK = 10  # sends per timed chunk, then the segments and ACKs are moved along 
 
 def measure(settings: Settings, size: int) -> dict[str, float]:
     """Median ns per send call of each variant; only the send calls are timed."""
-    clock = VirtualClock()
-    stack = Stack(clock=clock, seed=5)
-    generic = Connection(stack, "g0", "198.18.2.2", "198.18.2.1", nodelay=True)
-    special = Connection(stack, "s0", "198.18.3.2", "198.18.3.1", nodelay=True)
+    net = VirtualNetwork()
+    stack = net.add_stack(seed=5)
+    generic = Connection(net, stack, "g0", "198.18.2.2", "198.18.2.1", nodelay=True)
+    special = Connection(net, stack, "s0", "198.18.3.2", "198.18.3.1", nodelay=True)
+
+    def peers_read() -> None:
+        generic.read()
+        special.read()
+
     token = do_specialize_send(stack, special.fd)
     data = (bytes(range(256)) * (size // 256 + 1))[:size]  # not zeros: their checksum is nearly free
     sends: dict[str, Callable[[], int]] = {
@@ -52,21 +56,15 @@ def measure(settings: Settings, size: int) -> dict[str, float]:
             for _ in range(CHUNK):
                 send()
             chunks[name].append((time.perf_counter() - t0) / CHUNK * 1e9)
-        clock.advance(0.05)  # past the peers' delayed-ACK timers
-        generic.pump()
-        special.pump()
-    for _ in range(20):  # let whatever is still queued or in flight arrive
-        clock.advance(0.25)
-        stack.run_timers()
-        generic.pump()
-        special.pump()
+        net.run(0.05, poll=peers_read)  # past the peers' delayed-ACK timers
+    net.run(5.0, poll=peers_read)  # let whatever is still queued or in flight arrive
     result = {name: median(values) for name, values in chunks.items()}
     calls = len(chunks["generic"]) * CHUNK
     for name, connection in (("generic", generic), ("specialized", special)):
         # Same work on both sides, or the comparison means nothing.
         if len(connection.received) != calls * size:
             raise RuntimeError(f"{name}: the peer received {len(connection.received)} bytes, not {calls * size}")
-        result[f"{name}_segments_per_send"] = len(connection.wire) / calls
+        result[f"{name}_segments_per_send"] = connection.segments / calls
     return result
 
 

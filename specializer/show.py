@@ -1,7 +1,8 @@
 """``pystack spec list`` and ``pystack spec show``: what the specializer does to real code.
 
-``show`` builds a small world (a stack, an interface, a socket set up for
-the scenario and the given context), then prints the generic source
+``show`` builds a small world (a stack on a virtual network, an interface,
+a socket set up for the scenario and the given context, connected for TCP
+to a peer stack that plays the handshake), then prints the generic source
 coloured by binding time, the diagnostics, the residual source, the
 assumptions it rests on with the events that guard them, and figures
 comparing the generic code reachable from the entry with the residual.
@@ -14,8 +15,8 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from pystack.clock import VirtualClock
 from pystack.errors import oserror
+from pystack.links.virtual import VirtualNetwork
 from pystack.socket import (
     IP_MTU_DISCOVER,
     IP_TOS,
@@ -45,6 +46,7 @@ from .scenario import Scenario, all_scenarios
 from .system import specialize
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
+TCP_PORT = 80
 SOCKET_OPTIONS = {
     "ttl": (IPPROTO_IP, IP_TTL),
     "tos": (IPPROTO_IP, IP_TOS),
@@ -110,8 +112,10 @@ def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dic
     from pystack.tcp.tcb import TcpConfig
 
     config = TcpConfig(sack=bool(context.get("sack", 1)), timestamps=bool(context.get("timestamps", 1)))
-    stack = Stack(clock=VirtualClock(), seed=1, tcp_config=config)
-    stack.add_interface("eth0", ME, 24, mtu=context.get("mtu", 1500), sink=lambda packet: None)
+    mtu = context.get("mtu", 1500)
+    net = VirtualNetwork()
+    stack = net.add_stack(seed=1, tcp_config=config)
+    port = net.attach(stack, "eth0", ME, 24, mtu=mtu)
     stack.add_route("0.0.0.0", 0, "eth0", gateway=PEER)
     stream = scenario.name.startswith("tcp")
     fd = stack.socket(type=SOCK_STREAM if stream else SOCK_DGRAM)
@@ -123,9 +127,15 @@ def build_world(scenario: Scenario, context: dict[str, Any]) -> tuple[Stack, dic
                 raise UsageError(f"{key}={context[key]}: the socket refuses it ({refused.strerror})") from None
     statics: dict[str, Any] = {"self": stack, "fd": fd, "flags": context.get("flags", 0)}
     if stream:
-        from .tcp_world import establish
-
-        establish(stack, fd)
+        # A peer stack on the link plays the handshake, then leaves: the residual code freezes
+        # the interface's sink, and the figures count the stack's code, not the wire's.
+        peer = net.add_stack(seed=99, tcp_config=config)
+        net.link(port, net.attach(peer, "eth0", PEER, 24, mtu=mtu, direction="peer"))
+        listener = peer.socket(type=SOCK_STREAM)
+        peer.bind(listener, ("0.0.0.0", TCP_PORT))
+        peer.listen(listener, 1)
+        net.establish(stack, fd, (PEER, TCP_PORT), peer, listener)
+        net.unlink(port)
         if "tcb" in scenario.binding_times:  # tcp_output: the connection, not the fd
             statics = {"stack": stack, "tcb": stack.sockfd_lookup(fd).tcb}
     elif scenario.name == "udp_sendto_fixed":

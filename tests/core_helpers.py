@@ -1,4 +1,4 @@
-"""The bench shared by the sans-IO core tests: one Stack on a virtual clock.
+"""The bench shared by the sans-IO core tests: one Stack on a virtual network.
 
 scapy crafts the packets that go in and dissects the ones that come out;
 the core's own codecs are never used to check the core. Addresses come
@@ -10,8 +10,7 @@ from __future__ import annotations
 from scapy.all import IP, UDP, Raw
 from scapy.utils import checksum as scapy_checksum
 
-from pystack.clock import VirtualClock
-from pystack.stack import Stack
+from pystack.links.virtual import VirtualNetwork
 
 ME = "198.18.0.2"  # the stack, on pst0 (198.18.0.0/24)
 PEER = "198.18.0.1"  # on-link neighbour, also the default gateway
@@ -21,18 +20,21 @@ SUBNET_BCAST = "198.18.0.255"
 
 
 class Bench:
-    """A stack with pst0 = 198.18.0.2/24, a default route via 198.18.0.1, packets sent kept in ``out``."""
+    """A stack with pst0 = 198.18.0.2/24, a default route via 198.18.0.1, packets sent kept in ``out``
+    (pst0 is a port with no peer: the test plays every other host)."""
 
     def __init__(self, mtu: int = 1500, seed: int = 1):
-        self.clock = VirtualClock()
-        self.stack = Stack(clock=self.clock, seed=seed)
-        self.out: list[bytes] = []
-        self.iface = self.stack.add_interface("pst0", ME, 24, mtu=mtu, sink=self.out.append)
+        self.net = VirtualNetwork()
+        self.clock = self.net.clock
+        self.stack = self.net.add_stack(seed=seed)
+        self.port = self.net.attach(self.stack, "pst0", ME, 24, mtu=mtu)
+        self.out: list[bytes] = self.port.sent
+        self.iface = self.port.iface
         self.stack.add_route("0.0.0.0", 0, "pst0", gateway=PEER)
         self.counters = self.stack.counters
 
-    def inject(self, packet: object, interface: str = "pst0") -> None:
-        self.stack.input(bytes(packet), interface)  # type: ignore[call-overload]
+    def inject(self, packet: object) -> None:
+        self.net.deliver(self.port, bytes(packet))  # type: ignore[call-overload]
 
     def sent(self) -> list[IP]:
         """Dissect (with scapy) and forget the packets sent so far."""

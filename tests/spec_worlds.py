@@ -33,7 +33,7 @@ from typing import Any
 from scapy.all import ICMP, IP, UDP
 
 from pystack.addr import aton, ntoa
-from pystack.clock import VirtualClock
+from pystack.links.virtual import VirtualNetwork
 from pystack.route import Route
 from pystack.socket import F_SETFL, O_NONBLOCK, Socket
 from pystack.stack import Stack
@@ -120,18 +120,20 @@ class Rejected(Exception):
 
 
 class World:
-    """One stack on a virtual clock, with packets kept per interface."""
+    """One stack on a virtual network, with packets kept per interface (its port's ``sent``)."""
 
     def __init__(self, ifaces: Sequence[IfaceConf], routes: Sequence[RouteConf], seed: int,
                  default_ttl: int = 64):
-        self.clock = VirtualClock()
-        self.stack = Stack(clock=self.clock, seed=seed, default_ttl=default_ttl)
+        self.net = VirtualNetwork()
+        self.clock = self.net.clock
+        self.stack = self.net.add_stack(seed=seed, default_ttl=default_ttl)
         self.sent: dict[str, list[bytes]] = {}
         for conf in ifaces:
-            out: list[bytes] = []
-            self.sent[conf.name] = out
-            self.stack.add_interface(conf.name, conf.address, conf.prefixlen, mtu=conf.mtu,
-                                     sink=out.append if conf.sink else None)
+            if conf.sink:
+                self.sent[conf.name] = self.net.attach(self.stack, conf.name, conf.address, conf.prefixlen,
+                                                       mtu=conf.mtu).sent
+            else:  # not on the network: its packets wait in the interface's txq
+                self.stack.add_interface(conf.name, conf.address, conf.prefixlen, mtu=conf.mtu)
         for route in routes:
             self.stack.add_route(route.destination, route.prefixlen, route.iface, route.gateway, route.mtu)
         self.fd = -1

@@ -1,11 +1,12 @@
 """Test benches for TCP in virtual time.
 
-``Pair``: two stacks back to back (A = 198.18.0.1, B = 198.18.0.2) on one
-virtual clock. Packets travel through a time-ordered wire (so nothing is
-re-entrant), optionally through a seeded :class:`ImpairmentModel` per
-direction; every packet sent is captured, and a test can drop, rewrite or
-inject packets. ``run(seconds)`` moves the clock from event to event
-(packet deliveries and the stacks' timers).
+Both run on a :class:`pystack.links.virtual.VirtualNetwork` (time moves
+from event to event: packet deliveries and the stacks' timers), which
+checks every connection's scoreboard after each event here.
+
+``Pair``: two stacks back to back (A = 198.18.0.1, B = 198.18.0.2), linked
+directly or through a seeded :class:`ImpairmentModel` per direction; every
+packet sent is captured, and a test can drop or rewrite packets.
 
 ``PeerBench``: one stack (198.18.0.2) and a test that plays the peer
 (198.18.0.1) with scapy-crafted segments, packetdrill style: inject a SYN,
@@ -16,16 +17,13 @@ scapy only crafts and dissects; the stack's own codecs never check the stack.
 
 from __future__ import annotations
 
-import errno
-import heapq
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scapy.all import IP, TCP, Raw
 
-from pystack.clock import VirtualClock
 from pystack.links.impair import ImpairmentModel, Impairments
+from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import SOCK_STREAM
 from pystack.stack import Stack
 from pystack.tcp.tcb import TcpConfig
@@ -48,12 +46,9 @@ def check_scoreboards(stack: Stack) -> None:
 
 
 @dataclass
-class Captured:
-    """One packet as its sender put it on the wire."""
+class Captured(Transmission):
+    """One packet as its sender put it on the wire, dissected by scapy when asked."""
 
-    time: float
-    direction: str
-    raw: bytes
     _ip: IP | None = field(default=None, repr=False)
 
     @property
@@ -99,12 +94,12 @@ def has_flags(flags: str, wanted: str) -> bool:
     return set(flags) == set(wanted)
 
 
-class TooManySteps(AssertionError):
-    pass
+class Pair(VirtualNetwork):
+    """Two stacks on a virtual network, wired back to back; every packet captured in ``log``.
 
-
-class Pair:
-    """Two stacks on a shared virtual clock, wired back to back."""
+    A test may set ``filter(packet)``: None delivers it as is, False drops it,
+    bytes are delivered instead.
+    """
 
     def __init__(
         self,
@@ -118,112 +113,14 @@ class Pair:
         mtu: int = 1500,
         max_steps: int = 2_000_000,
     ):
-        self.clock = VirtualClock()
-        self.a = Stack(clock=self.clock, seed=seed, tcp_config=config_a)
-        self.b = Stack(clock=self.clock, seed=seed + 7919, tcp_config=config_b)
-        self.a.add_interface("eth0", A_ADDR, 24, mtu=mtu, sink=lambda p: self._sent(AB, p))
-        self.b.add_interface("eth0", B_ADDR, 24, mtu=mtu, sink=lambda p: self._sent(BA, p))
-        self.delay = delay
-        self.models: dict[str, ImpairmentModel | None] = {
-            AB: ImpairmentModel(impair_ab, seed=seed * 2 + 1) if impair_ab else None,
-            BA: ImpairmentModel(impair_ba, seed=seed * 2 + 2) if impair_ba else None,
-        }
-        self.log: list[Captured] = []
-        self.capture = True
-        # filter(packet) -> None: deliver as is; False: drop; bytes: deliver these bytes instead.
-        self.filter: Callable[[Captured], bytes | bool | None] | None = None
-        self._wire: list[tuple[float, int, str, bytes]] = []
-        self._order = itertools.count()
-        self.steps = 0
-        self.max_steps = max_steps
-        self.delivered = 0
-
-    # ------------------------------------------------------------ the wire
-
-    def _sent(self, direction: str, packet: bytes) -> None:
-        now = self.clock.now()
-        captured = Captured(now, direction, packet)
-        if self.capture:
-            self.log.append(captured)
-        if self.filter is not None:
-            verdict = self.filter(captured)
-            if verdict is False:
-                return
-            if isinstance(verdict, bytes | bytearray):
-                packet = bytes(verdict)
-        model = self.models[direction]
-        deliveries = model.process(packet, now) if model else [(now + self.delay, packet)]
-        for at, data in deliveries:
-            heapq.heappush(self._wire, (max(at, now), next(self._order), direction, data))
-
-    def inject(self, direction: str, packet: bytes, at: float | None = None) -> None:
-        """Put a packet on the wire (``AB`` arrives at B); it bypasses capture, filter and impairments."""
-        when = self.clock.now() if at is None else at
-        heapq.heappush(self._wire, (when, next(self._order), direction, bytes(packet)))
-
-    def _deliver(self, direction: str, packet: bytes) -> None:
-        self.delivered += 1
-        receiver = self.b if direction == AB else self.a
-        receiver.input(packet, "eth0")
-        check_scoreboards(receiver)
-
-    def next_event(self) -> float | None:
-        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
-        if self._wire:
-            times.append(self._wire[0][0])
-        return min(times, default=None)
-
-    def step(self, until: float) -> bool:
-        """Process the next event at or before ``until``; False (clock at ``until``) if there is none."""
-        self.steps += 1
-        if self.steps > self.max_steps:
-            raise TooManySteps(f"more than {self.max_steps} steps")
-        now = self.clock.now()
-        if self._wire and self._wire[0][0] <= now:
-            _, _, direction, packet = heapq.heappop(self._wire)
-            self._deliver(direction, packet)
-            return True
-        when = self.next_event()
-        if when is None or when > until:
-            if until > now:
-                self.clock.advance(until - now)
-            return False
-        if when > now:
-            self.clock.advance(when - now)
-        if self._wire and self._wire[0][0] <= self.clock.now():
-            _, _, direction, packet = heapq.heappop(self._wire)
-            self._deliver(direction, packet)
-        else:
-            self.a.run_timers()
-            self.b.run_timers()
-            check_scoreboards(self.a)
-            check_scoreboards(self.b)
-        return True
-
-    def pump(self) -> None:
-        """Deliver everything due now (and what it causes), without letting time pass."""
-        self.run(0.0)
-
-    def run(self, seconds: float = 0.0) -> None:
-        """Let ``seconds`` of virtual time pass, handling every packet and timer on the way."""
-        end = self.clock.now() + seconds
-        while self.step(end):
-            pass
-
-    def run_until(self, predicate: Callable[[], bool], timeout: float, poll: Callable[[], None] | None = None) -> float:
-        """Run until ``predicate()`` holds (checked after every event); returns the time; fails on timeout."""
-        end = self.clock.now() + timeout
-        while True:
-            if poll is not None:
-                poll()
-            if predicate():
-                return self.clock.now()
-            if not self.step(end):
-                if poll is not None:
-                    poll()
-                if predicate():
-                    return self.clock.now()
-                raise AssertionError(f"condition not met within {timeout} virtual seconds")
+        super().__init__(record=Captured, log=True, check=check_scoreboards, max_steps=max_steps)
+        self.a = self.add_stack(seed=seed, tcp_config=config_a)
+        self.b = self.add_stack(seed=seed + 7919, tcp_config=config_b)
+        self.models = {AB: ImpairmentModel(impair_ab, seed=seed * 2 + 1) if impair_ab else None,
+                       BA: ImpairmentModel(impair_ba, seed=seed * 2 + 2) if impair_ba else None}
+        self.link(self.attach(self.a, "eth0", A_ADDR, 24, mtu=mtu, direction=AB),
+                  self.attach(self.b, "eth0", B_ADDR, 24, mtu=mtu, direction=BA),
+                  delay, self.models[AB], self.models[BA])
 
     # ------------------------------------------------------------ captures
 
@@ -252,14 +149,7 @@ class Pair:
         cfd = self.a.socket(type=SOCK_STREAM)
         if setup_client:
             setup_client(cfd)
-        try:
-            self.a.connect(cfd, (B_ADDR, port))
-        except BlockingIOError as exc:
-            assert exc.errno == errno.EINPROGRESS
-        self.run_until(lambda: self.a.connect_result(cfd) != errno.EINPROGRESS, 10.0)
-        assert self.a.connect_result(cfd) == 0
-        self.run_until(lambda: bool(self.b.sockets[lfd].tcb.accept_queue), 10.0)
-        sfd, _ = self.b.accept(lfd)
+        sfd = self.establish(self.a, cfd, (B_ADDR, port), self.b, lfd)
         return cfd, sfd, lfd
 
     def tcb(self, side: str, fd: int):
@@ -332,12 +222,11 @@ class PeerBench:
     """One stack (198.18.0.2 on pst0) driven by scapy segments from a scripted peer (198.18.0.1)."""
 
     def __init__(self, config: TcpConfig | None = None, mtu: int = 1500, seed: int = 1):
-        self.clock = VirtualClock()
-        self.stack = Stack(clock=self.clock, seed=seed, tcp_config=config)
-        self.out: list[Captured] = []
-        self.stack.add_interface(
-            "pst0", ME, 24, mtu=mtu, sink=lambda p: self.out.append(Captured(self.clock.now(), BA, p))
-        )
+        self.net = VirtualNetwork(record=Captured, check=check_scoreboards)
+        self.clock = self.net.clock
+        self.stack = self.net.add_stack(seed=seed, tcp_config=config)
+        self.port = self.net.attach(self.stack, "pst0", ME, 24, mtu=mtu, direction=BA)
+        self.out: list[Captured] = self.port.sent
         self.counters = self.stack.counters
 
     # ------------------------------------------------------------ time
@@ -348,15 +237,7 @@ class PeerBench:
 
     def advance(self, seconds: float) -> None:
         """Let time pass, firing the stack's timers at their exact deadlines."""
-        end = self.clock.now() + seconds
-        while True:
-            deadline = self.stack.next_deadline()
-            if deadline is None or deadline > end:
-                break
-            self.clock.advance(max(0.0, deadline - self.clock.now()))
-            self.stack.run_timers()
-            check_scoreboards(self.stack)
-        self.clock.advance(max(0.0, end - self.clock.now()))
+        self.net.run(seconds)
 
     def advance_to(self, when: float) -> None:
         self.advance(max(0.0, when - self.clock.now()))
@@ -373,8 +254,7 @@ class PeerBench:
         return bytes(packet)
 
     def inject(self, packet: bytes) -> None:
-        self.stack.input(bytes(packet), "pst0")
-        check_scoreboards(self.stack)
+        self.net.deliver(self.port, bytes(packet))
 
     # ------------------------------------------------------------ packets out
 

@@ -25,7 +25,7 @@ import pytest
 
 from pystack import ip, udp
 from pystack.addr import aton
-from pystack.clock import VirtualClock
+from pystack.links.virtual import VirtualNetwork
 from pystack.route import RouteTable
 from pystack.socket import IP_TTL, IPPROTO_IP, SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
@@ -46,12 +46,12 @@ GONE = {
 }
 
 
-def canonical() -> tuple[Stack, list[bytes]]:
+def canonical(mtu: int = 1500) -> tuple[Stack, list[bytes]]:
     """The fixed context: seed 1, eth0 198.18.0.2/24 (MTU 1500), default route via
     198.18.0.1, a UDP socket with IP_TTL 33."""
-    stack = Stack(clock=VirtualClock(), seed=1)
-    out: list[bytes] = []
-    stack.add_interface("eth0", ME, 24, sink=out.append)
+    net = VirtualNetwork()
+    stack = net.add_stack(seed=1)
+    out = net.attach(stack, "eth0", ME, 24, mtu=mtu).sent
     stack.add_route("0.0.0.0", 0, "eth0", gateway=GATEWAY)
     return stack, out
 
@@ -163,10 +163,7 @@ def test_canonical_residual_matches_the_golden_file() -> None:
 
 
 def adu_residual(mtu: int, adu: int) -> tuple[list[bytes], ast.Module, int, Stack, int]:
-    stack = Stack(clock=VirtualClock(), seed=1)
-    out: list[bytes] = []
-    stack.add_interface("eth0", ME, 24, mtu=mtu, sink=out.append)
-    stack.add_route("0.0.0.0", 0, "eth0", gateway=GATEWAY)
+    stack, out = canonical(mtu)
     fd = stack.socket()
     stack.setsockopt(fd, SOL_SOCKET, SO_ADU, adu)
     stack.connect(fd, (FAR, 9))

@@ -18,7 +18,7 @@ import errno
 import pytest
 
 from pystack.addr import aton
-from pystack.clock import VirtualClock
+from pystack.links.virtual import VirtualNetwork
 from pystack.route import Route
 from pystack.socket import (
     F_SETFL,
@@ -251,9 +251,9 @@ def test_make_local_system_gives_generic_code() -> None:
 
 
 def bench() -> tuple[Stack, list[bytes]]:
-    stack = Stack(clock=VirtualClock(), seed=3)
-    out: list[bytes] = []
-    stack.add_interface("eth0", ME, 24, sink=out.append)
+    net = VirtualNetwork()
+    stack = net.add_stack(seed=3)
+    out = net.attach(stack, "eth0", ME, 24).sent
     stack.add_route("0.0.0.0", 0, "eth0", gateway=PEER)
     return stack, out
 

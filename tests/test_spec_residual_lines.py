@@ -8,8 +8,7 @@ import traceback
 
 import pytest
 
-from pystack.clock import VirtualClock
-from pystack.stack import Stack
+from pystack.links.virtual import VirtualNetwork
 from specializer import do_specialize_send, specialized_send
 from specializer.scenario import all_scenarios
 from specializer.show import build_world, world_defaults
@@ -44,8 +43,9 @@ def test_every_statement_is_on_the_line_the_residual_text_shows_it(name):
 
 
 def test_a_traceback_through_residual_code_shows_the_residual_line():
-    stack = Stack(clock=VirtualClock(), seed=1)
-    stack.add_interface("eth0", "198.18.0.2", 24, sink=lambda packet: None)
+    net = VirtualNetwork()
+    stack = net.add_stack(seed=1)
+    net.attach(stack, "eth0", "198.18.0.2", 24)
     fd = stack.socket()
     stack.connect(fd, ("198.18.0.1", 9))
     token = do_specialize_send(stack, fd)

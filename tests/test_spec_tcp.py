@@ -6,27 +6,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pystack.clock import VirtualClock
+from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import IPPROTO_TCP
-from pystack.stack import Stack
 from pystack.tcp.api import TCP_CORK
 from pystack.tcp.tcb import TcpConfig
 from specializer import do_specialize_send, specialized_send, token_info
-from specializer.tcp_world import Connection
+
+from .tcp_world import Connection
 
 
 class World:
-    """One sending stack with a connection to its own peer stack (specializer.tcp_world)."""
+    """One sending stack with a connection to its own peer stack (tests/tcp_world.py)."""
 
     def __init__(self, nodelay: bool, sack: bool, timestamps: bool):
-        self.clock = VirtualClock()
-        self.stack = Stack(clock=self.clock, seed=11, tcp_config=TcpConfig(sack=sack, timestamps=timestamps))
-        self.connection = Connection(self.stack, "eth0", "198.18.0.2", "198.18.0.1", nodelay=nodelay)
+        self.net = VirtualNetwork(record=Transmission, log=True)
+        self.stack = self.net.add_stack(seed=11, tcp_config=TcpConfig(sack=sack, timestamps=timestamps))
+        self.connection = Connection(self.net, self.stack, "eth0", "198.18.0.2", "198.18.0.1", nodelay=nodelay)
         self.fd = self.connection.fd
 
     def pump(self, advance: float) -> None:
-        self.clock.advance(advance)
-        self.connection.pump()
+        """Let ``advance`` seconds pass, the peer reading all that arrives."""
+        self.net.run(advance, poll=self.connection.read)
 
     @property
     def wire(self) -> list[bytes]:
@@ -192,7 +192,7 @@ def test_a_path_mtu_drop_makes_both_routines_respecialize_for_the_new_mss():
     data = bytes(range(256)) * 20
     assert outcome(generic.stack.send, generic.fd, data) == outcome(specialized_send, special.stack, token, data)
     for world in (generic, special):
-        first = world.connection.to_peer[0]  # in flight, not delivered yet
+        first = world.net.pending(world.connection.peer_port)[0]  # in flight, not delivered yet
         icmp = IP(src="198.18.0.1", dst="198.18.0.2") / ICMP(type=3, code=4, nexthopmtu=1000) / first[:28]
         world.stack.input(bytes(icmp), "eth0")
         assert world.stack.sockfd_lookup(world.fd).tcb.mss == 1000 - 40 - 12

@@ -1,4 +1,5 @@
-"""Links: the wires under the stack (in-memory with impairments, pcap tap); TUN is in pystack.host."""
+"""Links: the wires under the stack (in-memory with impairments, pcap tap; TUN is in pystack.host),
+and in virtual.py the sans-IO network of stacks in virtual time that tests and ``spec show`` use."""
 
 from pystack.links.base import Link, LinkStats
 from pystack.links.impair import ImpairmentModel, Impairments
