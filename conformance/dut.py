@@ -50,6 +50,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytun
 import trio
 import trio.testing
 
@@ -139,6 +140,7 @@ class DutConfig:
     mtu: int = MTU
     seed: int = 1
     realtime_priority: bool = True  # Linux: run SCHED_RR while the DUT is open (timing-exact scripts)
+    gso_injection: bool = False  # Linux: frame the tun with virtio-net headers, to inject GSO packets
 
 
 def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
@@ -312,8 +314,9 @@ class Dut(ABC):
             await trio.sleep(0)
 
     @abstractmethod
-    def inject(self, packet: bytes) -> None:
-        """Deliver one IPv4 packet to the DUT (processed before this returns)."""
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
+        """Deliver one IPv4 packet to the DUT (processed before this returns); with ``gso_size``, a TCP
+        segment longer than that arrives as one GSO packet of segments of that size (as after GRO)."""
 
     @abstractmethod
     def socket(self, type: int, proto: int = 0) -> DutSocket:
@@ -633,6 +636,31 @@ def kernel_hz() -> int | None:
     return None
 
 
+_VNET_HDR = struct.Struct("=BBHHHH")  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_*
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+
+
+class VnetTun(TunLink):
+    """The same tun, framed with virtio-net headers (IFF_VNET_HDR), as packetdrill's own is.
+
+    The header is what lets the bench inject one GSO packet (what GRO would
+    have made of several segments); offloads stay as on the plain tun, so the
+    kernel still hands over MSS-sized packets, its header dropped here.
+    """
+
+    read_size = TunLink.read_size + _VNET_HDR.size
+
+    def __init__(self, name: str, mtu: int) -> None:
+        super().__init__(name, mtu, extra_flags=pytun.IFF_VNET_HDR)
+
+    def send_nowait(self, packet: bytes, gso_size: int = 0) -> None:
+        header = _VNET_HDR.pack(0, VIRTIO_NET_HDR_GSO_TCPV4 if gso_size else 0, 0, gso_size, 0, 0)
+        super().send_nowait(header + packet)
+
+    async def receive(self) -> bytes:
+        return (await super().receive())[_VNET_HDR.size:]
+
+
 class LinuxDut(Dut):
     """The kernel behind a TUN.
 
@@ -656,9 +684,14 @@ class LinuxDut(Dut):
         self.unapplied: list[str] = []  # settings the kernel refused or does not have
         self.congestion_control: bytes | None = None  # set per socket when the sysctl is refused
 
-    def inject(self, packet: bytes) -> None:
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
         self.injected += 1
-        self.tun.send_nowait(packet)
+        if gso_size:
+            if not isinstance(self.tun, VnetTun):
+                raise ValueError("a GSO packet needs a tun with virtio-net headers (DutConfig.gso_injection)")
+            self.tun.send_nowait(packet, gso_size)
+        else:
+            self.tun.send_nowait(packet)
 
     async def read_tun(self) -> None:
         while True:
@@ -755,7 +788,7 @@ async def linux_dut(config: DutConfig | None = None) -> AsyncIterator[LinuxDut]:
     if reason is not None:
         raise NeedsNetAdmin(reason)
     name = f"pstc{os.getpid() % 100000}x{next(_serial)}"[:15]
-    with Namespace(name) as ns, TunLink(name, config.mtu) as tun:
+    with Namespace(name) as ns, (VnetTun if config.gso_injection else TunLink)(name, config.mtu) as tun:
         ns.move_link(tun.name)
         dut = LinuxDut(ns, tun)
         dut.unapplied = [n for n, v in config.sysctls.items() if not dut.set_sysctl(n, v)]
@@ -922,7 +955,8 @@ class PystackDut(Dut):
         self.link = _BenchLink(self, config.mtu)
         self.network: Network  # set by pystack_dut once the driver runs
 
-    def inject(self, packet: bytes) -> None:
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
+        """pystack has no GRO: a GSO packet reaches it as the one large segment GRO would have made."""
         self.injected += 1
         self.link.stats.rx_packets += 1
         self.stack.input(packet, IFNAME)

@@ -219,13 +219,9 @@ SUPPORTED_SYSCALLS = {
     "sendto", "sendmsg", "writev", "readv", "close", "shutdown", "setsockopt", "getsockopt", "fcntl",
     "ioctl", "poll", "epoll_create", "epoll_ctl", "epoll_wait", "open", "sendfile", "pipe", "splice",
 }
+# --mss=N: an inbound TCP segment longer than N is injected as one GSO packet of N-byte segments.
 SUPPORTED_OPTIONS = {"tolerance_usecs", "tolerance_percent", "tcp_ts_tick_usecs", "strict_segments",
-                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled"}
-# Options that change how inbound packets are made, which this runner cannot do (with the reason).
-UNSUPPORTED_OPTIONS = {
-    "mss": "--mss makes packetdrill inject each inbound segment larger than it as one GSO packet "
-           "(a virtio-net header on the tun); the bench's tun has no such header",
-}
+                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled", "mss"}
 
 
 # ---------------------------------------------------------------- commands (emulated)
@@ -355,8 +351,6 @@ def _dd(words: list[str], command: str, line: int | None) -> Action:
 def plan(script: Script) -> DutConfig:
     """The DUT settings a script needs; raises Skip when the script needs what the runner cannot do."""
     for name, value in script.options.items():
-        if name in UNSUPPORTED_OPTIONS:
-            raise Skip(None, UNSUPPORTED_OPTIONS[name])
         if name not in SUPPORTED_OPTIONS:
             raise Skip(None, f"option --{name} is not supported")
         if name == "ip_version" and value != "ipv4":
@@ -379,7 +373,7 @@ def plan(script: Script) -> DutConfig:
             if action[0] == "module":
                 _check_module_parameter(action[1], action[2], line)
     sysctls = emulate_command(script.init_command) if script.init_command else {}
-    return DutConfig(sysctls=sysctls)
+    return DutConfig(sysctls=sysctls, gso_injection="mss" in script.options)
 
 
 def _check_module_parameter(path: str, value: str, line: int | None) -> None:
@@ -528,6 +522,7 @@ class Runner:
         opts = script.options
         self.tolerance = float(opts.get("tolerance_usecs") or DEFAULT_TOLERANCE_USECS) / 1e6
         self.tolerance_percent = float(opts.get("tolerance_percent") or DEFAULT_TOLERANCE_PERCENT)
+        self.gso_size = int(opts.get("mss") or 0)
         tick = opts.get("tcp_ts_tick_usecs")
         self.ts_tick = float(tick) / 1e6 if tick else 0.0
         self.strict_segments = "strict_segments" in opts
@@ -722,7 +717,7 @@ class Runner:
             flow.remote[0], flow.local[0], sport, dport, seq, ack, _flag_bits(spec.flags),
             spec.window or 0, spec.urg, options, bytes(spec.payload_len), ttl=spec.ip.ttl or 64,
             tos=_tos_byte(spec),
-        ))
+        ), self.gso_size if spec.payload_len > self.gso_size else 0)
         self.log(f"line {event.line}: injected {_spec_text(spec)}")
 
     def inbound_option(self, event: Event, flow: Flow, option: TcpOption, has_ack: bool) -> bytes:

@@ -92,6 +92,9 @@ LINUX_MISMATCHES: dict[str, str] = {
     "notsent_lowat/notsent-lowat-default.pkt": "line 28: the burst ends without PSH on this kernel",
     "ioctl/ioctl-siocinq-fin.pkt": "line 28: this kernel delays the ACK of a FIN with data by 40 ms "
                                    "(TCP_DELACK_MIN); the script expects it at once",
+    "gro/gro-mss-option.pkt": "line 20: the inbound data segment has no `ack`, so it acks the ISN, below "
+                              "snd_una with nothing acked yet: this kernel drops it as blind data injection "
+                              "(RFC 5961 5.2) and sends a challenge ACK (ack 1)",
     "cwnd_moderation/cwnd-moderation-ecn-enter-cwr-no-moderation-700.pkt": "line 24: cwnd 5 after entering "
                                                                            "CWR on this kernel; the "
                                                                            "script expects 4",
@@ -284,8 +287,7 @@ def test_unsupported_lines_skip_the_script_with_a_reason(line, why):
         plan(parse(line))
     with pytest.raises(Skip, match="only IPv4"):
         plan(parse("--ip_version=ipv6\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3"))
-    with pytest.raises(Skip, match="GSO packet"):
-        plan(parse("--mss=1000\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3"))
+    assert plan(parse("--mss=1000\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3")).gso_injection
 
 
 def test_code_blocks_are_evaluated_without_exec():
@@ -463,6 +465,21 @@ _ZEROCOPY = (_HANDSHAKE.replace("   +0 bind", "   +0 setsockopt(3, SOL_SOCKET, S
              "ee_origin=SO_EE_ORIGIN_ZEROCOPY, ee_type=0, ee_code=SO_EE_CODE_ZEROCOPY_COPIED, "
              "ee_info=0, ee_data=%d}}]}, MSG_ERRQUEUE) = 0\n"
              "   +0 recvmsg(4, {msg_iov(1)=[{...,0}], msg_flags=0}, MSG_ERRQUEUE) = -1 EAGAIN\n")
+
+
+@pytest.mark.tun
+@needs_linux
+def test_linux_mss_option_injects_one_gso_packet():
+    """--mss=1000: the 10000-byte segment arrives as one GSO packet of 1000-byte segments (one ACK);
+    without it, as one 10000-byte segment (rcv_mss: min(10000, advmss 1460))."""
+    script = ("--mss=1000\n" + _HANDSHAKE.replace("mss 1000", "mss 1100")
+              + "   +0 > S. 0:0(0) ack 1 <mss 1460,nop,wscale 8>\n   +0 < . 1:1(0) ack 1 win 320\n"
+                "   +0 accept(3, ..., ...) = 4\n   +0 < . 1:10001(10000) ack 1 win 320\n   +0 > . 1:1(0) ack 10001\n"
+                "   +0 %{ assert tcpi_rcv_mss == 1000, tcpi_rcv_mss }%\n")
+    outcome = run_on("linux", run_on_dut, parse(script), "linux")
+    assert outcome.passed, explain(outcome)
+    whole = run_on("linux", run_on_dut, parse(script.removeprefix("--mss=1000\n")), "linux")
+    assert whole.status == "fail" and "assert tcpi_rcv_mss == 1000 failed (1460)" in whole.message, explain(whole)
 
 
 @pytest.mark.tun
