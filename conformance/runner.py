@@ -28,14 +28,21 @@ What is faithful to packetdrill (gtests/net/packetdrill/run*.c):
   once. ``...`` arguments get live values: ``bind`` and ``connect`` use
   port 8080, the DUT's address and the bench's.
 - ``%{ assert tcpi_... }%`` code blocks are evaluated (a restricted
-  expression evaluator, no ``exec``) against the socket under test's
-  ``tcp_info`` when the event is reached.
+  evaluator, no ``exec``) against the socket under test's ``tcp_info``
+  when the event is reached; variables they assign carry over to later
+  blocks, as in packetdrill's one Python process.
+- epoll, poll, ioctl, recvmsg with control messages and the error queue,
+  open/sendfile/pipe/splice and NULL buffers are the kernel's own calls on
+  Linux, checked as ``run_system_call.c`` checks them; ``--mss`` injects
+  GSO packets. What pystack lacks fails on pystack (``Unsupported``).
 
-What differs, deliberately: the init command (``defaults.sh``) and
-sysctl commands are emulated, not executed (:mod:`.commands`); a script
-whose lines need something this runner does not do (IPv6, UDP and ICMP
-packet lines, encapsulation, poll/epoll/sendfile, unknown commands) is
-skipped with the reason, before anything runs. A code block naming a
+What differs, deliberately: commands are carried out on the DUT, not run
+on the host (:func:`command_actions`: sysctls of the namespace, ``tc``,
+``ip route``, ``ethtool -K``, files in a scratch folder standing for
+/tmp); a script whose lines need something this runner does not do
+(IPv6, UDP and ICMP packet lines, encapsulation, unknown commands) is
+skipped with the reason, before anything runs, and one that needs what
+this kernel lacks (a qdisc) when it asks for it. A code block naming a
 ``tcpi_`` field the DUT cannot report is skipped (and noted), the rest of
 the script runs.
 """
