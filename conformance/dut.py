@@ -99,9 +99,9 @@ class Absent(Exception):
 
 # packetdrill's gtests/net/common/defaults.sh, as sysctl values. The few
 # that need no emulation here are left out: `ip tcp_metrics flush` (a new
-# namespace has no metrics), net.ipv4.tcp_fack (gone from current kernels),
-# net.mptcp.enabled (no MPTCP); the `tc qdisc ... pfifo` line becomes
-# LinuxDut's qdisc setting.
+# namespace has no metrics), net.ipv4.tcp_fack (obsolete since Linux 4.15,
+# RACK replaced FACK), net.mptcp.enabled (no MPTCP); the `tc qdisc ... pfifo`
+# line becomes LinuxDut's qdisc setting.
 PACKETDRILL_DEFAULTS: dict[str, str] = {
     "net.ipv4.tcp_rmem": "4096 540000 15728640",
     "net.ipv4.tcp_wmem": "4096 262144 4194304",
@@ -118,6 +118,7 @@ PACKETDRILL_DEFAULTS: dict[str, str] = {
     "net.ipv4.tcp_recovery": "1",
     "net.ipv4.tcp_tso_win_divisor": "3",
     "net.ipv4.tcp_ecn": "0",
+    "net.ipv4.tcp_ecn_option": "2",
     "net.ipv4.tcp_pacing_ss_ratio": "200",
     "net.ipv4.tcp_pacing_ca_ratio": "120",
     "net.ipv4.tcp_notsent_lowat": "4294967295",
