@@ -455,6 +455,42 @@ def test_linux_calls_are_the_kernels(change, line, message):
         assert outcome.status == "fail" and outcome.line == line and message in outcome.message, explain(outcome)
 
 
+_COMMANDS = ("`../common/defaults.sh\n"
+             "ip route change 192.0.2.1 via 192.168.0.2 dev tun0 advmss 600 mtu lock 640\n"
+             "ethtool -K tun0 gso off tso off\ntc qdisc replace dev tun0 root pfifo limit 100`\n"
+             + _HANDSHAKE.split("\n", 1)[1]
+             + "   +0 > S. 0:0(0) ack 1 <mss 600,nop,wscale 8>\n"
+             "   +0 `grep -q \" 0A \" /proc/net/tcp`\n")
+
+
+@pytest.mark.tun
+@needs_linux
+@pytest.mark.parametrize("change, line, message", [
+    (None, None, ""),
+    (("advmss 600", "advmss 700"), 10, "live packet field tcp_options"),
+    ((" 0A ", " 0B "), 11, "command failed with status 1"),
+])
+def test_linux_commands_act_on_the_namespace(change, line, message):
+    """The route's advmss shapes the SYN-ACK; an inspection that finds nothing fails, as in packetdrill."""
+    text = _COMMANDS if change is None else _COMMANDS.replace(*change)
+    outcome = run_on("linux", run_on_dut, parse(text), "linux")
+    if change is None:
+        assert outcome.passed and not outcome.notes, explain(outcome) + str(outcome.notes)
+    else:
+        assert outcome.status == "fail" and outcome.line == line and message in outcome.message, explain(outcome)
+    on_pystack = run_on("pystack", run_on_dut, parse(_COMMANDS), "pystack")
+    assert on_pystack.status == "fail" and on_pystack.line == 10, explain(on_pystack)  # pystack has no routes
+    assert any("route" in note and "no effect on pystack" in note for note in on_pystack.notes), on_pystack.notes
+
+
+@pytest.mark.tun
+@needs_linux
+def test_linux_qdisc_the_kernel_lacks_skips_the_script():
+    text = _COMMANDS.replace("root pfifo limit 100", "root nosuchqdisc")
+    outcome = run_on("linux", run_on_dut, parse(text), "linux")
+    assert outcome.status == "skip" and "nosuchqdisc" in outcome.message, explain(outcome)
+
+
 _ZEROCOPY = (_HANDSHAKE.replace("   +0 bind", "   +0 setsockopt(3, SOL_SOCKET, SO_ZEROCOPY, [1], 4) = 0\n   +0 bind")
              + "   +0 > S. 0:0(0) ack 1 <mss 1460,nop,wscale 8>\n  +.1 < . 1:1(0) ack 1 win 257\n"
              "   +0 accept(3, ..., ...) = 4\n"
