@@ -491,6 +491,28 @@ def test_linux_qdisc_the_kernel_lacks_skips_the_script():
     assert outcome.status == "skip" and "nosuchqdisc" in outcome.message, explain(outcome)
 
 
+_TIMESTAMPING = (_ESTABLISHED
+                 + "   +0 setsockopt(4, SOL_SOCKET, SO_TIMESTAMPING, [SOF_TIMESTAMPING_TX_SCHED | "
+                   "SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID], 4) = 0\n"
+                   "  +.1 write(4, ..., 100) = 100\n   +0 > P. 1:101(100) ack 1\n"
+                   "   +0 recvmsg(4, {msg_iov(1)=[{...,0}], msg_flags=MSG_ERRQUEUE|MSG_TRUNC, msg_control=["
+                   "{cmsg_level=SOL_SOCKET, cmsg_type=SCM_TIMESTAMPING, cmsg_data={scm_sec=0,scm_nsec=%d}},"
+                   "{cmsg_level=CMSG_LEVEL_IP, cmsg_type=CMSG_TYPE_RECVERR, cmsg_data={ee_errno=ENOMSG, "
+                   "ee_origin=SO_EE_ORIGIN_TIMESTAMPING, ee_type=0, ee_code=0, ee_info=SCM_TSTAMP_SCHED, "
+                   "ee_data=99}}]}, MSG_ERRQUEUE) = 0\n")
+
+
+@pytest.mark.tun
+@needs_linux
+def test_linux_tx_timestamps_are_checked_against_script_time():
+    """The SCHED stamp of a write at 0.2 s: right at 200 ms, wrong at 300 ms (beyond the tolerance)."""
+    outcome = run_on("linux", run_on_dut, parse(_TIMESTAMPING % 200000000), "linux")
+    assert outcome.passed, explain(outcome)
+    late = run_on("linux", run_on_dut, parse(_TIMESTAMPING % 300000000), "linux")
+    assert late.status == "fail" and "Bad data in cmsg 0: timestamp expected at 0.300000" in late.message, \
+        explain(late)
+
+
 _ZEROCOPY = (_HANDSHAKE.replace("   +0 bind", "   +0 setsockopt(3, SOL_SOCKET, SO_ZEROCOPY, [1], 4) = 0\n   +0 bind")
              + "   +0 > S. 0:0(0) ack 1 <mss 1460,nop,wscale 8>\n  +.1 < . 1:1(0) ack 1 win 257\n"
              "   +0 accept(3, ..., ...) = 4\n"
