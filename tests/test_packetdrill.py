@@ -83,8 +83,8 @@ PYSTACK_MISMATCHES = {
 # Shared scripts that Linux itself does not pass with this runner (each with why), strict as above.
 # All in ../shared/packetdrill-extra: what this kernel (6.18) does differs from what the upstream script
 # expects (each checked in the trace: the runner sees the kernel's own packets and values).
-_PSH_BURST = ("the kernel ends the 16-segment burst 10001:26001 without PSH (PSH at 20001, where an skb of "
-              "the write ended); the script expects the burst to end with PSH")
+_PSH_BURST = ("the kernel ends the 16-segment burst 10001:26001 without PSH (it marked PSH at 20001 while "
+              "queueing the write, also with GSO off); the script expects the burst to end with PSH")
 LINUX_MISMATCHES: dict[str, str] = {
     "epoll/epoll_out_edge.pkt": "line 40: " + _PSH_BURST,
     "epoll/epoll_out_edge_default_notsent_lowat.pkt": "line 41: " + _PSH_BURST,
