@@ -33,9 +33,12 @@ them (:func:`pystack_tcp_config`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import fcntl
 import itertools
 import os
+import select
 import shutil
 import socket as _socket
 import struct
@@ -47,6 +50,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytun
 import trio
 import trio.testing
 
@@ -72,17 +76,32 @@ SPIN = 0.001  # real-time waits sleep until this long before their deadline, the
 SPIN_LIMIT = 1_000_000  # bound on spin iterations
 MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
 TCP_INFO = 11
+MSG_ERRQUEUE = 0x2000
+EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
+IOCTL_NAMES = {0x541B: "SIOCINQ", 0x5411: "SIOCOUTQ", 0x894B: "SIOCOUTQNSD"}
 
 DUT_KINDS = ("linux", "pystack")
+SIOCETHTOOL = 0x8946
+# Legacy ethtool commands that set one offload (struct ethtool_value {u32 cmd, data}).
+ETHTOOL_SET = {"tso": 0x1F, "gso": 0x24, "gro": 0x2C}
+UPSTREAM_REMOTE = "192.0.2.1"  # packetdrill's default remote address, as scripts' commands name it
+
+
+class Unsupported(Exception):
+    """Something the pystack DUT does not have ("pystack has no epoll"): a mismatch, not a skip."""
+
+
+class Absent(Exception):
+    """A kernel feature this host lacks (a qdisc not built in): the script cannot run here, a skip."""
 
 
 # ---------------------------------------------------------------- settings
 
 # packetdrill's gtests/net/common/defaults.sh, as sysctl values. The few
 # that need no emulation here are left out: `ip tcp_metrics flush` (a new
-# namespace has no metrics), net.ipv4.tcp_fack (gone from current kernels),
-# net.mptcp.enabled (no MPTCP); the `tc qdisc ... pfifo` line becomes
-# LinuxDut's qdisc setting.
+# namespace has no metrics), net.ipv4.tcp_fack (obsolete since Linux 4.15,
+# RACK replaced FACK), net.mptcp.enabled (no MPTCP); the `tc qdisc ... pfifo`
+# line becomes LinuxDut's qdisc setting.
 PACKETDRILL_DEFAULTS: dict[str, str] = {
     "net.ipv4.tcp_rmem": "4096 540000 15728640",
     "net.ipv4.tcp_wmem": "4096 262144 4194304",
@@ -99,6 +118,7 @@ PACKETDRILL_DEFAULTS: dict[str, str] = {
     "net.ipv4.tcp_recovery": "1",
     "net.ipv4.tcp_tso_win_divisor": "3",
     "net.ipv4.tcp_ecn": "0",
+    "net.ipv4.tcp_ecn_option": "2",
     "net.ipv4.tcp_pacing_ss_ratio": "200",
     "net.ipv4.tcp_pacing_ca_ratio": "120",
     "net.ipv4.tcp_notsent_lowat": "4294967295",
@@ -121,6 +141,7 @@ class DutConfig:
     mtu: int = MTU
     seed: int = 1
     realtime_priority: bool = True  # Linux: run SCHED_RR while the DUT is open (timing-exact scripts)
+    gso_injection: bool = False  # Linux: frame the tun with virtio-net headers, to inject GSO packets
 
 
 def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
@@ -229,6 +250,40 @@ class DutSocket(ABC):
     def tcp_info(self) -> dict[str, int]:
         """``tcpi_*`` values of a TCP socket, as far as this DUT knows them."""
 
+    @abstractmethod
+    def ioctl(self, request: int) -> int:
+        """An integer-valued ioctl (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD)."""
+
+    @abstractmethod
+    async def recvmsg(self, size: int, ancbufsize: int, flags: int = 0) -> tuple[bytes, list, int]:
+        """``recvmsg``: the data, the control messages as (level, type, bytes), and msg_flags."""
+
+    @abstractmethod
+    async def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """``sendfile`` from a file the runner opened on the host."""
+
+    @abstractmethod
+    async def splice_to(self, pipe: int, count: int, flags: int) -> int:
+        """``splice`` from this socket into the write end of a host pipe."""
+
+    @abstractmethod
+    async def null_buffer(self, call: str, count: int, flags: int) -> int:
+        """``call`` (send or recv) with a NULL buffer, which the kernel refuses with EFAULT."""
+
+
+class DutEpoll(ABC):
+    """An epoll instance on the DUT: sockets registered with their script-side data."""
+
+    @abstractmethod
+    def control(self, op: int, sock: DutSocket, events: int, data: int) -> None: ...
+
+    @abstractmethod
+    async def wait(self, maxevents: int, timeout_ms: int) -> list[tuple[int, int]]:
+        """Ready (events, data) pairs, at most ``maxevents``, waiting up to ``timeout_ms`` (-1: forever)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
 
 class Dut(ABC):
     """The far end of the bench's link."""
@@ -260,8 +315,9 @@ class Dut(ABC):
             await trio.sleep(0)
 
     @abstractmethod
-    def inject(self, packet: bytes) -> None:
-        """Deliver one IPv4 packet to the DUT (processed before this returns)."""
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
+        """Deliver one IPv4 packet to the DUT (processed before this returns); with ``gso_size``, a TCP
+        segment longer than that arrives as one GSO packet of segments of that size (as after GRO)."""
 
     @abstractmethod
     def socket(self, type: int, proto: int = 0) -> DutSocket:
@@ -270,6 +326,29 @@ class Dut(ABC):
     @abstractmethod
     def set_sysctl(self, name: str, value: str) -> bool:
         """Apply one setting now; False if this DUT has no such setting."""
+
+    @abstractmethod
+    def epoll(self) -> DutEpoll: ...
+
+    @abstractmethod
+    async def poll(self, entries: list[tuple[DutSocket, int]], timeout_ms: int) -> list[int]:
+        """``poll``: the revents of each (socket, events), waiting up to ``timeout_ms`` for one."""
+
+    @abstractmethod
+    def set_qdisc(self, words: list[str]) -> bool:
+        """``tc qdisc ...`` on the DUT's interface (``tun0`` in scripts); False if it has no qdiscs."""
+
+    @abstractmethod
+    def set_route(self, options: list[str]) -> bool:
+        """Route attributes (``advmss 600 mtu lock 640 ...``) towards the bench; False if unsupported."""
+
+    @abstractmethod
+    def set_offloads(self, features: dict[str, bool]) -> bool:
+        """``ethtool -K``: segmentation offloads (tso, gso, gro) on or off; False if this DUT cannot."""
+
+    @abstractmethod
+    def inspect(self, command: str) -> None:
+        """A read-only inspection command (``grep ... /proc/net/tcp``); CalledProcessError if it fails."""
 
     def _emitted(self, packet: bytes) -> None:
         self._sent.append((trio.current_time(), packet))
@@ -334,10 +413,13 @@ class KernelSocket(DutSocket):
         return await self._send_all(len(data), lambda view: self.raw.send(view, flags), data, flags)
 
     async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
-        if self.nonblocking or flags & MSG_DONTWAIT:
-            return await self._retry(lambda: self.raw.sendmsg(buffers, [], flags),
-                                     trio.lowlevel.wait_writable, flags)
-        return await self.send(b"".join(buffers), flags)
+        """One real sendmsg() with the script's iovecs (their number matters: MSG_ZEROCOPY pins each);
+        a blocking socket then sends the rest as a blocking write would."""
+        sent = await self._retry(lambda: self.raw.sendmsg(buffers, [], flags), trio.lowlevel.wait_writable, flags)
+        total = sum(len(b) for b in buffers)
+        if sent < total and not (self.nonblocking or flags & MSG_DONTWAIT):
+            sent += await self.send(b"".join(buffers)[sent:], flags)
+        return sent
 
     async def _send_all(self, total: int, op: Callable[[memoryview], int], data: bytes, flags: int) -> int:
         view = memoryview(data)
@@ -385,25 +467,112 @@ class KernelSocket(DutSocket):
     def tcp_info(self) -> dict[str, int]:
         return parse_tcp_info(self.raw.getsockopt(_socket.IPPROTO_TCP, TCP_INFO, 256))
 
+    def ioctl(self, request: int) -> int:
+        return struct.unpack("i", fcntl.ioctl(self.raw.fileno(), request, bytes(4)))[0]
+
+    async def recvmsg(self, size: int, ancbufsize: int, flags: int = 0) -> tuple[bytes, list, int]:
+        # The error queue never blocks: MSG_ERRQUEUE with nothing queued is EAGAIN at once.
+        wait_flags = flags | (MSG_DONTWAIT if flags & MSG_ERRQUEUE else 0)
+        data, ancdata, msg_flags, _ = await self._retry(lambda: self.raw.recvmsg(size, ancbufsize, flags),
+                                                        trio.lowlevel.wait_readable, wait_flags)
+        return data, [(level, kind, bytes(raw)) for level, kind, raw in ancdata], msg_flags
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> int:
+        return await self._retry(lambda: os.sendfile(self.raw.fileno(), fd, offset, count),
+                                 trio.lowlevel.wait_writable)
+
+    async def splice_to(self, pipe: int, count: int, flags: int) -> int:
+        """On a blocking socket, splice() is made blocking, in a thread: its answers differ from the
+        non-blocking call's (at an urgent mark it returns 0, where the non-blocking one fails EAGAIN)."""
+        if self.nonblocking:
+            return os.splice(self.raw.fileno(), pipe, count, flags=flags)
+        self.raw.setblocking(True)
+        try:
+            return await trio.to_thread.run_sync(lambda: os.splice(self.raw.fileno(), pipe, count, flags=flags),
+                                                 abandon_on_cancel=True)
+        finally:
+            self.raw.setblocking(False)
+
+    async def null_buffer(self, call: str, count: int, flags: int) -> int:
+        await trio.lowlevel.checkpoint()
+        function = getattr(_libc(), call)
+        function.restype = ctypes.c_ssize_t
+        function.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        result = function(self.raw.fileno(), None, count, flags)
+        if result < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        return result
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+class KernelEpoll(DutEpoll):
+    """A kernel epoll instance; the data of each registration is the script's (its fd or ptr)."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.data: dict[int, int] = {}
+
+    def control(self, op: int, sock: DutSocket, events: int, data: int) -> None:
+        assert isinstance(sock, KernelSocket)
+        fd = sock.raw.fileno()
+        if op == EPOLL_CTL_ADD:
+            self.epoll.register(fd, events)
+        elif op == EPOLL_CTL_MOD:
+            self.epoll.modify(fd, events)
+        elif op == EPOLL_CTL_DEL:
+            self.epoll.unregister(fd)
+        else:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self.data[fd] = data
+
+    async def wait(self, maxevents: int, timeout_ms: int) -> list[tuple[int, int]]:
+        ready = self.epoll.poll(0, maxevents)
+        if ready or timeout_ms == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            ready = await trio.to_thread.run_sync(self.epoll.poll, timeout_ms / 1000 if timeout_ms > 0 else -1,
+                                                  maxevents, abandon_on_cancel=True)
+        return [(events, self.data.get(fd, fd)) for fd, events in ready]
+
+    def close(self) -> None:
+        self.epoll.close()
+
 
 _TCP_INFO_HEAD = struct.Struct("<8B")
-_TCP_INFO_U32 = (
+# struct tcp_info after its 8 leading bytes (include/uapi/linux/tcp.h), in order: (name, struct code).
+_TCP_INFO_FIELDS = [(name, "I") for name in (
     "rto ato snd_mss rcv_mss unacked sacked lost retrans fackets last_data_sent last_ack_sent "
     "last_data_recv last_ack_recv pmtu rcv_ssthresh rtt rttvar snd_ssthresh snd_cwnd advmss "
-    "reordering rcv_rtt rcv_space total_retrans"
-).split()
+    "reordering rcv_rtt rcv_space total_retrans").split()] + [
+    ("pacing_rate", "Q"), ("max_pacing_rate", "Q"), ("bytes_acked", "Q"), ("bytes_received", "Q"),
+    ("segs_out", "I"), ("segs_in", "I"), ("notsent_bytes", "I"), ("min_rtt", "I"), ("data_segs_in", "I"),
+    ("data_segs_out", "I"), ("delivery_rate", "Q"), ("busy_time", "Q"), ("rwnd_limited", "Q"),
+    ("sndbuf_limited", "Q"), ("delivered", "I"), ("delivered_ce", "I"), ("bytes_sent", "Q"),
+    ("bytes_retrans", "Q"), ("dsack_dups", "I"), ("reord_seen", "I"), ("rcv_ooopack", "I"), ("snd_wnd", "I"),
+    ("rcv_wnd", "I"), ("rehash", "I"), ("total_rto", "H"), ("total_rto_recoveries", "H"),
+    ("total_rto_time", "I")]
 
 
 def parse_tcp_info(raw: bytes) -> dict[str, int]:
-    """The leading, stable part of Linux's ``struct tcp_info``, as ``tcpi_*`` names."""
-    state, ca_state, retransmits, probes, backoff, options, wscale, _flags = _TCP_INFO_HEAD.unpack_from(raw)
+    """Linux's ``struct tcp_info`` as ``tcpi_*`` names: as many fields as this kernel filled in."""
+    state, ca_state, retransmits, probes, backoff, options, wscale, flags = _TCP_INFO_HEAD.unpack_from(raw)
     info = {
         "tcpi_state": state, "tcpi_ca_state": ca_state, "tcpi_retransmits": retransmits,
         "tcpi_probes": probes, "tcpi_backoff": backoff, "tcpi_options": options,
         "tcpi_snd_wscale": wscale & 0xF, "tcpi_rcv_wscale": wscale >> 4,
+        "tcpi_delivery_rate_app_limited": flags & 1, "tcpi_fastopen_client_fail": (flags >> 1) & 3,
     }
-    values = struct.unpack_from(f"<{len(_TCP_INFO_U32)}I", raw, _TCP_INFO_HEAD.size)
-    info.update({f"tcpi_{name}": value for name, value in zip(_TCP_INFO_U32, values, strict=True)})
+    offset = _TCP_INFO_HEAD.size
+    for name, code in _TCP_INFO_FIELDS:
+        size = struct.calcsize(code)
+        if offset + size > len(raw):
+            break
+        info[f"tcpi_{name}"] = struct.unpack_from(f"<{code}", raw, offset)[0]
+        offset += size
     return info
 
 
@@ -468,6 +637,31 @@ def kernel_hz() -> int | None:
     return None
 
 
+_VNET_HDR = struct.Struct("=BBHHHH")  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_*
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+
+
+class VnetTun(TunLink):
+    """The same tun, framed with virtio-net headers (IFF_VNET_HDR), as packetdrill's own is.
+
+    The header is what lets the bench inject one GSO packet (what GRO would
+    have made of several segments); offloads stay as on the plain tun, so the
+    kernel still hands over MSS-sized packets, its header dropped here.
+    """
+
+    read_size = TunLink.read_size + _VNET_HDR.size
+
+    def __init__(self, name: str, mtu: int) -> None:
+        super().__init__(name, mtu, extra_flags=pytun.IFF_VNET_HDR)
+
+    def send_nowait(self, packet: bytes, gso_size: int = 0) -> None:
+        header = _VNET_HDR.pack(0, VIRTIO_NET_HDR_GSO_TCPV4 if gso_size else 0, 0, gso_size, 0, 0)
+        super().send_nowait(header + packet)
+
+    async def receive(self) -> bytes:
+        return (await super().receive())[_VNET_HDR.size:]
+
+
 class LinuxDut(Dut):
     """The kernel behind a TUN.
 
@@ -491,9 +685,14 @@ class LinuxDut(Dut):
         self.unapplied: list[str] = []  # settings the kernel refused or does not have
         self.congestion_control: bytes | None = None  # set per socket when the sysctl is refused
 
-    def inject(self, packet: bytes) -> None:
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
         self.injected += 1
-        self.tun.send_nowait(packet)
+        if gso_size:
+            if not isinstance(self.tun, VnetTun):
+                raise ValueError("a GSO packet needs a tun with virtio-net headers (DutConfig.gso_injection)")
+            self.tun.send_nowait(packet, gso_size)
+        else:
+            self.tun.send_nowait(packet)
 
     async def read_tun(self) -> None:
         while True:
@@ -532,6 +731,55 @@ class LinuxDut(Dut):
                 self.congestion_control = value.encode()
         return True
 
+    def epoll(self) -> DutEpoll:
+        return KernelEpoll()
+
+    async def poll(self, entries: list[tuple[DutSocket, int]], timeout_ms: int) -> list[int]:
+        poller = select.poll()
+        fds = []
+        for sock, events in entries:
+            assert isinstance(sock, KernelSocket)
+            fds.append(sock.raw.fileno())
+            poller.register(fds[-1], events)
+        ready = poller.poll(0)
+        if ready or timeout_ms == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            ready = await trio.to_thread.run_sync(poller.poll, timeout_ms if timeout_ms > 0 else None,
+                                                  abandon_on_cancel=True)
+        revents = dict(ready)
+        return [revents.get(fd, 0) for fd in fds]
+
+    def set_qdisc(self, words: list[str]) -> bool:
+        """Raises Absent when the kernel refuses it (``fq`` is not built into every kernel)."""
+        # The namespace's tun already has the pfifo of defaults.sh: "add" replaces it.
+        argv = ["tc", *("replace" if w == "add" else self.tun.name if w == "tun0" else w for w in words)]
+        done = self.ns.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise Absent(f"`tc {' '.join(words)}`: {done.stderr.strip()} (this kernel lacks the qdisc)")
+        return True
+
+    def set_route(self, options: list[str]) -> bool:
+        argv = ["ip", "route", "replace", f"{BENCH_ADDRESS}/32", "dev", self.tun.name, *options]
+        return self.ns.run(argv, capture_output=True, check=False).returncode == 0
+
+    def set_offloads(self, features: dict[str, bool]) -> bool:
+        """ethtool's legacy per-feature SIOCETHTOOL commands, on the tun inside the namespace."""
+        if not set(features) <= set(ETHTOOL_SET):
+            return False
+        with self.ns.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as sock:
+            for name, on in features.items():
+                value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_SET[name], int(on)))
+                ifreq = struct.pack("16sP", self.tun.name.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+                try:
+                    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+                except OSError:
+                    return False
+        return True
+
+    def inspect(self, command: str) -> None:
+        self.ns.run(["sh", "-c", command], capture_output=True, check=True)
+
 
 @asynccontextmanager
 async def linux_dut(config: DutConfig | None = None) -> AsyncIterator[LinuxDut]:
@@ -541,7 +789,7 @@ async def linux_dut(config: DutConfig | None = None) -> AsyncIterator[LinuxDut]:
     if reason is not None:
         raise NeedsNetAdmin(reason)
     name = f"pstc{os.getpid() % 100000}x{next(_serial)}"[:15]
-    with Namespace(name) as ns, TunLink(name, config.mtu) as tun:
+    with Namespace(name) as ns, (VnetTun if config.gso_injection else TunLink)(name, config.mtu) as tun:
         ns.move_link(tun.name)
         dut = LinuxDut(ns, tun)
         dut.unapplied = [n for n, v in config.sysctls.items() if not dut.set_sysctl(n, v)]
@@ -676,6 +924,25 @@ class PystackSocket(DutSocket):
             "tcpi_reordering": self.stack.tcp.config.reordering,
         }
 
+    def ioctl(self, request: int) -> int:
+        raise Unsupported(f"pystack has no ioctl {IOCTL_NAMES.get(request, hex(request))}")
+
+    async def recvmsg(self, size: int, ancbufsize: int, flags: int = 0) -> tuple[bytes, list, int]:
+        if flags & MSG_ERRQUEUE:
+            raise Unsupported("pystack has no error queue (MSG_ERRQUEUE)")
+        data, ancdata, msg_flags, _ = await self.sock.recvmsg(size, ancbufsize, flags)
+        return data, ancdata, msg_flags
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> int:
+        """The file's bytes, sent as send() sends them (the host's file, pystack's socket)."""
+        return await self.send(os.pread(fd, count, offset))
+
+    async def splice_to(self, pipe: int, count: int, flags: int) -> int:
+        raise Unsupported("pystack has no splice")
+
+    async def null_buffer(self, call: str, count: int, flags: int) -> int:
+        raise Unsupported(f"pystack has no user-space pointers: {call}() cannot be given a NULL buffer")
+
 
 class PystackDut(Dut):
     kind = "pystack"
@@ -689,7 +956,8 @@ class PystackDut(Dut):
         self.link = _BenchLink(self, config.mtu)
         self.network: Network  # set by pystack_dut once the driver runs
 
-    def inject(self, packet: bytes) -> None:
+    def inject(self, packet: bytes, gso_size: int = 0) -> None:
+        """pystack has no GRO: a GSO packet reaches it as the one large segment GRO would have made."""
         self.injected += 1
         self.link.stats.rx_packets += 1
         self.stack.input(packet, IFNAME)
@@ -707,6 +975,25 @@ class PystackDut(Dut):
             if getattr(cfg, attr) != getattr(TcpConfig(), attr):
                 setattr(current, attr, getattr(cfg, attr))
         return True
+
+    def epoll(self) -> DutEpoll:
+        raise Unsupported("pystack has no epoll")
+
+    async def poll(self, entries: list[tuple[DutSocket, int]], timeout_ms: int) -> list[int]:
+        raise Unsupported("pystack has no poll")
+
+    def set_qdisc(self, words: list[str]) -> bool:
+        return False
+
+    def set_route(self, options: list[str]) -> bool:
+        return False
+
+    def set_offloads(self, features: dict[str, bool]) -> bool:
+        """pystack never offloads segmentation: every segment is built at the MSS, which is "off"."""
+        return not any(features.values())
+
+    def inspect(self, command: str) -> None:
+        raise Unsupported(f"pystack has no /proc: cannot run `{command}`")
 
 
 @asynccontextmanager

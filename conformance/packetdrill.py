@@ -536,8 +536,8 @@ class _Parser:
                 info.ttl = self.integer()
             elif word == "flowlabel":
                 info.flowlabel = self.integer()
-            elif word in ("no_ecn", "ect0", "ect1", "ce", "ect01"):
-                info.ecn = word
+            elif word in ("no_ecn", "noecn", "ect0", "ect1", "ce", "ect01"):
+                info.ecn = "no_ecn" if word == "noecn" else word
             else:
                 raise self.error(f"unknown IP info {word!r}")
             if self.is_punct(","):

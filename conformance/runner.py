@@ -28,14 +28,21 @@ What is faithful to packetdrill (gtests/net/packetdrill/run*.c):
   once. ``...`` arguments get live values: ``bind`` and ``connect`` use
   port 8080, the DUT's address and the bench's.
 - ``%{ assert tcpi_... }%`` code blocks are evaluated (a restricted
-  expression evaluator, no ``exec``) against the socket under test's
-  ``tcp_info`` when the event is reached.
+  evaluator, no ``exec``) against the socket under test's ``tcp_info``
+  when the event is reached; variables they assign carry over to later
+  blocks, as in packetdrill's one Python process.
+- epoll, poll, ioctl, recvmsg with control messages and the error queue,
+  open/sendfile/pipe/splice and NULL buffers are the kernel's own calls on
+  Linux, checked as ``run_system_call.c`` checks them; ``--mss`` injects
+  GSO packets. What pystack lacks fails on pystack (``Unsupported``).
 
-What differs, deliberately: the init command (``defaults.sh``) and
-sysctl commands are emulated, not executed (:mod:`.commands`); a script
-whose lines need something this runner does not do (IPv6, UDP and ICMP
-packet lines, encapsulation, poll/epoll/sendfile, unknown commands) is
-skipped with the reason, before anything runs. A code block naming a
+What differs, deliberately: commands are carried out on the DUT, not run
+on the host (:func:`command_actions`: sysctls of the namespace, ``tc``,
+``ip route``, ``ethtool -K``, files in a scratch folder standing for
+/tmp); a script whose lines need something this runner does not do
+(IPv6, UDP and ICMP packet lines, encapsulation, unknown commands) is
+skipped with the reason, before anything runs, and one that needs what
+this kernel lacks (a qdisc) when it asks for it. A code block naming a
 ``tcpi_`` field the DUT cannot report is skipped (and noted), the rest of
 the script runs.
 """
@@ -45,8 +52,12 @@ from __future__ import annotations
 import ast
 import errno as _errno
 import operator
+import os
 import shlex
 import struct
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +68,18 @@ from pystack.addr import aton
 from pystack.checksum import internet_checksum, pseudo_header_sum
 from pystack.host.netns import NeedsNetAdmin
 
-from .dut import PACKETDRILL_DEFAULTS, Dut, DutConfig, DutSocket, open_dut, run_on
+from .dut import (
+    PACKETDRILL_DEFAULTS,
+    UPSTREAM_REMOTE,
+    Absent,
+    Dut,
+    DutConfig,
+    DutEpoll,
+    DutSocket,
+    Unsupported,
+    open_dut,
+    run_on,
+)
 from .normalize import (
     ACK,
     AE,
@@ -169,41 +191,82 @@ SYMBOLS: dict[str, int] = {
     "MSG_MORE": 0x8000, "MSG_ERRQUEUE": 0x2000, "MSG_FASTOPEN": 0x20000000, "MSG_ZEROCOPY": 0x4000000,
     "F_GETFL": 3, "F_SETFL": 4, "F_GETFD": 1, "F_SETFD": 2,
     "O_RDONLY": 0, "O_WRONLY": 1, "O_RDWR": 2, "O_NONBLOCK": 0o4000, "O_CLOEXEC": 0o2000000,
-    "SHUT_RD": 0, "SHUT_WR": 1, "SHUT_RDWR": 2,
+    "SHUT_RD": 0, "SHUT_WR": 1, "SHUT_RDWR": 2, "NULL": 0,
+    "IP_RECVERR": 11, "IP_FREEBIND": 15, "IP_PMTUDISC_DONT": 0, "IP_PMTUDISC_WANT": 1, "IP_PMTUDISC_DO": 2,
+    "IP_PMTUDISC_PROBE": 3, "TCP_INQ": 36, "TCP_CM_INQ": 36, "TCP_ZEROCOPY_RECEIVE": 35,
+    "SO_TIMESTAMPING": 37, "SCM_TIMESTAMPING": 37, "SO_TIMESTAMP": 29, "SO_TIMESTAMPNS": 35,
+    "SCM_TIMESTAMPING_OPT_STATS": 54,
+    # packetdrill's names for the level and type of an IPv4 socket's error-queue message
+    "CMSG_LEVEL_IP": 0, "CMSG_TYPE_RECVERR": 11,
+    "SOF_TIMESTAMPING_TX_HARDWARE": 0x1, "SOF_TIMESTAMPING_TX_SOFTWARE": 0x2,
+    "SOF_TIMESTAMPING_RX_HARDWARE": 0x4, "SOF_TIMESTAMPING_RX_SOFTWARE": 0x8,
+    "SOF_TIMESTAMPING_SOFTWARE": 0x10, "SOF_TIMESTAMPING_SYS_HARDWARE": 0x20,
+    "SOF_TIMESTAMPING_RAW_HARDWARE": 0x40, "SOF_TIMESTAMPING_OPT_ID": 0x80, "SOF_TIMESTAMPING_TX_SCHED": 0x100,
+    "SOF_TIMESTAMPING_TX_ACK": 0x200, "SOF_TIMESTAMPING_OPT_CMSG": 0x400, "SOF_TIMESTAMPING_OPT_TSONLY": 0x800,
+    "SOF_TIMESTAMPING_OPT_STATS": 0x1000, "SOF_TIMESTAMPING_OPT_PKTINFO": 0x2000,
+    "SOF_TIMESTAMPING_OPT_TX_SWHW": 0x4000,
+    "SCM_TSTAMP_SND": 0, "SCM_TSTAMP_SCHED": 1, "SCM_TSTAMP_ACK": 2,
+    "SO_EE_ORIGIN_NONE": 0, "SO_EE_ORIGIN_LOCAL": 1, "SO_EE_ORIGIN_ICMP": 2, "SO_EE_ORIGIN_ICMP6": 3,
+    "SO_EE_ORIGIN_TIMESTAMPING": 4, "SO_EE_ORIGIN_ZEROCOPY": 5, "SO_EE_CODE_ZEROCOPY_COPIED": 1,
+    "SIOCINQ": 0x541B, "SIOCOUTQ": 0x5411, "SIOCOUTQNSD": 0x894B, "FIONREAD": 0x541B,
+    "EPOLL_CTL_ADD": 1, "EPOLL_CTL_DEL": 2, "EPOLL_CTL_MOD": 3,
+    "EPOLLIN": 0x1, "EPOLLPRI": 0x2, "EPOLLOUT": 0x4, "EPOLLERR": 0x8, "EPOLLHUP": 0x10, "EPOLLRDNORM": 0x40,
+    "EPOLLRDBAND": 0x80, "EPOLLWRNORM": 0x100, "EPOLLWRBAND": 0x200, "EPOLLMSG": 0x400, "EPOLLRDHUP": 0x2000,
+    "EPOLLEXCLUSIVE": 1 << 28, "EPOLLWAKEUP": 1 << 29, "EPOLLONESHOT": 1 << 30, "EPOLLET": 1 << 31,
+    "POLLIN": 0x1, "POLLPRI": 0x2, "POLLOUT": 0x4, "POLLERR": 0x8, "POLLHUP": 0x10, "POLLNVAL": 0x20,
+    "POLLRDNORM": 0x40, "POLLRDBAND": 0x80, "POLLWRNORM": 0x100, "POLLWRBAND": 0x200, "POLLRDHUP": 0x2000,
 }
+# Names a code block may use besides tcpi_* (packetdrill's Python environment: TCP_CA_* of linux/tcp.h).
+CODE_CONSTANTS = {"TCP_CA_Open": 0, "TCP_CA_Disorder": 1, "TCP_CA_CWR": 2, "TCP_CA_Recovery": 3,
+                  "TCP_CA_Loss": 4}
+CONTROL_SPACE = 4096  # packetdrill's MSGHDR_MAX_CONTROLLEN
 
 SUPPORTED_SYSCALLS = {
-    "socket", "bind", "listen", "accept", "connect", "read", "recv", "recvfrom", "write", "send",
+    "socket", "bind", "listen", "accept", "connect", "read", "recv", "recvfrom", "recvmsg", "write", "send",
     "sendto", "sendmsg", "writev", "readv", "close", "shutdown", "setsockopt", "getsockopt", "fcntl",
+    "ioctl", "poll", "epoll_create", "epoll_ctl", "epoll_wait", "open", "sendfile", "pipe", "splice",
 }
+# --mss=N: an inbound TCP segment longer than N is injected as one GSO packet of N-byte segments.
 SUPPORTED_OPTIONS = {"tolerance_usecs", "tolerance_percent", "tcp_ts_tick_usecs", "strict_segments",
-                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled"}
+                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled", "mss"}
 
 
 # ---------------------------------------------------------------- commands (emulated)
 
 
-def emulate_command(text: str, line: int | None = None) -> dict[str, str]:
-    """The sysctl settings a packetdrill command line stands for; Skip if it is not one we emulate.
+Action = tuple  # ("sysctl", name, value), ("qdisc", words), ("route", options), ("offload", {name: on}),
+#                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value)
+
+
+def command_actions(text: str, line: int | None = None) -> list[Action]:
+    """What a packetdrill command stands for, as actions for the DUT; Skip if it is not one we emulate.
 
     ``defaults.sh`` becomes :data:`~conformance.dut.PACKETDRILL_DEFAULTS`;
-    ``sysctl [-q] [-w] name=value``, ``set_sysctls.py /proc/sys/x/y=v`` and
-    ``echo v > /proc/sys/x/y`` become settings; ``ip tcp_metrics flush``,
-    ``tc qdisc`` and the ``sysctl_restore`` clean-up need nothing (every
-    run has a fresh namespace).
+    ``sysctl [-q] [-e] [-w] name=value`` (dotted or slashed), ``set_sysctls.py
+    /proc/sys/x/y=v`` and ``echo v > /proc/sys/x/y`` become settings of the
+    namespace; ``tc qdisc ...``, ``ip route change <remote> ... dev tun0 <attrs>``
+    and ``ethtool -K tun0 <feature> on|off`` act on the DUT's interface;
+    ``rm -f /tmp/x`` and ``dd if=/dev/zero of=/tmp/x`` on the runner's own
+    scratch folder (standing for /tmp); ``grep``/``cat`` are read-only
+    inspections run in the namespace; ``echo v > /sys/module/...`` is a
+    module parameter (global, checked, never written). ``ip tcp_metrics
+    flush`` and the ``sysctl_restore`` clean-up need nothing (every run has
+    a fresh namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
     """
-    settings: dict[str, str] = {}
+    actions: list[Action] = []
+    text = text.replace("\\\n", " ")
     for raw in text.replace(";", "\n").splitlines():
-        command = raw.strip()
-        if not command:
-            continue
         try:
-            words = shlex.split(command)
+            words = shlex.split(raw, comments=True)
         except ValueError:
-            raise Skip(line, f"command not emulated: {command}") from None
-        head = words[0]
-        if head.endswith("defaults.sh"):
-            settings.update(PACKETDRILL_DEFAULTS)
+            raise Skip(line, f"command not emulated: {raw.strip()}") from None
+        if not words:
+            continue
+        command = raw.split("#", 1)[0].strip()
+        words = _without_redirections(words)
+        head = Path(words[0]).name
+        if head == "defaults.sh":
+            actions += [("sysctl", name, value) for name, value in PACKETDRILL_DEFAULTS.items()]
         elif head == "sysctl":
             for word in words[1:]:
                 if word.startswith("-"):
@@ -211,20 +274,85 @@ def emulate_command(text: str, line: int | None = None) -> dict[str, str]:
                 name, sep, value = word.partition("=")
                 if not sep:
                     raise Skip(line, f"command not emulated: {command}")
-                settings[name.strip()] = value.strip()
-        elif head.endswith("set_sysctls.py"):
+                actions.append(("sysctl", name.strip().replace("/", "."), value.strip()))
+        elif head == "set_sysctls.py":
             for word in words[1:]:
                 path, sep, value = word.partition("=")
                 if not sep or not path.startswith("/proc/sys/"):
                     raise Skip(line, f"command not emulated: {command}")
-                settings[path.removeprefix("/proc/sys/").replace("/", ".")] = value
+                actions.append(("sysctl", path.removeprefix("/proc/sys/").replace("/", "."), value))
         elif head == "echo" and len(words) == 4 and words[2] == ">" and words[3].startswith("/proc/sys/"):
-            settings[words[3].removeprefix("/proc/sys/").replace("/", ".")] = words[1]
-        elif words[:2] == ["ip", "tcp_metrics"] or head == "tc" or "sysctl_restore" in head:
+            actions.append(("sysctl", words[3].removeprefix("/proc/sys/").replace("/", "."), words[1]))
+        elif head == "echo" and len(words) == 4 and words[2] == ">" and words[3].startswith("/sys/module/"):
+            actions.append(("module", words[3], words[1]))
+        elif words[:2] == ["ip", "tcp_metrics"] or "sysctl_restore" in head:
             continue
+        elif words[:3] in (["ip", "route", "change"], ["ip", "route", "replace"]):
+            actions.append(("route", _route_attributes(words, command, line)))
+        elif words[:2] == ["ip", "-6"]:
+            raise Skip(line, f"IPv6 commands are not supported: {command}")
+        elif head == "tc" and words[1:2] == ["qdisc"]:
+            actions.append(("qdisc", words[1:]))
+        elif head == "ethtool" and words[1:3] == ["-K", "tun0"] and len(words) % 2 == 1 \
+                and all(w in ("on", "off") for w in words[4::2]):
+            actions.append(("offload", {name: on == "on" for name, on in zip(words[3::2], words[4::2], strict=True)}))
+        elif head == "rm" and words[1:2] == ["-f"] and all(_scratch(w) for w in words[2:]):
+            actions += [("rm", w) for w in words[2:]]
+        elif head == "dd":
+            actions.append(_dd(words, command, line))
+        elif head in ("grep", "cat"):
+            actions.append(("inspect", command))
         else:
             raise Skip(line, f"command not emulated: {command}")
-    return settings
+    return actions
+
+
+def emulate_command(text: str, line: int | None = None) -> dict[str, str]:
+    """The sysctl settings a packetdrill command stands for (see :func:`command_actions`)."""
+    return {action[1]: action[2] for action in command_actions(text, line) if action[0] == "sysctl"}
+
+
+def _without_redirections(words: list[str]) -> list[str]:
+    """The words without ``> /dev/null`` and ``2>&1`` (output the runner does not keep anyway)."""
+    out: list[str] = []
+    skip = False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+        elif word in (">", "2>") and words[i + 1:i + 2] == ["/dev/null"]:
+            skip = True
+        elif word not in ("2>&1", ">/dev/null", "2>/dev/null"):
+            out.append(word)
+    return out
+
+
+def _scratch(path: str) -> bool:
+    return path.startswith("/tmp/") and "/" not in path.removeprefix("/tmp/")
+
+
+def _route_attributes(words: list[str], command: str, line: int | None) -> list[str]:
+    """``ip route change 192.0.2.1 via 192.168.0.2 dev tun0 advmss 600 ...``: the attributes after the device.
+
+    Scripts name upstream's addresses (remote 192.0.2.1); the bench's
+    route is the same path to its own address (on-link, no gateway).
+    """
+    if words[3:4] != [UPSTREAM_REMOTE] or "dev" not in words:
+        raise Skip(line, f"route command not emulated: {command}")
+    rest = words[words.index("dev") + 1:]
+    if rest[:1] != ["tun0"]:
+        raise Skip(line, f"route command not emulated: {command}")
+    return rest[1:]
+
+
+def _dd(words: list[str], command: str, line: int | None) -> Action:
+    args = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    if args.get("if") != "/dev/zero" or not _scratch(args.get("of", "")):
+        raise Skip(line, f"command not emulated: {command}")
+    try:
+        size = int(args.get("bs", "512")) * int(args.get("count", "0"))
+    except ValueError:
+        raise Skip(line, f"command not emulated: {command}") from None
+    return ("dd", args["of"], size)
 
 
 def plan(script: Script) -> DutConfig:
@@ -234,7 +362,7 @@ def plan(script: Script) -> DutConfig:
             raise Skip(None, f"option --{name} is not supported")
         if name == "ip_version" and value != "ipv4":
             raise Skip(None, f"--ip_version={value}: only IPv4 is supported")
-    sysctls = emulate_command(script.init_command) if script.init_command else {}
+    commands = [(None, script.init_command)] if script.init_command else []
     for event in script.events:
         action = event.action
         if isinstance(action, PacketSpec):
@@ -246,8 +374,24 @@ def plan(script: Script) -> DutConfig:
             if action.name not in SUPPORTED_SYSCALLS:
                 raise Skip(event.line, f"system call {action.name}() is not supported")
         elif isinstance(action, CommandSpec):
-            emulate_command(action.text, event.line)  # raises Skip if not emulated
-    return DutConfig(sysctls=sysctls)
+            commands.append((event.line, action.text))
+    for line, text in commands:
+        for action in command_actions(text, line):  # raises Skip if not emulated
+            if action[0] == "module":
+                _check_module_parameter(action[1], action[2], line)
+    sysctls = emulate_command(script.init_command) if script.init_command else {}
+    return DutConfig(sysctls=sysctls, gso_injection="mss" in script.options)
+
+
+def _check_module_parameter(path: str, value: str, line: int | None) -> None:
+    """A module parameter is global to the host: a script may only ask for the value it already has."""
+    try:
+        current = Path(path).read_text().strip()
+    except OSError:
+        current = None
+    if current != value:
+        raise Skip(line, f"{path} is a global module parameter (not per namespace): the script wants "
+                         f"{value}, the host has {current}, and the runner does not change the host")
 
 
 # ---------------------------------------------------------------- the connection under test
@@ -308,12 +452,17 @@ _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, as
             ast.Gt: operator.gt, ast.GtE: operator.ge}
 
 
-def evaluate_code(text: str, names: dict[str, int]) -> str | None:
+def evaluate_code(text: str, names: dict[str, int], variables: dict[str, object] | None = None) -> str | None:
     """Run a ``%{ assert tcpi_x == 10, tcpi_x }%`` block: None if every assert holds, else the failure.
 
-    Only asserts over ``tcpi_*`` names, numbers and arithmetic/comparisons
-    are understood; a name the DUT does not report raises _Unavailable.
+    Understood: asserts, assignments (``cwnd = 58``, ``cwnd += 1``) to
+    ``variables``, which later blocks of the script see (packetdrill runs
+    all of a script's blocks in one Python process), ``print(...)``
+    (ignored), numbers, strings, ``%`` formatting, arithmetic and
+    comparisons over ``tcpi_*`` names and linux/tcp.h's ``TCP_CA_*``. A
+    name the DUT does not report raises _Unavailable.
     """
+    variables = {} if variables is None else variables
     try:
         tree = ast.parse(text.strip())
     except SyntaxError as exc:
@@ -323,9 +472,10 @@ def evaluate_code(text: str, names: dict[str, int]) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
             return node.value
         if isinstance(node, ast.Name):
-            if node.id not in names:
-                raise _Unavailable(f"{node.id} is not reported by this DUT")
-            return names[node.id]
+            for scope in (variables, names, CODE_CONSTANTS):
+                if node.id in scope:
+                    return scope[node.id]
+            raise _Unavailable(f"{node.id} is not reported by this DUT")
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             return _BINOPS[type(node.op)](value(node.left), value(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
@@ -352,8 +502,18 @@ def evaluate_code(text: str, names: dict[str, int]) -> str | None:
             if not value(statement.test):
                 detail = f" ({value(statement.msg)})" if statement.msg is not None else ""
                 return f"assert {ast.unparse(statement.test)} failed{detail}"
+        elif (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+              and isinstance(statement.value.func, ast.Name) and statement.value.func.id == "print"):
+            continue
         elif isinstance(statement, ast.Expr):
             value(statement.value)
+        elif (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+              and isinstance(statement.targets[0], ast.Name)):
+            variables[statement.targets[0].id] = value(statement.value)
+        elif (isinstance(statement, ast.AugAssign) and isinstance(statement.target, ast.Name)
+              and type(statement.op) in _BINOPS):
+            variables[statement.target.id] = _BINOPS[type(statement.op)](
+                value(statement.target), value(statement.value))
         else:
             raise _Unavailable(f"unsupported statement in code block: {ast.unparse(statement)}")
     return None
@@ -369,10 +529,14 @@ class Runner:
         opts = script.options
         self.tolerance = float(opts.get("tolerance_usecs") or DEFAULT_TOLERANCE_USECS) / 1e6
         self.tolerance_percent = float(opts.get("tolerance_percent") or DEFAULT_TOLERANCE_PERCENT)
+        self.gso_size = int(opts.get("mss") or 0)
         tick = opts.get("tcp_ts_tick_usecs")
         self.ts_tick = float(tick) / 1e6 if tick else 0.0
         self.strict_segments = "strict_segments" in opts
-        self.fds: dict[int, DutSocket] = {}
+        self.fds: dict[int, DutSocket | DutEpoll | int] = {}  # sockets, epolls, host fds (files, pipes)
+        self.code_variables: dict[str, object] = {}  # code blocks share one Python namespace, as packetdrill's
+        self.scratch = ""  # the runner's folder standing for /tmp (files scripts create and open)
+        self.t0_wall = 0.0  # the wall-clock time of t0 (kernel timestamps are CLOCK_REALTIME)
         self.nonblocking: set[int] = set()
         self.flow: Flow | None = None
         self.listening = False
@@ -440,25 +604,73 @@ class Runner:
 
     async def run(self) -> None:
         events = self.script.events
-        if events[0].time.kind != "absolute" or events[0].time.start != 0:
+        if events[0].time.kind not in ("absolute", "relative") or events[0].time.start != 0:
             raise Failure(events[0].line, "first event should be at time 0")
-        self.t0 = self.dut.now()
         stopped: Failure | Skip | None = None
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            try:
-                for event in events:
-                    start, end, blocking_end = self.schedule(event)
-                    await self.step(event, start, end, blocking_end)
-                    self.raise_async_failure()
-                    self.last_event = event
-                    self.last_time = start
-                await self.await_idle(None, at_end=True)
-            except (Failure, Skip) as exc:
-                stopped = exc
-            nursery.cancel_scope.cancel()
+        with tempfile.TemporaryDirectory(prefix="packetdrill-") as self.scratch:
+            if self.script.init_command:
+                await self.apply(command_actions(self.script.init_command), None, init=True)
+            self.t0 = self.dut.now()
+            self.t0_wall = time.time()
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                try:
+                    for event in events:
+                        start, end, blocking_end = self.schedule(event)
+                        await self.step(event, start, end, blocking_end)
+                        self.raise_async_failure()
+                        self.last_event = event
+                        self.last_time = start
+                    await self.await_idle(None, at_end=True)
+                except (Failure, Skip) as exc:
+                    stopped = exc
+                nursery.cancel_scope.cancel()
+            self.close_host_fds()
         if stopped is not None:
             raise stopped
+
+    def close_host_fds(self) -> None:
+        for handle in self.fds.values():
+            if isinstance(handle, int):
+                os.close(handle)
+            elif isinstance(handle, DutEpoll):
+                handle.close()
+
+    async def apply(self, actions: list[Action], line: int | None, init: bool = False) -> None:
+        """Carry out a command's actions on the DUT (sysctls of the init command are in its config)."""
+        where = f"line {line}: " if line else "init command: "
+        for action in actions:
+            kind = action[0]
+            if kind == "sysctl":
+                if not init and not self.dut.set_sysctl(action[1], action[2]):
+                    self.notes.append(f"{where}{action[1]} has no counterpart on {self.dut.kind}")
+            elif kind in ("qdisc", "route", "offload"):
+                setter = {"qdisc": self.dut.set_qdisc, "route": self.dut.set_route,
+                          "offload": self.dut.set_offloads}[kind]
+                try:
+                    done = setter(action[1])
+                except Absent as why:
+                    raise Skip(line, str(why)) from None
+                if not done:
+                    self.notes.append(f"{where}{kind} {action[1]} has no effect on {self.dut.kind}")
+            elif kind == "rm":
+                Path(self.host_path(action[1])).unlink(missing_ok=True)
+            elif kind == "dd":
+                Path(self.host_path(action[1])).write_bytes(bytes(action[2]))
+            elif kind == "inspect":
+                try:
+                    self.dut.inspect(action[1])
+                except subprocess.CalledProcessError as exc:
+                    raise Failure(line, f"command failed with status {exc.returncode}: {action[1]}") from None
+                except Unsupported as exc:
+                    raise Failure(line, str(exc)) from None
+        await trio.lowlevel.checkpoint()
+
+    def host_path(self, path: str) -> str:
+        """A script's /tmp path, in the runner's scratch folder (scripts never touch the host's /tmp)."""
+        if not _scratch(path):
+            raise Skip(None, f"only files in /tmp are supported, not {path}")
+        return os.path.join(self.scratch, path.removeprefix("/tmp/"))
 
     def raise_async_failure(self) -> None:
         if self.async_failure is not None:
@@ -476,9 +688,7 @@ class Runner:
             await self.syscall(event, action, start, blocking_end)
         elif isinstance(action, CommandSpec):
             await self.wait_until(event, start)
-            for name, value in emulate_command(action.text, event.line).items():
-                if not self.dut.set_sysctl(name, value):
-                    self.notes.append(f"line {event.line}: {name} has no counterpart on {self.dut.kind}")
+            await self.apply(command_actions(action.text, event.line), event.line)
         elif isinstance(action, CodeSpec):
             await self.wait_until(event, start)
             self.code(event, action)
@@ -514,7 +724,7 @@ class Runner:
             flow.remote[0], flow.local[0], sport, dport, seq, ack, _flag_bits(spec.flags),
             spec.window or 0, spec.urg, options, bytes(spec.payload_len), ttl=spec.ip.ttl or 64,
             tos=_tos_byte(spec),
-        ))
+        ), self.gso_size if spec.payload_len > self.gso_size else 0)
         self.log(f"line {event.line}: injected {_spec_text(spec)}")
 
     def inbound_option(self, event: Event, flow: Flow, option: TcpOption, has_ack: bool) -> bytes:
@@ -766,6 +976,8 @@ class Runner:
             result = await handler(event, spec, [self.value(a) for a in spec.args])
         except (Failure, Skip):
             raise
+        except Unsupported as exc:
+            raise Failure(event.line, str(exc)) from None
         except OSError as exc:
             self.log(f"line {event.line}: {spec.name}() = -1 {_errno.errorcode.get(exc.errno or 0, exc.errno)}")
             return -1, exc.errno
@@ -812,11 +1024,24 @@ class Runner:
         return expr
 
     def sock(self, event: Event, fd: object) -> DutSocket:
-        if not isinstance(fd, int) or fd not in self.fds:
-            raise Failure(event.line, f"bad file descriptor {fd!r} in script")
-        return self.fds[fd]
+        handle = self.fds.get(fd) if isinstance(fd, int) else None
+        if not isinstance(handle, DutSocket):
+            raise Failure(event.line, f"bad file descriptor {fd!r} in script (not a socket)")
+        return handle
 
-    def new_fd(self, event: Event, spec: SyscallSpec, sock: DutSocket) -> int:
+    def epoll_handle(self, event: Event, fd: object) -> DutEpoll:
+        handle = self.fds.get(fd) if isinstance(fd, int) else None
+        if not isinstance(handle, DutEpoll):
+            raise Failure(event.line, f"bad file descriptor {fd!r} in script (not an epoll)")
+        return handle
+
+    def host_fd(self, event: Event, fd: object) -> int:
+        handle = self.fds.get(fd) if isinstance(fd, int) else None
+        if not isinstance(handle, int):
+            raise Failure(event.line, f"bad file descriptor {fd!r} in script (not a file or pipe)")
+        return handle
+
+    def new_fd(self, event: Event, spec: SyscallSpec, sock: DutSocket | DutEpoll | int) -> int:
         expected = self.value(spec.result)
         if not isinstance(expected, int) or expected < 0:
             raise Failure(event.line, f"{spec.name}() returned a socket, but the script expected {expected}")
@@ -881,10 +1106,14 @@ class Runner:
         return 0
 
     async def sys_read(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        if args[1] == SYMBOLS["NULL"]:
+            return await self.sock(event, args[0]).null_buffer("recv", _int(args[2]), 0)
         return len(await self.sock(event, args[0]).recv(_int(args[2])))
 
     async def sys_recv(self, event: Event, spec: SyscallSpec, args: list) -> int:
         flags = args[3] if len(args) > 3 and isinstance(args[3], int) else 0
+        if args[1] == SYMBOLS["NULL"]:
+            return await self.sock(event, args[0]).null_buffer("recv", _int(args[2]), flags)
         return len(await self.sock(event, args[0]).recv(_int(args[2]), flags))
 
     sys_recvfrom = sys_recv
@@ -893,10 +1122,14 @@ class Runner:
         return len(await self.sock(event, args[0]).recv(sum(_iov_lengths(event, args[1]))))
 
     async def sys_write(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        if args[1] == SYMBOLS["NULL"]:
+            return await self.sock(event, args[0]).null_buffer("send", _int(args[2]), 0)
         return await self.sock(event, args[0]).send(bytes(_int(args[2])))
 
     async def sys_send(self, event: Event, spec: SyscallSpec, args: list) -> int:
         flags = args[3] if len(args) > 3 and isinstance(args[3], int) else 0
+        if args[1] == SYMBOLS["NULL"]:
+            return await self.sock(event, args[0]).null_buffer("send", _int(args[2]), flags)
         return await self.sock(event, args[0]).send(bytes(_int(args[2])), flags)
 
     sys_sendto = sys_send
@@ -917,12 +1150,193 @@ class Runner:
         return await self.sock(event, args[0]).sendmsg(buffers, flags)
 
     async def sys_close(self, event: Event, spec: SyscallSpec, args: list) -> int:
-        sock = self.sock(event, args[0])
-        del self.fds[args[0]]
+        handle = self.fds.pop(args[0], None) if isinstance(args[0], int) else None
+        if handle is None:
+            raise Failure(event.line, f"bad file descriptor {args[0]!r} in script")
         self.nonblocking.discard(args[0])
-        sock.close()
+        if isinstance(handle, int):
+            os.close(handle)
+        else:
+            handle.close()
         await trio.lowlevel.checkpoint()
         return 0
+
+    # -- readiness: poll and epoll
+
+    async def sys_poll(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        entries = []
+        for item in args[0] if isinstance(args[0], list) else []:
+            if not isinstance(item, Struct):
+                raise Skip(event.line, f"unsupported pollfd {item!r}")
+            entries.append((self.sock(event, self.value(_field(event, item, "fd"))),
+                            _int(self.value(_field(event, item, "events"))),
+                            _int(self.value(_field(event, item, "revents")))))
+        revents = await self.dut.poll([(sock, events) for sock, events, _ in entries], _int(args[2]))
+        for index, ((_, _, wanted), got) in enumerate(zip(entries, revents, strict=True)):
+            if got != wanted:
+                raise Failure(event.line, f"poll: expected revents {_flag_names(wanted, 'POLL')} but got "
+                                          f"{_flag_names(got, 'POLL')} for pollfd {index}")
+        return sum(1 for got in revents if got)
+
+    async def sys_epoll_create(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.new_fd(event, spec, self.dut.epoll())
+
+    async def sys_epoll_ctl(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        epoll = self.epoll_handle(event, args[0])
+        events, data = self.epoll_event(event, args[3])
+        epoll.control(_int(args[1]), self.sock(event, args[2]), events, data)
+        await trio.lowlevel.checkpoint()
+        return 0
+
+    async def sys_epoll_wait(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        """packetdrill checks the first event returned (all zero when none) against the script's."""
+        epoll = self.epoll_handle(event, args[0])
+        wanted = self.epoll_event(event, args[1])
+        ready = await epoll.wait(_int(args[2]), _int(args[3]))
+        got = ready[0] if ready else (0, 0)
+        if self.result_matches(spec, len(ready)) and got != wanted:
+            raise Failure(event.line, f"epoll_wait: expected {{events={_flag_names(wanted[0], 'EPOLL')}, "
+                                      f"data={wanted[1]}}} but got {{events={_flag_names(got[0], 'EPOLL')}, "
+                                      f"data={got[1]}}}")
+        return len(ready)
+
+    def result_matches(self, spec: SyscallSpec, result: int) -> bool:
+        """Whether the call returned what the script expects: packetdrill checks what a call filled in
+        (events, flags, control messages) only then, after the result."""
+        return spec.result is ELLIPSIS or self.value(spec.result) == result
+
+    def epoll_event(self, event: Event, expr: object) -> tuple[int, int]:
+        """``{events=..., fd=N}`` (or ``ptr=``, ``u32=``, ``u64=``): the events and the data."""
+        if not isinstance(expr, Struct):
+            raise Skip(event.line, f"unsupported epoll_event {expr!r}")
+        events = _int(self.value(_field(event, expr, "events")))
+        for key in ("fd", "ptr", "u32", "u64"):
+            try:
+                return events, _int(self.value(expr.field(key)))
+            except KeyError:
+                continue
+        raise Skip(event.line, "epoll_event without data (fd, ptr, u32 or u64)")
+
+    # -- ioctl, recvmsg
+
+    async def sys_ioctl(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        sock = self.sock(event, args[0])
+        request = _int(args[1])
+        value = sock.ioctl(request)
+        wanted = args[2] if len(args) > 2 else ELLIPSIS
+        if isinstance(wanted, list) and len(wanted) == 1 and isinstance(wanted[0], int) and value != wanted[0]:
+            raise Failure(event.line, f"ioctl({_flag_names(request, 'SIOC')}): expected {wanted[0]}, got {value}")
+        await trio.lowlevel.checkpoint()
+        return 0
+
+    async def sys_recvmsg(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        """packetdrill's checks: the result, msg_flags (0 when the script has none), then each cmsg."""
+        header = args[1]
+        if not isinstance(header, Struct):
+            raise Skip(event.line, "recvmsg() needs a msghdr")
+        size = sum(_iov_lengths(event, self.value(_field(event, header, "msg_iov"))))
+        try:
+            control = self.value(header.field("msg_control"))
+        except KeyError:
+            control = None
+        try:
+            wanted_flags = _int(self.value(header.field("msg_flags")))
+        except KeyError:
+            wanted_flags = 0
+        data, ancillary, msg_flags = await self.sock(event, args[0]).recvmsg(
+            size, CONTROL_SPACE if control is not None else 0, _int(args[2]))
+        if self.result_matches(spec, len(data)):
+            if msg_flags != wanted_flags:
+                raise Failure(event.line, f"Expected msg_flags {wanted_flags:#010x} but got {msg_flags:#010x}")
+            if control is not None:
+                self.check_control(event, control, ancillary)
+        return len(data)
+
+    def check_control(self, event: Event, wanted: object, actual: list) -> None:
+        """packetdrill's cmsg_expect_eq: level, type and data of each control message, in order."""
+        wanted = wanted if isinstance(wanted, list) else []
+        for index, (cmsg, (level, kind, data)) in enumerate(zip(wanted, actual, strict=False)):
+            if not isinstance(cmsg, Struct):
+                raise Skip(event.line, f"unsupported cmsg {cmsg!r}")
+            want_level = _int(self.value(_field(event, cmsg, "cmsg_level")))
+            want_kind = _int(self.value(_field(event, cmsg, "cmsg_type")))
+            if level != want_level:
+                raise Failure(event.line, f"Bad level in cmsg {index}: expected={want_level} actual={level}")
+            if kind != want_kind:
+                raise Failure(event.line, f"Bad type in cmsg {index}: expected={want_kind} actual={kind}")
+            problem = self.cmsg_data_problem(event, self.value(_field(event, cmsg, "cmsg_data")), data)
+            if problem:
+                raise Failure(event.line, f"Bad data in cmsg {index}: {problem}")
+        if len(actual) != len(wanted):
+            raise Failure(event.line, f"received {'more than' if len(actual) > len(wanted) else 'only'} "
+                                      f"{min(len(actual), len(wanted))} cmsgs")
+
+    def cmsg_data_problem(self, event: Event, wanted: object, data: bytes) -> str | None:
+        if isinstance(wanted, int):
+            if len(data) != 4:
+                return f"expected an int, got {len(data)} bytes"
+            got = struct.unpack("i", data)[0]
+            return None if got == wanted else f"expected={wanted} actual={got}"
+        if isinstance(wanted, Struct) and _has(wanted, "ee_errno"):
+            if len(data) < _EXTENDED_ERR.size:
+                return f"sock_extended_err of {len(data)} bytes"
+            got = dict(zip(_EXTENDED_ERR_FIELDS, _EXTENDED_ERR.unpack_from(data), strict=True))
+            for name in _EXTENDED_ERR_FIELDS:
+                if name == "pad":
+                    continue
+                want = _int(self.value(_field(event, wanted, name)))
+                if got[name] != want:
+                    return f"bad {name.removeprefix('ee_')} in extended err: expected={want} actual={got[name]}"
+            return None
+        if isinstance(wanted, Struct) and _has(wanted, "scm_sec"):
+            return self.timestamp_problem(event, wanted, data)
+        raise Skip(event.line, f"unsupported cmsg_data {wanted!r}")
+
+    def timestamp_problem(self, event: Event, wanted: Struct, data: bytes) -> str | None:
+        """scm_timestamping: a non-zero script time must match the kernel's stamp within the tolerance."""
+        seconds = _int(self.value(_field(event, wanted, "scm_sec")))
+        nanoseconds = _int(self.value(_field(event, wanted, "scm_nsec")))
+        if not seconds and not nanoseconds:
+            return None
+        if len(data) < 16:
+            return f"scm_timestamping of {len(data)} bytes"
+        live_sec, live_nsec = struct.unpack_from("qq", data)
+        actual = live_sec + live_nsec / 1e9 - self.t0_wall
+        expected = seconds + nanoseconds / 1e9
+        if abs(actual - expected) > self.tolerance + self.dut.timing_slack:
+            return f"timestamp expected at {expected:.6f} sec, stamped at {actual:.6f} sec"
+        return None
+
+    # -- files, pipes, sendfile, splice
+
+    async def sys_open(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        if not args or not isinstance(args[0], Str):
+            raise Skip(event.line, "open() needs a path")
+        flags = _int(args[1]) if len(args) > 1 else 0
+        handle = os.open(self.host_path(args[0].value), flags | os.O_CLOEXEC, 0o600)
+        await trio.lowlevel.checkpoint()
+        return self.new_fd(event, spec, handle)
+
+    async def sys_pipe(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        fds = args[0]
+        if not (isinstance(fds, list) and len(fds) == 2 and all(isinstance(fd, int) for fd in fds)):
+            raise Skip(event.line, "pipe() needs [read_fd, write_fd]")
+        self.fds[fds[0]], self.fds[fds[1]] = os.pipe()
+        await trio.lowlevel.checkpoint()
+        return 0
+
+    async def sys_sendfile(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        offset = args[2]
+        if not (isinstance(offset, list) and len(offset) == 1 and isinstance(offset[0], int)):
+            raise Skip(event.line, "sendfile() needs an [offset]")
+        return await self.sock(event, args[0]).sendfile(self.host_fd(event, args[1]), offset[0], _int(args[3]))
+
+    async def sys_splice(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        if args[1] != SYMBOLS["NULL"] or args[3] != SYMBOLS["NULL"]:
+            raise Skip(event.line, "splice() with offsets is not supported")
+        return await self.sock(event, args[0]).splice_to(self.host_fd(event, args[2]), _int(args[4]),
+                                                         _int(args[5]))
 
     async def sys_shutdown(self, event: Event, spec: SyscallSpec, args: list) -> int:
         self.sock(event, args[0]).shutdown(_int(args[1]))
@@ -938,9 +1352,10 @@ class Runner:
     def option_value(self, event: Event, expr: object) -> int | bytes:
         expr = self.value(expr)
         if isinstance(expr, list) and len(expr) == 1 and isinstance(expr[0], int):
-            return expr[0]
+            expr = expr[0]
         if isinstance(expr, int):
-            return expr
+            # The kernel reads an int; a script's 0xffffffff is that int's bit pattern.
+            return struct.pack("I", expr) if expr > 0x7FFFFFFF else expr
         if isinstance(expr, Str):
             return expr.value.encode()
         if isinstance(expr, Struct):
@@ -965,7 +1380,8 @@ class Runner:
             value = sock.getsockopt(level, option)
             if isinstance(value, bytes):
                 value = int.from_bytes(value[:4], "little", signed=True)
-            if isinstance(wanted, list) and len(wanted) == 1 and isinstance(wanted[0], int) and value != wanted[0]:
+            if (isinstance(wanted, list) and len(wanted) == 1 and isinstance(wanted[0], int)
+                    and value & 0xFFFFFFFF != wanted[0] & 0xFFFFFFFF):
                 raise Failure(event.line, f"getsockopt({_symbol_name(option)}): expected {wanted[0]}, got {value}")
         await trio.lowlevel.checkpoint()
         return 0
@@ -998,7 +1414,7 @@ class Runner:
         except OSError as exc:
             raise Failure(event.line, f"cannot read tcp_info: {exc}") from exc
         try:
-            problem = evaluate_code(spec.text, info)
+            problem = evaluate_code(spec.text, info, self.code_variables)
         except _Unavailable as why:
             self.notes.append(f"line {event.line}: code block skipped ({why})")
             return
@@ -1031,6 +1447,38 @@ def _int(value: object) -> int:
     if not isinstance(value, int):
         raise Skip(None, f"expected a number, got {value!r}")
     return value
+
+
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_EXTENDED_ERR_FIELDS = ("ee_errno", "ee_origin", "ee_type", "ee_code", "pad", "ee_info", "ee_data")
+
+
+def _field(event: Event, expr: Struct, name: str) -> object:
+    try:
+        return expr.field(name)
+    except KeyError:
+        raise Skip(event.line, f"structure without {name}: {expr!r}") from None
+
+
+def _has(expr: Struct, name: str) -> bool:
+    try:
+        expr.field(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _flag_names(value: int, prefix: str) -> str:
+    """``EPOLLIN|EPOLLOUT`` for 5 (the symbols of ``prefix`` whose bits make up ``value``), or the number."""
+    family = {k: v for k, v in SYMBOLS.items() if k.startswith(prefix) and "_" not in k[len(prefix):]}
+    names = [k for k, v in family.items() if v and v & (v - 1) == 0 and value & v]
+    rest = value
+    for name in names:
+        rest &= ~SYMBOLS[name]
+    exact = next((k for k, v in family.items() if v == value), None)
+    if exact and not names:
+        return exact
+    return "|".join(names) if names and not rest else f"{value:#x}"
 
 
 def _iov_lengths(event: Event, iov: object) -> list[int]:

@@ -25,9 +25,12 @@ _DROPPED = {errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.EINVAL}
 class TunLink(Link):
     """A TUN device, created in the current namespace (move it with Namespace.move_link)."""
 
-    def __init__(self, name: str = "pst0", mtu: int = 1500) -> None:
+    read_size = 65535  # the largest IPv4 packet (a subclass adds the size of any header it frames with)
+
+    def __init__(self, name: str = "pst0", mtu: int = 1500, extra_flags: int = 0) -> None:
+        """``extra_flags``: more IFF_* flags (IFF_VNET_HDR for a device that frames with virtio-net headers)."""
         try:
-            self._device = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+            self._device = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI | extra_flags)
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES):
                 raise NeedsNetAdmin(f"creating TUN device {name!r}: {exc.strerror}") from exc
@@ -64,12 +67,12 @@ class TunLink(Link):
         usually there already, and a plain checkpoint is cheaper than a wait on epoll."""
         fd = self.fileno()
         try:
-            packet = os.read(fd, 65535)
+            packet = os.read(fd, self.read_size)
         except BlockingIOError:
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 try:
-                    packet = os.read(fd, 65535)
+                    packet = os.read(fd, self.read_size)
                     break
                 except BlockingIOError:
                     continue
