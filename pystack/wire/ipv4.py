@@ -28,7 +28,9 @@ _HEADER = struct.Struct("!BBHHHBBHII")
 
 
 @dataclass(slots=True)
-class IPv4Header:
+class IPv4Packet:
+    """A datagram's header fields and the payload it carries (options excluded, link padding trimmed)."""
+
     src: int
     dst: int
     proto: int
@@ -40,14 +42,15 @@ class IPv4Header:
     total_length: int = HEADER_LEN
     header_length: int = HEADER_LEN
     options: bytes = b""
+    payload: bytes = b""
 
     @property
     def is_fragment(self) -> bool:
         return bool(self.flags & FLAG_MF) or self.frag_offset != 0
 
 
-def parse_ipv4(packet: bytes) -> tuple[IPv4Header, bytes]:
-    """Validate and split a packet into header and payload (link padding trimmed).
+def parse_ipv4(packet: bytes) -> IPv4Packet:
+    """Validate a packet and split off its payload (link padding trimmed).
 
     Raises Malformed with the reason: too_short (under 20 bytes), version,
     header_length, total_length, truncated (total length beyond the
@@ -61,18 +64,21 @@ def parse_ipv4(packet: bytes) -> tuple[IPv4Header, bytes]:
         raise Malformed("truncated")
     if internet_checksum(packet[:ihl]) != 0:
         raise Malformed("checksum")
-    return header, bytes(packet[ihl:total])
+    header.payload = bytes(packet[ihl:total])
+    return header
 
 
-def parse_quoted_ipv4(quote: bytes) -> tuple[IPv4Header, bytes]:
+def parse_quoted_ipv4(quote: bytes) -> IPv4Packet:
     """Parse the datagram quoted in an ICMP error: cut short, so no length or checksum check."""
     header = _unpack(quote)
     if len(quote) < header.header_length + 8:
         raise Malformed("truncated")
-    return header, bytes(quote[header.header_length :])
+    header.payload = bytes(quote[header.header_length :])
+    return header
 
 
-def _unpack(packet: bytes) -> IPv4Header:
+def _unpack(packet: bytes) -> IPv4Packet:
+    """The header's fields, with structural checks; the payload is the caller's to cut."""
     if len(packet) < HEADER_LEN:
         raise Malformed("too_short")
     ver_ihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HEADER.unpack_from(packet)
@@ -82,7 +88,7 @@ def _unpack(packet: bytes) -> IPv4Header:
     if ihl < HEADER_LEN or ihl > len(packet):
         raise Malformed("header_length")
     # Positional arguments, in field order: this runs for every packet received.
-    return IPv4Header(
+    return IPv4Packet(
         src, dst, proto, ttl, tos, ident, frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
         (frag & OFFSET_MASK) * 8, total, ihl, bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b"",
     )
@@ -134,43 +140,31 @@ def build_ipv4_header(
     ident: int,
     flags_fragment: int,
     options: bytes = b"",
-) -> bytes:
-    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field."""
+    buffer: bytearray | None = None,
+) -> bytes | None:
+    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field.
+
+    Only the header: IP output copies its payload once, into the packet's
+    buffer. Given that ``buffer``, the header is written at its start in
+    place (and None returned); otherwise it is returned as bytes, for the
+    callers that quote or rebuild a packet.
+
+    The fixed header's words enter the checksum as numbers (RFC 1071), so
+    it is packed once; only options are summed as bytes.
+    """
     ihl = HEADER_LEN + len(options)
     version_ihl = 0x40 | (ihl >> 2)
     total_length = ihl + payload_length
-    words = header_words(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
-    if options:
-        words += ones_sum(options)
-    checksum = ~fold(words) & 0xFFFF
-    return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
-
-
-def write_ipv4_header(
-    buffer: bytearray,
-    src: int,
-    dst: int,
-    proto: int,
-    payload_length: int,
-    ttl: int,
-    tos: int,
-    ident: int,
-    flags_fragment: int,
-) -> None:
-    """Write an option-less header with checksum at the start of a packet's buffer, in place."""
-    total_length = HEADER_LEN + payload_length
-    words = header_words(0x45, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
-    checksum = ~fold(words) & 0xFFFF
-    _HEADER.pack_into(buffer, 0, 0x45, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst)
-
-
-def header_words(
-    version_ihl: int, tos: int, total_length: int, ident: int, flags_fragment: int, ttl: int, proto: int,
-    src: int, dst: int,
-) -> int:
-    """The unfolded one's-complement sum of the fixed header's 16-bit words, checksum
-    field excluded, taken from the fields directly (RFC 1071): the header is packed once."""
-    return (
+    words = (
         (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
         + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
     )
+    if options:
+        words += ones_sum(options)
+    checksum = ~fold(words) & 0xFFFF
+    if buffer is None:
+        return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
+    _HEADER.pack_into(buffer, 0, version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst)
+    if options:
+        buffer[HEADER_LEN:ihl] = options
+    return None

@@ -50,6 +50,8 @@ class TcpOptions:
 
 @dataclass(slots=True)
 class TcpSegment:
+    """A segment's header fields, decoded options and payload."""
+
     sport: int
     dport: int
     seq: int

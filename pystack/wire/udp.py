@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from ..checksum import internet_checksum, pseudo_header_sum
 from ..errors import Malformed
@@ -12,8 +13,17 @@ HEADER_LEN = 8
 _HEADER = struct.Struct("!HHHH")
 
 
-def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
-    """Return (source port, destination port, payload); a zero checksum means none was sent."""
+@dataclass(slots=True)
+class UdpDatagram:
+    """A datagram's ports and payload (cut to the UDP length field)."""
+
+    sport: int
+    dport: int
+    payload: bytes
+
+
+def parse_udp(segment: bytes, src: int, dst: int) -> UdpDatagram:
+    """Validate length and checksum (a zero checksum means none was sent); raises Malformed."""
     if len(segment) < HEADER_LEN:
         raise Malformed("truncated")
     sport, dport, length, checksum = _HEADER.unpack_from(segment)
@@ -23,7 +33,7 @@ def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
     if checksum != 0:
         if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0:
             raise Malformed("checksum")
-    return sport, dport, segment[HEADER_LEN:]
+    return UdpDatagram(sport, dport, segment[HEADER_LEN:])
 
 
 def build_udp(sport: int, dport: int, payload: bytes, src: int, dst: int, with_checksum: bool = True) -> bytes:
