@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..checksum import internet_checksum
+from ..checksum import internet_checksum, ones_sum
 from ..errors import Malformed
 
 ECHO_REPLY = 0
@@ -48,7 +48,7 @@ def parse_icmp(data: bytes) -> IcmpMessage:
     """Validate length and checksum; raises Malformed."""
     if len(data) < HEADER_LEN:
         raise Malformed("truncated")
-    if internet_checksum(data) != 0:
+    if ones_sum(data) != 0xFFFF:  # a correct checksum sums to 0xFFFF
         raise Malformed("checksum")
     kind, code, _csum, rest = _HEADER.unpack_from(data)
     return IcmpMessage(kind, code, rest, data[HEADER_LEN:])

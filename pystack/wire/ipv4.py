@@ -6,7 +6,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..checksum import fold, internet_checksum, ones_sum
+from ..checksum import fold, ones_sum
 from ..errors import Malformed
 
 HEADER_LEN = 20
@@ -29,7 +29,7 @@ _HEADER = struct.Struct("!BBHHHBBHII")
 
 @dataclass(slots=True)
 class IPv4Packet:
-    """A datagram's header fields and the payload it carries (options excluded, link padding trimmed)."""
+    """A datagram's header fields and the payload after its options (link padding trimmed)."""
 
     src: int
     dst: int
@@ -56,41 +56,48 @@ def parse_ipv4(packet: bytes) -> IPv4Packet:
     header_length, total_length, truncated (total length beyond the
     buffer), checksum.
     """
-    header = _unpack(packet)
-    ihl, total = header.header_length, header.total_length
-    if total < ihl:
-        raise Malformed("total_length")
-    if total > len(packet):
-        raise Malformed("truncated")
-    if internet_checksum(packet[:ihl]) != 0:
-        raise Malformed("checksum")
-    header.payload = bytes(packet[ihl:total])
-    return header
+    return _parse(packet, False)
 
 
 def parse_quoted_ipv4(quote: bytes) -> IPv4Packet:
     """Parse the datagram quoted in an ICMP error: cut short, so no length or checksum check."""
-    header = _unpack(quote)
-    if len(quote) < header.header_length + 8:
-        raise Malformed("truncated")
-    header.payload = bytes(quote[header.header_length :])
-    return header
+    return _parse(quote, True)
 
 
-def _unpack(packet: bytes) -> IPv4Packet:
-    """The header's fields, with structural checks; the payload is the caller's to cut."""
+def _parse(packet: bytes, quoted: bool) -> IPv4Packet:
     if len(packet) < HEADER_LEN:
         raise Malformed("too_short")
-    ver_ihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HEADER.unpack_from(packet)
+    ver_ihl, tos, total, ident, frag, ttl, proto, checksum, src, dst = _HEADER.unpack_from(packet)
     if ver_ihl >> 4 != 4:
         raise Malformed("version")
     ihl = (ver_ihl & 0xF) * 4
     if ihl < HEADER_LEN or ihl > len(packet):
         raise Malformed("header_length")
+    options = bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b""
+    if quoted:
+        if len(packet) < ihl + 8:
+            raise Malformed("truncated")
+        end = len(packet)
+    else:
+        if total < ihl:
+            raise Malformed("total_length")
+        if total > len(packet):
+            raise Malformed("truncated")
+        # The header's words, checksum included, summed from the fields just unpacked (RFC 1071):
+        # a correct header sums to 0xFFFF. The sum is never 0, since the version is 4.
+        words = (
+            (ver_ihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + checksum
+            + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+        )
+        if options:
+            words += ones_sum(options)
+        if fold(words) != 0xFFFF:
+            raise Malformed("checksum")
+        end = total
     # Positional arguments, in field order: this runs for every packet received.
     return IPv4Packet(
         src, dst, proto, ttl, tos, ident, frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
-        (frag & OFFSET_MASK) * 8, total, ihl, bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b"",
+        (frag & OFFSET_MASK) * 8, total, ihl, options, bytes(packet[ihl:end]),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..checksum import internet_checksum, pseudo_header_sum
+from ..checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..errors import Malformed
 from .ipv4 import PROTO_UDP
 
@@ -31,7 +31,8 @@ def parse_udp(segment: bytes, src: int, dst: int) -> UdpDatagram:
         raise Malformed("length")
     segment = segment[:length]
     if checksum != 0:
-        if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0:
+        # Over the whole segment, its checksum included, a correct sum is 0xFFFF.
+        if ones_sum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0xFFFF:
             raise Malformed("checksum")
     return UdpDatagram(sport, dport, segment[HEADER_LEN:])
 
