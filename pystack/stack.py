@@ -95,7 +95,9 @@ class Stack:
         # Every protocol above IP registers here, by number: its input handler,
         # (stack, IPv4Packet, raw packet), and its handler of ICMP errors about what it
         # sent, (stack, quoted IPv4Packet, errno, hard). ICMP gets no errors about itself.
-        self.protocols: dict[int, Callable] = {PROTO_ICMP: icmp_input, PROTO_UDP: udp.udp_input, PROTO_TCP: tcp_input}
+        self.protocols: dict[int, Callable] = {
+            PROTO_ICMP: icmp_input, PROTO_UDP: udp.udp_input, PROTO_TCP: tcp_input,
+        }
         self.error_handlers: dict[int, Callable] = {PROTO_UDP: udp.udp_error, PROTO_TCP: tcp_error}
         self.tcp = TcpLayer(self, tcp_config)
         self.on_wake: Callable[[Socket], None] = lambda sock: None
