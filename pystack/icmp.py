@@ -210,6 +210,6 @@ def reassembly_timeout(stack: Stack, first: IPv4Packet) -> None:
     """ICMP time exceeded for a datagram whose reassembly timed out (first fragment seen)."""
     quoted_header = build_ipv4_header(
         first.src, first.dst, first.proto, len(first.payload), first.ttl, first.tos, first.ident,
-        first.flags | (first.frag_offset >> 3), first.options,
+        first.flags | (first.frag_offset >> 3), options=first.options,
     )
     send_error(stack, first, quoted_header + first.payload[:8], TIME_EXCEEDED, EXC_FRAGTIME, 0)

@@ -82,7 +82,7 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
         # ICMP errors quote the reassembled datagram, not the last fragment.
         packet = build_ipv4_header(
             header.src, header.dst, header.proto, len(header.payload), header.ttl, header.tos,
-            header.ident, header.flags, header.options,
+            header.ident, header.flags, options=header.options,
         ) + header.payload
     deliver(stack, header, packet)
 
@@ -213,7 +213,7 @@ def ip_emit(
 ) -> None:
     """One packet: allocate its buffer, write the header in place, copy the payload in, transmit."""
     skb = alloc_skb(HEADER_LEN, len(payload), mtu)
-    build_ipv4_header(src, dst, proto, len(payload), ttl, tos, ident, flags_fragment, buffer=skb.data)
+    build_ipv4_header(src, dst, proto, len(payload), ttl, tos, ident, flags_fragment, skb.data)
     skb_copy_data(skb, HEADER_LEN, payload)
     route.iface.transmit(skb, sock)
 

@@ -117,7 +117,7 @@ ipv4_fields = st.fixed_dictionaries(
 def build_from(f: dict) -> bytes:
     header = build_ipv4_header(
         f["src"], f["dst"], f["proto"], len(f["payload"]), f["ttl"], f["tos"], f["ident"],
-        f["flags"] | f["offset"], f["options"],
+        f["flags"] | f["offset"], options=f["options"],
     )
     return header + f["payload"]
 
@@ -147,7 +147,7 @@ def test_ipv4_header_written_in_place_is_the_built_one(f):
     packet[len(built) - len(f["payload"]) :] = f["payload"]
     written = build_ipv4_header(
         f["src"], f["dst"], f["proto"], len(f["payload"]), f["ttl"], f["tos"], f["ident"],
-        f["flags"] | f["offset"], f["options"], buffer=packet,
+        f["flags"] | f["offset"], packet, f["options"],
     )
     assert written is None and packet == built
 

@@ -146,8 +146,8 @@ def build_ipv4_header(
     tos: int,
     ident: int,
     flags_fragment: int,
-    options: bytes = b"",
     buffer: bytearray | None = None,
+    options: bytes = b"",
 ) -> bytes | None:
     """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field.
 
@@ -159,15 +159,17 @@ def build_ipv4_header(
     The fixed header's words enter the checksum as numbers (RFC 1071), so
     it is packed once; only options are summed as bytes.
     """
-    ihl = HEADER_LEN + len(options)
-    version_ihl = 0x40 | (ihl >> 2)
+    if options:
+        ihl = HEADER_LEN + len(options)
+        version_ihl = 0x40 | (ihl >> 2)
+        words = ones_sum(options)
+    else:  # every packet pystack sends
+        ihl, version_ihl, words = HEADER_LEN, 0x45, 0
     total_length = ihl + payload_length
-    words = (
+    words += (
         (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
         + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
     )
-    if options:
-        words += ones_sum(options)
     checksum = ~fold(words) & 0xFFFF
     if buffer is None:
         return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
