@@ -6,7 +6,7 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import ip, udp
+from . import ip
 from .addr import BROADCAST, is_multicast
 from .errors import Malformed
 from .route import MIN_PMTU
@@ -26,14 +26,7 @@ from .wire.icmp import (
     build_icmp,
     parse_icmp,
 )
-from .wire.ipv4 import (
-    HEADER_LEN,
-    PROTO_ICMP,
-    PROTO_UDP,
-    IPv4Header,
-    build_ipv4_header,
-    parse_quoted_ipv4,
-)
+from .wire.ipv4 import HEADER_LEN, PROTO_ICMP, IPv4Packet, build_ipv4_header, parse_quoted_ipv4
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -122,24 +115,24 @@ class RateLimiter:
         return None if bucket.take(now) else "OutRateLimitHost"
 
 
-def icmp_input(stack: Stack, header: IPv4Header, payload: bytes) -> None:
+def icmp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
     counters = stack.counters
     counters.icmp["InMsgs"] += 1
     try:
-        kind, code, rest, body = parse_icmp(payload)
+        message = parse_icmp(header.payload)
     except Malformed as bad:
         counters.malformed("icmp", bad.reason)
         return
-    counters.icmp[_IN_MIB.get(kind, "InOther")] += 1
-    if kind == ECHO_REQUEST:
-        echo_reply(stack, header, rest, body)
-    elif kind in ERROR_TYPES:
-        error_input(stack, kind, code, rest, body)
+    counters.icmp[_IN_MIB.get(message.kind, "InOther")] += 1
+    if message.kind == ECHO_REQUEST:
+        echo_reply(stack, header, message.rest, message.payload)
+    elif message.kind in ERROR_TYPES:
+        error_input(stack, message.kind, message.code, message.rest, message.payload)
     else:
         counters.drop("icmp", "ignored_type")
 
 
-def echo_reply(stack: Stack, header: IPv4Header, rest: int, body: bytes) -> None:
+def echo_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) -> None:
     if header.dst not in stack.local_addresses:  # icmp_echo_ignore_broadcasts, as Linux
         stack.counters.drop("icmp", "echo_to_broadcast")
         return
@@ -150,7 +143,7 @@ def error_input(stack: Stack, kind: int, code: int, rest: int, body: bytes) -> N
     """An ICMP error about a datagram we sent: tell the protocol and socket concerned."""
     counters = stack.counters
     try:
-        inner, inner_payload = parse_quoted_ipv4(body)
+        inner = parse_quoted_ipv4(body)
     except Malformed:
         counters.icmp["InErrors"] += 1
         counters.drop("icmp", "error_quote_malformed")
@@ -166,15 +159,14 @@ def error_input(stack: Stack, kind: int, code: int, rest: int, body: bytes) -> N
     else:
         counters.drop("icmp", "ignored_error_type")
         return
-    if inner.proto == PROTO_UDP:
-        udp.udp_error(stack, inner, inner_payload, error, hard)
-    elif inner.proto in stack.error_handlers:
-        stack.error_handlers[inner.proto](stack, inner, inner_payload, error, hard)
-    else:
+    handler = stack.error_handlers.get(inner.proto)
+    if handler is None:
         counters.drop("icmp", "error_for_unknown_protocol")
+    else:
+        handler(stack, inner, error, hard)
 
 
-def send_error(stack: Stack, header: IPv4Header, packet: bytes, kind: int, code: int, rest: int) -> None:
+def send_error(stack: Stack, header: IPv4Packet, packet: bytes, kind: int, code: int, rest: int) -> None:
     """Send an ICMP error about ``packet`` unless RFC 1122 forbids it or the rate limit says no."""
     counters = stack.counters
     if header.dst == BROADCAST or is_multicast(header.dst) or stack.is_broadcast(header.dst):
@@ -214,10 +206,10 @@ def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, bo
     )
 
 
-def reassembly_timeout(stack: Stack, first: IPv4Header, first_data: bytes) -> None:
+def reassembly_timeout(stack: Stack, first: IPv4Packet) -> None:
     """ICMP time exceeded for a datagram whose reassembly timed out (first fragment seen)."""
     quoted_header = build_ipv4_header(
-        first.src, first.dst, first.proto, len(first_data), first.ttl, first.tos, first.ident,
-        first.flags | (first.frag_offset >> 3), first.options,
+        first.src, first.dst, first.proto, len(first.payload), first.ttl, first.tos, first.ident,
+        first.flags | (first.frag_offset >> 3), options=first.options,
     )
-    send_error(stack, first, quoted_header + first_data[:8], TIME_EXCEEDED, EXC_FRAGTIME, 0)
+    send_error(stack, first, quoted_header + first.payload[:8], TIME_EXCEEDED, EXC_FRAGTIME, 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from . import icmp, udp
+from . import icmp
 from .addr import BROADCAST, is_loopback, is_multicast, is_reserved_class_e
 from .errors import Malformed, oserror
 from .interface import Interface
@@ -23,14 +23,11 @@ from .wire.ipv4 import (
     FLAG_MF,
     HEADER_LEN,
     MAX_PACKET,
-    PROTO_ICMP,
-    PROTO_UDP,
-    IPv4Header,
+    IPv4Packet,
     build_ipv4_header,
     check_options,
     has_source_route,
     parse_ipv4,
-    write_ipv4_header,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +45,7 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
     counters.ip["InReceives"] += 1
     iface.rx_packets += 1
     try:
-        header, payload = parse_ipv4(packet)
+        header = parse_ipv4(packet)
     except Malformed as bad:
         counters.ip[_HEADER_MIB.get(bad.reason, "InHdrErrors")] += 1
         if bad.reason == "checksum":
@@ -75,22 +72,22 @@ def ip_input(stack: Stack, packet: bytes, iface: Interface) -> None:
             return
     if header.is_fragment:
         try:
-            whole = stack.reassembler.add(header, payload, stack.clock.now())
+            whole = stack.reassembler.add(header, stack.clock.now())
         except Malformed as bad:
             counters.drop("ip", bad.reason)
             return
         if whole is None:
             return
-        header, payload = whole
+        header = whole
         # ICMP errors quote the reassembled datagram, not the last fragment.
         packet = build_ipv4_header(
-            header.src, header.dst, header.proto, len(payload), header.ttl, header.tos,
-            header.ident, header.flags, header.options,
-        ) + payload
-    deliver(stack, header, payload, packet)
+            header.src, header.dst, header.proto, len(header.payload), header.ttl, header.tos,
+            header.ident, header.flags, options=header.options,
+        ) + header.payload
+    deliver(stack, header, packet)
 
 
-def martian(stack: Stack, header: IPv4Header, iface: Interface) -> str | None:
+def martian(stack: Stack, header: IPv4Packet, iface: Interface) -> str | None:
     """Why a packet's addresses make it unacceptable here, or None.
 
     A host does not forward: anything not addressed to one of its
@@ -114,22 +111,17 @@ def martian(stack: Stack, header: IPv4Header, iface: Interface) -> str | None:
     return "not_for_us"
 
 
-def deliver(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
-    """Hand a (reassembled) datagram to its transport protocol."""
+def deliver(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
+    """Hand a (reassembled) datagram to the input handler its protocol registered (Stack.protocols)."""
     counters = stack.counters
-    if header.proto == PROTO_UDP:
-        counters.ip["InDelivers"] += 1
-        udp.udp_input(stack, header, payload, packet)
-    elif header.proto == PROTO_ICMP:
-        counters.ip["InDelivers"] += 1
-        icmp.icmp_input(stack, header, payload)
-    elif header.proto in stack.protocols:
-        counters.ip["InDelivers"] += 1
-        stack.protocols[header.proto](stack, header, payload, packet)
-    else:
+    handler = stack.protocols.get(header.proto)
+    if handler is None:
         counters.ip["InUnknownProtos"] += 1
         counters.drop("ip", "unknown_protocol")
         icmp.send_error(stack, header, packet, icmp.DEST_UNREACH, icmp.PROTO_UNREACH, 0)
+        return
+    counters.ip["InDelivers"] += 1
+    handler(stack, header, packet)
 
 
 def ip_output(
@@ -221,7 +213,7 @@ def ip_emit(
 ) -> None:
     """One packet: allocate its buffer, write the header in place, copy the payload in, transmit."""
     skb = alloc_skb(HEADER_LEN, len(payload), mtu)
-    write_ipv4_header(skb.data, src, dst, proto, len(payload), ttl, tos, ident, flags_fragment)
+    build_ipv4_header(src, dst, proto, len(payload), ttl, tos, ident, flags_fragment, skb.data)
     skb_copy_data(skb, HEADER_LEN, payload)
     route.iface.transmit(skb, sock)
 

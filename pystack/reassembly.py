@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .counters import Counters
 from .errors import Malformed
-from .wire.ipv4 import FLAG_MF, MAX_PACKET, IPv4Header
+from .wire.ipv4 import FLAG_MF, MAX_PACKET, IPv4Packet
 
 Key = tuple[int, int, int, int]  # src, dst, proto, ident
 
@@ -21,7 +21,7 @@ Key = tuple[int, int, int, int]  # src, dst, proto, ident
 class FragmentQueue:
     key: Key
     deadline: float
-    first_header: IPv4Header | None = None  # header of the offset-0 fragment
+    first: IPv4Packet | None = None  # the offset-0 fragment
     pieces: dict[int, bytes] = field(default_factory=dict)  # offset -> data
     total: int | None = None  # known once the last fragment (MF clear) arrived
     size: int = 0
@@ -64,12 +64,15 @@ class Reassembler:
         self.queues: dict[Key, FragmentQueue] = {}
         self.bytes = 0
 
-    def add(self, header: IPv4Header, payload: bytes, now: float) -> tuple[IPv4Header, bytes] | None:
+    def add(self, header: IPv4Packet, now: float) -> IPv4Packet | None:
+        """Queue a fragment (the reassembler keeps it); the whole datagram once complete."""
         self.ip["ReasmReqds"] += 1
         start = header.frag_offset
         more = bool(header.flags & FLAG_MF)
+        payload = header.payload
         if more:
-            payload = payload[: len(payload) & ~7]  # non-last fragments carry 8-byte multiples
+            # Non-last fragments carry 8-byte multiples: trimmed in place, as Linux trims the skb.
+            payload = header.payload = payload[: len(payload) & ~7]
         end = start + len(payload)
         if not payload:
             raise Malformed("frag_empty")
@@ -104,9 +107,9 @@ class Reassembler:
         queue.size += len(payload)
         self.bytes += len(payload)
         if start == 0:
-            queue.first_header = header
+            queue.first = header
         done = queue.complete()
-        first = queue.first_header
+        first = queue.first
         if done and first is not None and first.header_length + (queue.total or 0) > MAX_PACKET:
             self._discard(key)  # the first fragment's header makes it oversize (Linux: ip_frag_reasm)
             raise Malformed("frag_too_large")
@@ -116,9 +119,9 @@ class Reassembler:
         self._discard(key, failed=False)
         self.ip["ReasmOKs"] += 1
         data = b"".join(queue.pieces[o] for o in sorted(queue.pieces))
-        first = queue.first_header
+        first = queue.first
         assert first is not None
-        whole = IPv4Header(
+        return IPv4Packet(
             src=first.src,
             dst=first.dst,
             proto=first.proto,
@@ -130,8 +133,8 @@ class Reassembler:
             total_length=first.header_length + len(data),
             header_length=first.header_length,
             options=first.options,
+            payload=data,
         )
-        return whole, data
 
     def expire(self, now: float) -> list[FragmentQueue]:
         """Remove and return the queues whose timeout has passed."""

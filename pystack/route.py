@@ -2,16 +2,22 @@
 
 The generation is bumped on every change (routes added or removed, a path
 MTU learnt or expired). Sockets cache their route together with the
-generation it was valid in, and the specializer's route guard watches it.
+generation it was valid in (:func:`cached_route`), and the specializer's
+route guard watches it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .addr import prefix_mask
 from .interface import Interface
+
+if TYPE_CHECKING:
+    from .socket import Socket
+    from .stack import Stack
 
 UNICAST = "unicast"
 LOCAL = "local"
@@ -111,3 +117,15 @@ class RouteTable:
 
     def routes(self) -> list[Route]:
         return [r for length in self._lengths for r in self._by_length[length].values()]
+
+
+def cached_route(stack: Stack, sock: Socket) -> Route | None:
+    """The connected socket's route, looked up again only if the table changed (sk_dst_check)."""
+    route = sock.dst_cache
+    if route is not None and sock.dst_generation == stack.routes.generation:
+        if route.expires is None or stack.clock.now() < route.expires:
+            return route
+    route = stack.routes.lookup(sock.remote_addr, stack.clock.now())
+    sock.dst_cache = route
+    sock.dst_generation = stack.routes.generation
+    return route

@@ -19,12 +19,12 @@ from .addr import ANY, BROADCAST, aton, is_multicast, ntoa, prefix_mask, sockadd
 from .clock import Clock, MonotonicClock
 from .counters import Counters
 from .errors import oserror
-from .icmp import RateLimiter, reassembly_timeout
+from .icmp import RateLimiter, icmp_input, reassembly_timeout
 from .interface import Interface, Sink
 from .ip import ip_input
 from .reassembly import Reassembler
 from .route import BROADCAST as ROUTE_BROADCAST
-from .route import LOCAL, Route, RouteTable
+from .route import LOCAL, Route, RouteTable, cached_route
 from .socket import (
     AF_INET,
     F_GETFL,
@@ -68,7 +68,7 @@ from .tcp import api as tcp_api
 from .tcp.input import tcp_error, tcp_input
 from .tcp.layer import TcpLayer
 from .tcp.tcb import TcpConfig
-from .wire.ipv4 import PROTO_TCP
+from .wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
 ALL_HOSTS_GROUP = aton("224.0.0.1")
 Address = tuple[str, int]
@@ -92,12 +92,14 @@ class Stack:
         self.icmp_limiter = RateLimiter()
         self.sockets: dict[int, Socket] = {}
         self.udp_ports: dict[int, list[Socket]] = {}
-        # Transport protocols beyond UDP and ICMP register here (number -> handler).
-        self.protocols: dict[int, Callable] = {}
-        self.error_handlers: dict[int, Callable] = {}
+        # Every protocol above IP registers here, by number: its input handler,
+        # (stack, IPv4Packet, raw packet), and its handler of ICMP errors about what it
+        # sent, (stack, quoted IPv4Packet, errno, hard). ICMP gets no errors about itself.
+        self.protocols: dict[int, Callable] = {
+            PROTO_ICMP: icmp_input, PROTO_UDP: udp.udp_input, PROTO_TCP: tcp_input,
+        }
+        self.error_handlers: dict[int, Callable] = {PROTO_UDP: udp.udp_error, PROTO_TCP: tcp_error}
         self.tcp = TcpLayer(self, tcp_config)
-        self.protocols[PROTO_TCP] = tcp_input
-        self.error_handlers[PROTO_TCP] = tcp_error
         self.on_wake: Callable[[Socket], None] = lambda sock: None
         # Guards of specialized code watch the events that can break their assumptions.
         self.watchers: list[Callable[[str, Socket | None, object], None]] = []
@@ -201,8 +203,8 @@ class Stack:
     def run_timers(self) -> None:
         now = self.clock.now()
         for queue in self.reassembler.expire(now):
-            if queue.first_header is not None:
-                reassembly_timeout(self, queue.first_header, queue.pieces[0])
+            if queue.first is not None:
+                reassembly_timeout(self, queue.first)
         self.tcp.run_timers(now)
 
     # ------------------------------------------------------------ the fd API
@@ -502,7 +504,7 @@ class Stack:
             if option == IP_MTU:
                 if not sock.connected:
                     raise oserror(errno.ENOTCONN)
-                route = udp.cached_route(self, sock)
+                route = cached_route(self, sock)
                 if route is None:
                     raise oserror(errno.ENOTCONN)
                 return route.path_mtu

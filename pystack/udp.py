@@ -14,7 +14,7 @@ from . import icmp, ip, ports
 from .addr import ANY, BROADCAST, is_multicast, ntoa
 from .errors import Malformed, oserror, would_block
 from .route import BROADCAST as ROUTE_BROADCAST
-from .route import Route
+from .route import cached_route
 from .socket import (
     IP_PKTINFO,
     IP_PMTUDISC_DONT,
@@ -27,7 +27,7 @@ from .socket import (
     SKB_OVERHEAD,
     Socket,
 )
-from .wire.ipv4 import HEADER_LEN, MAX_PACKET, PROTO_UDP, IPv4Header
+from .wire.ipv4 import HEADER_LEN, MAX_PACKET, PROTO_UDP, IPv4Packet
 from .wire.udp import HEADER_LEN as UDP_HEADER_LEN
 from .wire.udp import build_udp, parse_udp
 
@@ -178,18 +178,6 @@ def udp_sendmsg(
     return len(data)
 
 
-def cached_route(stack: Stack, sock: Socket) -> Route | None:
-    """The connected socket's route, looked up again only if the table changed (sk_dst_check)."""
-    route = sock.dst_cache
-    if route is not None and sock.dst_generation == stack.routes.generation:
-        if route.expires is None or stack.clock.now() < route.expires:
-            return route
-    route = stack.routes.lookup(sock.remote_addr, stack.clock.now())
-    sock.dst_cache = route
-    sock.dst_generation = stack.routes.generation
-    return route
-
-
 # ---------------------------------------------------------------- receiving
 
 
@@ -211,13 +199,14 @@ def udp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> tuple[b
     return data[:bufsize], source, len(data)
 
 
-def udp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
+def udp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
     counters = stack.counters
     try:
-        sport, dport, data = parse_udp(payload, header.src, header.dst)
+        datagram = parse_udp(header.payload, header.src, header.dst)
     except Malformed as bad:
         counters.malformed("udp", bad.reason)
         return
+    sport, dport, data = datagram.sport, datagram.dport, datagram.payload
     daddr = header.dst
     if daddr == BROADCAST or is_multicast(daddr) or stack.is_broadcast(daddr):
         receivers = [s for s in stack.udp_ports.get(dport, ()) if accepts(s, daddr, header.src, sport)]
@@ -272,10 +261,10 @@ def enqueue(stack: Stack, sock: Socket, data: bytes, saddr: int, sport: int) -> 
     return True
 
 
-def udp_error(stack: Stack, inner: IPv4Header, inner_payload: bytes, error: int, hard: bool) -> None:
+def udp_error(stack: Stack, inner: IPv4Packet, error: int, hard: bool) -> None:
     """An ICMP error about a datagram we sent: report it on a connected socket, as Linux does."""
-    sport = int.from_bytes(inner_payload[0:2], "big")
-    dport = int.from_bytes(inner_payload[2:4], "big")
+    sport = int.from_bytes(inner.payload[0:2], "big")
+    dport = int.from_bytes(inner.payload[2:4], "big")
     sock = lookup(stack, inner.src, sport, inner.dst, dport)
     if sock is None:
         stack.counters.icmp["InErrors"] += 1

@@ -75,7 +75,7 @@ class Dyn:
     static data such as bytes of a known length (a packed header) or an int."""
 
     expr: ast.expr
-    kind: str | None = None  # "bytes" or "int" when known
+    kind: str | None = None  # "bytes", "bytearray" or "int" when known
     length: int | None = None  # for bytes, when known
     values: frozenset | None = None  # the few ints it can be, when known (segment flags)
 
@@ -1676,6 +1676,8 @@ def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]
             return "int", None  # the least or greatest of ints is one of them
         if f is bytes:
             return "bytes", None
+        if f is bytearray:
+            return "bytearray", None  # a packet buffer: never None (a writer's optional buffer folds)
     elif isinstance(func.expr, ast.Attribute) and func.expr.attr == "to_bytes" and args \
             and isinstance(args[0], Static) and isinstance(args[0].value, int):
         return "bytes", args[0].value

@@ -11,7 +11,7 @@ from scapy.utils import checksum as scapy_checksum
 from pystack.addr import aton, ntoa
 from pystack.checksum import internet_checksum, ones_sum, pseudo_header_sum
 from pystack.errors import Malformed
-from pystack.wire.icmp import build_icmp, parse_icmp
+from pystack.wire.icmp import IcmpMessage, build_icmp, parse_icmp
 from pystack.wire.ipv4 import (
     FLAG_DF,
     FLAG_MF,
@@ -20,7 +20,7 @@ from pystack.wire.ipv4 import (
     parse_ipv4,
     parse_quoted_ipv4,
 )
-from pystack.wire.udp import build_udp, parse_udp
+from pystack.wire.udp import UdpDatagram, build_udp, parse_udp
 
 from .core_helpers import ME, PEER
 
@@ -117,7 +117,7 @@ ipv4_fields = st.fixed_dictionaries(
 def build_from(f: dict) -> bytes:
     header = build_ipv4_header(
         f["src"], f["dst"], f["proto"], len(f["payload"]), f["ttl"], f["tos"], f["ident"],
-        f["flags"] | f["offset"], f["options"],
+        f["flags"] | f["offset"], options=f["options"],
     )
     return header + f["payload"]
 
@@ -126,7 +126,7 @@ def build_from(f: dict) -> bytes:
 @given(ipv4_fields)
 def test_ipv4_build_parse_round_trip(f):
     packet = build_from(f)
-    header, payload = parse_ipv4(packet)
+    header = parse_ipv4(packet)
     assert (header.src, header.dst, header.proto, header.ttl, header.tos, header.ident) == (
         f["src"], f["dst"], f["proto"], f["ttl"], f["tos"], f["ident"]
     )
@@ -135,8 +135,21 @@ def test_ipv4_build_parse_round_trip(f):
     assert header.options == f["options"]
     assert header.header_length == 20 + len(f["options"])
     assert header.total_length == len(packet)
-    assert payload == f["payload"]
+    assert header.payload == f["payload"]
     assert header.is_fragment == bool(f["flags"] & FLAG_MF or f["offset"])
+
+
+@SETTINGS
+@given(ipv4_fields)
+def test_ipv4_header_written_in_place_is_the_built_one(f):
+    built = build_from(f)
+    packet = bytearray(b"\xee" * len(built))
+    packet[len(built) - len(f["payload"]) :] = f["payload"]
+    written = build_ipv4_header(
+        f["src"], f["dst"], f["proto"], len(f["payload"]), f["ttl"], f["tos"], f["ident"],
+        f["flags"] | f["offset"], packet, f["options"],
+    )
+    assert written is None and packet == built
 
 
 @SETTINGS
@@ -170,7 +183,7 @@ def test_we_parse_scapy_built_ipv4(src, dst, ttl, tos, ident, df, mf, frag, prot
     p = IP(src=ntoa(src), dst=ntoa(dst), ttl=ttl, tos=tos, id=ident, flags=flags, frag=frag,
            proto=proto, options=[Raw(options)] if options else []) / Raw(payload)
     raw = bytes(p)
-    header, data = parse_ipv4(raw)
+    header = parse_ipv4(raw)
     q = IP(raw)
     assert (ntoa(header.src), ntoa(header.dst)) == (q.src, q.dst)
     assert (header.ttl, header.tos, header.ident, header.proto) == (q.ttl, q.tos, q.id, q.proto)
@@ -178,13 +191,13 @@ def test_we_parse_scapy_built_ipv4(src, dst, ttl, tos, ident, df, mf, frag, prot
     assert header.frag_offset == q.frag * 8
     assert header.header_length == q.ihl * 4
     assert header.total_length == q.len
-    assert data == payload
+    assert header.payload == payload
 
 
 def test_parse_ipv4_trims_link_padding():
     packet = bytes(IP(src=PEER, dst=ME, proto=200) / Raw(b"data"))
-    header, payload = parse_ipv4(packet + b"\x00" * 18)
-    assert payload == b"data"
+    header = parse_ipv4(packet + b"\x00" * 18)
+    assert header.payload == b"data"
     assert header.total_length == len(packet)
 
 
@@ -209,8 +222,8 @@ def test_parse_ipv4_rejects_with_reason(mutate, reason):
 
 def test_parse_quoted_ipv4_needs_eight_bytes_of_data_but_no_checksum():
     quoted = bytes(IP(src=ME, dst=PEER, len=1000, chksum=1) / UDP(sport=1, dport=2))
-    header, data = parse_quoted_ipv4(quoted)
-    assert header.total_length == 1000 and len(data) == 8
+    header = parse_quoted_ipv4(quoted)
+    assert header.total_length == 1000 and len(header.payload) == 8
     with pytest.raises(Malformed):
         parse_quoted_ipv4(quoted[:27])
 
@@ -222,7 +235,7 @@ def test_parse_quoted_ipv4_needs_eight_bytes_of_data_but_no_checksum():
 @given(st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFFFFFF), PAYLOAD)
 def test_icmp_build_parse_round_trip(kind, code, rest, body):
     message = build_icmp(kind, code, rest, body)
-    assert parse_icmp(message) == (kind, code, rest, body)
+    assert parse_icmp(message) == IcmpMessage(kind, code, rest, body)
     assert scapy_checksum(message) == 0
     assert reference_checksum(message) == 0
 
@@ -252,10 +265,10 @@ def test_scapy_dissects_our_frag_needed(mtu, quote):
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), PAYLOAD)
 def test_we_parse_scapy_built_icmp(ident, seq, body):
     raw = bytes(ICMP(type=8, id=ident, seq=seq) / Raw(body))
-    assert parse_icmp(raw) == (8, 0, (ident << 16) | seq, body)
+    assert parse_icmp(raw) == IcmpMessage(8, 0, (ident << 16) | seq, body)
     raw = bytes(ICMP(type=12, code=0, ptr=21) / Raw(body))
-    kind, code, rest, data = parse_icmp(raw)
-    assert (kind, code, rest >> 24, data) == (12, 0, 21, body)
+    message = parse_icmp(raw)
+    assert (message.kind, message.code, message.rest >> 24, message.payload) == (12, 0, 21, body)
 
 
 def test_parse_icmp_rejects_short_and_bad_checksum():
@@ -276,7 +289,7 @@ def test_parse_icmp_rejects_short_and_bad_checksum():
 @given(BENCH_ADDR, BENCH_ADDR, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), PAYLOAD)
 def test_udp_build_parse_round_trip(src, dst, sport, dport, payload):
     segment = build_udp(sport, dport, payload, src, dst)
-    assert parse_udp(segment, src, dst) == (sport, dport, payload)
+    assert parse_udp(segment, src, dst) == UdpDatagram(sport, dport, payload)
     csum = int.from_bytes(segment[6:8], "big")
     assert csum != 0
     assert reference_checksum(segment, pseudo_header_sum(src, dst, 17, len(segment))) == 0
@@ -302,8 +315,8 @@ def test_scapy_dissects_our_udp_and_agrees(src, dst, sport, dport, payload):
 @given(BENCH_ADDR, BENCH_ADDR, st.integers(1, 0xFFFF), st.integers(1, 0xFFFF), PAYLOAD)
 def test_we_parse_scapy_built_udp(src, dst, sport, dport, payload):
     raw = bytes(IP(src=ntoa(src), dst=ntoa(dst)) / UDP(sport=sport, dport=dport) / Raw(payload))
-    header, segment = parse_ipv4(raw)
-    assert parse_udp(segment, header.src, header.dst) == (sport, dport, payload)
+    header = parse_ipv4(raw)
+    assert parse_udp(header.payload, header.src, header.dst) == UdpDatagram(sport, dport, payload)
 
 
 def _payload_with_zero_checksum(sport, dport, src, dst):
@@ -324,7 +337,7 @@ def test_udp_checksum_zero_is_sent_as_ffff(sport, dport):
     ) == 0
     segment = build_udp(sport, dport, payload, src, dst)
     assert segment[6:8] == b"\xff\xff"
-    assert parse_udp(segment, src, dst) == (sport, dport, payload)
+    assert parse_udp(segment, src, dst) == UdpDatagram(sport, dport, payload)
     packet = build_ipv4_header(src, dst, 17, len(segment), 64, 0, 1, 0) + segment
     assert IP(packet)[UDP].chksum == 0xFFFF
     q = IP(packet)
@@ -337,16 +350,16 @@ def test_udp_checksum_zero_is_sent_as_ffff(sport, dport):
 def test_udp_zero_checksum_means_none_and_is_accepted(src, dst, payload):
     segment = build_udp(1000, 2000, payload, src, dst, with_checksum=False)
     assert segment[6:8] == b"\x00\x00"
-    assert parse_udp(segment, src, dst) == (1000, 2000, payload)
+    assert parse_udp(segment, src, dst) == UdpDatagram(1000, 2000, payload)
     raw = bytes(IP(src=ntoa(src), dst=ntoa(dst)) / UDP(sport=1000, dport=2000, chksum=0) / Raw(payload))
-    header, seg = parse_ipv4(raw)
-    assert parse_udp(seg, header.src, header.dst) == (1000, 2000, payload)
+    header = parse_ipv4(raw)
+    assert parse_udp(header.payload, header.src, header.dst) == UdpDatagram(1000, 2000, payload)
 
 
 def test_parse_udp_length_field_trims_and_rejects():
     src, dst = aton(ME), aton(PEER)
     segment = build_udp(1, 2, b"abcdef", src, dst)
-    assert parse_udp(segment + b"pad", src, dst) == (1, 2, b"abcdef")
+    assert parse_udp(segment + b"pad", src, dst) == UdpDatagram(1, 2, b"abcdef")
     for bad_length, reason in ((7, "length"), (len(segment) + 1, "length")):
         broken = segment[:4] + bad_length.to_bytes(2, "big") + segment[6:]
         with pytest.raises(Malformed) as info:

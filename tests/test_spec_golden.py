@@ -26,7 +26,7 @@ import pytest
 from pystack import ip, udp
 from pystack.addr import aton
 from pystack.links.virtual import VirtualNetwork
-from pystack.route import RouteTable
+from pystack.route import RouteTable, cached_route
 from pystack.socket import IP_TTL, IPPROTO_IP, SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
 from specializer import do_specialize_send, do_specialize_sendto, specialized_send, token_info
@@ -39,7 +39,7 @@ MAX_LINES = 90
 
 GONE = {
     "sockfd_lookup": Stack.sockfd_lookup,
-    "cached_route": udp.cached_route,
+    "cached_route": cached_route,
     "RouteTable.lookup": RouteTable.lookup,
     "udp_sendmsg": udp.udp_sendmsg,
     "ip_output": ip.ip_output,

@@ -13,7 +13,7 @@ from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT
-from ..wire.ipv4 import PROTO_TCP, IPv4Header
+from ..wire.ipv4 import PROTO_TCP, IPv4Packet
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
 from . import recovery
 from .output import arm_rto, schedule_ack, send_ack, send_syn, tcp_output, ts_now
@@ -42,10 +42,10 @@ MAX_SACK_RECENT = 8  # out-of-order arrivals remembered to order SACK blocks
 RTO_FALLBACK = 3.0  # RFC 6298 5.7: the RTO once data flows after a retransmitted SYN without a sample
 
 
-def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -> None:
+def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
     counters = stack.counters
     try:
-        seg = parse_tcp(payload, header.src, header.dst)
+        seg = parse_tcp(header.payload, header.src, header.dst)
     except Malformed as bad:
         counters.malformed("tcp", bad.reason)
         return
@@ -74,7 +74,7 @@ def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
         stack.tcp.timer_changed(tcb)
 
 
-def reply_reset(stack: Stack, header: IPv4Header, seg: TcpSegment) -> None:
+def reply_reset(stack: Stack, header: IPv4Packet, seg: TcpSegment) -> None:
     """RST for a segment that matches no connection (RFC 9293 3.10.7.1); never for a RST."""
     if seg.flags & RST:
         return
@@ -101,7 +101,7 @@ def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int
 # ---------------------------------------------------------------- LISTEN
 
 
-def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> None:
+def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> None:
     counters = stack.counters
     if seg.flags & RST:
         counters.drop("tcp", "rst_to_listener")
@@ -569,15 +569,15 @@ def challenge_ack(stack: Stack, tcb: TCB) -> None:
         stack.counters.tcp["ChallengeACKLimited"] += 1
 
 
-def tcp_error(stack: Stack, inner: IPv4Header, inner_payload: bytes, error: int, hard: bool) -> None:
+def tcp_error(stack: Stack, inner: IPv4Packet, error: int, hard: bool) -> None:
     """An ICMP error about a segment we sent (RFC 5927 / Linux tcp_v4_err)."""
-    sport = int.from_bytes(inner_payload[0:2], "big")
-    dport = int.from_bytes(inner_payload[2:4], "big")
+    sport = int.from_bytes(inner.payload[0:2], "big")
+    dport = int.from_bytes(inner.payload[2:4], "big")
     tcb = stack.tcp.conns.get((inner.src, sport, inner.dst, dport))
     if tcb is None:
         stack.counters.drop("icmp", "error_no_socket")
         return
-    seq = int.from_bytes(inner_payload[4:8], "big")
+    seq = int.from_bytes(inner.payload[4:8], "big")
     if not (seq_le(tcb.snd_una, seq) and seq_lt(seq, tcb.snd_nxt) or tcb.state == SYN_SENT):
         stack.counters.drop("icmp", "error_out_of_window")
         return

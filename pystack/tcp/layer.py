@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from ..addr import ANY
 from ..icmp import TokenBucket
+from ..route import cached_route
 from ..socket import IPPROTO_TCP, SOCK_STREAM, Socket
-from ..udp import cached_route
 from ..wire.ipv4 import HEADER_LEN as IP_HEADER_LEN
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from .output import send_reset_for

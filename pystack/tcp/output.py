@@ -12,8 +12,8 @@ import math
 from typing import TYPE_CHECKING
 
 from .. import ip
+from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT
-from ..udp import cached_route
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-from ..checksum import internet_checksum
+from ..checksum import internet_checksum, ones_sum
 from ..errors import Malformed
 
 ECHO_REPLY = 0
@@ -33,17 +34,27 @@ _HEADER = struct.Struct("!BBHI")
 HEADER_LEN = 8
 
 
-def parse_icmp(data: bytes) -> tuple[int, int, int, bytes]:
-    """Return (type, code, rest-of-header as a 32-bit int, body); checks the checksum."""
+@dataclass(slots=True)
+class IcmpMessage:
+    """A message's type, code, rest of header (one 32-bit number) and payload."""
+
+    kind: int
+    code: int
+    rest: int
+    payload: bytes
+
+
+def parse_icmp(data: bytes) -> IcmpMessage:
+    """Validate length and checksum; raises Malformed."""
     if len(data) < HEADER_LEN:
         raise Malformed("truncated")
-    if internet_checksum(data) != 0:
+    if ones_sum(data) != 0xFFFF:  # a correct checksum sums to 0xFFFF
         raise Malformed("checksum")
     kind, code, _csum, rest = _HEADER.unpack_from(data)
-    return kind, code, rest, data[HEADER_LEN:]
+    return IcmpMessage(kind, code, rest, data[HEADER_LEN:])
 
 
-def build_icmp(kind: int, code: int, rest: int, body: bytes) -> bytes:
+def build_icmp(kind: int, code: int, rest: int, payload: bytes) -> bytes:
     """A message with its checksum; the header's words are summed as numbers (packed once)."""
-    checksum = internet_checksum(body, (kind << 8 | code) + (rest >> 16) + (rest & 0xFFFF))
-    return _HEADER.pack(kind, code, checksum, rest) + body
+    checksum = internet_checksum(payload, (kind << 8 | code) + (rest >> 16) + (rest & 0xFFFF))
+    return _HEADER.pack(kind, code, checksum, rest) + payload

@@ -6,7 +6,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..checksum import fold, internet_checksum, ones_sum
+from ..checksum import fold, ones_sum
 from ..errors import Malformed
 
 HEADER_LEN = 20
@@ -28,7 +28,9 @@ _HEADER = struct.Struct("!BBHHHBBHII")
 
 
 @dataclass(slots=True)
-class IPv4Header:
+class IPv4Packet:
+    """A datagram's header fields and the payload after its options (link padding trimmed)."""
+
     src: int
     dst: int
     proto: int
@@ -40,51 +42,62 @@ class IPv4Header:
     total_length: int = HEADER_LEN
     header_length: int = HEADER_LEN
     options: bytes = b""
+    payload: bytes = b""
 
     @property
     def is_fragment(self) -> bool:
         return bool(self.flags & FLAG_MF) or self.frag_offset != 0
 
 
-def parse_ipv4(packet: bytes) -> tuple[IPv4Header, bytes]:
-    """Validate and split a packet into header and payload (link padding trimmed).
+def parse_ipv4(packet: bytes) -> IPv4Packet:
+    """Validate a packet and split off its payload (link padding trimmed).
 
     Raises Malformed with the reason: too_short (under 20 bytes), version,
     header_length, total_length, truncated (total length beyond the
     buffer), checksum.
     """
-    header = _unpack(packet)
-    ihl, total = header.header_length, header.total_length
-    if total < ihl:
-        raise Malformed("total_length")
-    if total > len(packet):
-        raise Malformed("truncated")
-    if internet_checksum(packet[:ihl]) != 0:
-        raise Malformed("checksum")
-    return header, bytes(packet[ihl:total])
+    return _parse(packet, False)
 
 
-def parse_quoted_ipv4(quote: bytes) -> tuple[IPv4Header, bytes]:
+def parse_quoted_ipv4(quote: bytes) -> IPv4Packet:
     """Parse the datagram quoted in an ICMP error: cut short, so no length or checksum check."""
-    header = _unpack(quote)
-    if len(quote) < header.header_length + 8:
-        raise Malformed("truncated")
-    return header, bytes(quote[header.header_length :])
+    return _parse(quote, True)
 
 
-def _unpack(packet: bytes) -> IPv4Header:
+def _parse(packet: bytes, quoted: bool) -> IPv4Packet:
     if len(packet) < HEADER_LEN:
         raise Malformed("too_short")
-    ver_ihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HEADER.unpack_from(packet)
+    ver_ihl, tos, total, ident, frag, ttl, proto, checksum, src, dst = _HEADER.unpack_from(packet)
     if ver_ihl >> 4 != 4:
         raise Malformed("version")
     ihl = (ver_ihl & 0xF) * 4
     if ihl < HEADER_LEN or ihl > len(packet):
         raise Malformed("header_length")
+    options = bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b""
+    if quoted:
+        if len(packet) < ihl + 8:
+            raise Malformed("truncated")
+        end = len(packet)
+    else:
+        if total < ihl:
+            raise Malformed("total_length")
+        if total > len(packet):
+            raise Malformed("truncated")
+        # The header's words, checksum included, summed from the fields just unpacked (RFC 1071):
+        # a correct header sums to 0xFFFF. The sum is never 0, since the version is 4.
+        words = (
+            (ver_ihl << 8 | tos) + total + ident + frag + (ttl << 8 | proto) + checksum
+            + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+        )
+        if options:
+            words += ones_sum(options)
+        if fold(words) != 0xFFFF:
+            raise Malformed("checksum")
+        end = total
     # Positional arguments, in field order: this runs for every packet received.
-    return IPv4Header(
+    return IPv4Packet(
         src, dst, proto, ttl, tos, ident, frag & (FLAG_RESERVED | FLAG_DF | FLAG_MF),
-        (frag & OFFSET_MASK) * 8, total, ihl, bytes(packet[HEADER_LEN:ihl]) if ihl > HEADER_LEN else b"",
+        (frag & OFFSET_MASK) * 8, total, ihl, options, bytes(packet[ihl:end]),
     )
 
 
@@ -133,44 +146,34 @@ def build_ipv4_header(
     tos: int,
     ident: int,
     flags_fragment: int,
+    buffer: bytearray | None = None,
     options: bytes = b"",
-) -> bytes:
-    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field."""
-    ihl = HEADER_LEN + len(options)
-    version_ihl = 0x40 | (ihl >> 2)
-    total_length = ihl + payload_length
-    words = header_words(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
+) -> bytes | None:
+    """A complete header with checksum; ``flags_fragment`` is the 16-bit wire field.
+
+    Only the header: IP output copies its payload once, into the packet's
+    buffer. Given that ``buffer``, the header is written at its start in
+    place (and None returned); otherwise it is returned as bytes, for the
+    callers that quote or rebuild a packet.
+
+    The fixed header's words enter the checksum as numbers (RFC 1071), so
+    it is packed once; only options are summed as bytes.
+    """
     if options:
-        words += ones_sum(options)
-    checksum = ~fold(words) & 0xFFFF
-    return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
-
-
-def write_ipv4_header(
-    buffer: bytearray,
-    src: int,
-    dst: int,
-    proto: int,
-    payload_length: int,
-    ttl: int,
-    tos: int,
-    ident: int,
-    flags_fragment: int,
-) -> None:
-    """Write an option-less header with checksum at the start of a packet's buffer, in place."""
-    total_length = HEADER_LEN + payload_length
-    words = header_words(0x45, tos, total_length, ident, flags_fragment, ttl, proto, src, dst)
-    checksum = ~fold(words) & 0xFFFF
-    _HEADER.pack_into(buffer, 0, 0x45, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst)
-
-
-def header_words(
-    version_ihl: int, tos: int, total_length: int, ident: int, flags_fragment: int, ttl: int, proto: int,
-    src: int, dst: int,
-) -> int:
-    """The unfolded one's-complement sum of the fixed header's 16-bit words, checksum
-    field excluded, taken from the fields directly (RFC 1071): the header is packed once."""
-    return (
+        ihl = HEADER_LEN + len(options)
+        version_ihl = 0x40 | (ihl >> 2)
+        words = ones_sum(options)
+    else:  # every packet pystack sends
+        ihl, version_ihl, words = HEADER_LEN, 0x45, 0
+    total_length = ihl + payload_length
+    words += (
         (version_ihl << 8 | tos) + total_length + ident + flags_fragment + (ttl << 8 | proto)
         + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
     )
+    checksum = ~fold(words) & 0xFFFF
+    if buffer is None:
+        return _HEADER.pack(version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst) + options
+    _HEADER.pack_into(buffer, 0, version_ihl, tos, total_length, ident, flags_fragment, ttl, proto, checksum, src, dst)
+    if options:
+        buffer[HEADER_LEN:ihl] = options
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ..checksum import internet_checksum, pseudo_header_sum
+from ..checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..errors import Malformed
 from .ipv4 import PROTO_TCP
 
@@ -50,6 +50,8 @@ class TcpOptions:
 
 @dataclass(slots=True)
 class TcpSegment:
+    """A segment's header fields, decoded options and payload."""
+
     sport: int
     dport: int
     seq: int
@@ -74,7 +76,8 @@ def parse_tcp(segment: bytes, src: int, dst: int) -> TcpSegment:
     header_len = (offset >> 4) * 4
     if header_len < HEADER_LEN or header_len > len(segment):
         raise Malformed("header_length")
-    if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_TCP, len(segment))) != 0:
+    # Over the whole segment, its checksum included, a correct sum is 0xFFFF.
+    if ones_sum(segment, pseudo_header_sum(src, dst, PROTO_TCP, len(segment))) != 0xFFFF:
         raise Malformed("checksum")
     options = parse_options(segment[HEADER_LEN:header_len])
     return TcpSegment(sport, dport, seq, ack, flags, window, urgent, options, bytes(segment[header_len:]))

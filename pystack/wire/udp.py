@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-from ..checksum import internet_checksum, pseudo_header_sum
+from ..checksum import internet_checksum, ones_sum, pseudo_header_sum
 from ..errors import Malformed
 from .ipv4 import PROTO_UDP
 
@@ -12,8 +13,17 @@ HEADER_LEN = 8
 _HEADER = struct.Struct("!HHHH")
 
 
-def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
-    """Return (source port, destination port, payload); a zero checksum means none was sent."""
+@dataclass(slots=True)
+class UdpDatagram:
+    """A datagram's ports and payload (cut to the UDP length field)."""
+
+    sport: int
+    dport: int
+    payload: bytes
+
+
+def parse_udp(segment: bytes, src: int, dst: int) -> UdpDatagram:
+    """Validate length and checksum (a zero checksum means none was sent); raises Malformed."""
     if len(segment) < HEADER_LEN:
         raise Malformed("truncated")
     sport, dport, length, checksum = _HEADER.unpack_from(segment)
@@ -21,9 +31,10 @@ def parse_udp(segment: bytes, src: int, dst: int) -> tuple[int, int, bytes]:
         raise Malformed("length")
     segment = segment[:length]
     if checksum != 0:
-        if internet_checksum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0:
+        # Over the whole segment, its checksum included, a correct sum is 0xFFFF.
+        if ones_sum(segment, pseudo_header_sum(src, dst, PROTO_UDP, length)) != 0xFFFF:
             raise Malformed("checksum")
-    return sport, dport, segment[HEADER_LEN:]
+    return UdpDatagram(sport, dport, segment[HEADER_LEN:])
 
 
 def build_udp(sport: int, dport: int, payload: bytes, src: int, dst: int, with_checksum: bool = True) -> bytes:
