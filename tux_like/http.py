@@ -1,0 +1,13 @@
+"""HTTP/1.1 stages: to be written (placeholder for the core's tests)."""
+
+
+def got_connection(req):
+    raise NotImplementedError
+
+
+def refuse_busy(req):
+    raise NotImplementedError
+
+
+def release(req):
+    raise NotImplementedError
