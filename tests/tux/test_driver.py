@@ -38,7 +38,7 @@ BIG = 3_000_000  # more than a socket's send buffer and the window: the server's
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
-    tiny_handler.install(monkeypatch)
+    tiny_handler.install(monkeypatch.setattr)
     (tmp_path / "small.txt").write_bytes(b"hello\n")
     (tmp_path / "big.bin").write_bytes(bytes(range(256)) * (BIG // 256))
     return tmp_path

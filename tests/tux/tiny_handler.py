@@ -9,10 +9,9 @@ that wait for room, keep-alive with pipelining, an idle timer (``keepalive_timeo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import pytest
 
 from tux_like import http
 from tux_like.core import Free, Malloc, QueueStage, Request, Site, finish
@@ -115,11 +114,11 @@ def release(req: Request) -> None:
         req.proto = None
 
 
-def install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Serve HTTP with this handler for one test."""
-    monkeypatch.setattr(http, "got_connection", got_connection)
-    monkeypatch.setattr(http, "refuse_busy", refuse_busy)
-    monkeypatch.setattr(http, "release", release)
+def install(setattr: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Serve HTTP with this handler: for one test (``monkeypatch.setattr``) or a whole process."""
+    setattr(http, "got_connection", got_connection)
+    setattr(http, "refuse_busy", refuse_busy)
+    setattr(http, "release", release)
 
 
 def is_placeholder(module: Any) -> bool:
