@@ -103,6 +103,19 @@ def ab_figures(output: str) -> dict[str, int]:
     return figures
 
 
+async def wrk_and_httperf_see_no_errors(host: TunHost, base: str, path: str) -> int:
+    """wrk (one second, 10 connections) and httperf (50 connections of 4 calls): no errors,
+    only 2xx answers; returns how many requests they made."""
+    out = await run(host, "wrk", "-t1", "-c10", "-d1s", "--timeout", "5s", f"{base}{path}")
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    made = int(re.search(r"(\d+) requests in", out).group(1))
+    address, port = base.split("//")[1].split(":")
+    out = await run(host, "httperf", "--server", address, "--port", port, "--uri", path,
+                    "--num-conns", "50", "--num-calls", "4", "--timeout", "5")
+    assert re.search(r"Errors: total 0 ", out) and "Reply status: 1xx=0 2xx=200 3xx=0 4xx=0 5xx=0" in out, out
+    return made + 200
+
+
 # ---------------------------------------------------------------- the backends and the driver (tiny handler)
 
 
@@ -119,6 +132,17 @@ async def test_ab_with_and_without_keep_alive_has_no_failed_request(root, backen
         await settled(driver)
         assert driver.server.stats.requests == {200: 300}
         assert driver.server.stats.connections >= 100 + 10
+
+
+@needs("wrk")
+@needs("httperf")
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_wrk_and_httperf_see_no_errors(root, backend, monkeypatch):
+    tiny_handler.install(monkeypatch.setattr)
+    async with tux_world(root, backend) as (host, driver, base):
+        made = await wrk_and_httperf_see_no_errors(host, base, "/small.txt")
+        await settled(driver)
+        assert driver.server.stats.requests[200] >= made > 200
 
 
 @needs("curl")
@@ -253,6 +277,16 @@ async def test_ab_keep_alive_200_requests_on_the_http_handler(root, backend):
         figures = ab_figures(await run(host, "ab", "-q", "-n", "200", "-c", "10", "-k", f"{base}/index.html"))
         assert figures["Complete requests"] == 200 and figures["Failed requests"] == 0
         assert figures["Non-2xx responses"] == 0 and figures["Keep-Alive requests"] == 200
+        await settled(driver)
+
+
+@needs("wrk")
+@needs("httperf")
+@needs_handler(http)
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_wrk_and_httperf_on_the_http_handler(root, backend):
+    async with tux_world(root, backend) as (host, driver, base):
+        await wrk_and_httperf_see_no_errors(host, base, "/small.txt")
         await settled(driver)
 
 
