@@ -2,9 +2,11 @@
 
 One task runs the loop TUX's threads run: take the sockets the backend says
 are ready, hand them to :meth:`Server.ready`, start the worker jobs the
-stages submitted, run queued stages (:meth:`Server.step`) with trio's clock
-as ``now``, and sleep until the next timer or the next readiness event when
-nothing is queued. Worker jobs (file reads, CGI) run in threads, a bounded
+stages submitted, run queued stages (:meth:`Server.step`), and sleep until
+the next timer or the next readiness event when nothing is queued. ``now``
+is wall-clock seconds (Date headers and logs read it) kept on trio's clock:
+the offset between the two is taken once, so timers never jump with the
+system clock, and a ``MockClock`` moves the server's time too. Worker jobs (file reads, CGI) run in threads, a bounded
 number at a time; each one's completion re-queues its request. The stages
 never see trio: it lives here and in the backends.
 """
@@ -12,6 +14,7 @@ never see trio: it lives here and in the backends.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,11 +63,12 @@ class ServerDriver:
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         server, net = self.server, self.net
+        epoch = time.time() - trio.current_time()  # trio's clock + epoch = wall-clock seconds
         while True:
             self._kick = trio.Event()
             for sock in net.take_ready():
                 server.ready(sock)
-            pending = server.step(trio.current_time())
+            pending = server.step(trio.current_time() + epoch)
             for ti in server.threads:
                 while ti.work:
                     nursery.start_soon(self._work, ti, ti.work.popleft())
@@ -72,7 +76,7 @@ class ServerDriver:
                 await trio.lowlevel.checkpoint()  # let packets and workers in between batches
                 continue
             deadline = server.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            with trio.move_on_at(math.inf if deadline is None else deadline - epoch):
                 await self._kick.wait()
 
     async def _work(self, ti: ThreadInfo, work: Work) -> None:

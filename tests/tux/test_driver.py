@@ -139,6 +139,7 @@ async def test_an_idle_connection_is_closed_by_its_timer_on_trios_clock(root):
         with trio.fail_after(5):
             assert await stream.receive_some() == b""
         assert 0.15 < trio.current_time() - started < 2
+        assert abs(driver.server.threads[0].now - time.time()) < 5  # wall-clock seconds, for Date headers
         await settled(driver)
         await stream.aclose()
 
