@@ -109,8 +109,9 @@ async def test_keep_alive_pipelining_big_bodies_and_a_missing_file(root):
         assert runs["accept_connections"] >= 1
 
 
-async def test_fifty_concurrent_clients(root):
-    async with world(root) as (network, driver):
+@pytest.mark.parametrize("threads", [1, 2])
+async def test_fifty_concurrent_clients(root, threads):
+    async with world(root, threads=threads) as (network, driver):
         bodies = []
 
         async def client():
@@ -159,6 +160,23 @@ async def test_stop_closes_every_connection_and_frees_everything(root):
         assert not driver.server.running
         with pytest.raises(OSError):
             await network.open_tcp_stream(SERVER, PORT)  # the listener is gone
+
+
+async def test_the_action_call_stops_starts_again_and_registers_a_mime_type(root):
+    async with world(root) as (network, driver):
+        driver.action("register_mime", extension="tux", type="text/x-tux")
+        assert driver.server.mime_type("tux") == "text/x-tux"
+        driver.action("stop")
+        with pytest.raises(OSError):
+            await network.open_tcp_stream(SERVER, PORT)
+        driver.action("start")
+        stream = await network.open_tcp_stream(SERVER, PORT)
+        await stream.send_all(b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n")
+        with trio.fail_after(5):
+            _, body = await read_response(stream, bytearray())
+        assert body == b"hello\n"
+        await stream.aclose()
+        await settled(driver)
 
 
 async def test_past_max_connect_a_client_gets_503(root):
