@@ -77,8 +77,9 @@ def test_a_bad_serve_config_file_gets_one_line(tmp_path, toml, complaint):
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop capabilities")
-def test_without_net_admin_says_so_in_one_line():
-    argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-sys_admin", *PYSTACK, "up"]
+@pytest.mark.parametrize("command", [["up"], ["serve", "--root", "."]])
+def test_without_net_admin_says_so_in_one_line(command):
+    argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-sys_admin", *PYSTACK, *command]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
