@@ -8,6 +8,7 @@ per-request object, socket or data listener is left.
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -274,7 +275,7 @@ def test_list_is_ls_l_and_nlst_is_names(served) -> None:
 
 
 def test_a_listing_longer_than_the_listing_buffer(tmp_path: Path) -> None:
-    names = [f"file-{i:04}-{'x' * 40}.txt" for i in range(300)]
+    names = [f"file-{i:04}-{'x' * 80}.txt" for i in range(100)]
     for name in names:
         (tmp_path / name).write_bytes(b"")
     server, net = start(tmp_path)
@@ -613,3 +614,41 @@ def test_the_working_directory_is_bounded_by_max_path(root: Path) -> None:
     assert client.cmd("CWD s").startswith("550 ")
     client.quit()
     assert_nothing_left(server, net)
+
+
+def test_commands_sent_during_a_transfer_are_answered_after_its_226(served) -> None:
+    server, net = served
+    client = logged_in(served)
+    client.cmd("TYPE I")
+    data = net.connect(client.epsv())
+    replies = client.cmd(b"RETR big.bin\r\nSYST\r\nPWD\r\n")
+    received = bytearray()
+    while not data.server_closed:
+        received += data.recv()
+        client.run()
+        replies += client.read()
+    assert bytes(received) == BIG
+    assert [line[:3] for line in replies.split("\r\n")[:-1]] == ["150", "226", "215", "257"]
+    client.quit()
+
+
+def test_a_client_that_never_reads_its_replies_is_closed_after_request_timeout(root: Path) -> None:
+    server, net = start(root, request_timeout=5)
+    client = Ftp(server, net)
+    client.control.send(b"FEAT\r\n" * (SEND_BUFFER // len(ftp.FEATURES) + 10))
+    pump(server, net, 1.0)
+    assert len(client.control.sock.outbox) == SEND_BUFFER and not client.control.sock.closed
+    pump(server, net, 7.0)
+    assert client.control.sock.closed
+    assert_nothing_left(server, net)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_garbage_bytes_get_answers_and_leave_nothing(served, seed: int) -> None:
+    garbage = random.Random(seed).randbytes(20_000)
+    client = Ftp(*served)
+    for start in range(0, len(garbage), 1000):
+        answers = client.cmd(garbage[start:start + 1000])
+        assert all(line[:3] in ("500", "530") for line in answers.split("\r\n")[:-1]), answers
+    assert client.cmd(b"\r\nNOOP\r\n").endswith("530 Please login with USER and PASS.\r\n")
+    client.quit()
