@@ -91,6 +91,10 @@ TRANSFER = Site("ftp_transfer", 128, transfer_of)
 LISTING_BUFFER = Site("ftp_listing_buffer", 4096, buffer_of)  # a page, as TUX's
 
 FEATURES = "211-Features:\r\n EPSV\r\n MDTM\r\n PASV\r\n SIZE\r\n TVFS\r\n211 End"
+KNOWN = (
+    "USER", "PASS", "QUIT", "FEAT", "SYST", "NOOP", "PWD", "XPWD", "TYPE", "MODE", "STRU", "PASV",
+    "EPSV", "PORT", "EPRT", "ABOR", "CWD", "XCWD", "CDUP", "XCUP", "SIZE", "MDTM", "RETR", "LIST", "NLST",
+)
 BEFORE_LOGIN = ("USER", "PASS", "QUIT", "FEAT")
 WRITES = ("STOR", "STOU", "APPE", "DELE", "RMD", "XRMD", "MKD", "XMKD", "RNFR", "RNTO", "SITE")
 NOT_IMPLEMENTED = ("ACCT", "SMNT", "REIN", "REST", "ALLO", "STAT", "HELP", "OPTS", "MLST", "MLSD", "AUTH")
@@ -329,11 +333,6 @@ def is_known(verb: str) -> bool:
     """A command this server recognizes (an unknown one gets 500 even before login)."""
     return verb in KNOWN or verb in WRITES or verb in NOT_IMPLEMENTED
 
-
-KNOWN = (
-    "USER", "PASS", "QUIT", "FEAT", "SYST", "NOOP", "PWD", "XPWD", "TYPE", "MODE", "STRU", "PASV",
-    "EPSV", "PORT", "EPRT", "ABOR", "CWD", "XCWD", "CDUP", "XCUP", "SIZE", "MDTM", "RETR", "LIST", "NLST",
-)
 
 
 def listing_argument(argument: str) -> str:
