@@ -64,10 +64,15 @@ class Transfer:
 
     control: Request | None = None
     listener: Any = None  # until the data connection is accepted
-    out: Any = None  # what is being sent: the file's bytes or the listing buffer
+    out: Any = None  # what is being sent: a chunk of the file or the listing buffer
     sent: int = 0
     end: int = 0
     total: int = 0  # bytes sent, for the transfer log
+    path: Path | None = None  # RETR's file (its real path), read a chunk at a time
+    offset: int = 0  # of the next chunk
+    eof: bool = False
+    binary: bool = True
+    after_cr: bool = False  # TYPE A: the last chunk ended in CR (a LF next is not bare)
     entries: list[tuple[str, int, int, int, float]] | None = None  # a listing's, not yet formatted
     next_entry: int = 0
     names_only: bool = False  # NLST
@@ -89,6 +94,7 @@ COMMAND_BUFFER = Site("ftp_command_buffer", 4096, buffer_of)
 REPLY_BUFFER = Site("ftp_reply_buffer", 8448, buffer_of)
 TRANSFER = Site("ftp_transfer", 128, transfer_of)
 LISTING_BUFFER = Site("ftp_listing_buffer", 4096, buffer_of)  # a page, as TUX's
+FILE_CHUNK = 65536  # what one worker read of RETR's file takes: memory per transfer stays bounded
 
 FEATURES = "211-Features:\r\n EPSV\r\n MDTM\r\n PASV\r\n SIZE\r\n TVFS\r\n211 End"
 KNOWN = (
@@ -318,7 +324,7 @@ def run_command(req: Request, line: str) -> None:
             reply(req, "425 Use PASV or EPSV first.")
         elif verb == "RETR":
             if argument:
-                submit(req, verb, argument, partial(read_file, binary=session.binary), transfer_ready)
+                submit(req, verb, argument, open_file, transfer_ready)
                 return
             reply(req, "501 RETR wants a file name.")
         else:
@@ -394,12 +400,15 @@ def transfer_ready(req: Request) -> None:
     transfer = Malloc(ti, TRANSFER)
     transfer.control, transfer.listener = req, session.passive
     transfer.sent = transfer.next_entry = transfer.total = 0
+    transfer.end = 0
     if session.verb == "RETR":
-        transfer.out, transfer.end, transfer.entries = work.result, len(work.result), None
+        transfer.path, size = work.result
+        transfer.out, transfer.entries, transfer.offset, transfer.eof = b"", None, 0, False
+        transfer.binary, transfer.after_cr = session.binary, False
         mode = "BINARY" if session.binary else "ASCII"
-        reply(req, f"150 Opening {mode} mode data connection ({len(work.result)} bytes).")
+        reply(req, f"150 Opening {mode} mode data connection ({size} bytes).")
     else:
-        transfer.out, transfer.end, transfer.entries = Malloc(ti, LISTING_BUFFER), 0, work.result
+        transfer.out, transfer.entries, transfer.path = Malloc(ti, LISTING_BUFFER), work.result, None
         transfer.names_only = session.verb == "NLST"
         reply(req, "150 Here comes the directory listing.")
     session.passive = None  # the transfer owns the listener now
@@ -475,14 +484,20 @@ def accept_data(data: Request) -> None:
 
 
 def send_data(data: Request) -> None:
-    """Stage: send the file or the listing (refilling the listing buffer), partial sends
-    waiting for room; at the end close and hand 226 to the control connection."""
+    """Stage: send the file (a worker reads each chunk) or the listing (refilling the listing
+    buffer), partial sends waiting for room; at the end close and hand 226 to the control
+    connection. The timer runs only while the request waits on its socket."""
     ti = data.ti
     transfer = data.proto
     while True:
-        if transfer.sent == transfer.end and not fill_listing(transfer):
-            end_transfer(data, "226 Transfer complete.")
-            return
+        if transfer.sent == transfer.end:
+            if transfer.path is not None and not transfer.eof:
+                ti.disarm(data)
+                ti.submit(data, partial(read_chunk, transfer.path, transfer.offset), got_chunk)
+                return
+            if transfer.path is not None or not fill_listing(transfer):
+                end_transfer(data, "226 Transfer complete.")
+                return
         try:
             sent = ti.net.send(data.sock, memoryview(transfer.out)[transfer.sent:transfer.end])
         except ConnectionError:
@@ -500,8 +515,6 @@ def send_data(data: Request) -> None:
 def fill_listing(transfer: Transfer) -> bool:
     """Format the next listing lines into the listing buffer; False when nothing is left."""
     entries = transfer.entries
-    if entries is None:
-        return False  # a file: sent whole
     buffer = transfer.out
     end = 0
     while transfer.next_entry < len(entries):
@@ -513,6 +526,22 @@ def fill_listing(transfer: Transfer) -> bool:
         transfer.next_entry += 1
     transfer.sent, transfer.end = 0, end
     return end > 0
+
+
+def got_chunk(data: Request) -> None:
+    """Stage: a worker read the file's next chunk: send it (in TYPE A with CRLF line ends)."""
+    transfer = data.proto
+    work = transfer.work
+    if work.error is not None:
+        end_transfer(data, "451 Local error reading the file; transfer aborted.")
+        return
+    raw = work.result
+    transfer.offset += len(raw)
+    transfer.eof = len(raw) < FILE_CHUNK
+    transfer.out = raw if transfer.binary else to_crlf(raw, transfer.after_cr)
+    transfer.after_cr = raw.endswith(b"\r")
+    transfer.sent, transfer.end = 0, len(transfer.out)
+    QueueStage(data, send_data)
 
 
 def listing_line(entry: tuple[str, int, int, int, float], names_only: bool) -> bytes:
@@ -555,7 +584,7 @@ def free_transfer(data: Request) -> None:
     transfer = data.proto
     if transfer.entries is not None:
         Free(data.ti, transfer.out)
-    transfer.out = transfer.entries = transfer.control = None
+    transfer.out = transfer.entries = transfer.control = transfer.path = transfer.work = None
     Free(data.ti, transfer)
     data.proto = None
 
@@ -608,20 +637,37 @@ def stat_file(root: str, virtual: str, binary: bool) -> tuple[int, float]:
     status = path.stat()
     if not S_ISREG(status.st_mode):
         raise IsADirectoryError(virtual)
-    size = status.st_size if binary else len(to_crlf(path.read_bytes()))
+    if binary:
+        return status.st_size, status.st_mtime
+    size, after_cr = 0, False
+    with path.open("rb") as file:
+        while chunk := file.read(FILE_CHUNK):
+            size += len(to_crlf(chunk, after_cr))
+            after_cr = chunk.endswith(b"\r")
     return size, status.st_mtime
 
 
-def read_file(root: str, virtual: str, binary: bool) -> bytes:
-    """A regular file's bytes; in TYPE A with line ends as CRLF (RFC 959 3.1.1.1)."""
+def open_file(root: str, virtual: str) -> tuple[Path, int]:
+    """RETR's file: its real path (read later a chunk at a time) and its size."""
     path = find(root, virtual)
-    if not S_ISREG(path.stat().st_mode):
+    status = path.stat()
+    if not S_ISREG(status.st_mode):
         raise IsADirectoryError(virtual)
-    data = path.read_bytes()
-    return data if binary else to_crlf(data)
+    return path, status.st_size
 
 
-def to_crlf(data: bytes) -> bytes:
+def read_chunk(path: Path, offset: int) -> bytes:
+    """Up to FILE_CHUNK bytes of the file from ``offset`` (fewer: the end of the file)."""
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read(FILE_CHUNK)
+
+
+def to_crlf(data: bytes, after_cr: bool) -> bytes:
+    """TYPE A's line ends (RFC 959 3.1.1.1): every bare LF becomes CRLF; ``after_cr`` says
+    the data before ``data`` ended in CR, so a LF it starts with is not bare."""
+    if after_cr and data.startswith(b"\n"):
+        return b"\n" + to_crlf(data[1:], False)
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

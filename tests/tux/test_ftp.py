@@ -244,6 +244,45 @@ def test_retr_binary_over_epsv_and_pasv_with_partial_sends(served) -> None:
     client.quit()
 
 
+def test_type_a_line_ends_across_chunks_and_files_of_whole_chunks(root: Path) -> None:
+    chunk = ftp.FILE_CHUNK
+    text = b"x" * (chunk - 1) + b"\r\nline\n" + b"y" * (chunk - 6) + b"\n\n\r" + b"\nz\r\r\n\n"
+    (root / "text").write_bytes(text)
+    (root / "whole").write_bytes(BIG[:2 * chunk])
+    expected = re.sub(rb"(?<!\r)\n", b"\r\n", text)  # every LF not after a CR
+    server, net = start(root)
+    client = Ftp(server, net)
+    client.login()
+    assert client.cmd("SIZE text") == f"213 {len(expected)}\r\n"
+    _, data = client.transfer("RETR text")
+    assert data == expected
+    client.cmd("TYPE I")
+    assert client.cmd("SIZE text") == f"213 {len(text)}\r\n"
+    _, data = client.transfer("RETR text")
+    assert data == text
+    replies, data = client.transfer("RETR whole")
+    assert data == BIG[:2 * chunk] and replies.endswith("226 Transfer complete.\r\n")
+    client.quit()
+    assert_nothing_left(server, net)
+
+
+def test_a_file_that_cannot_be_read_mid_transfer_gets_451(served, root: Path) -> None:
+    client = logged_in(served)
+    client.cmd("TYPE I")
+    data = served[1].connect(client.epsv())
+    assert client.cmd("RETR big.bin").startswith("150 ")
+    (root / "big.bin").unlink()  # the next chunk's read fails
+    received = bytearray()
+    replies = ""
+    while not data.server_closed:
+        received += data.recv()
+        client.run()
+        replies += client.read()
+    assert replies == "451 Local error reading the file; transfer aborted.\r\n"
+    assert 0 < len(received) < len(BIG)
+    client.quit()
+
+
 def test_retr_in_ascii_mode_sends_crlf_line_ends(served) -> None:
     client = logged_in(served)
     replies, data = client.transfer("RETR hello.txt")
@@ -543,7 +582,7 @@ def test_past_max_connect_a_client_gets_421(root: Path) -> None:
     assert_nothing_left(server, net)
 
 
-@pytest.mark.parametrize("moment", ["listener", "transfer", "worker"])
+@pytest.mark.parametrize("moment", ["listener", "transfer", "control on a worker", "transfer on a worker"])
 def test_stop_ends_every_connection_transfer_and_listener(root: Path, moment: str) -> None:
     server, net = start(root)
     client = Ftp(server, net)
@@ -552,13 +591,20 @@ def test_stop_ends_every_connection_transfer_and_listener(root: Path, moment: st
     if moment == "transfer":
         net.connect(port)
         assert client.cmd("RETR big.bin").startswith("150 ")
-    elif moment == "worker":
+    elif moment.endswith("on a worker"):
+        if moment == "transfer on a worker":
+            net.connect(port)
         client.control.send(b"RETR big.bin\r\n")
-        for ti in server.threads:  # run the stages until the request waits on its worker
-            while not ti.work:
-                server.step(0.0)
-                for sock in net.take_ready():
-                    server.ready(sock)
+        kind = ftp.Transfer if moment == "transfer on a worker" else ftp.Session
+        ti = server.threads[0]
+        while not (ti.work and isinstance(ti.work[0].req.proto, kind)):  # stages only, no worker runs
+            if ti.work:
+                done = ti.work.popleft()
+                done.result = done.job()
+                ti.complete(done)
+            server.step(0.0)
+            for sock in net.take_ready():
+                server.ready(sock)
     server.action("stop")
     pump(server, net)
     assert server.live_objects() == 0 and server.live_connections() == 0
