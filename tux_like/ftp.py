@@ -5,10 +5,11 @@ Two kinds of request. The control request (the accepted connection) reads one
 command line at a time into its command buffer and answers through its reply
 buffer. A transfer (RETR, LIST, NLST) is a request of its own, made by the
 control request once its 150 reply is out: it accepts the connection on the
-passive listener PASV/EPSV opened, sends the file or the listing (a listing
-buffer refilled line by line), closes, and hands the 226 (or 425/426) back to
-the control request, which stays parked meanwhile (it reads no command during
-a transfer; pipelined commands wait in the socket).
+passive listener PASV/EPSV opened, sends the file (read a chunk at a time by a
+worker) or the listing (a listing buffer refilled line by line), closes, and
+hands the 226 (or 425/426/451) back to the control request, which stays parked
+meanwhile (it reads no command during a transfer; pipelined commands wait in
+the socket).
 
 Every filesystem access (resolving a path, stat, listing, reading a file) runs
 on a worker (``ti.submit``): the stages never block. Paths go through
@@ -626,6 +627,15 @@ def find(root: str, virtual: str) -> Path:
     return path
 
 
+def regular_file(root: str, virtual: str) -> tuple[Path, os.stat_result]:
+    """The real path and status of a regular file (a directory is no file to send)."""
+    path = find(root, virtual)
+    status = path.stat()
+    if not S_ISREG(status.st_mode):
+        raise IsADirectoryError(virtual)
+    return path, status
+
+
 def is_directory(root: str, virtual: str) -> bool:
     return find(root, virtual).is_dir()
 
@@ -633,10 +643,7 @@ def is_directory(root: str, virtual: str) -> bool:
 def stat_file(root: str, virtual: str, binary: bool) -> tuple[int, float]:
     """A regular file's size as RETR would send it in the current TYPE (RFC 3659 4: in
     TYPE A, counted with CRLF line ends) and its modification time."""
-    path = find(root, virtual)
-    status = path.stat()
-    if not S_ISREG(status.st_mode):
-        raise IsADirectoryError(virtual)
+    path, status = regular_file(root, virtual)
     if binary:
         return status.st_size, status.st_mtime
     size, after_cr = 0, False
@@ -649,10 +656,7 @@ def stat_file(root: str, virtual: str, binary: bool) -> tuple[int, float]:
 
 def open_file(root: str, virtual: str) -> tuple[Path, int]:
     """RETR's file: its real path (read later a chunk at a time) and its size."""
-    path = find(root, virtual)
-    status = path.stat()
-    if not S_ISREG(status.st_mode):
-        raise IsADirectoryError(virtual)
+    path, status = regular_file(root, virtual)
     return path, status.st_size
 
 
