@@ -165,6 +165,7 @@ class Request:
     waiting: str = ""  # "", "read", "write", "work": what it is parked on
     wait_gen: int = 0
     timer_gen: int = 0
+    queued: int = 0  # entries of this request in the scheduler's queues
     proto: Any = None
     closed: bool = False
 
@@ -203,6 +204,7 @@ class Scheduler:
     def queue(self, req: Request, stage: Stage, priority: int = PRIO_NORMAL) -> None:
         self.queues[priority].append((req, stage))
         self.nonempty |= 1 << priority
+        req.queued += 1
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.queues)
@@ -216,6 +218,7 @@ class Scheduler:
         entry = chosen.popleft()
         if not chosen:
             self.nonempty &= ~(1 << priority)
+        entry[0].queued -= 1
         return entry
 
     @stingy_interface("Scheduler")
@@ -316,12 +319,23 @@ class ThreadInfo:
         """Queue the stages of every timer due at ``now`` whose request has not moved on."""
         self.now = now
         timers = self.timers
+        deferred = []
         while timers and timers[0][0] <= now:
-            _, _, req, generation, stage = heapq.heappop(timers)
-            if generation == req.timer_gen and not req.closed:
-                self._cancel_wait(req)
-                req.timer_gen += 1
-                QueueStage(req, stage)
+            entry = heapq.heappop(timers)
+            _, _, req, generation, stage = entry
+            if generation != req.timer_gen or req.closed:
+                continue
+            if req.queued:
+                # A stage of this request is already queued (its data came in the same step):
+                # one continuation at a time. The timer waits for that stage, which may re-arm
+                # or disarm it; if it does neither, the timer fires at the next expiry.
+                deferred.append(entry)
+                continue
+            self._cancel_wait(req)
+            req.timer_gen += 1
+            QueueStage(req, stage)
+        for entry in deferred:
+            heapq.heappush(timers, entry)
 
     def next_deadline(self) -> float | None:
         while self.timers:

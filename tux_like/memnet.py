@@ -148,6 +148,8 @@ class MemoryNet:
     def close(self, sock: Any) -> None:
         if isinstance(sock, MemoryListener):
             self.listeners.pop(sock.address[1], None)
+            while sock.pending:  # connections never accepted: the kernel resets them
+                self.close(sock.pending.popleft())
             return
         if not sock.closed:
             sock.closed = True

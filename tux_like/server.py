@@ -88,6 +88,7 @@ class Server:
                 ti.forget(slot)
             ti.listeners.clear()
             ending = [req for req, _, _ in ti.waits.values()]
+            ending.extend(done.req for done in ti.work)  # parked on a worker: in no wait
             while (entry := ti.scheduler.elect()) is not None:
                 ending.append(entry[0])
             for req in ending:

@@ -144,3 +144,32 @@ def test_the_interface_functions_carry_their_marks() -> None:
     assert Free.__stingy_interface__[0] == "Free"
     assert Scheduler.run.__stingy_interface__ == ("Scheduler", {})
     assert isinstance(Allocator(), Allocator)
+
+
+def test_a_timer_due_while_a_stage_is_queued_waits_for_it() -> None:
+    """Data and the deadline in one step: one continuation, not two chains."""
+    ti = make_ti()
+    req = Request(ti=ti)
+    ran: list[str] = []
+
+    def on_data(r: Request) -> None:
+        ran.append("data")
+
+    def on_timeout(r: Request) -> None:
+        ran.append("timeout")
+
+    ti.arm(req, 1.0, on_timeout)
+    QueueStage(req, on_data)  # readiness queued the next stage...
+    ti.expire(1.0)  # ...and the deadline passes in the same step
+    ti.scheduler.run(10)
+    assert ran == ["data"]
+    ti.expire(1.0)  # the stage neither re-armed nor disarmed: the timer fires now
+    ti.scheduler.run(10)
+    assert ran == ["data", "timeout"]
+
+    ti.arm(req, 1.0, on_timeout)
+    QueueStage(req, lambda r: ti.disarm(r))
+    ti.expire(5.0)
+    ti.scheduler.run(10)
+    ti.expire(5.0)
+    assert ti.scheduler.run(10) == 0 and ran == ["data", "timeout"]
