@@ -94,8 +94,9 @@ FILE_CACHE_TTL = 2.0  # seconds a cached file is served without looking at the d
 LINGER_TIMEOUT = 2.0  # after the last response, how long unread client bytes are drained
 LOCATION_LIMIT = HEADER_BUFFER.size - 512  # a redirect longer than this is refused (414)
 ALLOW = "Allow: GET, HEAD\r\n"
-# Errors after which the byte stream cannot be trusted (or the client is to go away).
-CLOSING = (400, 408, 413, 414, 431, 500, 501, 503, 504, 505)
+# Errors after which the byte stream cannot be trusted (or the client is to go away); after
+# the others (403, 404, 405, 416, 501, CGI's 500/504) a request without content keeps it.
+CLOSING = (400, 408, 413, 414, 431, 503, 505)
 
 REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",

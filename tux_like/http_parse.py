@@ -105,9 +105,7 @@ def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int)
     matched = VERSION.match(version)
     if matched is None:
         raise BadRequest(400, "malformed HTTP version")
-    if matched.group(1) != b"1":
-        raise BadRequest(505, "HTTP version not supported")
-    minor = int(matched.group(2))
+    major, minor = int(matched.group(1)), int(matched.group(2))
 
     fields: list[tuple[bytes, bytes]] = []
     hosts = 0
@@ -139,7 +137,7 @@ def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int)
         elif name == b"if-range":
             if_range = value.decode("latin-1")
 
-    if hosts > 1 or (hosts == 0 and minor >= 1):
+    if hosts > 1 or (hosts == 0 and major == 1 and minor >= 1):
         raise BadRequest(400, "a request needs exactly one Host field")
     has_body = False
     if lengths:
@@ -152,9 +150,11 @@ def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int)
             raise BadRequest(400, "malformed Content-Length")
         has_body = int(length) > 0
     elif codings:
-        if minor == 0 or codings[-1] != b"chunked":
+        if (major, minor) == (1, 0) or codings[-1] != b"chunked":
             raise BadRequest(400, "request framing cannot be determined")
         has_body = True
+    if major != 1:
+        raise BadRequest(505, "HTTP version not supported")  # after the framing: 400s first
     if minor == 0:
         keep_alive = b"keep-alive" in connection and b"close" not in connection
     else:
@@ -164,8 +164,9 @@ def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int)
 
 def normalize_target(target: bytes) -> tuple[list[str], bool, str]:
     """The target's path as segments (percent-decoded once, then normalized), whether it
-    ends with a slash, and the query. Traversal above the root is 403; bytes no file name
-    may hold (NUL, backslash) or a bad escape are 400."""
+    ends with a slash, and the query. Traversal above the root is 403; a name with a byte
+    no served file has (NUL, backslash) is 404; a bad escape or a target that is not a
+    path is 400."""
     if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
         slash = target.find(b"/", target.find(b"//") + 2)
         target = target[slash:] if slash >= 0 else b"/"
@@ -176,7 +177,7 @@ def normalize_target(target: bytes) -> tuple[list[str], bool, str]:
         raise BadRequest(400, "malformed percent-encoding")
     decoded = ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path)
     if b"\x00" in decoded or b"\\" in decoded:
-        raise BadRequest(400, "a byte no file name may hold")
+        raise BadRequest(404, "a byte no served file name holds")
     segments: list[str] = []
     for raw in decoded.split(b"/"):
         if raw == b"" or raw == b".":

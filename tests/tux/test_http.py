@@ -206,7 +206,7 @@ def test_requests_refused_with_the_right_status(world: World, request_bytes: byt
     client, data = world.exchange(request_bytes)
     assert one(data)[0] == status
     world.run()
-    assert client.server_closed
+    assert client.server_closed == (status != 501)  # an unknown method without content: framing holds
     world.leave(client)
 
 
