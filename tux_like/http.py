@@ -386,7 +386,7 @@ def set_body(req: Request, body: memoryview) -> None:
     """Attach the body (none for HEAD), in the header buffer's room when it fits there (one
     send for a small answer), then send."""
     proto = req.proto
-    if proto.head is None or proto.head.method != b"HEAD":
+    if not answers_head(proto):
         length = len(body)
         if proto.out_len + length <= len(proto.out):
             proto.out[proto.out_len : proto.out_len + length] = body
@@ -395,6 +395,13 @@ def set_body(req: Request, body: memoryview) -> None:
         else:
             proto.body = body
     QueueStage(req, send_headers)
+
+
+def answers_head(proto: HttpState) -> bool:
+    """Whether the answer is to a HEAD (read off the request line if the head did not parse)."""
+    if proto.head is not None:
+        return proto.head.method == b"HEAD"
+    return proto.recv is not None and proto.recv.startswith(b"HEAD ", proto.start, proto.end)
 
 
 def render_listing(listing: bytearray, segments: list[str], names: list[tuple[str, bool]]) -> int:

@@ -210,6 +210,13 @@ def test_requests_refused_with_the_right_status(world: World, request_bytes: byt
     world.leave(client)
 
 
+def test_an_error_to_a_head_that_did_not_parse_has_no_body(world: World) -> None:
+    client, data = world.exchange(b"HEAD / HTTP/1.1\r\n\r\n")  # no Host: 400
+    status, fields, body = one(data, "HEAD")
+    assert status == 400 and body == b"" and data.endswith(b"\r\n\r\n")
+    world.leave(client)
+
+
 def test_content_length_zero_and_http_1_2_are_served(world: World) -> None:
     client, data = world.exchange(get("/hello.txt", "Content-Length: 0"))
     assert one(data)[0] == 200
