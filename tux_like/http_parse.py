@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from time import gmtime
 
 TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+\Z")
@@ -23,6 +24,7 @@ HEAD_END = re.compile(rb"\n\r?\n")
 ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+LOG_SAFE = re.compile(rb"[ !#-\[\]-~]*\Z")  # printable ASCII but quote and backslash
 
 # Methods this server knows: GET and HEAD are served, the others get 405 with Allow.
 SERVED_METHODS = (b"GET", b"HEAD")
@@ -86,13 +88,11 @@ def check_incomplete(buf: bytearray, start: int, end: int, max_line: int, max_fi
 
 def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int) -> Head:
     """Parse a complete head (request line, fields, blank line) or raise :class:`BadRequest`."""
-    lines = head.split(b"\n")
+    text = head.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        raise BadRequest(400, "bare CR in the request head")
+    lines = text.split(b"\n")
     del lines[-2:]  # the blank line's two empty pieces
-    for index, line in enumerate(lines):
-        if line.endswith(b"\r"):
-            line = lines[index] = line[:-1]
-        if b"\r" in line:
-            raise BadRequest(400, "bare CR in the request head")
     request_line = lines[0]
     if len(request_line) > max_line:
         raise BadRequest(414, "request line too long")
@@ -218,8 +218,14 @@ def byte_range(spec: str, size: int) -> tuple[int, int] | None:
 
 
 def http_date(when: float) -> str:
-    """An IMF-fixdate (RFC 9110 5.6.7)."""
-    return formatdate(when, usegmt=True)
+    """An IMF-fixdate (RFC 9110 5.6.7), to the second."""
+    return date_of_second(int(when))
+
+
+@lru_cache(maxsize=8)
+def date_of_second(second: int) -> str:
+    """Formatted once per second: every answer in that second carries the same Date."""
+    return formatdate(second, usegmt=True)
 
 
 def parse_http_date(text: str) -> float | None:
@@ -242,6 +248,8 @@ def log_date(when: float) -> str:
 
 def log_escape(data: bytes) -> str:
     """Client bytes made safe for one log line: non-printables, quote and backslash escaped."""
+    if LOG_SAFE.match(data):
+        return data.decode("ascii")
     out = []
     for byte in data:
         if byte < 0x20 or byte >= 0x7F or byte in (0x22, 0x5C):
