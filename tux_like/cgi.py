@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -79,13 +80,19 @@ def run_cgi(root: str, cgi_dir: list[str], rest: list[str], request: CgiRequest,
     path_info = "".join("/" + segment for segment in rest[taken:])
     env = environment(request, script_name, path_info, root)
     try:
-        done = subprocess.run([script], env=env, cwd=os.path.dirname(script), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return CgiAnswer(504, error=True)
+        process = subprocess.Popen([script], env=env, cwd=os.path.dirname(script),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError:
         return CgiAnswer(500, error=True)
-    return parse_output(done.stdout)
+    with process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the script and whatever it started
+            process.communicate()
+            return CgiAnswer(504, error=True)
+    return parse_output(output)
 
 
 def environment(request: CgiRequest, script_name: str, path_info: str, root: str) -> dict[str, str]:

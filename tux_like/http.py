@@ -510,7 +510,11 @@ def keepalive_or_flush(req: Request) -> None:
     consumed = proto.head_end
     free_response(req)
     if not proto.keep_alive:
-        ti.net.shutdown_write(req.sock)
+        try:
+            ti.net.shutdown_write(req.sock)
+        except ConnectionError:
+            QueueStage(req, close_connection)
+            return
         ti.arm(req, LINGER_TIMEOUT, close_connection)
         QueueStage(req, linger)
         return

@@ -4,6 +4,7 @@ range requests, directories, errors, timeouts, the log, CGI, the file cache, no 
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def test_get_serves_a_file_with_its_headers(world: World) -> None:
     assert "connection" not in fields and not client.server_closed  # HTTP/1.1: kept alive
     assert world.server.stats.requests == {200: 1}
     assert world.server.stats.bytes_sent == len(data)
+    assert world.server.stats.bytes_received == len(get("/hello.txt"))
     world.leave(client)
 
 
@@ -349,11 +351,28 @@ def test_cgi_status_location_failures_and_timeout(cgi_world: World) -> None:
     client, data = cgi_world.exchange(get("/cgi-bin/status.sh", method="HEAD"), client)
     status, fields, body = one(data, "HEAD")
     assert (status, body, fields["content-length"]) == (418, b"", "5")
+    stages = cgi_world.server.threads[0].scheduler.stage_runs
+    assert stages["cgi_done"] == 2 and "file_found" not in stages  # workers ran them
     for target, expected in [("/cgi-bin/garbage.sh", 500), ("/cgi-bin/slow.sh", 504),
                              ("/cgi-bin/noexec.sh", 403), ("/cgi-bin/none.sh", 404)]:
         client, data = cgi_world.exchange(get(target))
         assert one(data)[0] == expected, target
         cgi_world.leave(client)
+
+
+def test_a_cgi_timeout_kills_what_the_script_started(cgi_world: World, root: Path) -> None:
+    pidfile = root.parent / "child.pid"
+    script(root / "cgi-bin" / "spawns.sh", f"sleep 30 & echo $! > {pidfile}\nwait\n")
+    client, data = cgi_world.exchange(get("/cgi-bin/spawns.sh"))
+    assert one(data)[0] == 504
+    status = Path(f"/proc/{pidfile.read_text().strip()}/status")
+    for _ in range(100):
+        if not status.exists() or "State:\tZ" in status.read_text():
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the script's child outlived its timeout")
+    cgi_world.leave(client)
 
 
 def test_cgi_is_off_without_a_cgi_dir(root: Path) -> None:
