@@ -294,6 +294,10 @@ def cgi_done(req: Request) -> None:
         error_response(req, 500 if work.error is not None else answer.status)
         return
     extra = f"Location: {answer.location}\r\n" if answer.location else ""
+    if answer.status in (204, 304):  # answers that never have content (RFC 9110 15.3.5, 15.4.5)
+        start_response(req, answer.status, None, "", extra, answer.reason)
+        QueueStage(req, send_headers)
+        return
     start_response(req, answer.status, len(answer.body), answer.content_type, extra, answer.reason)
     set_body(req, memoryview(answer.body))
 

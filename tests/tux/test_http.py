@@ -351,8 +351,13 @@ def test_cgi_status_location_failures_and_timeout(cgi_world: World) -> None:
     client, data = cgi_world.exchange(get("/cgi-bin/status.sh", method="HEAD"), client)
     status, fields, body = one(data, "HEAD")
     assert (status, body, fields["content-length"]) == (418, b"", "5")
+    script(cgi_world.config.root() / "cgi-bin" / "nothing.sh",
+           'printf "Status: 304 Not Modified\\nContent-Type: text/plain\\n\\nignored"\n')
+    client, data = cgi_world.exchange(get("/cgi-bin/nothing.sh") + get("/hello.txt"), client)
+    assert [(r.status_code, b) for r, b in responses(data, ["GET", "GET"])] == [
+        (304, b""), (200, b"hello, world\n")]
     stages = cgi_world.server.threads[0].scheduler.stage_runs
-    assert stages["cgi_done"] == 2 and "file_found" not in stages  # workers ran them
+    assert stages["cgi_done"] == 3 and stages["file_found"] == 1  # workers ran them
     for target, expected in [("/cgi-bin/garbage.sh", 500), ("/cgi-bin/slow.sh", 504),
                              ("/cgi-bin/noexec.sh", 403), ("/cgi-bin/none.sh", 404)]:
         client, data = cgi_world.exchange(get(target))
