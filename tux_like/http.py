@@ -149,7 +149,10 @@ def read_request(req: Request) -> None:
         return
     if not data:
         proto.eof = True
-        QueueStage(req, parse_request if proto.start < proto.end else close_connection)
+        if proto.start < proto.end:
+            QueueStage(req, parse_request)  # what came before the half-close may be a request
+        else:
+            QueueStage(req, close_connection)
         return
     if proto.start == proto.end:  # the first byte of a request: its time starts now
         proto.start = proto.end = 0
@@ -483,7 +486,10 @@ def send_body(req: Request) -> None:
     ti.disarm(req)
     proto.body = None
     proto.body_pos = 0
-    QueueStage(req, send_body if proto.file_pos < proto.file_end else log_request)
+    if proto.file_pos < proto.file_end:
+        QueueStage(req, send_body)  # the next chunk
+    else:
+        QueueStage(req, log_request)
 
 
 def chunk_read(req: Request) -> None:
