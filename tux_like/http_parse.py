@@ -173,9 +173,11 @@ def normalize_target(target: bytes) -> tuple[list[str], bool, str]:
     if target[:1] != b"/":
         raise BadRequest(400, "the target is not an absolute path")
     path, _, query = target.partition(b"?")
-    if BAD_ESCAPE.search(path):
-        raise BadRequest(400, "malformed percent-encoding")
-    decoded = ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path)
+    decoded = path
+    if b"%" in path:
+        if BAD_ESCAPE.search(path):
+            raise BadRequest(400, "malformed percent-encoding")
+        decoded = ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), path)
     if b"\x00" in decoded or b"\\" in decoded:
         raise BadRequest(404, "a byte no served file name holds")
     segments: list[str] = []
@@ -241,7 +243,12 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 def log_date(when: float) -> str:
     """The common log format's date, ``10/Oct/2000:13:55:36 +0000`` (no locale)."""
-    t = gmtime(when)
+    return log_date_of_second(int(when))
+
+
+@lru_cache(maxsize=8)
+def log_date_of_second(second: int) -> str:
+    t = gmtime(second)
     return (f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
 
