@@ -23,7 +23,7 @@ FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?\Z")
 HEAD_END = re.compile(rb"\n\r?\n")
 ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)\Z")
 LOG_SAFE = re.compile(rb"[ !#-\[\]-~]*\Z")  # printable ASCII but quote and backslash
 
 # Methods this server knows: GET and HEAD are served, the others get 405 with Allow.
@@ -148,7 +148,7 @@ def parse_head(head: bytes, max_line: int, max_fields: int, max_header_len: int)
         length = lengths.pop()
         if not length.isdigit() or not length.isascii():
             raise BadRequest(400, "malformed Content-Length")
-        has_body = int(length) > 0
+        has_body = length.strip(b"0") != b""  # no int(): its digits may be thousands
     elif codings:
         if (major, minor) == (1, 0) or codings[-1] != b"chunked":
             raise BadRequest(400, "request framing cannot be determined")
@@ -206,17 +206,23 @@ def byte_range(spec: str, size: int) -> tuple[int, int] | None:
     if not first:
         if not last:
             return None
-        suffix = int(last)
+        suffix = position(last)
         if suffix == 0 or size == 0:
             return (-1, -1)
         return (max(0, size - suffix), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = position(first)
+    end = position(last) if last else size - 1
     if last and end < start:
         return None
     if start >= size:
         return (-1, -1)
     return (start, min(end, size - 1))
+
+
+def position(digits: str) -> int:
+    """A byte position; one longer than any file (past int()'s digit limit too) is 2**63."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 1 << 63
 
 
 def http_date(when: float) -> str:

@@ -128,6 +128,20 @@ def test_smuggling_shapes_get_400_and_close(world: World, request_bytes: bytes) 
     world.leave(client)
 
 
+def test_numbers_too_long_for_an_int_are_no_crash(world: World) -> None:
+    digits = "9" * 5000  # past Python's int() digit limit
+    client, data = world.exchange(get("/digits.txt", "Content-Length: " + digits))
+    assert one(data)[0] == 413  # content, however large: refused
+    other, data = world.exchange(get("/digits.txt", f"Range: bytes={digits}-")
+                                 + get("/digits.txt", f"Range: bytes=0-{digits}")
+                                 + get("/digits.txt", f"Range: bytes=-{digits}")
+                                 + get("/digits.txt", "Range: bytes=00000000000000000000000000003-4"))
+    answers = [(r.status_code, b) for r, b in responses(data, ["GET"] * 4)]
+    assert [status for status, _ in answers] == [416, 206, 206, 206]
+    assert [body for _, body in answers[1:]] == [b"0123456789", b"0123456789", b"34"]
+    world.leave(client, other)
+
+
 def test_garbage_bytes_get_an_answer_or_a_close_never_a_crash(world: World) -> None:
     rng = random.Random(1234)
     clients = []
