@@ -10,8 +10,17 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.tux.http_world import SECRET, World, get, make_root, one, responses
+from tux_like.http_parse import (
+    BadRequest,
+    byte_range,
+    normalize_target,
+    parse_head,
+    parse_http_date,
+)
 
 
 @pytest.fixture
@@ -229,3 +238,16 @@ def test_a_thousand_pipelined_requests_are_answered_in_order(world: World) -> No
     assert [body for _, body in answers] == [targets[i % 3][1] for i in range(1000)]
     assert world.server.stats.requests == {200: 1000}
     world.leave(client)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.text(st.characters(max_codepoint=255), max_size=60))
+def test_the_parsers_refuse_any_bytes_with_a_status_never_an_exception(junk: bytes, text: str) -> None:
+    for parse in (lambda: normalize_target(b"/" + junk),
+                  lambda: parse_head(b"GET / HTTP/1.1\r\n" + junk + b"\r\n\r\n", 8192, 100, 8192)):
+        try:
+            parse()
+        except BadRequest as bad:
+            assert bad.status in (400, 403, 404, 413, 414, 431, 505)
+    assert parse_http_date(text) is None or isinstance(parse_http_date(text), float)
+    assert byte_range(text, 10) in (None, (-1, -1)) or 0 <= byte_range(text, 10)[0] <= 9
