@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -86,13 +88,41 @@ def run_cgi(root: str, cgi_dir: list[str], rest: list[str], request: CgiRequest,
     except OSError:
         return CgiAnswer(500, error=True)
     with process:
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the script and whatever it started
-            process.communicate()
-            return CgiAnswer(504, error=True)
+        status, output = collect(process, timeout)
+        if status:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the script and whatever it started
+            except ProcessLookupError:
+                pass
+            return CgiAnswer(status, error=True)
     return parse_output(output)
+
+
+def collect(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, bytes]:
+    """The script's output once it has exited, or 504 past the time limit, or 500 past
+    ``MAX_OUTPUT`` (read as it comes: a runaway script does not fill the memory)."""
+    deadline = time.monotonic() + timeout
+    fd = process.stdout.fileno()
+    chunks = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return 504, b""
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            return 500, b""
+        chunks.append(chunk)
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return 504, b""
+    return 0, b"".join(chunks)
 
 
 def environment(request: CgiRequest, script_name: str, path_info: str, root: str) -> dict[str, str]:
@@ -128,8 +158,6 @@ def environment(request: CgiRequest, script_name: str, path_info: str, root: str
 
 def parse_output(output: bytes) -> CgiAnswer:
     """The script's header lines (up to a blank line), then its document (RFC 3875 6)."""
-    if len(output) > MAX_OUTPUT:
-        return CgiAnswer(500, error=True)
     blank = HEAD_END.search(output)
     if blank is None:
         return CgiAnswer(500, error=True)

@@ -325,6 +325,7 @@ def cgi_world(root: Path) -> World:
     script(cgi / "moved.sh", 'printf "Location: /hello.txt\\n\\n"\n')
     script(cgi / "slow.sh", "sleep 5\n")
     script(cgi / "garbage.sh", "echo no headers here\n")
+    script(cgi / "flood.sh", 'printf "Content-Type: text/plain\\n\\n"; exec yes\n')
     (cgi / "noexec.sh").write_text("#!/bin/sh\necho hi\n")
     return World(root, cgi_dir="cgi-bin", cgi_timeout=0.5)
 
@@ -358,7 +359,7 @@ def test_cgi_status_location_failures_and_timeout(cgi_world: World) -> None:
         (304, b""), (200, b"hello, world\n")]
     stages = cgi_world.server.threads[0].scheduler.stage_runs
     assert stages["cgi_done"] == 3 and stages["file_found"] == 1  # workers ran them
-    for target, expected in [("/cgi-bin/garbage.sh", 500), ("/cgi-bin/slow.sh", 504),
+    for target, expected in [("/cgi-bin/garbage.sh", 500), ("/cgi-bin/slow.sh", 504), ("/cgi-bin/flood.sh", 500),
                              ("/cgi-bin/noexec.sh", 403), ("/cgi-bin/none.sh", 404)]:
         client, data = cgi_world.exchange(get(target))
         assert one(data)[0] == expected, target
