@@ -188,6 +188,10 @@ def QueueStage(req: Request, stage: Stage, priority: int = PRIO_NORMAL) -> None:
 # ---------------------------------------------------------------- scheduling
 
 
+def _reraise(req: Request, stage: Stage, error: Exception) -> None:
+    raise error
+
+
 class Scheduler:
     """TUX's O(1) priority scheduler: one FIFO per priority, a bitmask of the non-empty ones.
 
@@ -200,6 +204,9 @@ class Scheduler:
         self.queues: tuple[deque[tuple[Request, Stage]], ...] = tuple(deque() for _ in PRIORITIES)
         self.nonempty = 0  # bit p set when queues[p] holds something
         self.stage_runs: dict[str, int] = {}
+        self.on_error: Callable[[Request, Stage, Exception], None] = _reraise
+
+
 
     def queue(self, req: Request, stage: Stage, priority: int = PRIO_NORMAL) -> None:
         self.queues[priority].append((req, stage))
@@ -235,7 +242,10 @@ class Scheduler:
                 continue  # the request ended while this stage was queued
             name = stage.__name__
             self.stage_runs[name] = self.stage_runs.get(name, 0) + 1
-            stage(req)
+            try:
+                stage(req)
+            except Exception as error:  # noqa: BLE001 - one request's failure never stops the loop
+                self.on_error(req, stage, error)
         return ran
 
 

@@ -38,6 +38,7 @@ class Stats:
     requests: dict[int, int] = field(default_factory=dict)
     bytes_sent: int = 0
     bytes_received: int = 0
+    stage_errors: int = 0
 
     def status(self, code: int) -> None:
         self.requests[code] = self.requests.get(code, 0) + 1
@@ -52,6 +53,8 @@ class Server:
         self.mime_types = dict(config.mime_types)  # grows with the register-mime action
         self.file_cache: dict[str, Any] = {}
         self.threads = [ThreadInfo(server=self, index=i, net=net) for i in range(config.threads)]
+        for ti in self.threads:
+            ti.scheduler.on_error = self.stage_failed
         self.listeners: list[Any] = []
         self.running = False
 
@@ -98,6 +101,18 @@ class Server:
             self.net.close(listener)
         self.listeners.clear()
         self.running = False
+
+    def stage_failed(self, req: Request, stage: Any, error: Exception) -> None:
+        """A stage raised (a bug, never the client's doing): log it, count it, end only that
+        connection, freeing what it holds; the server goes on."""
+        self.stats.stage_errors += 1
+        self.log(f"tux_like: stage {stage.__name__} failed on {req.peer}: {type(error).__name__}: {error}")
+        if req.listener is None and not req.closed:
+            try:
+                end_connection(req)
+            except Exception as again:  # noqa: BLE001 - its cleanup failed too: drop the request
+                self.log(f"tux_like: ending that connection failed too: {type(again).__name__}: {again}")
+                finish(req)
 
     # ------------------------------------------------------------ driving
 

@@ -251,3 +251,26 @@ def test_the_parsers_refuse_any_bytes_with_a_status_never_an_exception(junk: byt
             assert bad.status in (400, 403, 404, 413, 414, 431, 505)
     assert parse_http_date(text) is None or isinstance(parse_http_date(text), float)
     assert byte_range(text, 10) in (None, (-1, -1)) or 0 <= byte_range(text, 10)[0] <= 9
+
+
+def test_a_stage_that_raises_ends_only_its_connection(tmp_path, monkeypatch) -> None:
+    """A bug in one stage (here forced) closes that connection and frees what it held; the
+    server counts it, logs it and goes on serving the others."""
+    import tux_like.http as http_module
+
+    world = World(make_root(tmp_path))
+    healthy, _ = world.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def broken(req) -> None:
+        raise RuntimeError("forced")
+
+    monkeypatch.setattr(http_module, "process_message", broken)
+    victim, answer = world.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer == b"" and victim.server_closed
+    assert world.server.stats.stage_errors == 1
+    assert any("broken" in line and "forced" in line for line in world.logs)
+    monkeypatch.undo()
+    _, again = world.exchange(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n", healthy)
+    assert again.startswith(b"HTTP/1.1 200")
+    world.leave(healthy)
+    assert world.server.live_objects() == 0 and world.net.open_sockets == 0
