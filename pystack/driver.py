@@ -3,13 +3,14 @@
 One reader task per link feeds received packets to ``stack.input``;
 interfaces transmit straight into their link (``send_nowait`` never
 blocks); one timer task sleeps until ``stack.next_deadline()``; sockets'
-wake-ups unpark the tasks waiting on them in the trio API.
+wake-ups unpark the tasks waiting on them in the trio API, and call the
+watchers of code that runs its own readiness loop (``watch``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -33,6 +34,7 @@ class Driver:
         self.stack = stack
         self.links = dict(links)
         self._lots: dict[int, trio.lowlevel.ParkingLot] = {}
+        self._watchers: dict[int, Callable[[int], None]] = {}
         self._timer_scope: trio.CancelScope | None = None
         for name, link in self.links.items():
             iface = stack.interfaces.get(name)
@@ -86,6 +88,18 @@ class Driver:
         lot = self._lots.get(sock.fd)
         if lot is not None:
             lot.unpark_all()
+        watcher = self._watchers.get(sock.fd)
+        if watcher is not None:
+            watcher(sock.fd)
+
+    def watch(self, fd: int, callback: Callable[[int], None] | None) -> None:
+        """Call ``callback(fd)`` on each wake-up of ``fd`` (None: stop), for an event loop
+        of its own (the tux_like server) rather than a task per socket. It runs inside the
+        stack's call, so it may look (``stack.poll``) and note the event, nothing more."""
+        if callback is None:
+            self._watchers.pop(fd, None)
+        else:
+            self._watchers[fd] = callback
 
     async def wait_socket(self, fd: int) -> None:
         """Sleep until the stack says something happened on ``fd`` (data, space, error, close)."""

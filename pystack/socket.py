@@ -65,6 +65,11 @@ MSG_DONTWAIT = int(_k.MSG_DONTWAIT)
 MSG_CONFIRM = int(_k.MSG_CONFIRM)
 MSG_NOSIGNAL = int(_k.MSG_NOSIGNAL)
 MSG_WAITALL = int(_k.MSG_WAITALL)
+# poll(2) bits (Linux values), as Stack.poll reports them.
+POLLIN = 0x001
+POLLOUT = 0x004
+POLLERR = 0x008
+POLLHUP = 0x010
 
 O_NONBLOCK = 0o4000
 F_GETFL = 3

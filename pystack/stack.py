@@ -370,6 +370,13 @@ class Stack:
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 
+    def poll(self, fd: int) -> int:
+        """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
+        sock = self.sockfd_lookup(fd)
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_poll(sock)
+        return udp.udp_poll(sock)
+
     def is_nonblocking(self, fd: int, flags: int = 0) -> bool:
         """Whether an EAGAIN from a call on ``fd`` with ``flags`` is final (no waiting)."""
         return bool(flags & MSG_DONTWAIT) or self.sockfd_lookup(fd).nonblocking

@@ -24,6 +24,9 @@ from .socket import (
     MSG_DONTROUTE,
     MSG_OOB,
     MSG_PEEK,
+    POLLERR,
+    POLLIN,
+    POLLOUT,
     SKB_OVERHEAD,
     Socket,
 )
@@ -197,6 +200,16 @@ def udp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> tuple[b
         sock.rcvq.popleft()
         sock.rmem -= len(data) + SKB_OVERHEAD
     return data[:bufsize], source, len(data)
+
+
+def udp_poll(sock: Socket) -> int:
+    """What a call would not block on now, as poll(2) bits."""
+    mask = POLLERR if sock.error else 0
+    if sock.rcvq:
+        mask |= POLLIN
+    if sock.wmem < sock.sndbuf:
+        mask |= POLLOUT
+    return mask
 
 
 def udp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:

@@ -33,6 +33,13 @@ def run(*argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
         (["up", "--pcap", "/no/such/dir/x.pcap"], "--pcap"),
         (["up", "--bogus"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
+        (["serve"], "--root"),
+        (["serve", "--root", "/no/such/dir"], "document_root"),
+        (["serve", "--root", ".", "--port", "70000"], "--port"),
+        (["serve", "--root", ".", "--protocol", "gopher"], "--protocol"),
+        (["serve", "--root", ".", "--config", "/no/such/file.toml"], "cannot read"),
+        (["serve", "--root", ".", "--duration", "0"], "--duration"),
+        (["serve", "--root", ".", "--netns", "a/b"], "--netns"),
         (["spec", "show", "udp_send_connected", "--context", "ttl=-5"], "ttl=-5"),
         (["spec", "show", "udp_send_connected", "--context", "ttl=256"], "ttl=256"),
         (["spec", "show", "udp_send_connected", "--context", "pmtudisc=9"], "pmtudisc=9"),
@@ -56,9 +63,23 @@ def test_bad_arguments_get_one_line_and_nonzero_exit(argv, complaint):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("toml, complaint", [
+    ("threads = 0", "threads must be a positive integer"),
+    ("colour = 'blue'", "unknown configuration key 'colour'"),
+    ("protocol = ", "serve.toml"),
+])
+def test_a_bad_serve_config_file_gets_one_line(tmp_path, toml, complaint):
+    (tmp_path / "serve.toml").write_text(toml)
+    done = run("serve", "--root", str(tmp_path), "--config", str(tmp_path / "serve.toml"))
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pystack: ") and complaint in lines[0], done.stderr
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop capabilities")
-def test_without_net_admin_says_so_in_one_line():
-    argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-sys_admin", *PYSTACK, "up"]
+@pytest.mark.parametrize("command", [["up"], ["serve", "--root", "."]])
+def test_without_net_admin_says_so_in_one_line(command):
+    argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin,-sys_admin", *PYSTACK, *command]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 from .. import ports
 from ..addr import ANY, BROADCAST, is_multicast
 from ..errors import oserror, would_block
-from ..socket import MSG_DONTWAIT, MSG_OOB, MSG_PEEK, MSG_WAITALL, Socket
+from ..socket import (
+    MSG_DONTWAIT,
+    MSG_OOB,
+    MSG_PEEK,
+    MSG_WAITALL,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLOUT,
+    Socket,
+)
 from .input import start_handshake_segment
 from .output import output_synchronized, send_ack, tcp_output, window_to_advertise
 from .seq import seq_diff
@@ -203,6 +213,26 @@ def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
         del tcb.recv_buffer[: len(data)]
         window_update(stack, tcb)
     return data
+
+
+def tcp_poll(sock: Socket) -> int:
+    """What a call would not block on now, as poll(2) bits (Linux tcp_poll).
+
+    A readiness hook that fires on change ("may have become ready") needs
+    this level view when it is armed: data or a connection may already wait.
+    """
+    tcb: TCB = sock.tcb
+    if tcb.state == LISTEN:
+        return POLLIN if tcb.accept_queue else 0
+    mask = POLLERR if tcb.error else 0
+    read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected)  # recv won't wait
+    if tcb.state == CLOSED or (read_shut and tcb.shut_wr):
+        mask |= POLLHUP
+    if read_shut or tcb.recv_buffer:
+        mask |= POLLIN
+    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or len(tcb.send_buffer) < sock.sndbuf):
+        mask |= POLLOUT
+    return mask
 
 
 def window_update(stack: Stack, tcb: TCB) -> None:
