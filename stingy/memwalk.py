@@ -383,10 +383,18 @@ class _Body(ast.NodeVisitor):
         return set()
 
     def resolve_call(self, call: ast.Call) -> set[str]:
+        """The functions a call may reach. ``obj.method()`` on an object of unknown class (C's
+        call through a function pointer in a struct) resolves by name only to the interface's
+        marked methods (``ti.wait``), and ``self.method()`` to the enclosing class's method."""
         found = self.functions_of(call.func)
-        if not found and isinstance(call.func, ast.Attribute):  # obj.method(): by the method's name
-            found = set(self.program.methods_named(call.func.attr))
-        return found
+        if found or not isinstance(call.func, ast.Attribute):
+            return found
+        candidates = self.program.methods_named(call.func.attr)
+        receiver = call.func.value
+        if isinstance(receiver, ast.Name) and receiver.id == "self":
+            own_class = self.function.name.rsplit(".", 1)[0]
+            return {c for c in candidates if c.rsplit(".", 1)[0] == own_class}
+        return {c for c in candidates if self.program.functions[c].interface is not None}
 
     def visit_Call(self, call: ast.Call) -> None:
         for callee in self.resolve_call(call):
@@ -576,11 +584,16 @@ def _stack(calls: nx.DiGraph, root: str, members: set[str], bodies: dict[str, _B
 
 def _match_frees(bodies: dict[str, _Body], allocations: list[Allocation]) -> tuple[list[Release], list[Release]]:
     """Each Free call against the sites whose objects were stored where it frees from."""
-    stored: dict[str, set[str]] = {}
+    # Where an object is kept, per module (``http`` and ``ftp`` both keep theirs in
+    # ``req.proto``), and over the whole program for a Free in another module (core.finish).
+    module_of = {name: body.function.module for name, body in bodies.items()}
+    stored: dict[tuple[str, str], set[str]] = {}
     for allocation in allocations:
         if allocation.stored_in:
-            stored.setdefault(allocation.stored_in, set()).add(allocation.site.name)
-    copies = [copy for body in bodies.values() for copy in body.copies]
+            for scope in (module_of[allocation.function], ""):
+                stored.setdefault((scope, allocation.stored_in), set()).add(allocation.site.name)
+    copies = [((module_of[name], target), (module_of[name], source))
+              for name, body in bodies.items() for target, source in body.copies]
     for _ in range(len(copies) + 1):  # an object moved from a variable to a field, and on
         grew = False
         for target, source in copies:
@@ -594,8 +607,8 @@ def _match_frees(bodies: dict[str, _Body], allocations: list[Allocation]) -> tup
     for name, body in bodies.items():
         for line, expr in body.frees:
             key = _storage(expr)
-            sites = stored.get(key, set()) if key else set()
-            release = Release(name, line, sites)
+            sites = (stored.get((module_of[name], key)) or stored.get(("", key), set())) if key else set()
+            release = Release(name, line, set(sites))
             (matched if sites else unmatched).append(release)
     return matched, unmatched
 
