@@ -25,6 +25,7 @@ from typing import Any
 from . import (
     common,
     icmp_rtt,
+    ofo_flood,
     spec_code_size,
     spec_latency,
     spec_send_path,
@@ -37,7 +38,7 @@ from . import (
 )
 
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
-                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream)}
+                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream, ofo_flood)}
 
 
 class UsageError(Exception):

@@ -15,7 +15,7 @@ from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP, IPv4Header
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import recovery
+from . import ofo, recovery
 from .output import arm_rto, schedule_ack, send_ack, send_syn, tcp_output, ts_now
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import (
@@ -445,15 +445,16 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     fin_seq = seq_add(seq, len(data))
     if seq != tcb.rcv_nxt:
         counters.tcp["OFOQueue"] += 1
-        if tcb.sack_ok:
-            for held_seq, held in tcb.out_of_order:
-                if seq_ge(seq, held_seq) and seq_le(fin_seq, seq_add(held_seq, len(held))):
-                    tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
-                    break
+        tcb.ack_now = True
+        if tcb.sack_ok and tcb.out_of_order.covers(seq, fin_seq):
+            tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
+        if not ofo_room(stack, tcb, seq, len(data)):
+            counters.tcp["OFODrop"] += 1
+            counters.drop("tcp", "ofo_memory")
+            return
         insert_out_of_order(tcb, seq, data)
         if fin:
             tcb.ooo_fin = fin_seq
-        tcb.ack_now = True
         return
     had_holes = bool(tcb.out_of_order)
     tcb.recv_buffer += data
@@ -471,39 +472,38 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
 
 
+def ofo_room(stack: Stack, tcb: TCB, seq: int, length: int) -> bool:
+    """Room in the receive buffer for ``length`` bytes out of order, counted as Linux counts skb
+    truesize; if there is none, prune the queue from its highest sequence down
+    (tcp_try_rmem_schedule, tcp_prune_ofo_queue). False: drop the arriving data."""
+    rcvbuf = tcb.sock.rcvbuf
+    limit = rcvbuf - len(tcb.recv_buffer) - length - ofo.SEGMENT_OVERHEAD
+    queue = tcb.out_of_order
+    if queue.truesize <= limit:
+        return True
+    stack.counters.tcp["PruneCalled"] += 1
+    lowest = queue.prune(seq, rcvbuf >> 3, limit)
+    if lowest is not None:
+        stack.counters.tcp["OfoPruned"] += 1
+        tcb.sack_recent = []  # Linux tcp_sack_reset: the SACK state starts again
+        if tcb.ooo_fin is not None and seq_ge(tcb.ooo_fin, lowest):
+            tcb.ooo_fin = None  # its segment is gone: the peer sends the FIN again
+    return queue.truesize <= limit
+
+
 def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
-    """Keep the out-of-order queue sorted and without overlaps."""
-    arrival = seq
-    end = seq_add(seq, len(data))
-    kept: list[tuple[int, bytes]] = []
-    for other_seq, other in tcb.out_of_order:
-        other_end = seq_add(other_seq, len(other))
-        if seq_lt(other_end, seq) or seq_gt(other_seq, end):
-            kept.append((other_seq, other))
-            continue
-        if seq_lt(other_seq, seq):  # merge with what we already hold
-            data = other[: seq_diff(seq, other_seq)] + data
-            seq = other_seq
-        if seq_gt(other_end, end):
-            data = data + other[seq_diff(end, other_seq) :]
-            end = other_end
-    kept.append((seq, data))
-    kept.sort(key=lambda item: seq_diff(item[0], tcb.rcv_nxt))
-    tcb.out_of_order = kept
-    tcb.last_ooo_seq = seq
+    """Queue data beyond rcv_nxt (coalesced with what it touches) and note it for SACK."""
+    start, end = tcb.out_of_order.insert(seq, data, tcb.rcv_nxt)
     # SACK blocks are reported most recently changed first (RFC 2018 4, Linux's MRU order).
-    recent = [arrival] + [p for p in tcb.sack_recent if not (seq_ge(p, seq) and seq_lt(p, end))]
+    recent = [seq] + [p for p in tcb.sack_recent if not (seq_ge(p, start) and seq_lt(p, end))]
     del recent[MAX_SACK_RECENT:]
     tcb.sack_recent = recent
 
 
 def merge_in_order(tcb: TCB) -> None:
-    while tcb.out_of_order:
-        seq, data = tcb.out_of_order[0]
+    """Move the queued data that rcv_nxt has reached to the receive buffer."""
+    for seq, data in tcb.out_of_order.take_up_to(tcb.rcv_nxt):
         offset = seq_diff(tcb.rcv_nxt, seq)
-        if offset < 0:
-            return
-        tcb.out_of_order.pop(0)
         if offset < len(data):
             tcb.recv_buffer += data[offset:]
             tcb.rcv_nxt = seq_add(seq, len(data))

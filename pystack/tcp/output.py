@@ -40,9 +40,7 @@ def receive_space(tcb: TCB) -> int:
 
 def free_window(tcb: TCB, space: int | None = None) -> int:
     """Receive space not taken by queued data (``space``: receive_space(tcb), if known)."""
-    queued = len(tcb.recv_buffer)
-    if tcb.out_of_order:  # usually empty: no generator to make
-        queued += sum(len(d) for _, d in tcb.out_of_order)
+    queued = len(tcb.recv_buffer) + tcb.out_of_order.bytes
     return max((receive_space(tcb) if space is None else space) - queued, 0)
 
 
@@ -134,22 +132,15 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
 
 
 def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
-    """Out-of-order ranges as SACK blocks, most recently changed first (RFC 2018; Linux's order)."""
-    blocks: list[tuple[int, int]] = []
-    for seq, data in tcb.out_of_order:
-        end = seq_add(seq, len(data))
-        if blocks and blocks[-1][1] == seq:
-            blocks[-1] = (blocks[-1][0], end)
-        else:
-            blocks.append((seq, end))
+    """Out-of-order ranges as SACK blocks, most recently changed first (RFC 2018; Linux's order),
+    then the lowest; at most as many as an option can carry."""
+    queue = tcb.out_of_order
     ordered: list[tuple[int, int]] = []
     for point in tcb.sack_recent:
-        for block in blocks:
-            if seq_diff(point, block[0]) >= 0 and seq_diff(block[1], point) > 0:
-                if block not in ordered:
-                    ordered.append(block)
-                break
-    return ordered + [block for block in blocks if block not in ordered]
+        block = queue.block_at(point)
+        if block is not None and block not in ordered:
+            ordered.append(block)
+    return ordered + queue.first_blocks(MAX_SACK_BLOCKS - len(ordered), ordered)
 
 
 def send_ack(stack: Stack, tcb: TCB) -> None:

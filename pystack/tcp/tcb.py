@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .ofo import OutOfOrderQueue
 from .rtt import RttEstimator
 
 if TYPE_CHECKING:
@@ -138,8 +139,7 @@ class TCB:
     retrans_out: int = 0
     # Receive side.
     recv_buffer: bytearray = field(default_factory=bytearray)
-    out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
-    last_ooo_seq: int = 0  # start of the most recent out-of-order arrival (first SACK block)
+    out_of_order: OutOfOrderQueue = field(default_factory=OutOfOrderQueue)
     sack_recent: list[int] = field(default_factory=list)  # recent out-of-order arrivals, newest first
     dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK (RFC 2883 D-SACK)
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
