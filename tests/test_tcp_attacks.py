@@ -8,10 +8,20 @@ Linux's tolerance).
 
 from __future__ import annotations
 
-from pystack.socket import SO_RCVBUF, SOL_SOCKET
+from pystack.socket import SO_RCVBUF, SOCK_STREAM, SOL_SOCKET
 from pystack.tcp.ofo import SEGMENT_OVERHEAD
+from pystack.tcp.tcb import TcpConfig
 
-from .tcp_harness import PeerBench, passive_open
+from .tcp_harness import (
+    LINUX_SYN_OPTIONS,
+    Captured,
+    PeerBench,
+    PeerConn,
+    option,
+    option_kinds,
+    option_value,
+    passive_open,
+)
 
 RCVBUF = 32768  # SO_RCVBUF: Linux doubles it, the window is half of that
 
@@ -92,3 +102,93 @@ def test_overlapping_out_of_order_data_coalesces_and_wraps():
     assert tcb.out_of_order.ranges() == [((base + 1000) & 0xFFFFFFFF, (base + 4500) & 0xFFFFFFFF),
                                          ((base + 6000) & 0xFFFFFFFF, (base + 6010) & 0xFFFFFFFF)]
     assert deliver_in_order(bench, conn, base, 6010) == pattern(0, 6010)
+
+
+# ---------------------------------------------------------------- SYN flood
+
+
+def listening(bench: PeerBench, backlog: int = 128) -> int:
+    lfd = bench.stack.socket(type=SOCK_STREAM)
+    bench.stack.bind(lfd, ("0.0.0.0", 80))
+    bench.stack.listen(lfd, backlog)
+    return lfd
+
+
+def syn_flood(bench: PeerBench, count: int) -> None:
+    """SYNs from spoofed addresses that will never answer."""
+    for i in range(count):
+        src = f"198.18.0.{10 + i % 200}"
+        bench.inject(bench.segment(20000 + i, 80, "S", 7777 * i, options=LINUX_SYN_OPTIONS, src=src))
+    bench.take()
+
+
+def cookie_handshake(bench: PeerBench, lfd: int, syn_options: list, port: int = 50000) -> tuple[PeerConn, Captured]:
+    """The peer's SYN, the stack's SYN-ACK (a cookie), the peer's ACK echoing it."""
+    ts = option_value(syn_options, "Timestamp")
+    conn = PeerConn(bench, port, 80, 1_000_000, ts=ts[0] if ts else None)
+    conn.send("S", options=syn_options)
+    synack = bench.expect(flags="SA", ack=1_000_001, at=bench.now)
+    conn.ack = (synack.seq + 1) & 0xFFFFFFFF
+    conn.note(synack)
+    conn.listener = lfd
+    return conn, synack
+
+
+def test_a_syn_flood_gets_cookies_and_a_real_client_connects_at_once():
+    """300 spoofed SYNs fill the 256-entry SYN queue; the next SYNs are answered with SYN cookies
+    (Linux, tcp_syncookies=1), so a real client connects at once, with its options intact."""
+    bench = PeerBench()
+    lfd = listening(bench)
+    syn_flood(bench, 300)
+    tcp = bench.counters.tcp
+    assert bench.stack.sockets[lfd].tcb.syn_queue == 256
+    assert tcp["SyncookiesSent"] == tcp["TCPReqQFullDoCookies"] == 44
+    conn, synack = cookie_handshake(bench, lfd, LINUX_SYN_OPTIONS)
+    assert option(synack.tcp, "WScale") == 7 and option(synack.tcp, "SAckOK") is not None
+    conn.wscale = 7
+    conn.send("A")
+    fd, _ = bench.stack.accept(lfd)
+    assert tcp["SyncookiesRecv"] == 1 and tcp["SyncookiesSent"] == 45
+    tcb = bench.stack.sockets[fd].tcb
+    assert tcb.state_name == "ESTABLISHED"
+    assert (tcb.peer_mss, tcb.snd_wscale, tcb.sack_ok, tcb.ts_ok) == (1460, 7, True, True)
+    conn.send("PA", b"hello")
+    assert bench.stack.recv(fd, 100) == b"hello"
+    bench.take()
+    bench.stack.send(fd, b"world")
+    reply = bench.expect(flags="PA", seq=conn.ack, ack=conn.seq, payload=b"world")
+    assert option(reply.tcp, "Timestamp")[0] - option(synack.tcp, "Timestamp")[0] in range(0, 64)
+
+
+def test_a_cookie_without_timestamps_keeps_only_the_mss():
+    """Without timestamps a cookie has nowhere to keep window scaling and SACK (Linux offers
+    neither then); the MSS comes back as the table's nearest value below the peer's."""
+    bench = PeerBench(config=TcpConfig(syncookies=2))
+    lfd = listening(bench)
+    options = [("MSS", 1400), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
+    conn, synack = cookie_handshake(bench, lfd, options)
+    assert option_kinds(synack.tcp) == ["MSS"]
+    conn.send("A")
+    fd, _ = bench.stack.accept(lfd)
+    tcb = bench.stack.sockets[fd].tcb
+    assert (tcb.peer_mss, tcb.snd_wscale, tcb.sack_ok, tcb.ts_ok) == (1300, 0, False, False)
+    assert bench.counters.tcp["SyncookiesRecv"] == 1
+
+
+def test_a_forged_or_stale_cookie_is_dropped_and_counted():
+    """An ACK whose cookie is not ours, or older than two minutes, makes no connection: it is
+    counted (SyncookiesFailed) and answered as any ACK to a listener, by a RST."""
+    bench = PeerBench()
+    lfd = listening(bench)
+    syn_flood(bench, 260)
+    conn, synack = cookie_handshake(bench, lfd, LINUX_SYN_OPTIONS)
+    conn.send("A", ack=conn.ack + 12345)
+    bench.expect(flags="R", seq=conn.ack + 12345)
+    assert bench.counters.tcp["SyncookiesFailed"] == 1
+    assert len(bench.stack.tcp.conns) == 256
+    bench.advance(125.0)  # the cookie's minute counter is two behind now
+    syn_flood(bench, 260)  # the queue overflows again: ACKs to the listener are checked for cookies
+    conn.send("A")
+    bench.expect(flags="R")
+    assert bench.counters.tcp["SyncookiesFailed"] == 2
+    assert bench.counters.tcp["SyncookiesRecv"] == 0

@@ -318,7 +318,8 @@ def test_final_ack_dropped_while_accept_queue_is_full():
 
 
 def test_syn_queue_limit_drops_syns():
-    bench = PeerBench(config=TcpConfig(max_syn_backlog=2))
+    """Without SYN cookies (tcp_syncookies=0), a SYN beyond the queue's limit is dropped."""
+    bench = PeerBench(config=TcpConfig(max_syn_backlog=2, syncookies=0))
     lfd = bench.stack.socket(type=SOCK_STREAM)
     bench.stack.bind(lfd, ("0.0.0.0", 80))
     bench.stack.listen(lfd, 128)

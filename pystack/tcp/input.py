@@ -15,8 +15,16 @@ from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP, IPv4Header
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import ofo, recovery
-from .output import arm_rto, schedule_ack, send_ack, send_syn, tcp_output, ts_now
+from . import ofo, recovery, syncookies
+from .output import (
+    arm_rto,
+    schedule_ack,
+    send_ack,
+    send_syn,
+    tcp_output,
+    ts_now,
+    window_to_advertise,
+)
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import (
     CAN_RECEIVE,
@@ -56,12 +64,13 @@ def tcp_input(stack: Stack, header: IPv4Header, payload: bytes, packet: bytes) -
     tcb = stack.tcp.conns.get((header.dst, seg.dport, header.src, seg.sport))
     if tcb is None:
         listener = stack.tcp.listener(header.dst, seg.dport)
-        if listener is not None:
-            listen_input(stack, listener, header, seg)
-        else:
+        if listener is None:
             counters.drop("tcp", "no_socket")
             reply_reset(stack, header, seg)
-        return
+            return
+        tcb = listen_input(stack, listener, header, seg)
+        if tcb is None:
+            return
     if tcb.state == SYN_SENT:
         syn_sent_input(stack, tcb, seg)
     else:
@@ -101,28 +110,53 @@ def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int
 # ---------------------------------------------------------------- LISTEN
 
 
-def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> None:
+def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> TCB | None:
+    """A segment for a listener; returns the connection a SYN cookie's ACK rebuilt, to take the
+    segment as an established connection would."""
     counters = stack.counters
+    cfg = stack.tcp.config
     if seg.flags & RST:
         counters.drop("tcp", "rst_to_listener")
-        return
+        return None
     if seg.flags & ACK:
+        if not seg.flags & SYN and cookies_expected(stack, listener):
+            child = cookie_check(stack, listener, header, seg)
+            if child is not None:
+                return child
         counters.drop("tcp", "ack_to_listener")
         reply_reset(stack, header, seg)
-        return
+        return None
     if not seg.flags & SYN:
         counters.drop("tcp", "no_syn_to_listener")
-        return
+        return None
+    want_cookie = False
+    if cfg.syncookies == 2 or listener.syn_queue >= cfg.max_syn_backlog:
+        # Linux tcp_conn_request / tcp_syn_flood_action.
+        if not cfg.syncookies:
+            counters.tcp["TCPReqQFullDrop"] += 1
+            counters.tcp["ListenDrops"] += 1
+            counters.drop("tcp", "syn_queue_full")
+            return None
+        counters.tcp["TCPReqQFullDoCookies"] += 1
+        want_cookie = True
     if len(listener.accept_queue) > listener.backlog:
         counters.tcp["ListenOverflows"] += 1
         counters.tcp["ListenDrops"] += 1
         counters.drop("tcp", "accept_queue_full")
-        return
-    if listener.syn_queue >= stack.tcp.config.max_syn_backlog:
-        counters.tcp["ListenDrops"] += 1
-        counters.drop("tcp", "syn_queue_full")
-        return
+        return None
+    if want_cookie:
+        send_cookie(stack, listener, header, seg)
+        return None
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    accept_syn(stack, child, seg)
+    listener.syn_queue += 1
+    counters.tcp["PassiveOpens"] += 1
+    start_handshake_segment(stack, child)
+    return None
+
+
+def accept_syn(stack: Stack, child: TCB, seg: TcpSegment) -> None:
+    """A passive connection takes the peer's SYN: SYN-RECEIVED, options, receive sequence space."""
     child.state = SYN_RECEIVED
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
@@ -131,9 +165,87 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegmen
     child.snd_wnd = seg.window
     child.max_snd_wnd = seg.window
     child.snd_wl1 = seg.seq
-    listener.syn_queue += 1
+
+
+def cookies_expected(stack: Stack, listener: TCB) -> bool:
+    """Whether an ACK to a listener may carry a cookie: the queue overflowed in the last two
+    minutes, or cookies are always on (Linux tcp_synq_no_recent_overflow)."""
+    cfg = stack.tcp.config
+    if cfg.syncookies == 2:
+        return True
+    return bool(cfg.syncookies) and stack.clock.now() - listener.syn_overflow_at < syncookies.VALID_AFTER_OVERFLOW
+
+
+def send_cookie(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> None:
+    """Answer a SYN with a SYN cookie, keeping no state (Linux cookie_v4_init_sequence): a TCB
+    that is in no table sends the SYN-ACK and is forgotten."""
+    now = stack.clock.now()
+    probe = stack.tcp.make_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    accept_syn(stack, probe, seg)
+    if not probe.ts_ok:  # no timestamps to carry them: a cookie loses window scaling and SACK (Linux)
+        probe.want_wscale = probe.want_sack = probe.sack_ok = False
+        probe.snd_wscale = probe.rcv_wscale = 0
+    probe.iss = syncookies.make_cookie(stack.tcp.cookie_key, header.src, header.dst, seg.sport, seg.dport,
+                                       seg.seq, probe.peer_mss, now)
+    if probe.ts_ok:
+        clock = int(now * 1000)
+        value = syncookies.cookie_timestamp(
+            seq_add(clock, stack.tcp.stateless_ts_offset(probe)),
+            probe.snd_wscale if probe.want_wscale else None, probe.sack_ok)
+        probe.ts_offset = seq_add(value, -clock)  # so that this SYN-ACK's TS value is the cookie's
+    listener.syn_overflow_at = now
+    stack.counters.tcp["SyncookiesSent"] += 1
+    probe.snd_nxt = seq_add(probe.iss, 1)
+    send_syn(stack, probe)
+
+
+def cookie_check(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment) -> TCB | None:
+    """The connection an ACK's SYN cookie stands for (Linux cookie_v4_check), in SYN-RECEIVED;
+    None if the ACK carries no valid cookie."""
+    counters = stack.counters
+    cfg = stack.tcp.config
+    now = stack.clock.now()
+    peer_isn = seq_add(seg.seq, -1)
+    iss = seq_add(seg.ack, -1)
+    mss = syncookies.check_cookie(stack.tcp.cookie_key, header.src, header.dst, seg.sport, seg.dport,
+                                  peer_isn, iss, now)
+    if mss is None:
+        counters.tcp["SyncookiesFailed"] += 1
+        return None
+    counters.tcp["SyncookiesRecv"] += 1
+    opts = seg.options
+    ts_ok = opts.ts_val is not None
+    wscale, sack = syncookies.timestamp_options(opts.ts_ecr) if ts_ok else (None, False)
+    if ts_ok and not cfg.timestamps or sack and not cfg.sack:
+        return None  # options we would not have offered (Linux cookie_timestamp_decode)
+    if len(listener.accept_queue) > listener.backlog:
+        counters.tcp["ListenOverflows"] += 1  # Linux tcp_v4_syn_recv_sock: no room, the ACK is dropped
+        counters.tcp["ListenDrops"] += 1
+        counters.drop("tcp", "accept_queue_full")
+        return None
+    child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    child.state = SYN_RECEIVED
+    child.iss = child.snd_una = child.snd_sml = iss
+    child.snd_nxt = child.snd_buf_seq = seg.ack
+    child.irs = peer_isn
+    child.rcv_nxt = seg.seq
+    child.peer_mss = mss
+    child.sack_ok = child.want_sack = sack
+    child.want_wscale = wscale is not None
+    child.snd_wscale = wscale or 0
+    child.rcv_wscale = cfg.window_scale if wscale is not None else 0
+    child.ts_ok = child.want_ts = ts_ok
+    if ts_ok:
+        child.ts_offset = stack.tcp.stateless_ts_offset(child)
+        child.ts_recent = opts.ts_val or 0
+        child.ts_recent_stamp = now
+    stack.tcp.update_mss(child)
+    # The window our SYN-ACK offered (unscaled, as on every SYN).
+    child.rcv_adv = child.rcv_edge = seq_add(child.rcv_nxt, min(window_to_advertise(child), 0xFFFF))
+    child.snd_wl1 = peer_isn
+    listener.syn_queue += 1  # counted as any half-open connection until the ACK completes it
     counters.tcp["PassiveOpens"] += 1
-    start_handshake_segment(stack, child)
+    return child
 
 
 def start_handshake_segment(stack: Stack, tcb: TCB) -> None:

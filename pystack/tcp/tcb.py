@@ -68,6 +68,7 @@ class TcpConfig:
     wmem_default: int = 1 << 20
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold
+    syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
 
 
 @dataclass(eq=False, slots=True)
@@ -198,6 +199,7 @@ class TCB:
     # Listening sockets.
     backlog: int = 0
     syn_queue: int = 0
+    syn_overflow_at: float = -math.inf  # when the SYN queue last overflowed (SYN cookies sent)
     accept_queue: deque[TCB] = field(default_factory=deque)
     parent: TCB | None = None
 
