@@ -192,3 +192,48 @@ def test_a_forged_or_stale_cookie_is_dropped_and_counted():
     bench.expect(flags="R")
     assert bench.counters.tcp["SyncookiesFailed"] == 2
     assert bench.counters.tcp["SyncookiesRecv"] == 0
+
+
+# ---------------------------------------------------------------- segment size with SACK blocks
+
+MSS = 1448  # 1500 - 20 - 20 - 12 (timestamps)
+
+
+def sack_blocks_of(pkt: Captured) -> list[tuple[int, int]]:
+    value = option(pkt.tcp, "SAck") or ()
+    return [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
+
+
+def test_segments_carrying_sack_blocks_fit_the_mtu_during_recovery():
+    """While the stack holds the peer's data out of order, every segment it sends carries SACK
+    blocks; each is sized for them (Linux tcp_current_mss), so none exceeds the 1500-byte MTU
+    and none leaves as IP fragments, retransmissions in recovery included."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    bench.take()
+    bench.stack.send(conn.fd, bytes(range(256)) * 200)
+    first = bench.take()
+    assert [len(p.payload) for p in first] == [MSS] * 10
+    s = [p.seq for p in first]
+    # The peer's own data arrives with holes: two blocks held out of order.
+    conn.send("PA", b"a" * 100, seq=conn.seq + 100, advance=False)
+    conn.send("PA", b"b" * 100, seq=conn.seq + 300, advance=False)
+    bench.take()
+    # Segment 1 is lost: the peer SACKs 2..4, the stack retransmits it (and sends new data).
+    sent = []
+    for i in (2, 3, 4, 5):
+        conn.send("A", ack=s[1], sack=[(s[2], s[i] + MSS)], advance=False)
+        sent += bench.take()
+    for p in sent:
+        assert len(p.raw) <= 1500, f"{len(p.raw)}-byte packet"
+        assert not p.ip.flags.MF and p.ip.frag == 0
+    assert any(p.seq == s[1] and p.payload for p in sent), "the hole is retransmitted"
+    data = [p for p in sent if p.payload]
+    assert data and all(len(sack_blocks_of(p)) == 2 for p in data)
+    assert all(len(p.payload) == MSS - 4 - 2 * 8 for p in data)
+    # The hole's bytes go in two segments, nothing lost between them.
+    piece = next(p for p in data if p.seq == s[1])
+    assert first[1].payload.startswith(piece.payload)
+    conn.send("A", ack=s[1] + len(piece.payload), sack=[(s[2], s[5] + MSS)], advance=False)
+    rest = next(p for p in bench.take() if p.seq == s[1] + len(piece.payload))
+    assert piece.payload + rest.payload == first[1].payload

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
 TIMESTAMP_OPTION_LEN = 12
+SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
+SACK_BLOCK_LEN = 8
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -324,15 +326,23 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
 
 
 def send_mss(tcb: TCB) -> int:
-    """Bytes per segment now (Linux tcp_current_mss): the MSS, at most half the peer's largest window.
+    """Bytes per segment now (Linux tcp_current_mss): the MSS, at most half the peer's largest
+    window, less the room the SACK blocks due in the next segments take.
 
     A peer offering a window below two segments still gets several segments in
-    flight (Linux tcp_bound_to_half_wnd).
+    flight (Linux tcp_bound_to_half_wnd). The MSS was sized for the timestamp
+    option alone; a segment that also reports out-of-order data (or a
+    duplicate) carries a SACK option, and without this would exceed the path
+    MTU and leave as IP fragments.
     """
+    mss = tcb.mss
     cutoff = tcb.max_snd_wnd >> 1 if tcb.max_snd_wnd > DEFAULT_MSS else tcb.max_snd_wnd
-    if cutoff and tcb.mss > cutoff:
-        return max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
-    return tcb.mss
+    if cutoff and mss > cutoff:
+        mss = max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
+    if tcb.sack_ok and (tcb.out_of_order or tcb.dsack is not None):
+        blocks = len(tcb.out_of_order) + (tcb.dsack is not None)
+        mss -= SACK_OPTION_BASE + SACK_BLOCK_LEN * min(blocks, MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS)
+    return mss
 
 
 def small_segment_unacked(tcb: TCB) -> bool:
