@@ -237,3 +237,66 @@ def test_segments_carrying_sack_blocks_fit_the_mtu_during_recovery():
     conn.send("A", ack=s[1] + len(piece.payload), sack=[(s[2], s[5] + MSS)], advance=False)
     rest = next(p for p in bench.take() if p.seq == s[1] + len(piece.payload))
     assert piece.payload + rest.payload == first[1].payload
+
+
+# ---------------------------------------------------------------- PAWS under reordering
+
+
+def opened_with_ts() -> tuple[PeerBench, PeerConn, object]:
+    bench = PeerBench()
+    conn = passive_open(bench)
+    bench.take()
+    return bench, conn, bench.stack.sockets[conn.fd].tcb
+
+
+def test_a_reordered_segment_one_tick_older_than_ts_recent_is_accepted():
+    """The peer sends data (TSval T) then an ACK (T+1); the network swaps them. Linux accepts
+    the data: PAWS rejects only TS values more than TCP_PAWS_WINDOW (1) behind ts_recent."""
+    bench, conn, tcb = opened_with_ts()
+    conn.ts = 5000
+    data_seq = conn.seq
+    conn.ts = 5001
+    conn.send("A")  # the later ACK arrives first and sets ts_recent
+    assert tcb.ts_recent == 5001
+    conn.ts = 5000
+    conn.send("PA", b"late", seq=data_seq)
+    assert bench.stack.recv(conn.fd, 100) == b"late"
+    assert bench.counters.tcp["PAWSEstab"] == 0
+    bench.take()
+    conn.ts = 4999  # two ticks behind: an old duplicate for Linux too
+    conn.send("PA", b"old", seq=data_seq + 4, advance=False)
+    bench.expect(flags="A", ack=data_seq + 4)
+    assert bench.counters.tcp["PAWSEstab"] == 1
+
+
+def test_ts_recent_comes_only_from_the_left_edge_of_the_last_window_sent():
+    """Linux tcp_replace_ts_recent (RFC 7323 4.3): while an ACK is delayed, later segments do
+    not replace ts_recent, so the ACK echoes the TS value of the first segment it acknowledges."""
+    bench, conn, tcb = opened_with_ts()
+    for _ in range(20):  # past quick-ACK mode, so that full segments are acknowledged every other one
+        conn.send("PA", b"q")
+    bench.advance(0.5)  # any delayed ACK goes: the window's left edge is rcv_nxt
+    bench.take()
+    conn.ts = 6000
+    conn.send("A", bytes(MSS))
+    bench.expect_nothing()  # delayed
+    conn.ts = 6005
+    conn.send("A", bytes(MSS))
+    ack = bench.expect(flags="A", ack=conn.seq)
+    assert option(ack.tcp, "Timestamp")[1] == 6000
+    assert tcb.ts_recent == 6000
+    conn.ts = 6010
+    conn.send("A", bytes(MSS))  # the window's left edge now: it replaces ts_recent
+    assert tcb.ts_recent == 6010
+
+
+def test_paws_lets_a_reordered_duplicate_ack_through():
+    """A pure duplicate ACK with an old TS value (within an RTO) is a reordered ACK, not an old
+    duplicate: Linux (tcp_disordered_ack) processes it rather than discard it."""
+    bench, conn, tcb = opened_with_ts()
+    conn.ts = 9000
+    conn.send("A")
+    conn.ts = 8900
+    conn.send("A")
+    assert bench.counters.tcp["PAWSEstab"] == 0
+    assert tcb.ts_recent == 9000

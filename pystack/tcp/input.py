@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ..stack import Stack
 
 PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323: ts_recent older than 24 days is stale
+PAWS_WINDOW = 1  # Linux TCP_PAWS_WINDOW: a TS value one tick old is reordering, not a wrapped sequence
 MAX_SACK_RECENT = 8  # out-of-order arrivals remembered to order SACK blocks
 RTO_FALLBACK = 3.0  # RFC 6298 5.7: the RTO once data flows after a retransmitted SYN without a sample
 
@@ -161,7 +162,7 @@ def accept_syn(stack: Stack, child: TCB, seg: TcpSegment) -> None:
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
     child.rcv_nxt = seq_add(seg.seq, 1)
-    child.rcv_adv = child.rcv_edge = child.rcv_nxt
+    child.rcv_adv = child.rcv_edge = child.rcv_wup = child.rcv_nxt
     child.snd_wnd = seg.window
     child.max_snd_wnd = seg.window
     child.snd_wl1 = seg.seq
@@ -228,7 +229,7 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegmen
     child.iss = child.snd_una = child.snd_sml = iss
     child.snd_nxt = child.snd_buf_seq = seg.ack
     child.irs = peer_isn
-    child.rcv_nxt = seg.seq
+    child.rcv_nxt = child.rcv_wup = seg.seq
     child.peer_mss = mss
     child.sack_ok = child.want_sack = sack
     child.want_wscale = wscale is not None
@@ -308,7 +309,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     negotiate_options(stack, tcb, seg, offered=True)
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
-    tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_nxt
+    tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
     if seg.flags & ACK:
         handshake_acked(stack, tcb, seg)
         tcb.ack_now = True
@@ -351,8 +352,8 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
 def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     counters = stack.counters
     now = stack.clock.now()
-    if tcb.ts_ok and seg.options.ts_val is not None and not seg.flags & RST:
-        if seq_lt(seg.options.ts_val, tcb.ts_recent) and now - tcb.ts_recent_stamp < PAWS_IDLE:
+    if tcb.ts_ok and seg.options.ts_val is not None and not seg.flags & RST:  # a RST passes (Linux)
+        if paws_discard(tcb, seg, now):
             counters.tcp["PAWSEstab"] += 1
             counters.drop("tcp", "paws")
             tcb.ack_now = True
@@ -403,10 +404,12 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         return
     tcb.last_received_at = now
     tcb.keepalive_probes_out = 0
-    if tcb.ts_ok and seg.options.ts_val is not None and seq_le(seg.seq, tcb.rcv_adv):
-        if seq_ge(seg.options.ts_val, tcb.ts_recent) and seq_le(seg.seq, tcb.rcv_nxt):
-            tcb.ts_recent = seg.options.ts_val
-            tcb.ts_recent_stamp = now
+    ts_val = seg.options.ts_val
+    if tcb.ts_ok and ts_val is not None and seq_le(seg.seq, tcb.rcv_wup) and paws_check(tcb, ts_val, now, 0):
+        # Linux tcp_replace_ts_recent: only a segment at the left edge of the window last
+        # advertised (RFC 7323 4.3: Last.ACK.sent) gives the TS value to echo.
+        tcb.ts_recent = ts_val
+        tcb.ts_recent_stamp = now
     if tcb.state == SYN_RECEIVED:
         if not (seq_lt(tcb.snd_una, seg.ack) and seq_le(seg.ack, tcb.snd_nxt)):
             counters.drop("tcp", "syn_received_bad_ack")
@@ -465,6 +468,35 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             return
     if seg.flags & FIN:
         fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
+
+
+def paws_check(tcb: TCB, ts_val: int, now: float, window: int) -> bool:
+    """The TS value passes PAWS (Linux tcp_paws_check): at most ``window`` ticks older than
+    ts_recent, or ts_recent is stale (24 days idle) or was never set (0)."""
+    return seq_diff(tcb.ts_recent, ts_val) <= window or now - tcb.ts_recent_stamp >= PAWS_IDLE or not tcb.ts_recent
+
+
+def paws_discard(tcb: TCB, seg: TcpSegment, now: float) -> bool:
+    """Linux tcp_paws_discard: the TS value is older than TCP_PAWS_WINDOW allows, and the
+    segment is not a reordered duplicate ACK (tcp_disordered_ack)."""
+    ts_val = seg.options.ts_val or 0
+    return not paws_check(tcb, ts_val, now, PAWS_WINDOW) and not disordered_ack(tcb, seg, ts_val)
+
+
+def disordered_ack(tcb: TCB, seg: TcpSegment, ts_val: int) -> bool:
+    """A pure duplicate ACK at rcv_nxt that moves no window, with a TS value within an RTO of
+    ts_recent: a reordered ACK, harmless to accept (Linux tcp_disordered_ack)."""
+    return (
+        bool(seg.flags & ACK) and seg.seg_len == 0 and seg.seq == tcb.rcv_nxt and seg.ack == tcb.snd_una
+        and not may_update_window(tcb, seg.ack, seg.seq, seg.window << tcb.snd_wscale)
+        and seq_diff(tcb.ts_recent, ts_val) <= tcb.rtt.rto * 1024  # Linux: (icsk_rto * 1024) / HZ
+    )
+
+
+def may_update_window(tcb: TCB, ack: int, seq: int, window: int) -> bool:
+    """Whether the segment may update the send window (Linux tcp_may_update_window)."""
+    return seq_gt(ack, tcb.snd_una) or seq_gt(seq, tcb.snd_wl1) or (
+        seq == tcb.snd_wl1 and (window > tcb.snd_wnd or not window))
 
 
 def acceptable(tcb: TCB, seg: TcpSegment) -> bool:

@@ -107,6 +107,7 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
     )
     send_segment(stack, tcb, segment)
     if flags & ACK:
+        tcb.rcv_wup = tcb.rcv_nxt
         tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
         told = seq_add(tcb.rcv_nxt, raw_window << (0 if flags & SYN else tcb.rcv_wscale))
         if seq_gt(told, tcb.rcv_adv):

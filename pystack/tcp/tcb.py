@@ -112,6 +112,7 @@ class TCB:
     rcv_nxt: int = 0
     rcv_adv: int = 0  # right edge of the window advertised (the furthest told to the peer)
     rcv_edge: int = 0  # right edge of the receive space committed (before rounding to the window scale)
+    rcv_wup: int = 0  # rcv_nxt when a window was last sent (RFC 7323's Last.ACK.sent; Linux rcv_wup)
     rcv_wscale: int = 0
     # Negotiated options.
     advmss: int = 1460
