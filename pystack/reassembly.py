@@ -2,16 +2,26 @@
 
 Policy, as Linux since 4.19 (and RFC 5722 for IPv6): an exact duplicate
 fragment is ignored, any other overlap discards the whole datagram.
-Queues are bounded in number and in bytes; when full, the oldest queue
-is evicted to make room.
+Queues are bounded in number and in memory; when full, the oldest queue
+is evicted to make room. Memory is charged as Linux charges it (skb
+truesize: the data plus a fixed overhead per fragment), so tiny fragments
+cannot pile up by the hundred thousand.
+
+A queue keeps its fragments sorted by offset (Linux: an rbtree since
+FragmentSmack, CVE-2018-5391): a fragment costs O(log n) comparisons to
+place and check for overlap, and completion is a byte count, as Linux's
+``meat == len``: with overlaps refused, the bytes held equal the datagram's
+length only when every byte is there.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from .counters import Counters
 from .errors import Malformed
+from .skbuff import SKB_OVERHEAD
 from .wire.ipv4 import FLAG_MF, MAX_PACKET, IPv4Header
 
 Key = tuple[int, int, int, int]  # src, dst, proto, ident
@@ -19,25 +29,36 @@ Key = tuple[int, int, int, int]  # src, dst, proto, ident
 
 @dataclass(slots=True)
 class FragmentQueue:
+    """One datagram's fragments so far."""
+
     key: Key
     deadline: float
     first_header: IPv4Header | None = None  # header of the offset-0 fragment
-    pieces: dict[int, bytes] = field(default_factory=dict)  # offset -> data
+    starts: list[int] = field(default_factory=list)  # fragment offsets, ascending
+    ends: list[int] = field(default_factory=list)  # ascending too: fragments never overlap
+    pieces: list[bytes] = field(default_factory=list)  # the fragments' data, in offset order
     total: int | None = None  # known once the last fragment (MF clear) arrived
-    size: int = 0
+    size: int = 0  # data bytes held
 
-    def overlaps(self, start: int, end: int) -> bool:
-        return any(start < o + len(d) and o < end for o, d in self.pieces.items())
+    @property
+    def truesize(self) -> int:
+        """What the queue costs the stack's fragment memory (Linux: its skbs' truesize)."""
+        return self.size + SKB_OVERHEAD * len(self.pieces)
+
+    def place(self, start: int, end: int, payload: bytes) -> int | None:
+        """Where [start, end) goes in the queue; None if it overlaps a fragment held
+        (an exact duplicate raises frag_duplicate)."""
+        i = bisect_right(self.starts, start)
+        if i and self.ends[i - 1] > start:
+            if self.starts[i - 1] == start and self.pieces[i - 1] == payload:
+                raise Malformed("frag_duplicate")
+            return None
+        if i < len(self.starts) and self.starts[i] < end:
+            return None
+        return i
 
     def complete(self) -> bool:
-        if self.total is None:
-            return False
-        covered = 0
-        for offset in sorted(self.pieces):
-            if offset != covered:
-                return False
-            covered += len(self.pieces[offset])
-        return covered == self.total
+        return self.total is not None and self.size == self.total
 
 
 class Reassembler:
@@ -78,31 +99,33 @@ class Reassembler:
             raise Malformed("frag_too_large")
         key = (header.src, header.dst, header.proto, header.ident)
         queue = self.queues.get(key)
+        cost = len(payload) + SKB_OVERHEAD
         if queue is None:
-            self._make_room(len(payload))
+            self._make_room(cost)
             queue = self.queues[key] = FragmentQueue(key, now + self.timeout)
-        if queue.pieces.get(start) == payload:
-            raise Malformed("frag_duplicate")
-        if queue.overlaps(start, end):
+        index = queue.place(start, end, payload)
+        if index is None:
             self._discard(key)
             raise Malformed("frag_overlap")
         if not more:
             if queue.total is not None and queue.total != end:
                 self._discard(key)
                 raise Malformed("frag_inconsistent_end")
-            if any(o + len(d) > end for o, d in queue.pieces.items()):
+            if queue.ends and queue.ends[-1] > end:
                 self._discard(key)
                 raise Malformed("frag_inconsistent_end")
             queue.total = end
         elif queue.total is not None and end > queue.total:
             self._discard(key)
             raise Malformed("frag_inconsistent_end")
-        if self.bytes + len(payload) > self.max_bytes:
+        if self.bytes + cost > self.max_bytes:
             self._discard(key)
             raise Malformed("frag_memory")
-        queue.pieces[start] = payload
+        queue.starts.insert(index, start)
+        queue.ends.insert(index, end)
+        queue.pieces.insert(index, payload)
         queue.size += len(payload)
-        self.bytes += len(payload)
+        self.bytes += cost
         if start == 0:
             queue.first_header = header
         done = queue.complete()
@@ -115,7 +138,7 @@ class Reassembler:
             return None
         self._discard(key, failed=False)
         self.ip["ReasmOKs"] += 1
-        data = b"".join(queue.pieces[o] for o in sorted(queue.pieces))
+        data = b"".join(queue.pieces)
         first = queue.first_header
         assert first is not None
         whole = IPv4Header(
@@ -154,6 +177,6 @@ class Reassembler:
     def _discard(self, key: Key, failed: bool = True) -> None:
         queue = self.queues.pop(key, None)
         if queue is not None:
-            self.bytes -= queue.size
+            self.bytes -= queue.truesize
             if failed:
                 self.ip["ReasmFails"] += 1

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
-from ..skbuff import SKB_SHINFO_SIZE, SKB_STRUCT_SIZE
+from ..skbuff import SKB_OVERHEAD
 from .seq import seq_add, seq_diff
 
-SEGMENT_OVERHEAD = SKB_STRUCT_SIZE + SKB_SHINFO_SIZE  # SKB_TRUESIZE(0): a queued segment's fixed cost
+SEGMENT_OVERHEAD = SKB_OVERHEAD  # a queued segment's fixed cost
 REBASE_AFTER = 1 << 30  # keep every offset far from the 2**31 sequence-space horizon
 
 
