@@ -196,7 +196,6 @@ def send_cookie(stack: Stack, listener: TCB, header: IPv4Header, seg: TcpSegment
         probe.ts_offset = seq_add(value, -clock)  # so that this SYN-ACK's TS value is the cookie's
     listener.syn_overflow_at = now
     stack.counters.tcp["SyncookiesSent"] += 1
-    probe.snd_nxt = seq_add(probe.iss, 1)
     send_syn(stack, probe)
 
 
