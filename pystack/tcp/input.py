@@ -618,19 +618,19 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
 def ofo_room(stack: Stack, tcb: TCB, seq: int, length: int) -> bool:
     """Room in the receive buffer for ``length`` bytes out of order, counted as Linux counts skb
     truesize; if there is none, prune the queue from its highest sequence down
-    (tcp_try_rmem_schedule, tcp_prune_ofo_queue). False: drop the arriving data."""
+    (tcp_try_rmem_schedule, tcp_prune_ofo_queue). False: drop the arriving data.
+
+    A FIN that came out of order stays noted through a prune: it is where the peer's
+    stream ends, taken once the retransmitted data reaches it."""
     rcvbuf = tcb.sock.rcvbuf
     limit = rcvbuf - len(tcb.recv_buffer) - length - ofo.SEGMENT_OVERHEAD
     queue = tcb.out_of_order
     if queue.truesize <= limit:
         return True
     stack.counters.tcp["PruneCalled"] += 1
-    lowest = queue.prune(seq, rcvbuf >> 3, limit)
-    if lowest is not None:
+    if queue.prune(seq, rcvbuf >> 3, limit):
         stack.counters.tcp["OfoPruned"] += 1
         tcb.sack_recent = []  # Linux tcp_sack_reset: the SACK state starts again
-        if tcb.ooo_fin is not None and seq_ge(tcb.ooo_fin, lowest):
-            tcb.ooo_fin = None  # its segment is gone: the peer sends the FIN again
     return queue.truesize <= limit
 
 

@@ -118,22 +118,20 @@ class OutOfOrderQueue:
         self.bytes -= sum(len(block) for _, block in taken)
         return taken
 
-    def prune(self, seq: int, goal: int, limit: int) -> int | None:
+    def prune(self, seq: int, goal: int, limit: int) -> bool:
         """Drop blocks from the highest sequence down (Linux tcp_prune_ofo_queue) until at least
         ``goal`` bytes of truesize are freed and the queue's truesize is within ``limit``; stop at
-        a block below ``seq`` (the arriving data would land last). Returns the lowest sequence
-        number dropped, None if nothing was."""
-        lowest = None
+        a block below ``seq`` (the arriving data would land last). True if any was dropped."""
         freed = 0
         while self.starts and seq_diff(seq, seq_add(self.base, self.starts[-1])) <= 0:
-            lowest = seq_add(self.base, self.starts.pop())
+            self.starts.pop()
             self.ends.pop()
             size = len(self.blocks.pop())
             self.bytes -= size
             freed += size + SEGMENT_OVERHEAD
             if freed >= goal and self.truesize <= limit:
                 break
-        return lowest
+        return freed > 0
 
     def clear(self) -> None:
         self.starts.clear()
