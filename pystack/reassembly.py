@@ -3,7 +3,9 @@
 Policy, as Linux since 4.19 (and RFC 5722 for IPv6): an exact duplicate
 fragment is ignored, any other overlap discards the whole datagram.
 Queues are bounded in number and in memory; when full, the oldest queue
-is evicted to make room. Memory is charged as Linux charges it (skb
+is evicted to make room; a queue that more than ``max_dist`` other
+fragments from its source have overtaken starts again (ipfrag_max_dist).
+Memory is charged as Linux charges it (skb
 truesize: the data plus a fixed overhead per fragment), so tiny fragments
 cannot pile up by the hundred thousand.
 
@@ -39,6 +41,7 @@ class FragmentQueue:
     pieces: list[bytes] = field(default_factory=list)  # the fragments' data, in offset order
     total: int | None = None  # known once the last fragment (MF clear) arrived
     size: int = 0  # data bytes held
+    rid: int = 0  # its source's fragment count when its last fragment came (ipfrag_max_dist)
 
     @property
     def truesize(self) -> int:
@@ -77,13 +80,16 @@ class Reassembler:
         timeout: float = 30.0,
         max_queues: int = 64,
         max_bytes: int = 4 * 1024 * 1024,
+        max_dist: int = 64,
     ):
         self.ip = counters.ip
         self.timeout = timeout
         self.max_queues = max_queues
         self.max_bytes = max_bytes
+        self.max_dist = max_dist  # Linux ipfrag_max_dist; 0: no check
         self.queues: dict[Key, FragmentQueue] = {}
         self.bytes = 0
+        self.rids: dict[int, int] = {}  # per source with queues: fragments seen from it
 
     def add(self, header: IPv4Header, payload: bytes, now: float) -> tuple[IPv4Header, bytes] | None:
         self.ip["ReasmReqds"] += 1
@@ -103,6 +109,8 @@ class Reassembler:
         if queue is None:
             self._make_room(cost)
             queue = self.queues[key] = FragmentQueue(key, now + self.timeout)
+        if self._too_far(queue, header.src):
+            self._reinit(queue, now)
         index = queue.place(start, end, payload)
         if index is None:
             self._discard(key)
@@ -167,6 +175,28 @@ class Reassembler:
     def next_deadline(self) -> float | None:
         return min((q.deadline for q in self.queues.values()), default=None)
 
+    def _too_far(self, queue: FragmentQueue, src: int) -> bool:
+        """More than max_dist fragments came from this source since the queue's last one (Linux
+        ip_frag_too_far): its missing fragments are most likely lost, and what it holds would
+        only wait for the timeout, or be completed by a later datagram reusing the ident."""
+        if not self.max_dist:
+            return False
+        rid = self.rids[src] = self.rids.get(src, 0) + 1
+        start, queue.rid = queue.rid, rid
+        return bool(queue.pieces) and rid - start > self.max_dist
+
+    def _reinit(self, queue: FragmentQueue, now: float) -> None:
+        """Empty a queue and start it again (Linux ip_frag_reinit): the datagram so far failed."""
+        self.bytes -= queue.truesize
+        queue.starts.clear()
+        queue.ends.clear()
+        queue.pieces.clear()
+        queue.size = 0
+        queue.total = None
+        queue.first_header = None
+        queue.deadline = now + self.timeout
+        self.ip["ReasmFails"] += 1
+
     def _make_room(self, incoming: int) -> None:
         while self.queues and (
             len(self.queues) >= self.max_queues or self.bytes + incoming > self.max_bytes
@@ -178,5 +208,7 @@ class Reassembler:
         queue = self.queues.pop(key, None)
         if queue is not None:
             self.bytes -= queue.truesize
+            if not any(other[0] == key[0] for other in self.queues):
+                self.rids.pop(key[0], None)  # no queue compares with its count any more
             if failed:
                 self.ip["ReasmFails"] += 1

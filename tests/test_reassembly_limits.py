@@ -86,3 +86,17 @@ def test_the_memory_limit_is_shared_by_every_queue(queues):
             assert reassembler.bytes == sum(q.truesize for q in reassembler.queues.values())
             assert reassembler.bytes <= reassembler.max_bytes
     assert len(reassembler.queues) <= reassembler.max_queues
+
+
+@pytest.mark.parametrize(("between", "whole"), [(63, True), (64, False)])
+def test_a_queue_overtaken_by_max_dist_fragments_starts_again(between, whole):
+    """Linux ipfrag_max_dist (64): when a queue's next fragment is more than 64 fragments from the
+    same source after its last one (64 others came between), its fragments are dropped
+    (ReasmFails) and the queue starts again, so the datagram cannot complete from what it held."""
+    reassembler = Reassembler(Counters())
+    first, *rest = fragments(1, count=4)
+    other = fragments(2, count=between + 1)[:between]  # another datagram, never completed
+    results = feed(reassembler, [first, *other, *rest])
+    assert (results[-1] is not None) == whole
+    assert reassembler.ip["ReasmFails"] == (0 if whole else 1)
+    assert reassembler.bytes == sum(q.truesize for q in reassembler.queues.values())
