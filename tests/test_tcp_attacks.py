@@ -8,8 +8,12 @@ Linux's tolerance).
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pystack.socket import SO_RCVBUF, SOCK_STREAM, SOL_SOCKET
-from pystack.tcp.ofo import SEGMENT_OVERHEAD
+from pystack.tcp.ofo import REBASE_AFTER, SEGMENT_OVERHEAD, OutOfOrderQueue
+from pystack.tcp.seq import seq_diff
 from pystack.tcp.tcb import TcpConfig
 
 from .tcp_harness import (
@@ -300,3 +304,64 @@ def test_paws_lets_a_reordered_duplicate_ack_through():
     conn.send("A")
     assert bench.counters.tcp["PAWSEstab"] == 0
     assert tcb.ts_recent == 9000
+
+
+# ---------------------------------------------------------------- the queue against a model
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.integers(0, 0xFFFFFFFF),
+    # Multiples of 50, so that blocks often touch, overlap or nest exactly.
+    ops=st.lists(st.tuples(st.integers(1, 60).map(lambda n: 50 * n), st.integers(1, 8).map(lambda n: 50 * n),
+                           st.booleans()), max_size=40),
+)
+def test_out_of_order_queue_matches_a_byte_model(start, ops):
+    """Inserts anywhere beyond rcv_nxt, and rcv_nxt moving up (now and then by more than the
+    rebase distance), against a plain dict of byte positions: same blocks, same bytes, same
+    SACK lookups, across the sequence-space wrap."""
+    queue = OutOfOrderQueue()
+    model: dict[int, int] = {}  # offset from start -> byte
+    rcv_nxt = 0  # offset from start
+    for offset, length, advance in ops:
+        if advance:
+            rcv_nxt += offset + (REBASE_AFTER if length == 350 else 0)
+            taken = queue.take_up_to((start + rcv_nxt) & 0xFFFFFFFF)
+            for seq, data in taken:
+                base = rcv_nxt + seq_diff(seq, (start + rcv_nxt) & 0xFFFFFFFF)
+                assert all(model.pop(base + i) == b for i, b in enumerate(data))
+            assert all(k > rcv_nxt for k in model)
+            continue
+        seq = rcv_nxt + offset
+        data = pattern(seq, length)
+        queue.insert((start + seq) & 0xFFFFFFFF, data, (start + rcv_nxt) & 0xFFFFFFFF)
+        model.update({seq + i: b for i, b in enumerate(data)})
+        expected = []
+        for k in sorted(model):
+            if expected and expected[-1][1] == k:
+                expected[-1][1] = k + 1
+            else:
+                expected.append([k, k + 1])
+        assert queue.ranges() == [((start + a) & 0xFFFFFFFF, (start + b) & 0xFFFFFFFF) for a, b in expected]
+        assert queue.bytes == len(model)
+        assert queue.block_at((start + seq) & 0xFFFFFFFF) is not None
+        assert queue.covers((start + seq) & 0xFFFFFFFF, (start + seq + length) & 0xFFFFFFFF)
+
+
+def test_out_of_order_queue_rebases_before_its_offsets_reach_the_horizon():
+    """While the queue never empties, rcv_nxt can move a long way from the base its offsets
+    count from; past REBASE_AFTER they are recounted from rcv_nxt, so order survives the wrap."""
+    start = 0xFFFFFF00
+    far = REBASE_AFTER + 100
+
+    def at(offset: int) -> int:
+        return (start + offset) & 0xFFFFFFFF
+
+    queue = OutOfOrderQueue()
+    queue.insert(at(10), b"a", at(0))
+    queue.insert(at(far + 400), b"b", at(0))
+    assert queue.take_up_to(at(far)) == [(at(10), bytearray(b"a"))]
+    queue.insert(at(far + 100), b"c", at(far))
+    assert queue.base == at(far)
+    assert queue.ranges() == [(at(far + 100), at(far + 101)), (at(far + 400), at(far + 401))]
+    assert queue.block_at(at(far + 400)) == (at(far + 400), at(far + 401))
