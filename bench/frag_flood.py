@@ -16,7 +16,7 @@ import time
 
 from pystack.addr import aton
 from pystack.clock import VirtualClock
-from pystack.skbuff import SKB_OVERHEAD
+from pystack.socket import SKB_OVERHEAD
 from pystack.stack import Stack
 from pystack.wire.ipv4 import FLAG_MF, PROTO_UDP, build_ipv4_header
 

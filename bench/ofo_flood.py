@@ -18,9 +18,8 @@ import time
 
 from pystack.addr import aton
 from pystack.clock import VirtualClock
-from pystack.socket import SOCK_STREAM
+from pystack.socket import SKB_OVERHEAD, SOCK_STREAM
 from pystack.stack import Stack
-from pystack.tcp.ofo import SEGMENT_OVERHEAD
 from pystack.wire.ipv4 import PROTO_TCP, build_ipv4_header
 from pystack.wire.tcp import ACK, build_tcp
 
@@ -111,7 +110,7 @@ def run(settings: Settings) -> Table:
                   ["holes", "receive buffer", "queued", "dropped", "flood s", "us/segment",
                    "us/segment, last 1k", "last 1k vs 1k holes"])
     sizes = settings.pick((1000, 4000, 16000, 64000), (1000, 4000, 16000))
-    big = (SEGMENT_OVERHEAD + 2) * max(sizes) * 2  # holds every hole: the queue's own cost is measured
+    big = (SKB_OVERHEAD + 2) * max(sizes) * 2  # holds every hole: the queue's own cost is measured
     rows = []
     for holes in sizes:
         runs = [flood(holes, big) for _ in range(settings.repeats)]
@@ -127,7 +126,7 @@ def run(settings: Settings) -> Table:
     table.add(max(sizes), f"{default >> 20} MiB (default)", bounded["queued"], bounded["dropped"], bounded["seconds"],
               bounded["us_per_segment"], bounded["us_tail"], ratio(bounded["us_tail"], first_tail))
     table.notes.append(ISSUE)
-    table.notes.append(f"each queued segment is charged its bytes + {SEGMENT_OVERHEAD} (skb truesize); the queue "
+    table.notes.append(f"each queued segment is charged its bytes + {SKB_OVERHEAD} (skb truesize); the queue "
                        "is bounded by the receive buffer and pruned from the highest sequence down")
     table.data = {"rows": [{"holes": h, **f} for h, f in rows], "default_buffer": bounded}
     return table

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .counters import Counters
 from .errors import Malformed
-from .skbuff import SKB_OVERHEAD
+from .socket import SKB_OVERHEAD
 from .wire.ipv4 import FLAG_MF, MAX_PACKET, IPv4Header
 
 Key = tuple[int, int, int, int]  # src, dst, proto, ident

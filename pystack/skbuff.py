@@ -26,7 +26,6 @@ CACHE_LINE = 64
 SKB_STRUCT_SIZE = 256  # SKB_DATA_ALIGN(sizeof(struct sk_buff)) on x86-64
 SKB_SHINFO_SIZE = 320  # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 SKB_MAX_HEAD = PAGE_SIZE - SKB_SHINFO_SIZE  # the most a one-page linear head holds
-SKB_OVERHEAD = SKB_STRUCT_SIZE + SKB_SHINFO_SIZE  # SKB_TRUESIZE(0): a received buffer's fixed cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,13 @@ from scapy.all import (
 
 from pystack.addr import aton
 from pystack.route import MIN_PMTU
-from pystack.skbuff import SKB_OVERHEAD
-from pystack.socket import IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_PMTUDISC_DONT, IPPROTO_IP
+from pystack.socket import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DO,
+    IP_PMTUDISC_DONT,
+    IPPROTO_IP,
+    SKB_OVERHEAD,
+)
 
 from .core_helpers import FAR, ME, PEER, SUBNET_BCAST, Bench, raw_ipv4, udp_packet
 

@@ -12,7 +12,7 @@ import pytest
 from pystack.counters import Counters
 from pystack.errors import Malformed
 from pystack.reassembly import Reassembler
-from pystack.skbuff import SKB_OVERHEAD
+from pystack.socket import SKB_OVERHEAD
 from pystack.wire.ipv4 import FLAG_MF, IPv4Header
 
 SRC, DST = 0xC6120001, 0xC6120002  # 198.18.0.1 -> 198.18.0.2

@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pystack.socket import SO_RCVBUF, SOCK_STREAM, SOL_SOCKET
-from pystack.tcp.ofo import REBASE_AFTER, SEGMENT_OVERHEAD, OutOfOrderQueue
+from pystack.socket import SKB_OVERHEAD, SO_RCVBUF, SOCK_STREAM, SOL_SOCKET
+from pystack.tcp.ofo import REBASE_AFTER, OutOfOrderQueue
 from pystack.tcp.seq import seq_diff
 from pystack.tcp.tcb import TcpConfig
 
@@ -63,7 +63,7 @@ def test_a_flood_of_one_byte_holes_is_bounded_by_the_receive_buffer():
         conn.send("A", pattern(1 + 2 * k, 1), seq=base + 1 + 2 * k)
     queue = tcb.out_of_order
     assert queue.truesize <= tcb.sock.rcvbuf
-    assert len(queue) <= tcb.sock.rcvbuf // (SEGMENT_OVERHEAD + 1)
+    assert len(queue) <= tcb.sock.rcvbuf // (SKB_OVERHEAD + 1)
     assert bench.counters.tcp["OFODrop"] == holes - len(queue)
     assert queue.ranges()[0] == (base + 1, base + 2)
     received = deliver_in_order(bench, conn, base, 2 * holes)

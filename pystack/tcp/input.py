@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
-from ..socket import IP_PMTUDISC_WANT
+from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Header
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import ofo, recovery, syncookies
+from . import recovery, syncookies
 from .output import (
     arm_rto,
     schedule_ack,
@@ -623,7 +623,7 @@ def ofo_room(stack: Stack, tcb: TCB, seq: int, length: int) -> bool:
     A FIN that came out of order stays noted through a prune: it is where the peer's
     stream ends, taken once the retransmitted data reaches it."""
     rcvbuf = tcb.sock.rcvbuf
-    limit = rcvbuf - len(tcb.recv_buffer) - length - ofo.SEGMENT_OVERHEAD
+    limit = rcvbuf - len(tcb.recv_buffer) - length - SKB_OVERHEAD
     queue = tcb.out_of_order
     if queue.truesize <= limit:
         return True

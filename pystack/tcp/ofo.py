@@ -1,16 +1,16 @@
 """The out-of-order queue: data received beyond rcv_nxt, sorted, coalesced and bounded.
 
-Linux keeps it in an rbtree ordered by sequence number (since CVE-2018-5390,
-"SegmentSmack": a list walked per segment let one peer stall the host). Here
-it is three parallel sorted lists (start, end, bytes) searched with bisect, so
+Linux keeps it in an rbtree ordered by sequence number, and since CVE-2018-5390
+("SegmentSmack", where work linear in the queue on every segment let one peer
+stall the host) bounds every per-segment cost. Here it is three parallel sorted lists (start, end, bytes) searched with bisect, so
 that a segment costs O(log n) comparisons wherever it lands. Blocks that touch
 or overlap are coalesced, so each block is one SACK block. Sequence numbers
 are kept as offsets from ``base``, a sequence number at or below rcv_nxt, so
 the order survives wraparound.
 
 Memory is charged as Linux charges skb truesize: the bytes plus a fixed
-per-buffer overhead, so a flood of 1-byte holes fills the receive buffer
-after a couple of thousand segments, not after the quarter million the
+per-buffer overhead, so a flood of 1-byte holes fills the default 1 MiB
+receive buffer after some 1,400 segments, not after the quarter million the
 window would admit; beyond it the queue is pruned from the highest sequence
 down (tcp_prune_ofo_queue).
 """
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 
-from ..skbuff import SKB_OVERHEAD
+from ..socket import SKB_OVERHEAD
 from .seq import seq_add, seq_diff
 
-SEGMENT_OVERHEAD = SKB_OVERHEAD  # a queued segment's fixed cost
 REBASE_AFTER = 1 << 30  # keep every offset far from the 2**31 sequence-space horizon
 
 
@@ -44,7 +43,7 @@ class OutOfOrderQueue:
     @property
     def truesize(self) -> int:
         """What the queue costs the receive buffer (Linux: the sum of its skbs' truesize)."""
-        return self.bytes + SEGMENT_OVERHEAD * len(self.starts)
+        return self.bytes + SKB_OVERHEAD * len(self.starts)
 
     def ranges(self) -> list[tuple[int, int]]:
         """Every block as (seq, end), in sequence order."""
@@ -128,7 +127,7 @@ class OutOfOrderQueue:
             self.ends.pop()
             size = len(self.blocks.pop())
             self.bytes -= size
-            freed += size + SEGMENT_OVERHEAD
+            freed += size + SKB_OVERHEAD
             if freed >= goal and self.truesize <= limit:
                 break
         return freed > 0
