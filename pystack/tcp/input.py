@@ -602,7 +602,8 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     had_holes = bool(tcb.out_of_order)
     tcb.recv_buffer += data
     tcb.rcv_nxt = fin_seq
-    merge_in_order(tcb)
+    if had_holes:
+        merge_in_order(tcb)
     stack.wake(tcb.sock)
     if fin:
         fin_arrived(stack, tcb, fin_seq)
