@@ -24,7 +24,9 @@ from typing import Any
 
 from . import (
     common,
+    frag_flood,
     icmp_rtt,
+    ofo_flood,
     spec_code_size,
     spec_latency,
     spec_send_path,
@@ -37,7 +39,7 @@ from . import (
 )
 
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
-                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream)}
+                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream, ofo_flood, frag_flood)}
 
 
 class UsageError(Exception):

@@ -36,7 +36,9 @@ MIB: dict[str, tuple[str, ...]] = {
         # TcpExt
         "InRsts", "ListenOverflows", "ListenDrops", "PAWSEstab", "DupAcks", "FastRetrans",
         "Timeouts", "WindowProbes", "KeepAliveProbes", "KeepAliveTimeouts", "AbortOnData",
-        "AbortOnClose", "AbortOnLinger", "AbortOnTimeout", "ChallengeACK", "ChallengeACKLimited", "OFOQueue",
+        "AbortOnClose", "AbortOnLinger", "AbortOnTimeout", "SyncookiesSent", "SyncookiesRecv",
+        "SyncookiesFailed", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "OFODrop", "OfoPruned",
+        "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "OFOQueue",
     ),
 }
 
@@ -61,7 +63,7 @@ DROP_REASONS: dict[str, tuple[str, ...]] = {
         "syn_queue_full", "ack_to_listener", "rst_to_listener", "no_syn_to_listener",
         "syn_sent_bad_ack", "syn_sent_no_syn", "syn_sent_rst_without_ack",
         "syn_received_bad_ack", "out_of_window", "paws", "rst_in_window", "syn_in_window",
-        "no_ack", "ack_too_old", "ack_of_unsent", "data_after_fin",
+        "no_ack", "ack_too_old", "ack_of_unsent", "data_after_fin", "ofo_memory",
     ),
 }
 

@@ -2,16 +2,28 @@
 
 Policy, as Linux since 4.19 (and RFC 5722 for IPv6): an exact duplicate
 fragment is ignored, any other overlap discards the whole datagram.
-Queues are bounded in number and in bytes; when full, the oldest queue
-is evicted to make room.
+Queues are bounded in number and in memory; when full, the oldest queue
+is evicted to make room; a queue that more than ``max_dist`` other
+fragments from its source have overtaken starts again (ipfrag_max_dist).
+Memory is charged as Linux charges it (skb
+truesize: the data plus a fixed overhead per fragment), so tiny fragments
+cannot pile up by the hundred thousand.
+
+A queue keeps its fragments sorted by offset (Linux: an rbtree since
+FragmentSmack, CVE-2018-5391): a fragment costs O(log n) comparisons to
+place and check for overlap, and completion is a byte count, as Linux's
+``meat == len``: with overlaps refused, the bytes held equal the datagram's
+length only when every byte is there.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from .counters import Counters
 from .errors import Malformed
+from .socket import SKB_OVERHEAD
 from .wire.ipv4 import FLAG_MF, MAX_PACKET, IPv4Packet
 
 Key = tuple[int, int, int, int]  # src, dst, proto, ident
@@ -19,25 +31,37 @@ Key = tuple[int, int, int, int]  # src, dst, proto, ident
 
 @dataclass(slots=True)
 class FragmentQueue:
+    """One datagram's fragments so far."""
+
     key: Key
     deadline: float
     first: IPv4Packet | None = None  # the offset-0 fragment
-    pieces: dict[int, bytes] = field(default_factory=dict)  # offset -> data
+    starts: list[int] = field(default_factory=list)  # fragment offsets, ascending
+    ends: list[int] = field(default_factory=list)  # ascending too: fragments never overlap
+    pieces: list[bytes] = field(default_factory=list)  # the fragments' data, in offset order
     total: int | None = None  # known once the last fragment (MF clear) arrived
-    size: int = 0
+    size: int = 0  # data bytes held
+    rid: int = 0  # its source's fragment count when its last fragment came (ipfrag_max_dist)
 
-    def overlaps(self, start: int, end: int) -> bool:
-        return any(start < o + len(d) and o < end for o, d in self.pieces.items())
+    @property
+    def truesize(self) -> int:
+        """What the queue costs the stack's fragment memory (Linux: its skbs' truesize)."""
+        return self.size + SKB_OVERHEAD * len(self.pieces)
+
+    def place(self, start: int, end: int, payload: bytes) -> int | None:
+        """Where [start, end) goes in the queue; None if it overlaps a fragment held
+        (an exact duplicate raises frag_duplicate)."""
+        i = bisect_right(self.starts, start)
+        if i and self.ends[i - 1] > start:
+            if self.starts[i - 1] == start and self.pieces[i - 1] == payload:
+                raise Malformed("frag_duplicate")
+            return None
+        if i < len(self.starts) and self.starts[i] < end:
+            return None
+        return i
 
     def complete(self) -> bool:
-        if self.total is None:
-            return False
-        covered = 0
-        for offset in sorted(self.pieces):
-            if offset != covered:
-                return False
-            covered += len(self.pieces[offset])
-        return covered == self.total
+        return self.total is not None and self.size == self.total
 
 
 class Reassembler:
@@ -56,13 +80,16 @@ class Reassembler:
         timeout: float = 30.0,
         max_queues: int = 64,
         max_bytes: int = 4 * 1024 * 1024,
+        max_dist: int = 64,
     ):
         self.ip = counters.ip
         self.timeout = timeout
         self.max_queues = max_queues
         self.max_bytes = max_bytes
+        self.max_dist = max_dist  # Linux ipfrag_max_dist; 0: no check
         self.queues: dict[Key, FragmentQueue] = {}
         self.bytes = 0
+        self.rids: dict[int, int] = {}  # per source with queues: fragments seen from it
 
     def add(self, header: IPv4Packet, now: float) -> IPv4Packet | None:
         """Queue a fragment (the reassembler keeps it); the whole datagram once complete."""
@@ -81,31 +108,35 @@ class Reassembler:
             raise Malformed("frag_too_large")
         key = (header.src, header.dst, header.proto, header.ident)
         queue = self.queues.get(key)
+        cost = len(payload) + SKB_OVERHEAD
         if queue is None:
-            self._make_room(len(payload))
+            self._make_room(cost)
             queue = self.queues[key] = FragmentQueue(key, now + self.timeout)
-        if queue.pieces.get(start) == payload:
-            raise Malformed("frag_duplicate")
-        if queue.overlaps(start, end):
+        if self._too_far(queue, header.src):
+            self._reinit(queue, now)
+        index = queue.place(start, end, payload)
+        if index is None:
             self._discard(key)
             raise Malformed("frag_overlap")
         if not more:
             if queue.total is not None and queue.total != end:
                 self._discard(key)
                 raise Malformed("frag_inconsistent_end")
-            if any(o + len(d) > end for o, d in queue.pieces.items()):
+            if queue.ends and queue.ends[-1] > end:
                 self._discard(key)
                 raise Malformed("frag_inconsistent_end")
             queue.total = end
         elif queue.total is not None and end > queue.total:
             self._discard(key)
             raise Malformed("frag_inconsistent_end")
-        if self.bytes + len(payload) > self.max_bytes:
+        if self.bytes + cost > self.max_bytes:
             self._discard(key)
             raise Malformed("frag_memory")
-        queue.pieces[start] = payload
+        queue.starts.insert(index, start)
+        queue.ends.insert(index, end)
+        queue.pieces.insert(index, payload)
         queue.size += len(payload)
-        self.bytes += len(payload)
+        self.bytes += cost
         if start == 0:
             queue.first = header
         done = queue.complete()
@@ -118,7 +149,7 @@ class Reassembler:
             return None
         self._discard(key, failed=False)
         self.ip["ReasmOKs"] += 1
-        data = b"".join(queue.pieces[o] for o in sorted(queue.pieces))
+        data = b"".join(queue.pieces)
         first = queue.first
         assert first is not None
         return IPv4Packet(
@@ -147,6 +178,28 @@ class Reassembler:
     def next_deadline(self) -> float | None:
         return min((q.deadline for q in self.queues.values()), default=None)
 
+    def _too_far(self, queue: FragmentQueue, src: int) -> bool:
+        """More than max_dist fragments came from this source since the queue's last one (Linux
+        ip_frag_too_far): its missing fragments are most likely lost, and what it holds would
+        only wait for the timeout, or be completed by a later datagram reusing the ident."""
+        if not self.max_dist:
+            return False
+        rid = self.rids[src] = self.rids.get(src, 0) + 1
+        start, queue.rid = queue.rid, rid
+        return bool(queue.pieces) and rid - start > self.max_dist
+
+    def _reinit(self, queue: FragmentQueue, now: float) -> None:
+        """Empty a queue and start it again (Linux ip_frag_reinit): the datagram so far failed."""
+        self.bytes -= queue.truesize
+        queue.starts.clear()
+        queue.ends.clear()
+        queue.pieces.clear()
+        queue.size = 0
+        queue.total = None
+        queue.first = None
+        queue.deadline = now + self.timeout
+        self.ip["ReasmFails"] += 1
+
     def _make_room(self, incoming: int) -> None:
         while self.queues and (
             len(self.queues) >= self.max_queues or self.bytes + incoming > self.max_bytes
@@ -157,6 +210,8 @@ class Reassembler:
     def _discard(self, key: Key, failed: bool = True) -> None:
         queue = self.queues.pop(key, None)
         if queue is not None:
-            self.bytes -= queue.size
+            self.bytes -= queue.truesize
+            if not any(other[0] == key[0] for other in self.queues):
+                self.rids.pop(key[0], None)  # no queue compares with its count any more
             if failed:
                 self.ip["ReasmFails"] += 1

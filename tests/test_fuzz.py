@@ -378,7 +378,7 @@ def test_fuzz_every_packet_accounted_for():
             for answer in fb.bench.out:
                 check_answer(answer, b"(reassembly timer)", n)
             r = fb.stack.reassembler
-            assert r.bytes == sum(q.size for q in r.queues.values()) <= r.max_bytes
+            assert r.bytes == sum(q.truesize for q in r.queues.values()) <= r.max_bytes
             assert len(r.queues) <= r.max_queues
 
     c = fb.counters

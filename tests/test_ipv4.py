@@ -20,7 +20,13 @@ from scapy.all import (
 
 from pystack.addr import aton
 from pystack.route import MIN_PMTU
-from pystack.socket import IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_PMTUDISC_DONT, IPPROTO_IP
+from pystack.socket import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_DO,
+    IP_PMTUDISC_DONT,
+    IPPROTO_IP,
+    SKB_OVERHEAD,
+)
 
 from .core_helpers import FAR, ME, PEER, SUBNET_BCAST, Bench, raw_ipv4, udp_packet
 
@@ -337,19 +343,20 @@ def test_reassembly_limit_on_queues(bench):
 
 
 def test_reassembly_limit_on_memory(bench):
+    """Fragments are charged their truesize: data plus SKB_OVERHEAD each (as Linux charges skbs)."""
     r = bench.stack.reassembler
-    r.max_bytes = 3000
+    r.max_bytes = 3000 + 2 * SKB_OVERHEAD
     a = udp_fragments(PAYLOAD, ident=1)
     b = udp_fragments(PAYLOAD, ident=2, fragsize=1400)
     bench.inject(a[0])
     bench.inject(a[1])
-    assert r.bytes == 2000
+    assert r.bytes == 2000 + 2 * SKB_OVERHEAD
     bench.clock.advance(1)
     bench.inject(b[0])  # needs room: the older queue goes
-    assert list(r.queues) == [(aton(PEER), aton(ME), 17, 2)] and r.bytes == 1400
+    assert list(r.queues) == [(aton(PEER), aton(ME), 17, 2)] and r.bytes == 1400 + SKB_OVERHEAD
     bench.inject(b[1])
-    assert r.bytes == 2800
-    bench.inject(b[2])  # 208 more bytes: over the limit
+    assert r.bytes == 2800 + 2 * SKB_OVERHEAD
+    bench.inject(b[2])  # 208 more bytes and a third overhead: over the limit
     only_drop(bench, "ip.frag_memory")
     assert r.queues == {} and r.bytes == 0
     assert bench.counters.ip["ReasmFails"] == 2

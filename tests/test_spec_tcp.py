@@ -101,7 +101,7 @@ def test_dynamic_receive_state_is_read_at_run_time():
     for world in (generic, special):
         tcb = world.stack.sockfd_lookup(world.fd).tcb
         # Out-of-order data held for the application (as a peer's lost segment would leave it).
-        tcb.out_of_order.append(((tcb.rcv_nxt + 5000) & 0xFFFFFFFF, bytes(30000)))
+        tcb.out_of_order.insert((tcb.rcv_nxt + 5000) & 0xFFFFFFFF, bytes(30000), tcb.rcv_nxt)
         tcb.sack_recent.insert(0, (tcb.rcv_nxt + 5000) & 0xFFFFFFFF)
         tcb.rcv_edge = (tcb.rcv_nxt + 1000) & 0xFFFFFFFF  # so the free space decides the window
     _send_and_compare(generic, special, token, b"with a hole in the receive queue")

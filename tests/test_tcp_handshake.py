@@ -142,7 +142,7 @@ def test_peer_without_options_gets_mss_536_and_no_scaling():
     bench.stack.send(fd, bytes(2000))
     sizes = [len(p.payload) for p in bench.take()]
     assert sizes == [536, 536, 536, 392]
-    assert bench.stack.sockets[fd].tcb.out_of_order == []
+    assert not bench.stack.sockets[fd].tcb.out_of_order
     # Unscaled windows: the advertised window is the raw field, capped at 65535.
     bench.inject(bench.segment(40000, 80, "A", 1001, synack.seq + 1 + 2000, 8192, payload=b"x"))
     bench.advance(0.05)
@@ -318,7 +318,8 @@ def test_final_ack_dropped_while_accept_queue_is_full():
 
 
 def test_syn_queue_limit_drops_syns():
-    bench = PeerBench(config=TcpConfig(max_syn_backlog=2))
+    """Without SYN cookies (tcp_syncookies=0), a SYN beyond the queue's limit is dropped."""
+    bench = PeerBench(config=TcpConfig(max_syn_backlog=2, syncookies=0))
     lfd = bench.stack.socket(type=SOCK_STREAM)
     bench.stack.bind(lfd, ("0.0.0.0", 80))
     bench.stack.listen(lfd, 128)

@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING
 from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
-from ..socket import IP_PMTUDISC_WANT
+from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
 from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import recovery
-from .output import arm_rto, schedule_ack, send_ack, send_syn, tcp_output, ts_now
+from . import recovery, syncookies
+from .output import (
+    arm_rto,
+    schedule_ack,
+    send_ack,
+    send_syn,
+    tcp_output,
+    ts_now,
+    window_to_advertise,
+)
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import (
     CAN_RECEIVE,
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
     from ..stack import Stack
 
 PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323: ts_recent older than 24 days is stale
+PAWS_WINDOW = 1  # Linux TCP_PAWS_WINDOW: a TS value one tick old is reordering, not a wrapped sequence
 MAX_SACK_RECENT = 8  # out-of-order arrivals remembered to order SACK blocks
 RTO_FALLBACK = 3.0  # RFC 6298 5.7: the RTO once data flows after a retransmitted SYN without a sample
 
@@ -56,12 +65,13 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
     tcb = stack.tcp.conns.get((header.dst, seg.dport, header.src, seg.sport))
     if tcb is None:
         listener = stack.tcp.listener(header.dst, seg.dport)
-        if listener is not None:
-            listen_input(stack, listener, header, seg)
-        else:
+        if listener is None:
             counters.drop("tcp", "no_socket")
             reply_reset(stack, header, seg)
-        return
+            return
+        tcb = listen_input(stack, listener, header, seg)
+        if tcb is None:
+            return
     if tcb.state == SYN_SENT:
         syn_sent_input(stack, tcb, seg)
     else:
@@ -101,39 +111,141 @@ def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int
 # ---------------------------------------------------------------- LISTEN
 
 
-def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> None:
+def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> TCB | None:
+    """A segment for a listener; returns the connection a SYN cookie's ACK rebuilt, to take the
+    segment as an established connection would."""
     counters = stack.counters
+    cfg = stack.tcp.config
     if seg.flags & RST:
         counters.drop("tcp", "rst_to_listener")
-        return
+        return None
     if seg.flags & ACK:
+        if not seg.flags & SYN and cookies_expected(stack, listener):
+            child = cookie_check(stack, listener, header, seg)
+            if child is not None:
+                return child
         counters.drop("tcp", "ack_to_listener")
         reply_reset(stack, header, seg)
-        return
+        return None
     if not seg.flags & SYN:
         counters.drop("tcp", "no_syn_to_listener")
-        return
+        return None
+    want_cookie = False
+    if cfg.syncookies == 2 or listener.syn_queue >= cfg.max_syn_backlog:
+        # Linux tcp_conn_request / tcp_syn_flood_action.
+        if not cfg.syncookies:
+            counters.tcp["TCPReqQFullDrop"] += 1
+            counters.tcp["ListenDrops"] += 1
+            counters.drop("tcp", "syn_queue_full")
+            return None
+        counters.tcp["TCPReqQFullDoCookies"] += 1
+        want_cookie = True
     if len(listener.accept_queue) > listener.backlog:
         counters.tcp["ListenOverflows"] += 1
         counters.tcp["ListenDrops"] += 1
         counters.drop("tcp", "accept_queue_full")
-        return
-    if listener.syn_queue >= stack.tcp.config.max_syn_backlog:
-        counters.tcp["ListenDrops"] += 1
-        counters.drop("tcp", "syn_queue_full")
-        return
+        return None
+    if want_cookie:
+        send_cookie(stack, listener, header, seg)
+        return None
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    accept_syn(stack, child, seg)
+    listener.syn_queue += 1
+    counters.tcp["PassiveOpens"] += 1
+    start_handshake_segment(stack, child)
+    return None
+
+
+def accept_syn(stack: Stack, child: TCB, seg: TcpSegment) -> None:
+    """A passive connection takes the peer's SYN: SYN-RECEIVED, options, receive sequence space."""
     child.state = SYN_RECEIVED
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
     child.rcv_nxt = seq_add(seg.seq, 1)
-    child.rcv_adv = child.rcv_edge = child.rcv_nxt
+    child.rcv_adv = child.rcv_edge = child.rcv_wup = child.rcv_nxt
     child.snd_wnd = seg.window
     child.max_snd_wnd = seg.window
     child.snd_wl1 = seg.seq
-    listener.syn_queue += 1
+
+
+def cookies_expected(stack: Stack, listener: TCB) -> bool:
+    """Whether an ACK to a listener may carry a cookie: the queue overflowed in the last two
+    minutes, or cookies are always on (Linux tcp_synq_no_recent_overflow)."""
+    cfg = stack.tcp.config
+    if cfg.syncookies == 2:
+        return True
+    return bool(cfg.syncookies) and stack.clock.now() - listener.syn_overflow_at < syncookies.VALID_AFTER_OVERFLOW
+
+
+def send_cookie(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> None:
+    """Answer a SYN with a SYN cookie, keeping no state (Linux cookie_v4_init_sequence): a TCB
+    that is in no table sends the SYN-ACK and is forgotten."""
+    now = stack.clock.now()
+    probe = stack.tcp.make_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    accept_syn(stack, probe, seg)
+    if not probe.ts_ok:  # no timestamps to carry them: a cookie loses window scaling and SACK (Linux)
+        probe.want_wscale = probe.want_sack = probe.sack_ok = False
+        probe.snd_wscale = probe.rcv_wscale = 0
+    probe.iss = syncookies.make_cookie(stack.tcp.cookie_key, header.src, header.dst, seg.sport, seg.dport,
+                                       seg.seq, probe.peer_mss, now)
+    if probe.ts_ok:
+        clock = int(now * 1000)
+        value = syncookies.cookie_timestamp(
+            seq_add(clock, stack.tcp.stateless_ts_offset(probe)),
+            probe.snd_wscale if probe.want_wscale else None, probe.sack_ok)
+        probe.ts_offset = seq_add(value, -clock)  # so that this SYN-ACK's TS value is the cookie's
+    listener.syn_overflow_at = now
+    stack.counters.tcp["SyncookiesSent"] += 1
+    send_syn(stack, probe)
+
+
+def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> TCB | None:
+    """The connection an ACK's SYN cookie stands for (Linux cookie_v4_check), in SYN-RECEIVED;
+    None if the ACK carries no valid cookie."""
+    counters = stack.counters
+    cfg = stack.tcp.config
+    now = stack.clock.now()
+    peer_isn = seq_add(seg.seq, -1)
+    iss = seq_add(seg.ack, -1)
+    mss = syncookies.check_cookie(stack.tcp.cookie_key, header.src, header.dst, seg.sport, seg.dport,
+                                  peer_isn, iss, now)
+    if mss is None:
+        counters.tcp["SyncookiesFailed"] += 1
+        return None
+    counters.tcp["SyncookiesRecv"] += 1
+    opts = seg.options
+    ts_ok = opts.ts_val is not None
+    wscale, sack = syncookies.timestamp_options(opts.ts_ecr) if ts_ok else (None, False)
+    if ts_ok and not cfg.timestamps or sack and not cfg.sack:
+        return None  # options we would not have offered (Linux cookie_timestamp_decode)
+    if len(listener.accept_queue) > listener.backlog:
+        counters.tcp["ListenOverflows"] += 1  # Linux tcp_v4_syn_recv_sock: no room, the ACK is dropped
+        counters.tcp["ListenDrops"] += 1
+        counters.drop("tcp", "accept_queue_full")
+        return None
+    child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    child.state = SYN_RECEIVED
+    child.iss = child.snd_una = child.snd_sml = iss
+    child.snd_nxt = child.snd_buf_seq = seg.ack
+    child.irs = peer_isn
+    child.rcv_nxt = child.rcv_wup = seg.seq
+    child.peer_mss = mss
+    child.sack_ok = child.want_sack = sack
+    child.want_wscale = wscale is not None
+    child.snd_wscale = wscale or 0
+    child.rcv_wscale = cfg.window_scale if wscale is not None else 0
+    child.ts_ok = child.want_ts = ts_ok
+    if ts_ok:
+        child.ts_offset = stack.tcp.stateless_ts_offset(child)
+        child.ts_recent = opts.ts_val or 0
+        child.ts_recent_stamp = now
+    stack.tcp.update_mss(child)
+    # The window our SYN-ACK offered (unscaled, as on every SYN).
+    child.rcv_adv = child.rcv_edge = seq_add(child.rcv_nxt, min(window_to_advertise(child), 0xFFFF))
+    child.snd_wl1 = peer_isn
+    listener.syn_queue += 1  # counted as any half-open connection until the ACK completes it
     counters.tcp["PassiveOpens"] += 1
-    start_handshake_segment(stack, child)
+    return child
 
 
 def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
@@ -196,7 +308,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     negotiate_options(stack, tcb, seg, offered=True)
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
-    tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_nxt
+    tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
     if seg.flags & ACK:
         handshake_acked(stack, tcb, seg)
         tcb.ack_now = True
@@ -239,8 +351,8 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
 def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     counters = stack.counters
     now = stack.clock.now()
-    if tcb.ts_ok and seg.options.ts_val is not None and not seg.flags & RST:
-        if seq_lt(seg.options.ts_val, tcb.ts_recent) and now - tcb.ts_recent_stamp < PAWS_IDLE:
+    if tcb.ts_ok and seg.options.ts_val is not None and not seg.flags & RST:  # a RST passes (Linux)
+        if paws_discard(tcb, seg, now):
             counters.tcp["PAWSEstab"] += 1
             counters.drop("tcp", "paws")
             tcb.ack_now = True
@@ -291,10 +403,12 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         return
     tcb.last_received_at = now
     tcb.keepalive_probes_out = 0
-    if tcb.ts_ok and seg.options.ts_val is not None and seq_le(seg.seq, tcb.rcv_adv):
-        if seq_ge(seg.options.ts_val, tcb.ts_recent) and seq_le(seg.seq, tcb.rcv_nxt):
-            tcb.ts_recent = seg.options.ts_val
-            tcb.ts_recent_stamp = now
+    ts_val = seg.options.ts_val
+    if tcb.ts_ok and ts_val is not None and seq_le(seg.seq, tcb.rcv_wup) and paws_check(tcb, ts_val, now, 0):
+        # Linux tcp_replace_ts_recent: only a segment at the left edge of the window last
+        # advertised (RFC 7323 4.3: Last.ACK.sent) gives the TS value to echo.
+        tcb.ts_recent = ts_val
+        tcb.ts_recent_stamp = now
     if tcb.state == SYN_RECEIVED:
         if not (seq_lt(tcb.snd_una, seg.ack) and seq_le(seg.ack, tcb.snd_nxt)):
             counters.drop("tcp", "syn_received_bad_ack")
@@ -353,6 +467,35 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             return
     if seg.flags & FIN:
         fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
+
+
+def paws_check(tcb: TCB, ts_val: int, now: float, window: int) -> bool:
+    """The TS value passes PAWS (Linux tcp_paws_check): at most ``window`` ticks older than
+    ts_recent, or ts_recent is stale (24 days idle) or was never set (0)."""
+    return seq_diff(tcb.ts_recent, ts_val) <= window or now - tcb.ts_recent_stamp >= PAWS_IDLE or not tcb.ts_recent
+
+
+def paws_discard(tcb: TCB, seg: TcpSegment, now: float) -> bool:
+    """Linux tcp_paws_discard: the TS value is older than TCP_PAWS_WINDOW allows, and the
+    segment is not a reordered duplicate ACK (tcp_disordered_ack)."""
+    ts_val = seg.options.ts_val or 0
+    return not paws_check(tcb, ts_val, now, PAWS_WINDOW) and not disordered_ack(tcb, seg, ts_val)
+
+
+def disordered_ack(tcb: TCB, seg: TcpSegment, ts_val: int) -> bool:
+    """A pure duplicate ACK at rcv_nxt that moves no window, with a TS value within an RTO of
+    ts_recent: a reordered ACK, harmless to accept (Linux tcp_disordered_ack)."""
+    return (
+        bool(seg.flags & ACK) and seg.seg_len == 0 and seg.seq == tcb.rcv_nxt and seg.ack == tcb.snd_una
+        and not may_update_window(tcb, seg.ack, seg.seq, seg.window << tcb.snd_wscale)
+        and seq_diff(tcb.ts_recent, ts_val) <= tcb.rtt.rto * 1024  # Linux: (icsk_rto * 1024) / HZ
+    )
+
+
+def may_update_window(tcb: TCB, ack: int, seq: int, window: int) -> bool:
+    """Whether the segment may update the send window (Linux tcp_may_update_window)."""
+    return seq_gt(ack, tcb.snd_una) or seq_gt(seq, tcb.snd_wl1) or (
+        seq == tcb.snd_wl1 and (window > tcb.snd_wnd or not window))
 
 
 def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
@@ -445,20 +588,22 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     fin_seq = seq_add(seq, len(data))
     if seq != tcb.rcv_nxt:
         counters.tcp["OFOQueue"] += 1
-        if tcb.sack_ok:
-            for held_seq, held in tcb.out_of_order:
-                if seq_ge(seq, held_seq) and seq_le(fin_seq, seq_add(held_seq, len(held))):
-                    tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
-                    break
+        tcb.ack_now = True
+        if tcb.sack_ok and tcb.out_of_order.covers(seq, fin_seq):
+            tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
+        if not ofo_room(stack, tcb, seq, len(data)):
+            counters.tcp["OFODrop"] += 1
+            counters.drop("tcp", "ofo_memory")
+            return
         insert_out_of_order(tcb, seq, data)
         if fin:
             tcb.ooo_fin = fin_seq
-        tcb.ack_now = True
         return
     had_holes = bool(tcb.out_of_order)
     tcb.recv_buffer += data
     tcb.rcv_nxt = fin_seq
-    merge_in_order(tcb)
+    if had_holes:
+        merge_in_order(tcb)
     stack.wake(tcb.sock)
     if fin:
         fin_arrived(stack, tcb, fin_seq)
@@ -471,39 +616,38 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
 
 
+def ofo_room(stack: Stack, tcb: TCB, seq: int, length: int) -> bool:
+    """Room in the receive buffer for ``length`` bytes out of order, counted as Linux counts skb
+    truesize; if there is none, prune the queue from its highest sequence down
+    (tcp_try_rmem_schedule, tcp_prune_ofo_queue). False: drop the arriving data.
+
+    A FIN that came out of order stays noted through a prune: it is where the peer's
+    stream ends, taken once the retransmitted data reaches it."""
+    rcvbuf = tcb.sock.rcvbuf
+    limit = rcvbuf - len(tcb.recv_buffer) - length - SKB_OVERHEAD
+    queue = tcb.out_of_order
+    if queue.truesize <= limit:
+        return True
+    stack.counters.tcp["PruneCalled"] += 1
+    if queue.prune(seq, rcvbuf >> 3, limit):
+        stack.counters.tcp["OfoPruned"] += 1
+        tcb.sack_recent = []  # Linux tcp_sack_reset: the SACK state starts again
+    return queue.truesize <= limit
+
+
 def insert_out_of_order(tcb: TCB, seq: int, data: bytes) -> None:
-    """Keep the out-of-order queue sorted and without overlaps."""
-    arrival = seq
-    end = seq_add(seq, len(data))
-    kept: list[tuple[int, bytes]] = []
-    for other_seq, other in tcb.out_of_order:
-        other_end = seq_add(other_seq, len(other))
-        if seq_lt(other_end, seq) or seq_gt(other_seq, end):
-            kept.append((other_seq, other))
-            continue
-        if seq_lt(other_seq, seq):  # merge with what we already hold
-            data = other[: seq_diff(seq, other_seq)] + data
-            seq = other_seq
-        if seq_gt(other_end, end):
-            data = data + other[seq_diff(end, other_seq) :]
-            end = other_end
-    kept.append((seq, data))
-    kept.sort(key=lambda item: seq_diff(item[0], tcb.rcv_nxt))
-    tcb.out_of_order = kept
-    tcb.last_ooo_seq = seq
+    """Queue data beyond rcv_nxt (coalesced with what it touches) and note it for SACK."""
+    start, end = tcb.out_of_order.insert(seq, data, tcb.rcv_nxt)
     # SACK blocks are reported most recently changed first (RFC 2018 4, Linux's MRU order).
-    recent = [arrival] + [p for p in tcb.sack_recent if not (seq_ge(p, seq) and seq_lt(p, end))]
+    recent = [seq] + [p for p in tcb.sack_recent if not (seq_ge(p, start) and seq_lt(p, end))]
     del recent[MAX_SACK_RECENT:]
     tcb.sack_recent = recent
 
 
 def merge_in_order(tcb: TCB) -> None:
-    while tcb.out_of_order:
-        seq, data = tcb.out_of_order[0]
+    """Move the queued data that rcv_nxt has reached to the receive buffer."""
+    for seq, data in tcb.out_of_order.take_up_to(tcb.rcv_nxt):
         offset = seq_diff(tcb.rcv_nxt, seq)
-        if offset < 0:
-            return
-        tcb.out_of_order.pop(0)
         if offset < len(data):
             tcb.recv_buffer += data[offset:]
             tcb.rcv_nxt = seq_add(seq, len(data))

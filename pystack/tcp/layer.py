@@ -44,6 +44,8 @@ class TcpLayer:
         self._challenges = TokenBucket(self.config.challenge_ack_limit, self.config.challenge_ack_limit,
                                        self.config.challenge_ack_limit, 0.0)
         self._isn_key = stack.random.randbytes(16)
+        # Derived, not drawn: drawing would shift every later random value (ISNs, offsets).
+        self.cookie_key = hashlib.blake2s(b"syncookies", key=self._isn_key).digest()
 
     # ------------------------------------------------------------ connections
 
@@ -74,6 +76,12 @@ class TcpLayer:
         digest = hashlib.blake2s(ident, key=self._isn_key, digest_size=4).digest()
         return (int.from_bytes(digest, "big") + int(self.stack.clock.now() * 250_000)) & MASK
 
+    def stateless_ts_offset(self, tcb: TCB) -> int:
+        """A timestamp offset that the connection alone determines (Linux secure_tcp_ts_off), for a
+        connection made from a SYN cookie: its SYN-ACK was sent before the TCB existed."""
+        ident = struct.pack("!IHIH", tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port)
+        return int.from_bytes(hashlib.blake2s(ident, key=self.cookie_key, digest_size=4).digest(), "big")
+
     def listener(self, addr: int, port: int) -> TCB | None:
         """The listening socket for addr:port: an exact address beats a wildcard."""
         best = None
@@ -85,7 +93,13 @@ class TcpLayer:
         return best
 
     def new_child(self, listener: TCB, laddr: int, lport: int, raddr: int, rport: int) -> TCB:
-        """A connection being accepted: its own socket (no fd until accept) and TCB."""
+        """A connection being accepted: its own socket (no fd until accept) and TCB, in the table."""
+        child = self.make_child(listener, laddr, lport, raddr, rport)
+        self.conns[child.key] = child
+        return child
+
+    def make_child(self, listener: TCB, laddr: int, lport: int, raddr: int, rport: int) -> TCB:
+        """A connection's socket and TCB, inheriting the listener's options, in no table (yet)."""
         parent_sock = listener.sock
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
                       sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf,
@@ -102,7 +116,6 @@ class TcpLayer:
         child.keepidle, child.keepintvl, child.keepcnt = listener.keepidle, listener.keepintvl, listener.keepcnt
         child.user_timeout = listener.user_timeout
         child.iss = self.initial_sequence(child)
-        self.conns[child.key] = child
         return child
 
     def update_mss(self, tcb: TCB) -> None:

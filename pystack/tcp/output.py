@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
 TIMESTAMP_OPTION_LEN = 12
+SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
+SACK_BLOCK_LEN = 8
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -40,9 +42,7 @@ def receive_space(tcb: TCB) -> int:
 
 def free_window(tcb: TCB, space: int | None = None) -> int:
     """Receive space not taken by queued data (``space``: receive_space(tcb), if known)."""
-    queued = len(tcb.recv_buffer)
-    if tcb.out_of_order:  # usually empty: no generator to make
-        queued += sum(len(d) for _, d in tcb.out_of_order)
+    queued = len(tcb.recv_buffer) + tcb.out_of_order.bytes
     return max((receive_space(tcb) if space is None else space) - queued, 0)
 
 
@@ -107,6 +107,7 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
     )
     send_segment(stack, tcb, segment)
     if flags & ACK:
+        tcb.rcv_wup = tcb.rcv_nxt
         tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
         told = seq_add(tcb.rcv_nxt, raw_window << (0 if flags & SYN else tcb.rcv_wscale))
         if seq_gt(told, tcb.rcv_adv):
@@ -134,22 +135,15 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
 
 
 def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
-    """Out-of-order ranges as SACK blocks, most recently changed first (RFC 2018; Linux's order)."""
-    blocks: list[tuple[int, int]] = []
-    for seq, data in tcb.out_of_order:
-        end = seq_add(seq, len(data))
-        if blocks and blocks[-1][1] == seq:
-            blocks[-1] = (blocks[-1][0], end)
-        else:
-            blocks.append((seq, end))
+    """Out-of-order ranges as SACK blocks, most recently changed first (RFC 2018; Linux's order),
+    then the lowest; at most as many as an option can carry."""
+    queue = tcb.out_of_order
     ordered: list[tuple[int, int]] = []
     for point in tcb.sack_recent:
-        for block in blocks:
-            if seq_diff(point, block[0]) >= 0 and seq_diff(block[1], point) > 0:
-                if block not in ordered:
-                    ordered.append(block)
-                break
-    return ordered + [block for block in blocks if block not in ordered]
+        block = queue.block_at(point)
+        if block is not None and block not in ordered:
+            ordered.append(block)
+    return ordered + queue.first_blocks(MAX_SACK_BLOCKS - len(ordered), ordered)
 
 
 def send_ack(stack: Stack, tcb: TCB) -> None:
@@ -333,15 +327,23 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
 
 
 def send_mss(tcb: TCB) -> int:
-    """Bytes per segment now (Linux tcp_current_mss): the MSS, at most half the peer's largest window.
+    """Bytes per segment now (Linux tcp_current_mss): the MSS, at most half the peer's largest
+    window, less the room the SACK blocks due in the next segments take.
 
     A peer offering a window below two segments still gets several segments in
-    flight (Linux tcp_bound_to_half_wnd).
+    flight (Linux tcp_bound_to_half_wnd). The MSS was sized for the timestamp
+    option alone; a segment that also reports out-of-order data (or a
+    duplicate) carries a SACK option, and without this would exceed the path
+    MTU and leave as IP fragments.
     """
+    mss = tcb.mss
     cutoff = tcb.max_snd_wnd >> 1 if tcb.max_snd_wnd > DEFAULT_MSS else tcb.max_snd_wnd
-    if cutoff and tcb.mss > cutoff:
-        return max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
-    return tcb.mss
+    if cutoff and mss > cutoff:
+        mss = max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
+    if tcb.sack_ok and (tcb.out_of_order or tcb.dsack is not None):
+        blocks = len(tcb.out_of_order) + (tcb.dsack is not None)
+        mss -= SACK_OPTION_BASE + SACK_BLOCK_LEN * min(blocks, MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS)
+    return mss
 
 
 def small_segment_unacked(tcb: TCB) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .ofo import OutOfOrderQueue
 from .rtt import RttEstimator
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class TcpConfig:
     wmem_default: int = 1 << 20
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold
+    syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
 
 
 @dataclass(eq=False, slots=True)
@@ -110,6 +112,7 @@ class TCB:
     rcv_nxt: int = 0
     rcv_adv: int = 0  # right edge of the window advertised (the furthest told to the peer)
     rcv_edge: int = 0  # right edge of the receive space committed (before rounding to the window scale)
+    rcv_wup: int = 0  # rcv_nxt when a window was last sent (RFC 7323's Last.ACK.sent; Linux rcv_wup)
     rcv_wscale: int = 0
     # Negotiated options.
     advmss: int = 1460
@@ -138,8 +141,7 @@ class TCB:
     retrans_out: int = 0
     # Receive side.
     recv_buffer: bytearray = field(default_factory=bytearray)
-    out_of_order: list[tuple[int, bytes]] = field(default_factory=list)
-    last_ooo_seq: int = 0  # start of the most recent out-of-order arrival (first SACK block)
+    out_of_order: OutOfOrderQueue = field(default_factory=OutOfOrderQueue)
     sack_recent: list[int] = field(default_factory=list)  # recent out-of-order arrivals, newest first
     dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK (RFC 2883 D-SACK)
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
@@ -198,6 +200,7 @@ class TCB:
     # Listening sockets.
     backlog: int = 0
     syn_queue: int = 0
+    syn_overflow_at: float = -math.inf  # when the SYN queue last overflowed (SYN cookies sent)
     accept_queue: deque[TCB] = field(default_factory=deque)
     parent: TCB | None = None
 
