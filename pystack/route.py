@@ -48,9 +48,6 @@ class Route:
     def source(self) -> int:
         return self.src or self.iface.address
 
-    def next_hop(self, dst: int) -> int:
-        return self.gateway or dst
-
 
 @dataclass
 class RouteTable:

@@ -70,9 +70,6 @@ class Scenario:
     def parameters(self, func: Any) -> list[str]:
         return list(inspect.signature(func).parameters)
 
-    def static_parameters(self) -> list[str]:
-        return [name for name, bt in self.binding_times.items() if bt == "S"]
-
     def object_spec(self, obj: Any) -> ObjectSpec | None:
         return self.objects.get(type(obj))
 

@@ -207,6 +207,3 @@ class TcpLayer:
             if tcb.state != CLOSED:
                 self.timer_changed(tcb)
 
-    def connections(self) -> list[TCB]:
-        return list(self.conns.values())
-

@@ -29,8 +29,3 @@ def seq_gt(a: int, b: int) -> bool:
 
 def seq_ge(a: int, b: int) -> bool:
     return seq_diff(a, b) >= 0
-
-
-def seq_between(low: int, x: int, high: int) -> bool:
-    """low <= x <= high in sequence space."""
-    return seq_diff(x, low) >= 0 and seq_diff(high, x) >= 0
