@@ -206,4 +206,3 @@ class TcpLayer:
             tcp_timers(self.stack, tcb, now)
             if tcb.state != CLOSED:
                 self.timer_changed(tcb)
-
