@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scenario import Scenario
+from .watch import plain_type
 
 UNROLL_LIMIT = 64
 INLINE_DEPTH_LIMIT = 24
@@ -811,7 +812,7 @@ class Evaluator:
         if isinstance(obj, _FreshList) and attr not in _LIST_READERS:
             raise _CannotUnfold(f"list.{attr} of a new list")  # it would change a frozen value
         in_instance = attr in getattr(obj, "__dict__", ())
-        raw = None if in_instance else inspect.getattr_static(type(obj), attr, None)
+        raw = None if in_instance else inspect.getattr_static(plain_type(obj), attr, None)
         if isinstance(raw, property):
             return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
         if isinstance(raw, types.FunctionType) or callable(raw) and not isinstance(obj, _SIMPLE_TYPES + (tuple,)):
@@ -832,7 +833,7 @@ class Evaluator:
             self.stats.static_reads += 1
             self.assumptions.setdefault((id(obj), attr, "field"), Assumption(obj, attr, value))
             return Static(value)
-        return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(type(obj), attr))
+        return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(plain_type(obj), attr))
 
     def expr_Subscript(self, node: ast.Subscript, frame: Frame) -> Value:
         base = self.expr(node.value, frame)

@@ -2,15 +2,24 @@
 
 A token stands for one specialized operation (thesis fig. 4.7): its
 current function is called on every ``specialized_*`` call, so the hot
-path is one dictionary lookup and one call. Guards are event-driven: the
-stack announces (``Stack.notify``) every change that can break an
-assumption, and the system applies the token's policy at that moment:
+path is one dictionary lookup and one call. Guards act on announced
+events: the stack announces (``Stack.notify``) the application's changes
+and route and MSS updates, and the system applies the token's policy at
+that moment:
 
 * ``reject``: refuse the application's change (EBUSY), as the paper does for setsockopt;
 * ``fallback``: switch the token to the generic code;
 * ``respecialize``: specialize again, on the next call, for the new values;
 * ``reinforce``: keep the code and offset the system (a route change: the
   code's output is steered to the new route's interface).
+
+Guards also sit on the data (:mod:`specializer.watch`): every field a
+live token assumes is watched, so a write nobody announced (the handshake,
+a driver replacing a sink, a bug) still reaches the token. Such a write is
+nobody's request, so it can be neither rejected nor reinforced: the
+token's next call checks its assumptions and, if one no longer holds,
+specializes again for the new values. Nothing is raised at the write, so
+packet input is never interrupted by a guard.
 
 In debug mode every call re-checks every assumption first.
 """
@@ -50,12 +59,15 @@ from pystack.socket import (
 )
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
+from pystack.tcp.tcb import SYN_RECEIVED, SYN_SENT
 
 from .pe import Assumption, Diagnostic, Evaluator, SpecializationError, Stats, same
 from .residual import CompiledResidual, cleanup, compile_residual
-from .scenario import Scenario, all_scenarios
+from .scenario import Scenario, all_scenarios, check_policies
+from .watch import plain_type, unwatch, watch
 
 CACHE_CAPACITY = 64
+HANDSHAKE_STATES = frozenset({SYN_SENT, SYN_RECEIVED})
 APPLICATION_EVENTS = frozenset({"setsockopt", "fcntl", "bind", "connect", "shutdown", "close"})
 
 # Which socket (or TCB) field each option sets: a change to an option that
@@ -145,10 +157,13 @@ class Token:
     # whose code the stack itself calls (a connection's output routine) keeps it there.
     hook: Callable[[Callable[..., Any] | None], None] | None = None
     companions: list[int] = field(default_factory=list)  # tokens renewed and closed with this one
+    watching: list[Any] = field(default_factory=list)  # the objects whose assumed fields it watches
+    suspect: bool = False  # an assumed field was written: check before running the code again
 
     def install(self) -> None:
         """Point the token's slot at what should run now."""
         functions = self.system.functions
+        self.suspect = False
         if self.mode == "stale":  # with or without code: specialize again at the next call
             functions[self.number] = self._respecialize_then_call
         elif self.mode == "generic" or self.entry is None:
@@ -168,6 +183,28 @@ class Token:
                     f"token {self.number}: {assumption.subject!r}.{assumption.field} changed "
                     f"(was {assumption.value!r}) and no guard acted")
         return self.entry.function(*args)
+
+    def field_written(self, obj: Any, name: str) -> None:
+        """A watched field changed (watch.py): the next call checks the assumptions first.
+        Only a slot changes here, so the write (packet input, a driver) goes on undisturbed."""
+        if self.suspect or self.mode != "specialized" or self.entry is None:
+            return
+        self.suspect = True
+        self.system.functions[self.number] = self._verify_then_call
+        if self.hook is not None:
+            self.hook(self._verify_then_call)
+
+    def _verify_then_call(self, *args: Any) -> Any:
+        assert self.entry is not None
+        broken = next((a for a in self.entry.assumptions if not a.holds()), None)
+        if broken is None:  # changed and changed back, or re-based by a guard (reinforce)
+            self.install()
+        else:
+            self.events.append(f"stale after a write to {plain_type(broken.subject).__name__}.{broken.field}")
+            self.system.release(self)
+            self.mode = "stale"
+            self.install()
+        return self.system.functions[self.number](*args)
 
     def _respecialize_then_call(self, *args: Any) -> Any:
         self.system.respecialize(self)
@@ -199,9 +236,7 @@ class SpecializationSystem:
         scenario = self.scenarios[scenario_name]
         policies = dict(scenario.policies)
         if policy:
-            unknown = set(policy) - set(policies) - {"mss"}
-            if unknown:
-                raise ValueError(f"no guard for events {sorted(unknown)}")
+            check_policies(policy, ValueError)
             policies.update(policy)
         token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug, hook=hook)
         if self.local:
@@ -252,12 +287,30 @@ class SpecializationSystem:
             token.mode = "generic"
             token.events.append(f"not specialized: {why}")
             return False
+        self.watch(token)
         return True
 
     def release(self, token: Token) -> None:
         if token.entry is not None:
+            self.unwatch(token)
             token.entry.refcount -= 1
             token.entry = None
+
+    def watch(self, token: Token) -> None:
+        """Watch every field the token's code assumes (watch.py)."""
+        assert token.entry is not None
+        fields: dict[int, tuple[Any, set[str]]] = {}
+        for assumption in token.entry.assumptions:
+            if assumption.kind == "field":
+                fields.setdefault(id(assumption.subject), (assumption.subject, set()))[1].add(assumption.field)
+        for subject, names in fields.values():
+            if watch(token, subject, names):
+                token.watching.append(subject)
+
+    def unwatch(self, token: Token) -> None:
+        for subject in token.watching:
+            unwatch(token, subject)
+        token.watching.clear()
 
     # ------------------------------------------------------------ the code cache
 
@@ -272,6 +325,8 @@ class SpecializationSystem:
         refresh_route_cache(self.stack, sock)
         key = self.cache_key(scenario, sock, statics)
         entry = self.cache.get(key)
+        if entry is not None and not all(a.holds() for a in entry.assumptions):
+            entry = None  # the key does not say everything the code folded (an interface's sink): its facts do
         if entry is not None:
             self.hits += 1
             self.cache.move_to_end(key)
@@ -372,6 +427,10 @@ class SpecializationSystem:
         kept = [a for a in entry.assumptions if not _about_route_table(a, routes)]
         entry.assumptions = [_retarget(a, old, new, routes) for a in kept]
         entry.assumptions.append(Assumption(routes, "generation", routes.generation))
+        for other in self.tokens.values():  # the entry is shared: every token on it watches the new facts
+            if other.entry is entry:
+                self.unwatch(other)
+                self.watch(other)
         token.events.append(f"reinforced: output steered to {new.iface.name}")
         return True
 
@@ -413,19 +472,24 @@ def _still_holds(assumptions: list[Assumption], old: Route, new: Route) -> bool:
 def specializable(sock: Socket, statics: dict[str, Any]) -> bool:
     """Can the socket's state be taken as invariant now? Not an unbound datagram socket
     sending to an address (after a connect(AF_UNSPEC), say): its next send binds it,
-    and the code would have folded port 0 and the implicit bind in."""
+    and the code would have folded port 0 and the implicit bind in. Not a connection
+    in its handshake: the handshake decides the facts the code would fold (MSS, SACK,
+    timestamps, window scale, connected); the token waits, with the generic code."""
+    if sock.tcb is not None and sock.tcb.state in HANDSHAKE_STATES:
+        return False
     return not (sock.type == SOCK_DGRAM and not sock.local_port and not sock.closed
                 and statics.get("address") is not None)
 
 
 def refresh_route_cache(stack: Stack, sock: Socket) -> None:
-    """Bring a connected datagram socket's route cache up to date before specializing, as
-    its next send would (sk_dst_check). Otherwise the code would fold a stale cache: a
-    route lookup on every call, and facts (``dst_cache``, ``dst_generation``) that its
-    own first call falsifies. Expired routes are left for the send to drop, as the
-    generic code does: the cache may hold one, and the code checks its expiry."""
+    """Bring a connected socket's route cache (datagram or stream) up to date before
+    specializing, as its next send would (sk_dst_check). Otherwise the code would fold a
+    stale cache: a route lookup on every call, and facts (``dst_cache``,
+    ``dst_generation``) that its own first call falsifies. Expired routes are left for the
+    send to drop, as the generic code does: the cache may hold one, and the code checks
+    its expiry."""
     routes = stack.routes
-    if sock.type == SOCK_DGRAM and sock.connected and sock.dst_generation != routes.generation:
+    if sock.connected and sock.dst_generation != routes.generation:
         sock.dst_cache = routes.lookup(sock.remote_addr)
         sock.dst_generation = routes.generation
 
