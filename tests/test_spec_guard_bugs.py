@@ -321,3 +321,32 @@ def test_the_declaration_loader_checks_policies_the_same_way(tmp_path):
                                "guards": {"setsockopt": "rejct"}}}}
     with pytest.raises(DeclarationError, match="policies are reject, fallback, respecialize, reinforce"):
         load_scenarios(tmp_path / "x.spec.toml", data, {}, {})
+
+
+def test_the_watch_works_on_slotted_classes_and_refuses_builtins():
+    from dataclasses import dataclass
+
+    from specializer.watch import plain_type, unwatch, watch, watchers_of
+
+    @dataclass(slots=True)
+    class Point:
+        x: int
+        y: int
+
+    class Seen:
+        def __init__(self):
+            self.writes = []
+
+        def field_written(self, obj, name):
+            self.writes.append(name)
+
+    point, seen = Point(1, 2), Seen()
+    assert watch(seen, point, {"x"})
+    point.y = 5  # not watched
+    point.x = 1  # the same value
+    point.x = 3
+    assert (point.x, point.y, seen.writes) == (3, 5, ["x"])
+    assert plain_type(point) is Point and watchers_of(point) == {"x": [seen]}
+    unwatch(seen, point)
+    assert type(point) is Point and watchers_of(point) == {}
+    assert not watch(seen, {}, {"x"}) and not watch(seen, [], {"append"})
