@@ -61,7 +61,7 @@ from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 from pystack.tcp.tcb import SYN_RECEIVED, SYN_SENT
 
-from .pe import Assumption, Diagnostic, Evaluator, SpecializationError, Stats, same
+from .pe import Assumption, Diagnostic, SpecializationError, Stats, evaluate, same
 from .residual import CompiledResidual, cleanup, compile_residual
 from .scenario import Scenario, all_scenarios, check_policies
 from .watch import plain_type, unwatch, watch
@@ -128,8 +128,7 @@ _COMPILED = itertools.count(1)  # residual functions get file names of their own
 def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     """Run the partial evaluator and compile the result (no caching)."""
     started = time.perf_counter()
-    evaluator = Evaluator(scenario, statics)
-    params, body = evaluator.run()
+    evaluator, params, body = evaluate(scenario, statics)
     names = [p.arg for p in params]
     used: set[str] = set()
     body = cleanup(body, names, used, evaluator.constants.values)
