@@ -350,3 +350,10 @@ def test_the_watch_works_on_slotted_classes_and_refuses_builtins():
     unwatch(seen, point)
     assert type(point) is Point and watchers_of(point) == {}
     assert not watch(seen, {}, {"x"}) and not watch(seen, [], {"append"})
+
+
+def test_every_function_of_the_token_api_says_what_it_does():
+    import specializer
+
+    undocumented = [name for name in specializer.__all__ if not (getattr(specializer, name).__doc__ or "").strip()]
+    assert not undocumented
