@@ -13,7 +13,7 @@ watches keep their own class, so generic code pays nothing for them.
 Fields of slotted classes (Route) are properties over the class's slot.
 What cannot be watched this way (items of builtin containers, the
 ``deep`` fields of a declaration) is covered by the stack's announced
-events, and tests/test_spec_guard_bugs.py checks the source for it.
+events, and tests/test_spec_guard_source.py checks pystack's source for it.
 """
 
 from __future__ import annotations
