@@ -26,7 +26,6 @@ import itertools
 import keyword
 import operator
 import struct
-import sys
 import types
 import weakref
 from collections.abc import Callable
@@ -1443,6 +1442,8 @@ class Evaluator:
 _MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
 # code object -> its checked FunctionDef (a function given new code is looked up again)
 _FUNCTION_ASTS: dict[types.CodeType, ast.FunctionDef] = {}
+# file -> the module-level names its functions declare ``global`` (they are variables)
+_REBOUND: dict[str, frozenset[str]] = {}
 
 
 def function_ast(func: types.FunctionType) -> ast.FunctionDef:
@@ -1461,11 +1462,15 @@ def function_ast(func: types.FunctionType) -> ast.FunctionDef:
         except (OSError, SyntaxError) as exc:
             raise SpecializationError(f"no source for {func!r}") from exc
         index = {}
+        rebound: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 index[first] = node
+            elif isinstance(node, ast.Global):
+                rebound.update(node.names)
         _MODULE_FUNCTIONS[code.co_filename] = index
+        _REBOUND[code.co_filename] = frozenset(rebound)
     fdef = index.get(code.co_firstlineno)
     if fdef is None or fdef.name != code.co_name or _parameters(fdef) != code.co_varnames[: code.co_argcount]:
         # The file changed since the module was imported: the source no longer describes
@@ -1661,24 +1666,10 @@ _CONTAINERS = (list, dict, set, bytearray, collections.deque)
 _SUSPENDS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 
-_REBOUND: dict[str, frozenset[str]] = {}
-
-
 def _rebound_globals(func: Any) -> frozenset[str]:
     """Module-level names some function of ``func``'s module rebinds (``global name``):
-    variables, not constants. Read from the module's source once."""
-    key = func.__module__
-    names = _REBOUND.get(key)
-    if names is None:
-        module = sys.modules.get(key)
-        try:
-            tree = ast.parse(inspect.getsource(module)) if module is not None else None
-        except (OSError, TypeError):
-            tree = None
-        names = frozenset(name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names) \
-            if tree is not None else frozenset()
-        _REBOUND[key] = names
-    return names
+    variables, not constants (found when :func:`function_ast` parsed the module)."""
+    return _REBOUND.get(func.__code__.co_filename, frozenset())
 
 
 def _suspends(func: Any) -> bool:

@@ -116,10 +116,23 @@ class Specialized:
     diagnostics: list[Diagnostic]
     latency: float
     refcount: int = 0
+    # While tokens hold it, every field it assumes is watched (watch.py), on their behalf.
+    holders: list[Token] = field(default_factory=list)
+    watching: list[Any] = field(default_factory=list)
+    complete: bool = False  # every field it assumes could be watched
+    # Watched, and no watched write since its facts were last known to hold: a cache hit
+    # need not check them again.
+    trusted: bool = False
 
     @property
     def function(self) -> Callable[..., Any]:
         return self.compiled.function
+
+    def field_written(self, obj: Any, name: str) -> None:
+        """A field the code assumed changed: every token running it checks before its next call."""
+        self.trusted = False
+        for token in list(self.holders):
+            token.field_written(obj, name)
 
 
 _COMPILED = itertools.count(1)  # residual functions get file names of their own, for tracebacks
@@ -156,7 +169,6 @@ class Token:
     # whose code the stack itself calls (a connection's output routine) keeps it there.
     hook: Callable[[Callable[..., Any] | None], None] | None = None
     companions: list[int] = field(default_factory=list)  # tokens renewed and closed with this one
-    watching: list[Any] = field(default_factory=list)  # the objects whose assumed fields it watches
     suspect: bool = False  # an assumed field was written: check before running the code again
 
     def install(self) -> None:
@@ -286,30 +298,41 @@ class SpecializationSystem:
             token.mode = "generic"
             token.events.append(f"not specialized: {why}")
             return False
-        self.watch(token)
+        entry = token.entry
+        if not entry.holders:
+            self.watch(entry)
+        entry.holders.append(token)
+        entry.trusted = entry.complete  # its facts hold now: just made, or checked by lookup
         return True
 
     def release(self, token: Token) -> None:
-        if token.entry is not None:
-            self.unwatch(token)
-            token.entry.refcount -= 1
+        entry = token.entry
+        if entry is not None:
+            entry.refcount -= 1
+            entry.holders.remove(token)
+            if not entry.holders:
+                self.unwatch(entry)
             token.entry = None
 
-    def watch(self, token: Token) -> None:
-        """Watch every field the token's code assumes (watch.py)."""
-        assert token.entry is not None
+    def watch(self, entry: Specialized) -> None:
+        """Watch every field the code assumes (watch.py), for the tokens that will hold it."""
         fields: dict[int, tuple[Any, set[str]]] = {}
-        for assumption in token.entry.assumptions:
+        for assumption in entry.assumptions:
             if assumption.kind == "field":
                 fields.setdefault(id(assumption.subject), (assumption.subject, set()))[1].add(assumption.field)
+        # Items of deep containers change only where an event is announced (tests/test_spec_guard_source.py).
+        entry.complete = True
         for subject, names in fields.values():
-            if watch(token, subject, names):
-                token.watching.append(subject)
+            if watch(entry, subject, frozenset(names)):
+                entry.watching.append(subject)
+            else:
+                entry.complete = False
 
-    def unwatch(self, token: Token) -> None:
-        for subject in token.watching:
-            unwatch(token, subject)
-        token.watching.clear()
+    def unwatch(self, entry: Specialized) -> None:
+        for subject in entry.watching:
+            unwatch(entry, subject)
+        entry.watching.clear()
+        entry.trusted = False  # nobody watches its facts any more
 
     # ------------------------------------------------------------ the code cache
 
@@ -324,7 +347,7 @@ class SpecializationSystem:
         refresh_route_cache(self.stack, sock)
         key = self.cache_key(scenario, sock, statics)
         entry = self.cache.get(key)
-        if entry is not None and not all(a.holds() for a in entry.assumptions):
+        if entry is not None and not entry.trusted and not all(a.holds() for a in entry.assumptions):
             entry = None  # the key does not say everything the code folded (an interface's sink): its facts do
         if entry is not None:
             self.hits += 1
@@ -426,10 +449,9 @@ class SpecializationSystem:
         kept = [a for a in entry.assumptions if not _about_route_table(a, routes)]
         entry.assumptions = [_retarget(a, old, new, routes) for a in kept]
         entry.assumptions.append(Assumption(routes, "generation", routes.generation))
-        for other in self.tokens.values():  # the entry is shared: every token on it watches the new facts
-            if other.entry is entry:
-                self.unwatch(other)
-                self.watch(other)
+        self.unwatch(entry)  # the entry is shared: the new facts are watched for every token on it
+        self.watch(entry)
+        entry.trusted = entry.complete
         token.events.append(f"reinforced: output steered to {new.iface.name}")
         return True
 

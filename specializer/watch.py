@@ -33,9 +33,13 @@ class Watcher(Protocol):
         """``obj.name`` just changed: the fact the watcher relied on may no longer hold."""
 
 
-# id(obj) -> field -> its watchers. Watchers are held weakly and objects not at all: a stack
-# dropped with live tokens is collected, and its entries go with its tokens.
-_watched: dict[int, dict[str, list[weakref.ref[Watcher]]]] = {}
+# id(obj) -> id(watcher) -> (the watcher, weakly; the fields it watches). Watchers are held
+# weakly and objects not at all: a stack dropped with live tokens is collected, and its
+# entries go with its tokens.
+_watched: dict[int, dict[int, tuple[weakref.ref[Watcher], frozenset[str]]]] = {}
+# id(watcher) -> (one weak reference to it, the ids of the objects it watches): when the
+# watcher is collected without unwatching, its entries are dropped in one go.
+_handles: dict[int, tuple[weakref.ref[Watcher], set[int]]] = {}
 _classes: dict[tuple[type, frozenset[str]], type] = {}
 
 
@@ -46,11 +50,11 @@ def plain_type(obj: Any) -> type:
 
 
 def _changed(obj: Any, name: str) -> None:
-    fields = _watched.get(id(obj))
-    if fields is not None:
-        for ref in list(fields.get(name, ())):
+    watchers = _watched.get(id(obj))
+    if watchers is not None:
+        for ref, names in list(watchers.values()):
             watcher = ref()
-            if watcher is not None:
+            if watcher is not None and name in names:
                 watcher.field_written(obj, name)
 
 
@@ -94,8 +98,8 @@ def _watched_class(base: type, fields: frozenset[str]) -> type | None:
     key = (base, fields)
     cls = _classes.get(key)
     if cls is None:
-        namespace: dict[str, Any] = {"__slots__": (), "_watch_base": base, "__module__": base.__module__,
-                                     "__qualname__": base.__qualname__}
+        namespace: dict[str, Any] = {"__slots__": (), "_watch_base": base, "_watch_fields": fields,
+                                     "__module__": base.__module__, "__qualname__": base.__qualname__}
         for name in fields:
             raw = inspect.getattr_static(base, name, None)
             if isinstance(raw, types.MemberDescriptorType):
@@ -108,56 +112,67 @@ def _watched_class(base: type, fields: frozenset[str]) -> type | None:
     return cls
 
 
-def watch(watcher: Watcher, obj: Any, names: set[str]) -> bool:
+def watch(watcher: Watcher, obj: Any, names: frozenset[str]) -> bool:
     """Tell ``watcher`` of every change to ``obj.name`` for these names; False if ``obj``
     cannot be watched (a builtin, or a class whose instances cannot change class)."""
-    base = plain_type(obj)
-    if base.__module__ == "builtins" or isinstance(obj, type | types.ModuleType):
-        return False
-    key = id(obj)
-    fields = _watched.get(key, {})
-    cls = _watched_class(base, frozenset(set(names) | set(fields)))
-    if cls is None:
-        return False
-    if type(obj) is not cls:
+    watched_fields = type(obj).__dict__.get("_watch_fields")
+    if watched_fields is None or not names <= watched_fields:  # a class with hooks on more fields
+        base = plain_type(obj)
+        if base.__module__ == "builtins" or isinstance(obj, type | types.ModuleType):
+            return False
+        cls = _watched_class(base, names | watched_fields if watched_fields else names)
+        if cls is None:
+            return False
         try:
             obj.__class__ = cls
         except TypeError:
             return False
-    _watched[key] = fields
-    for name in names:
-        refs = fields.setdefault(name, [])
-        if not any(ref() is watcher for ref in refs):
-            refs.append(weakref.ref(watcher, functools.partial(_forget, key, name)))
+    watcher_key = id(watcher)
+    handle = _handles.get(watcher_key)
+    if handle is None:
+        handle = _handles[watcher_key] = (weakref.ref(watcher, functools.partial(_forget, watcher_key)), set())
+    key = id(obj)
+    handle[1].add(key)
+    watchers = _watched.setdefault(key, {})
+    entry = watchers.get(watcher_key)
+    watchers[watcher_key] = (handle[0], names | entry[1] if entry is not None else names)
     return True
 
 
-def _forget(key: int, name: str, dead: weakref.ref[Watcher]) -> None:
+def _forget(watcher_key: int, dead: weakref.ref[Watcher]) -> None:
     """A watcher was collected without unwatching (its stack was dropped)."""
-    fields = _watched.get(key)
-    if fields is not None and dead in fields.get(name, ()):
-        fields[name].remove(dead)
-        if not fields[name]:
-            del fields[name]
-        if not fields:
-            del _watched[key]
+    handle = _handles.pop(watcher_key, None)
+    if handle is None or handle[0] is not dead:
+        return
+    for key in handle[1]:
+        watchers = _watched.get(key)
+        if watchers is not None and watchers.get(watcher_key, (None,))[0] is dead:
+            del watchers[watcher_key]
+            if not watchers:
+                del _watched[key]
 
 
 def unwatch(watcher: Watcher, obj: Any) -> None:
     """Forget ``watcher`` on ``obj``; with no watcher left, the object gets its class back."""
-    fields = _watched.get(id(obj))
-    if fields is None:
+    watchers = _watched.get(id(obj))
+    if watchers is None or watchers.pop(id(watcher), None) is None:
         return
-    for name in list(fields):
-        fields[name] = [ref for ref in fields[name] if ref() is not watcher]
-        if not fields[name]:
-            del fields[name]
-    if not fields:
+    handle = _handles.get(id(watcher))
+    if handle is not None:
+        handle[1].discard(id(obj))
+        if not handle[1]:
+            del _handles[id(watcher)]
+    if not watchers:
         del _watched[id(obj)]
         obj.__class__ = plain_type(obj)
 
 
 def watchers_of(obj: Any) -> dict[str, list[Watcher]]:
     """Who watches which field of ``obj`` (for tests and people)."""
-    fields = _watched.get(id(obj), {})
-    return {name: [w for ref in refs if (w := ref()) is not None] for name, refs in fields.items()}
+    fields: dict[str, list[Watcher]] = {}
+    for ref, names in _watched.get(id(obj), {}).values():
+        watcher = ref()
+        if watcher is not None:
+            for name in sorted(names):
+                fields.setdefault(name, []).append(watcher)
+    return fields

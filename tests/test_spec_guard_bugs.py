@@ -341,7 +341,7 @@ def test_the_watch_works_on_slotted_classes_and_refuses_builtins():
             self.writes.append(name)
 
     point, seen = Point(1, 2), Seen()
-    assert watch(seen, point, {"x"})
+    assert watch(seen, point, frozenset({"x"}))
     point.y = 5  # not watched
     point.x = 1  # the same value
     point.x = 3
@@ -349,7 +349,7 @@ def test_the_watch_works_on_slotted_classes_and_refuses_builtins():
     assert plain_type(point) is Point and watchers_of(point) == {"x": [seen]}
     unwatch(seen, point)
     assert type(point) is Point and watchers_of(point) == {}
-    assert not watch(seen, {}, {"x"}) and not watch(seen, [], {"append"})
+    assert not watch(seen, {}, frozenset({"x"})) and not watch(seen, [], frozenset({"append"}))
 
 
 def test_every_function_of_the_token_api_says_what_it_does():
