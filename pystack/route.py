@@ -28,7 +28,9 @@ MIN_PMTU = 552
 PMTU_EXPIRES = 600.0
 
 
-@dataclass(slots=True, eq=False)
+# Not slotted: the specializer watches the fields its code assumed from a route, and on an
+# instance dictionary a watched field is still read at full speed (specializer/watch.py).
+@dataclass(eq=False)
 class Route:
     prefix: int
     prefixlen: int

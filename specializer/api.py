@@ -30,7 +30,13 @@ Address = tuple[str, int]
 
 def do_specialize_send(stack: Stack, fd: int, *, flags: int = 0, policy: dict[str, str] | None = None,
                        debug: bool = False) -> int:
-    """Specialize ``send(fd, data, flags)`` for this socket as it is now; returns a token."""
+    """Specialize ``send(fd, data, flags)`` for this socket as it is now; returns a token.
+
+    ``policy`` maps guard events (setsockopt, fcntl, bind, connect, shutdown, close, route,
+    mss) to what a change does to the token (reject, fallback, respecialize, reinforce);
+    anything else is a ValueError. A connection still in its handshake gets the generic
+    code until the handshake settles the facts the code would fold. ``debug`` re-checks
+    every assumption on every call (StaleSpecialization if one broke unseen)."""
     sock = stack.sockfd_lookup(fd)
     if sock.type == SOCK_STREAM:
         scenario = "tcp_send"
@@ -61,7 +67,8 @@ def open_tcp_output(stack: Stack, sock: Socket, policy: dict[str, str] | None, d
 
 
 def specialized_send(stack: Stack, token: int, data: bytes) -> int:
-    """Send through the token's code: one lookup and one call (system_of, inlined)."""
+    """Send through the token's code: one lookup and one call (system_of, inlined). Returns
+    and raises what ``stack.send`` would; EINVAL for a token that does not exist."""
     try:
         function = stack.extensions["specializer"].functions[token]
     except KeyError:
@@ -90,12 +97,15 @@ def re_specialize_send(stack: Stack, token: int, *, flags: int | None = None) ->
 
 
 def done_specialize_send(stack: Stack, token: int) -> None:
+    """Release the token (and its connection's output routine): changes it guarded go through."""
     system_of(stack).close(token)
 
 
 def do_specialize_sendto(stack: Stack, fd: int, address: Address, *, flags: int = 0,
                          policy: dict[str, str] | None = None, debug: bool = False) -> int:
-    """Specialize ``sendto(fd, data, flags, address)`` for one fixed destination."""
+    """Specialize ``sendto(fd, data, flags, address)`` for one fixed destination; returns a
+    token. An unbound socket is bound now, as its first send would bind it. ``policy`` and
+    ``debug`` as for :func:`do_specialize_send`."""
     sock = stack.sockfd_lookup(fd)
     if sock.type == SOCK_STREAM:
         raise oserror(errno.EOPNOTSUPP, "sendto specialization is for datagram sockets")
@@ -111,11 +121,14 @@ specialized_sendto = specialized_send  # a sendto token's code has its destinati
 
 
 def do_default_sendto(stack: Stack, token: int, data: bytes) -> int:
+    """The generic sendto for the token's context (its socket, flags and destination)."""
     return system_of(stack).token(token).generic(data)
 
 
 def re_specialize_sendto(stack: Stack, token: int, *, address: Address | None = None,
                          flags: int | None = None) -> int:
+    """Specialize the token again for the socket's current state, with a new destination
+    or flags if given (a bad address is refused now, as by :func:`do_specialize_sendto`)."""
     system = system_of(stack)
     tok = system.token(token)
     statics = dict(tok.statics)
@@ -131,6 +144,7 @@ def re_specialize_sendto(stack: Stack, token: int, *, address: Address | None = 
 
 
 def done_specialize_sendto(stack: Stack, token: int) -> None:
+    """Release the token: changes it guarded go through."""
     system_of(stack).close(token)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from .pe import PURE_BUILTINS, Diagnostic, function_ast
 from .scenario import Scenario
+from .watch import plain_type
 
 S = "S"
 D = "D"
@@ -57,7 +58,7 @@ STAT = BT(S)
 
 
 def known(value: Any) -> BT:
-    return BT(S, type(value) if not isinstance(value, type | types.ModuleType | types.FunctionType) else None,
+    return BT(S, plain_type(value) if not isinstance(value, type | types.ModuleType | types.FunctionType) else None,
               value, True)
 
 

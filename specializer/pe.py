@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import copy
 import dataclasses
 import inspect
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scenario import Scenario
+from .watch import plain_type
 
 UNROLL_LIMIT = 64
 INLINE_DEPTH_LIMIT = 24
@@ -59,7 +61,8 @@ _SIMPLE_TYPES = (int, float, bool, str, bytes, type(None))
 
 
 class SpecializationError(Exception):
-    """The scenario cannot be specialized (bad declaration or unsupported code)."""
+    """The scenario cannot be specialized (bad declaration or unsupported code); the
+    message names the source line the evaluator stopped at."""
 
 
 # Values are never changed once made. They are not frozen dataclasses only because a frozen
@@ -237,12 +240,31 @@ def _identifier(text: str) -> str:
     return name
 
 
+def evaluate(scenario: Scenario, statics: dict[str, Any]) -> tuple[Evaluator, list[ast.arg], list[ast.stmt]]:
+    """Specialize the scenario's entry, in passes: when the residual code changes a static
+    container (``table.append(x)``, ``table[i] = v``) whose contents a pass folded (``len(table)``,
+    a loop over it), the next pass reads that container when the code runs."""
+    dynamic: frozenset[int] = frozenset()
+    while True:
+        evaluator = Evaluator(scenario, statics, dynamic)
+        params, body = evaluator.run()
+        unsound = evaluator.changed_ids & evaluator.folded_ids
+        if not unsound:
+            return evaluator, params, body
+        dynamic |= unsound  # grows each pass: containers are finitely many
+
+
 class Evaluator:
     """One specialization of one scenario's entry function for concrete static values."""
 
-    def __init__(self, scenario: Scenario, statics: dict[str, Any]):
+    def __init__(self, scenario: Scenario, statics: dict[str, Any], dynamic_ids: frozenset[int] = frozenset()):
         self.scenario = scenario
         self.statics = statics
+        # Static containers the residual code changes and whose contents were folded: a
+        # second pass reads them at run time (see :func:`evaluate`).
+        self.dynamic_ids = dynamic_ids
+        self.folded_ids: set[int] = set()
+        self.changed_ids: set[int] = set()
         self.constants = Constants()
         self.assumptions: dict[tuple[int, str, str], Assumption] = {}
         self.stats = Stats()
@@ -259,11 +281,23 @@ class Evaluator:
         # node type -> the expr_* method for it (None: opaque), looked up once per evaluator
         self._dispatch: dict[type, Callable[..., Value] | None] = {}
         self._packers: dict[str | bytes, Callable[..., bytes]] = {}  # struct formats, parsed once
+        self._at: tuple[Frame, Any] | None = None  # the statement being specialized, for messages
 
     # ------------------------------------------------------------ entry
 
     def run(self) -> tuple[list[ast.arg], list[ast.stmt]]:
+        """Specialize the entry; SpecializationError, naming the line, for what cannot be."""
         entry = self.scenario.entry_function()
+        if _suspends(entry):
+            raise SpecializationError(f"{entry.__qualname__} is a generator or coroutine: its body runs "
+                                      "at each resumption, not at the call")
+        try:
+            return self._run(entry)
+        except _CannotUnfold as why:
+            raise SpecializationError(f"{why.where or entry.__qualname__}: cannot specialize "
+                                      f"{entry.__qualname__}: {why}") from None
+
+    def _run(self, entry: Any) -> tuple[list[ast.arg], list[ast.stmt]]:
         fdef = self.function_ast(entry)
         env: dict[str, Value] = {}
         params = []
@@ -304,6 +338,8 @@ class Evaluator:
         if isinstance(value, Dyn):
             return value.expr
         v = value.value
+        if v is _DELETED:
+            raise _CannotUnfold("a name deleted on one path only")
         if isinstance(v, _FreshList):
             # It escapes into the residual code, which may change it: a new list there (as
             # the generic code makes one), and from now on the evaluator may not read it.
@@ -349,6 +385,10 @@ class Evaluator:
             return self._block(stmts, frame)
         except _NoReturn:
             return False  # a statement called a function that always raises: the rest is dead
+        except _CannotUnfold as why:
+            if why.where is None and self._at is not None:
+                why.where = self.where(*self._at)  # the innermost statement: where it stopped
+            raise
 
     def _block(self, stmts: list[Any], frame: Frame) -> bool:
         """The statements of :meth:`block`.
@@ -363,6 +403,7 @@ class Evaluator:
         index = 0
         while index < len(stmts):
             stmt = stmts[index]
+            self._at = (frame, stmt)
             if isinstance(stmt, _Bind):
                 self.assign(stmt.target, Static(stmt.value), frame)
             elif isinstance(stmt, _Jump):
@@ -373,6 +414,7 @@ class Evaluator:
             elif isinstance(stmt, ast.If):
                 test = _decided(self.expr(stmt.test, frame))
                 if isinstance(test, Static):
+                    self.folds(test)
                     self.stats.branches_removed += 1
                     stmts[index : index + 1] = stmt.body if test.value else stmt.orelse
                     continue
@@ -405,6 +447,7 @@ class Evaluator:
         if not isinstance(iterable, Static):
             frame.pending_iterable = iterable
             return None
+        self.folds(iterable)
         try:
             items = list(iterable.value)
         except TypeError:
@@ -535,6 +578,10 @@ class Evaluator:
             return False
         if isinstance(stmt, ast.Pass):
             return True
+        if isinstance(stmt, ast.Delete):
+            for target in stmt.targets:
+                self.delete(target, frame)
+            return True
         if isinstance(stmt, ast.For):
             return self.for_loop(stmt, frame)
         if isinstance(stmt, ast.While):
@@ -630,6 +677,7 @@ class Evaluator:
             return
         if isinstance(target, ast.Tuple | ast.List):
             if isinstance(value, Static):
+                self.folds(value)
                 items = list(value.value)
                 if len(items) != len(target.elts):
                     raise _CannotUnfold("unpacking length mismatch")
@@ -668,11 +716,38 @@ class Evaluator:
         if isinstance(target, ast.Subscript):
             base = self.expr(target.value, frame)
             index = self.expr(target.slice, frame)
+            self.changes(base)
             self.emit(frame, ast.Assign(
                 targets=[ast.Subscript(value=self.lift(base), slice=self.lift_index(index), ctx=ast.Store())],
                 value=self.lift(value)))
             return
         raise _CannotUnfold(f"unsupported assignment target {type(target).__name__}")
+
+    def delete(self, target: ast.expr, frame: Frame) -> None:
+        """``del name`` unbinds it (a later read is refused: the generic code raises there);
+        ``del obj.attr`` and ``del container[key]`` stay in the residual code."""
+        if isinstance(target, ast.Name):
+            if target.id not in frame.env or target.id in frame.loop_vars:
+                raise _CannotUnfold(f"del {target.id} of a name bound outside the evaluator's view")
+            frame.env[target.id] = Static(_DELETED)
+            return
+        if isinstance(target, ast.Attribute):
+            base = self.expr(target.value, frame)
+            if isinstance(base, Static):
+                if isinstance(base.value, Virtual):
+                    raise _CannotUnfold(f"deletes {base.value.cls.__name__}.{target.attr} of a value object")
+                self._note_mutation(base.value, target.attr, frame, target)
+            self.emit(frame, ast.Delete(targets=[ast.Attribute(value=self.lift(base), attr=target.attr,
+                                                               ctx=ast.Del())]))
+            return
+        if isinstance(target, ast.Subscript):
+            base = self.expr(target.value, frame)
+            index = self.expr(target.slice, frame)
+            self.changes(base)
+            self.emit(frame, ast.Delete(targets=[ast.Subscript(value=self.lift(base), slice=self.lift_index(index),
+                                                               ctx=ast.Del())]))
+            return
+        raise _CannotUnfold(f"unsupported del target {type(target).__name__}")
 
     def _note_mutation(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> None:
         spec = self.scenario.object_spec(obj)
@@ -698,6 +773,7 @@ class Evaluator:
         elif isinstance(target, ast.Subscript):
             base = self.expr(target.value, frame)
             index = self.expr(target.slice, frame)
+            self.changes(base)
             new_target = ast.Subscript(value=self.lift(base), slice=self.lift_index(index), ctx=ast.Store())
         else:
             raise _CannotUnfold("unsupported augmented assignment")
@@ -771,19 +847,45 @@ class Evaluator:
             method = self._dispatch[type(node)] = getattr(type(self), "expr_" + type(node).__name__, None)
         if method is None:
             return self.opaque(node, frame)
-        return method(self, node, frame)
+        value = method(self, node, frame)
+        if self.dynamic_ids and type(value) is Static and id(value.value) in self.dynamic_ids:
+            return Dyn(self.lift(value))  # its contents are read when the code runs
+        return value
+
+    def folds(self, *values: Value) -> None:
+        """The evaluator is about to compute with these static values: note the containers."""
+        for value in values:
+            if isinstance(value, Static) and isinstance(value.value, _CONTAINERS):
+                self.folded_ids.add(id(value.value))
+
+    def changes(self, *values: Value) -> None:
+        """The residual code may change these (static) values when it runs."""
+        for value in values:
+            if isinstance(value, Static) and isinstance(value.value, _CONTAINERS) \
+                    and not isinstance(value.value, _FreshList):
+                self.changed_ids.add(id(value.value))
 
     def expr_Constant(self, node: ast.Constant, frame: Frame) -> Value:
         return Static(node.value)
 
+    def expr_NamedExpr(self, node: ast.NamedExpr, frame: Frame) -> Value:
+        """``(y := value)``: an assignment, then the name's value."""
+        self.assign(node.target, self.expr(node.value, frame), frame)
+        return self.expr(ast.Name(id=node.target.id, ctx=ast.Load()), frame)
+
     def expr_Name(self, node: ast.Name, frame: Frame) -> Value:
         if node.id in frame.env:
             value = frame.env[node.id]
+            if isinstance(value, Static) and value.value is _DELETED:
+                raise _CannotUnfold(f"{node.id} is read after del")
             if isinstance(value, Static) and isinstance(value.value, _FreshList) \
                     and any(value.value is seen for seen in self.escaped_lists):
                 raise _CannotUnfold(f"{node.id} is a new list the residual code may have changed")
             return value
         if node.id in frame.globals:
+            if node.id in _rebound_globals(frame.func):  # a variable of its module: read it at run time
+                return Dyn(ast.Subscript(value=self.lift(Static(frame.globals)), slice=ast.Constant(node.id),
+                                         ctx=ast.Load()))
             value = frame.globals[node.id]
             module = frame.func.__module__.rsplit(".", 1)[-1]
             self.hint(value, f"{module}{node.id}" if node.id.startswith("_") else node.id)
@@ -794,9 +896,23 @@ class Evaluator:
 
     def expr_Attribute(self, node: ast.Attribute, frame: Frame) -> Value:
         base = self.expr(node.value, frame)
+        if isinstance(base, Static) and isinstance(base.value, _FreshList) and node.attr not in _LIST_READERS \
+                and isinstance(node.value, ast.Name) and node.value.id not in frame.loop_vars:
+            base = self.new_list(node.value.id, base, frame)
         if isinstance(base, Dyn):
             return Dyn(ast.Attribute(value=base.expr, attr=node.attr, ctx=ast.Load()))
         return self.static_attribute(base.value, node.attr, frame, node)
+
+    def new_list(self, name: str, value: Static, frame: Frame) -> Value:
+        """``acc = []`` then ``acc.append(x)``: the list is made in the residual code where it
+        is first changed; every read before that saw it empty, as each run of the generic
+        code does. Not inside a residual loop (it would be made again at each iteration)."""
+        if frame.loop_vars:
+            raise _CannotUnfold(f"{name} is a new list changed inside a residual loop")
+        residual = self.fresh(name)
+        self.emit(frame, _assign(residual, self.lift(value)))
+        frame.env[name] = Dyn(_load(residual))
+        return frame.env[name]
 
     def static_attribute(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> Value:
         if isinstance(obj, types.ModuleType | type):
@@ -811,7 +927,7 @@ class Evaluator:
         if isinstance(obj, _FreshList) and attr not in _LIST_READERS:
             raise _CannotUnfold(f"list.{attr} of a new list")  # it would change a frozen value
         in_instance = attr in getattr(obj, "__dict__", ())
-        raw = None if in_instance else inspect.getattr_static(type(obj), attr, None)
+        raw = None if in_instance else inspect.getattr_static(plain_type(obj), attr, None)
         if isinstance(raw, property):
             return self.call_function(raw.fget, [Static(obj)], {}, frame, node, force_unfold=True)
         if isinstance(raw, types.FunctionType) or callable(raw) and not isinstance(obj, _SIMPLE_TYPES + (tuple,)):
@@ -832,7 +948,7 @@ class Evaluator:
             self.stats.static_reads += 1
             self.assumptions.setdefault((id(obj), attr, "field"), Assumption(obj, attr, value))
             return Static(value)
-        return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(type(obj), attr))
+        return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(plain_type(obj), attr))
 
     def expr_Subscript(self, node: ast.Subscript, frame: Frame) -> Value:
         base = self.expr(node.value, frame)
@@ -892,6 +1008,7 @@ class Evaluator:
 
     def binop(self, op: type, left: Value, right: Value) -> Value:
         if isinstance(left, Static) and isinstance(right, Static):
+            self.folds(left, right)
             try:
                 return Static(_BINOPS[op](left.value, right.value))
             except Exception:  # noqa: BLE001 - keep the operation, it raises at run time
@@ -948,6 +1065,7 @@ class Evaluator:
         if isinstance(node.op, ast.Not):
             operand = _decided(operand)  # ``not data`` of bytes whose length is known
         if isinstance(operand, Static):
+            self.folds(operand)
             return Static(_UNARY[type(node.op)](operand.value))
         return Dyn(ast.UnaryOp(op=node.op, operand=operand.expr))
 
@@ -959,6 +1077,7 @@ class Evaluator:
             right = self.expr(comparator, frame)
             values.append(right)
             if isinstance(left, Static) and isinstance(right, Static):
+                self.folds(left, right)
                 outcome = _COMPARE[type(op)](left.value, right.value)
                 if not outcome:
                     return Static(False)
@@ -985,6 +1104,7 @@ class Evaluator:
                 operand = self.expr(operand_node, frame)
             last = index == len(node.values) - 1
             if isinstance(operand, Static):
+                self.folds(operand)
                 if bool(operand.value) != is_and:  # and: falsy stops; or: truthy stops
                     if not residual:
                         return operand
@@ -1003,6 +1123,7 @@ class Evaluator:
     def expr_IfExp(self, node: ast.IfExp, frame: Frame) -> Value:
         test = _decided(self.expr(node.test, frame))
         if isinstance(test, Static):
+            self.folds(test)
             self.stats.branches_removed += 1
             return self.expr(node.body if test.value else node.orelse, frame)
         body = self.expression_only(node.body, frame)
@@ -1043,6 +1164,9 @@ class Evaluator:
 
     def opaque(self, node: ast.expr, frame: Frame) -> Value:
         """An expression the evaluator does not take apart: evaluate if static, else keep it whole."""
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.NamedExpr | ast.Yield | ast.YieldFrom | ast.Await):
+                raise _CannotUnfold(f"{type(sub).__name__} inside an expression kept whole")
         free = _free_names(node)
         values = {name: self.expr(ast.Name(id=name, ctx=ast.Load()), frame) for name in free}
         called = {call.func.id for call in ast.walk(node) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)}
@@ -1133,6 +1257,7 @@ class Evaluator:
         if func is bytes and len(args) == 1 and not kwargs and isinstance(args[0], Dyn) and args[0].kind == "bytes":
             return args[0]  # bytes(b) is b itself for bytes
         if all_static and self.is_pure(func, target):
+            self.folds(*args, *kwargs.values(), Static(getattr(func, "__self__", None)))
             try:
                 result = func(*[a.value for a in args], **{k: v.value for k, v in kwargs.items()})
                 owner = getattr(func, "__self__", None)
@@ -1228,6 +1353,11 @@ class Evaluator:
 
     def residual_call(self, func: Value, args: list[Value], kwargs: dict[str, Value], frame: Frame) -> Value:
         self.stats.residual_calls += 1
+        if isinstance(func, Static):
+            owner = getattr(func.value, "__self__", None)
+            if getattr(func.value, "__name__", "") not in _LIST_READERS:
+                self.changes(Static(owner))  # table.append(x)
+        self.changes(*args, *kwargs.values())  # the callee may change what it is given
         call = ast.Call(func=self.lift(func), args=[self.lift(a) for a in args],
                         keywords=[ast.keyword(arg=k, value=self.lift(v)) for k, v in kwargs.items()])
         if isinstance(func, Static):
@@ -1239,6 +1369,8 @@ class Evaluator:
                frame: Frame, node: ast.AST) -> Value:
         if self.depth >= INLINE_DEPTH_LIMIT:
             raise _CannotUnfold("inlining too deep")
+        if _suspends(func):
+            raise _CannotUnfold("a generator or coroutine: its body runs at each resumption, not at the call")
         if func in self.inlining:
             # A recursive call typically follows an effect on the static state that the
             # evaluator cannot see (RouteTable.lookup after dropping an expired route):
@@ -1310,6 +1442,8 @@ class Evaluator:
 _MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
 # code object -> its checked FunctionDef (a function given new code is looked up again)
 _FUNCTION_ASTS: dict[types.CodeType, ast.FunctionDef] = {}
+# file -> the module-level names its functions declare ``global`` (they are variables)
+_REBOUND: dict[str, frozenset[str]] = {}
 
 
 def function_ast(func: types.FunctionType) -> ast.FunctionDef:
@@ -1328,11 +1462,15 @@ def function_ast(func: types.FunctionType) -> ast.FunctionDef:
         except (OSError, SyntaxError) as exc:
             raise SpecializationError(f"no source for {func!r}") from exc
         index = {}
+        rebound: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 index[first] = node
+            elif isinstance(node, ast.Global):
+                rebound.update(node.names)
         _MODULE_FUNCTIONS[code.co_filename] = index
+        _REBOUND[code.co_filename] = frozenset(rebound)
     fdef = index.get(code.co_firstlineno)
     if fdef is None or fdef.name != code.co_name or _parameters(fdef) != code.co_varnames[: code.co_argcount]:
         # The file changed since the module was imported: the source no longer describes
@@ -1504,7 +1642,7 @@ def _jump_target(stmts: list[Any], index: int, jump: _Jump) -> int:
 
 
 class _CannotUnfold(Exception):
-    pass
+    where: str | None = None  # file:line of the statement, set as it leaves the block
 
 
 class _NeedsStatements(Exception):
@@ -1522,6 +1660,22 @@ class _FreshList(list):
 
 
 _LIST_READERS = frozenset({"copy", "count", "index", "__len__", "__contains__", "__getitem__", "__iter__"})
+_DELETED = object()  # the value of a name after ``del name``
+# Values whose contents code can change in place.
+_CONTAINERS = (list, dict, set, bytearray, collections.deque)
+_SUSPENDS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
+
+def _rebound_globals(func: Any) -> frozenset[str]:
+    """Module-level names some function of ``func``'s module rebinds (``global name``):
+    variables, not constants (found when :func:`function_ast` parsed the module)."""
+    return _REBOUND.get(func.__code__.co_filename, frozenset())
+
+
+def _suspends(func: Any) -> bool:
+    """A generator or coroutine function: calling it runs none of its body."""
+    code = getattr(func, "__code__", None)
+    return code is not None and bool(code.co_flags & _SUSPENDS)
 
 
 def _immutable(value: Any) -> bool:

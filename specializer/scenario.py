@@ -20,12 +20,24 @@ from typing import Any
 
 import pystack
 
+from .watch import plain_type
+
 POLICIES = ("reject", "fallback", "respecialize", "reinforce")
 EVENTS = ("setsockopt", "fcntl", "bind", "connect", "shutdown", "close", "route", "mss")
 
 
 class DeclarationError(Exception):
     """A declaration file is wrong: the message says where."""
+
+
+def check_policies(policies: dict[str, str], error: type[Exception], where: str = "") -> None:
+    """Every event must be one the stack announces and every policy one the system applies:
+    a misspelt policy would otherwise be taken as another (``"rejct"`` as a re-specialization)."""
+    for event, policy in policies.items():
+        if event not in EVENTS:
+            raise error(f"{where}unknown guard event {event!r}; events are {', '.join(EVENTS)}")
+        if policy not in POLICIES:
+            raise error(f"{where}unknown guard policy {policy!r} for {event}; policies are {', '.join(POLICIES)}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class Scenario:
         return list(inspect.signature(func).parameters)
 
     def object_spec(self, obj: Any) -> ObjectSpec | None:
-        return self.objects.get(type(obj))
+        return self.objects.get(plain_type(obj))
 
     def unfolds(self, func: Any) -> bool:
         return func in self.unfold
@@ -154,9 +166,7 @@ def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectS
         if bad:
             raise DeclarationError(f"{path}: scenario {name}: binding times must be S or D, got {bad}")
         policies = dict(spec.get("guards", {}))
-        for event, policy in policies.items():
-            if event not in EVENTS or policy not in POLICIES:
-                raise DeclarationError(f"{path}: scenario {name}: bad guard {event} = {policy!r}")
+        check_policies(policies, DeclarationError, f"{path}: scenario {name}: ")
         scenario = Scenario(
             name=name,
             description=spec.get("description", ""),

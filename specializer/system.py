@@ -2,15 +2,24 @@
 
 A token stands for one specialized operation (thesis fig. 4.7): its
 current function is called on every ``specialized_*`` call, so the hot
-path is one dictionary lookup and one call. Guards are event-driven: the
-stack announces (``Stack.notify``) every change that can break an
-assumption, and the system applies the token's policy at that moment:
+path is one dictionary lookup and one call. Guards act on announced
+events: the stack announces (``Stack.notify``) the application's changes
+and route and MSS updates, and the system applies the token's policy at
+that moment:
 
 * ``reject``: refuse the application's change (EBUSY), as the paper does for setsockopt;
 * ``fallback``: switch the token to the generic code;
 * ``respecialize``: specialize again, on the next call, for the new values;
 * ``reinforce``: keep the code and offset the system (a route change: the
   code's output is steered to the new route's interface).
+
+Guards also sit on the data (:mod:`specializer.watch`): every field a
+live token assumes is watched, so a write nobody announced (the handshake,
+a driver replacing a sink, a bug) still reaches the token. Such a write is
+nobody's request, so it can be neither rejected nor reinforced: the
+token's next call checks its assumptions and, if one no longer holds,
+specializes again for the new values. Nothing is raised at the write, so
+packet input is never interrupted by a guard.
 
 In debug mode every call re-checks every assumption first.
 """
@@ -50,12 +59,15 @@ from pystack.socket import (
 )
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
+from pystack.tcp.tcb import SYN_RECEIVED, SYN_SENT
 
-from .pe import Assumption, Diagnostic, Evaluator, SpecializationError, Stats, same
+from .pe import Assumption, Diagnostic, SpecializationError, Stats, evaluate, same
 from .residual import CompiledResidual, cleanup, compile_residual
-from .scenario import Scenario, all_scenarios
+from .scenario import Scenario, all_scenarios, check_policies
+from .watch import plain_type, unwatch, watch
 
 CACHE_CAPACITY = 64
+HANDSHAKE_STATES = frozenset({SYN_SENT, SYN_RECEIVED})
 APPLICATION_EVENTS = frozenset({"setsockopt", "fcntl", "bind", "connect", "shutdown", "close"})
 
 # Which socket (or TCB) field each option sets: a change to an option that
@@ -104,10 +116,23 @@ class Specialized:
     diagnostics: list[Diagnostic]
     latency: float
     refcount: int = 0
+    # While tokens hold it, every field it assumes is watched (watch.py), on their behalf.
+    holders: list[Token] = field(default_factory=list)
+    watching: list[Any] = field(default_factory=list)
+    complete: bool = False  # every field it assumes could be watched
+    # Watched, and no watched write since its facts were last known to hold: a cache hit
+    # need not check them again.
+    trusted: bool = False
 
     @property
     def function(self) -> Callable[..., Any]:
         return self.compiled.function
+
+    def field_written(self, obj: Any, name: str) -> None:
+        """A field the code assumed changed: every token running it checks before its next call."""
+        self.trusted = False
+        for token in list(self.holders):
+            token.field_written(obj, name)
 
 
 _COMPILED = itertools.count(1)  # residual functions get file names of their own, for tracebacks
@@ -116,8 +141,7 @@ _COMPILED = itertools.count(1)  # residual functions get file names of their own
 def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
     """Run the partial evaluator and compile the result (no caching)."""
     started = time.perf_counter()
-    evaluator = Evaluator(scenario, statics)
-    params, body = evaluator.run()
+    evaluator, params, body = evaluate(scenario, statics)
     names = [p.arg for p in params]
     used: set[str] = set()
     body = cleanup(body, names, used, evaluator.constants.values)
@@ -145,10 +169,12 @@ class Token:
     # whose code the stack itself calls (a connection's output routine) keeps it there.
     hook: Callable[[Callable[..., Any] | None], None] | None = None
     companions: list[int] = field(default_factory=list)  # tokens renewed and closed with this one
+    suspect: bool = False  # an assumed field was written: check before running the code again
 
     def install(self) -> None:
         """Point the token's slot at what should run now."""
         functions = self.system.functions
+        self.suspect = False
         if self.mode == "stale":  # with or without code: specialize again at the next call
             functions[self.number] = self._respecialize_then_call
         elif self.mode == "generic" or self.entry is None:
@@ -168,6 +194,28 @@ class Token:
                     f"token {self.number}: {assumption.subject!r}.{assumption.field} changed "
                     f"(was {assumption.value!r}) and no guard acted")
         return self.entry.function(*args)
+
+    def field_written(self, obj: Any, name: str) -> None:
+        """A watched field changed (watch.py): the next call checks the assumptions first.
+        Only a slot changes here, so the write (packet input, a driver) goes on undisturbed."""
+        if self.suspect or self.mode != "specialized" or self.entry is None:
+            return
+        self.suspect = True
+        self.system.functions[self.number] = self._verify_then_call
+        if self.hook is not None:
+            self.hook(self._verify_then_call)
+
+    def _verify_then_call(self, *args: Any) -> Any:
+        assert self.entry is not None
+        broken = next((a for a in self.entry.assumptions if not a.holds()), None)
+        if broken is None:  # changed and changed back, or re-based by a guard (reinforce)
+            self.install()
+        else:
+            self.events.append(f"stale after a write to {plain_type(broken.subject).__name__}.{broken.field}")
+            self.system.release(self)
+            self.mode = "stale"
+            self.install()
+        return self.system.functions[self.number](*args)
 
     def _respecialize_then_call(self, *args: Any) -> Any:
         self.system.respecialize(self)
@@ -199,9 +247,7 @@ class SpecializationSystem:
         scenario = self.scenarios[scenario_name]
         policies = dict(scenario.policies)
         if policy:
-            unknown = set(policy) - set(policies) - {"mss"}
-            if unknown:
-                raise ValueError(f"no guard for events {sorted(unknown)}")
+            check_policies(policy, ValueError)
             policies.update(policy)
         token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug, hook=hook)
         if self.local:
@@ -252,12 +298,41 @@ class SpecializationSystem:
             token.mode = "generic"
             token.events.append(f"not specialized: {why}")
             return False
+        entry = token.entry
+        if not entry.holders:
+            self.watch(entry)
+        entry.holders.append(token)
+        entry.trusted = entry.complete  # its facts hold now: just made, or checked by lookup
         return True
 
     def release(self, token: Token) -> None:
-        if token.entry is not None:
-            token.entry.refcount -= 1
+        entry = token.entry
+        if entry is not None:
+            entry.refcount -= 1
+            entry.holders.remove(token)
+            if not entry.holders:
+                self.unwatch(entry)
             token.entry = None
+
+    def watch(self, entry: Specialized) -> None:
+        """Watch every field the code assumes (watch.py), for the tokens that will hold it."""
+        fields: dict[int, tuple[Any, set[str]]] = {}
+        for assumption in entry.assumptions:
+            if assumption.kind == "field":
+                fields.setdefault(id(assumption.subject), (assumption.subject, set()))[1].add(assumption.field)
+        # Items of deep containers change only where an event is announced (tests/test_spec_guard_source.py).
+        entry.complete = True
+        for subject, names in fields.values():
+            if watch(entry, subject, frozenset(names)):
+                entry.watching.append(subject)
+            else:
+                entry.complete = False
+
+    def unwatch(self, entry: Specialized) -> None:
+        for subject in entry.watching:
+            unwatch(entry, subject)
+        entry.watching.clear()
+        entry.trusted = False  # nobody watches its facts any more
 
     # ------------------------------------------------------------ the code cache
 
@@ -272,6 +347,8 @@ class SpecializationSystem:
         refresh_route_cache(self.stack, sock)
         key = self.cache_key(scenario, sock, statics)
         entry = self.cache.get(key)
+        if entry is not None and not entry.trusted and not all(a.holds() for a in entry.assumptions):
+            entry = None  # the key does not say everything the code folded (an interface's sink): its facts do
         if entry is not None:
             self.hits += 1
             self.cache.move_to_end(key)
@@ -372,6 +449,9 @@ class SpecializationSystem:
         kept = [a for a in entry.assumptions if not _about_route_table(a, routes)]
         entry.assumptions = [_retarget(a, old, new, routes) for a in kept]
         entry.assumptions.append(Assumption(routes, "generation", routes.generation))
+        self.unwatch(entry)  # the entry is shared: the new facts are watched for every token on it
+        self.watch(entry)
+        entry.trusted = entry.complete
         token.events.append(f"reinforced: output steered to {new.iface.name}")
         return True
 
@@ -413,19 +493,24 @@ def _still_holds(assumptions: list[Assumption], old: Route, new: Route) -> bool:
 def specializable(sock: Socket, statics: dict[str, Any]) -> bool:
     """Can the socket's state be taken as invariant now? Not an unbound datagram socket
     sending to an address (after a connect(AF_UNSPEC), say): its next send binds it,
-    and the code would have folded port 0 and the implicit bind in."""
+    and the code would have folded port 0 and the implicit bind in. Not a connection
+    in its handshake: the handshake decides the facts the code would fold (MSS, SACK,
+    timestamps, window scale, connected); the token waits, with the generic code."""
+    if sock.tcb is not None and sock.tcb.state in HANDSHAKE_STATES:
+        return False
     return not (sock.type == SOCK_DGRAM and not sock.local_port and not sock.closed
                 and statics.get("address") is not None)
 
 
 def refresh_route_cache(stack: Stack, sock: Socket) -> None:
-    """Bring a connected datagram socket's route cache up to date before specializing, as
-    its next send would (sk_dst_check). Otherwise the code would fold a stale cache: a
-    route lookup on every call, and facts (``dst_cache``, ``dst_generation``) that its
-    own first call falsifies. Expired routes are left for the send to drop, as the
-    generic code does: the cache may hold one, and the code checks its expiry."""
+    """Bring a connected socket's route cache (datagram or stream) up to date before
+    specializing, as its next send would (sk_dst_check). Otherwise the code would fold a
+    stale cache: a route lookup on every call, and facts (``dst_cache``,
+    ``dst_generation``) that its own first call falsifies. Expired routes are left for the
+    send to drop, as the generic code does: the cache may hold one, and the code checks
+    its expiry."""
     routes = stack.routes
-    if sock.type == SOCK_DGRAM and sock.connected and sock.dst_generation != routes.generation:
+    if sock.connected and sock.dst_generation != routes.generation:
         sock.dst_cache = routes.lookup(sock.remote_addr)
         sock.dst_generation = routes.generation
 

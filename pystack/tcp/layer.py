@@ -68,7 +68,8 @@ class TcpLayer:
         fresh.user_mss, fresh.nodelay, fresh.cork = tcb.user_mss, tcb.nodelay, tcb.cork
         fresh.keepalive, fresh.keepidle, fresh.keepintvl = tcb.keepalive, tcb.keepidle, tcb.keepintvl
         fresh.keepcnt, fresh.user_timeout, fresh.linger = tcb.keepcnt, tcb.user_timeout, tcb.linger
-        vars(tcb).update(vars(fresh))
+        for name, value in vars(fresh).items():  # attribute by attribute: a field's watch sees it
+            setattr(tcb, name, value)
 
     def initial_sequence(self, tcb: TCB) -> int:
         """RFC 6528: a keyed hash of the connection plus a 4-microsecond clock."""
