@@ -19,15 +19,16 @@ import trio
 import trio.testing
 from scapy.all import ICMP, IP, TCP
 
-from pystack.clock import VirtualClock
+from pystack.clock import TrioClock
 from pystack.driver import Driver
 from pystack.links.memory import memory_link_pair
+from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import SOCK_STREAM, SOL_SOCKET
 from pystack.stack import Stack
 from pystack.tcp.tcb import ESTABLISHED
 from specializer import do_specialize_send, specialized_send, token_info
 from specializer.system import system_of
-from specializer.tcp_world import Connection
+from tests.tcp_world import Connection
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
 
@@ -40,12 +41,13 @@ def outcome(call, *args):
 
 
 class Twin:
-    """A stack with an established connection to a peer stack (specializer.tcp_world)."""
+    """A stack with an established connection to a peer stack (tests/tcp_world.py)."""
 
     def __init__(self):
-        self.clock = VirtualClock()
-        self.stack = Stack(clock=self.clock, seed=11)
-        self.connection = Connection(self.stack, "eth0", ME, PEER, nodelay=True)
+        self.net = VirtualNetwork(record=Transmission, log=True)
+        self.clock = self.net.clock
+        self.stack = self.net.add_stack(seed=11)
+        self.connection = Connection(self.net, self.stack, "eth0", ME, PEER, nodelay=True)
         self.fd = self.connection.fd
 
     @property
@@ -53,8 +55,7 @@ class Twin:
         return self.stack.sockfd_lookup(self.fd)
 
     def pump(self, advance: float = 0.001) -> None:
-        self.clock.advance(advance)
-        self.connection.pump()
+        self.net.run(advance, poll=self.connection.read)
 
 
 def test_a_route_change_between_connect_and_specializing_is_not_folded():
@@ -113,16 +114,14 @@ class Handshake:
     def __init__(self):
         from pystack.tcp.tcb import TcpConfig
 
-        self.clock = VirtualClock()
         # The peer's MSS (576-byte MTU) is the default the connection starts with, and no
         # timestamps: the handshake does not change the MSS, so no mss event is announced.
         config = TcpConfig(timestamps=False)
-        self.stack = Stack(clock=self.clock, seed=5, tcp_config=config)
-        self.peer = Stack(clock=self.clock, seed=6, tcp_config=config)
-        self.to_peer: list[bytes] = []
-        self.to_us: list[bytes] = []
-        self.stack.add_interface("eth0", ME, 24, sink=self.to_peer.append)
-        self.peer.add_interface("eth0", PEER, 24, mtu=576, sink=self.to_us.append)
+        self.net = VirtualNetwork()
+        self.stack = self.net.add_stack(seed=5, tcp_config=config)
+        self.peer = self.net.add_stack(seed=6, tcp_config=config)
+        self.net.link(self.net.attach(self.stack, "eth0", ME),
+                      self.net.attach(self.peer, "eth0", PEER, mtu=576, direction="peer"))
         listener = self.peer.socket(type=SOCK_STREAM)
         self.peer.bind(listener, ("0.0.0.0", 80))
         self.peer.listen(listener, 4)
@@ -132,11 +131,8 @@ class Handshake:
             self.stack.connect(self.fd, (PEER, 80))
 
     def pump(self) -> None:
-        for _ in range(8):
-            while self.to_peer:
-                self.peer.input(self.to_peer.pop(0), "eth0")
-            while self.to_us:
-                self.stack.input(self.to_us.pop(0), "eth0")
+        """What is on the wire arrives (no time passes)."""
+        self.net.run(0.0)
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -174,21 +170,20 @@ def test_a_token_on_a_closed_connection_gives_the_generic_errors():
 def test_a_token_taken_before_the_driver_starts_transmits_through_its_link():
     """Bug 4: the trio driver replaces the interface's sink (pystack/driver.py), which the code
     had folded; a token taken before the driver ran sent into the old sink, never the link."""
-    clock = VirtualClock()
-    stack = Stack(clock=clock, seed=3)
-    stack.add_interface("eth0", ME, 24)  # no sink yet: packets would wait in txq
-    fd = stack.socket()
-    stack.connect(fd, (PEER, 9))
-    token = do_specialize_send(stack, fd, debug=True)
 
-    async def main() -> list[bytes]:
+    async def main() -> tuple[Stack, list[bytes]]:
+        stack = Stack(clock=TrioClock(), seed=3)  # the driver runs stacks on trio's clock
+        stack.add_interface("eth0", ME, 24)  # no sink yet: packets would wait in txq
+        fd = stack.socket()
+        stack.connect(fd, (PEER, 9))
+        token = do_specialize_send(stack, fd, debug=True)  # before the driver exists
         ours, theirs = memory_link_pair(mtu=1500)
         Driver(stack, {"eth0": ours})
         assert specialized_send(stack, token, b"over the link") == 13
         with trio.fail_after(1):
-            return [await theirs.receive()]
+            return stack, [await theirs.receive()]
 
-    received = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    stack, received = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert received and bytes(received[0]).endswith(b"over the link")
     assert stack.interfaces["eth0"].txq == type(stack.interfaces["eth0"].txq)()
 
@@ -287,13 +282,14 @@ def test_tcp_frag_needed_quoting_a_segment_in_flight_still_respecializes():
     twin = Twin()
     token = do_specialize_send(twin.stack, twin.fd, debug=True)
     assert specialized_send(twin.stack, token, bytes(3000)) == 3000
-    in_flight = twin.connection.to_peer[0]
-    sent_before = len(twin.connection.to_peer)
+    on_the_wire = twin.net.pending(twin.connection.peer_port)  # sent, not delivered yet
+    in_flight = bytes(on_the_wire[0])
+    sent_before = len(on_the_wire)
     _frag_needed_quoting(twin, in_flight, 1200)
     assert twin.sock.tcb.mss == 1200 - 40 - 12
     assert specialized_send(twin.stack, token, bytes(2000)) == 2000
     assert token_info(twin.stack, token)["mode"] == "specialized"
-    new_segments = twin.connection.to_peer[sent_before:]
+    new_segments = [bytes(raw) for raw in twin.net.pending(twin.connection.peer_port)[sent_before:]]
     assert new_segments and all(len(segment) <= 1200 for segment in new_segments)
     assert all(TCP in IP(segment) for segment in new_segments)
 

@@ -2,7 +2,7 @@
 
 As tests/test_spec_equivalence.py does for UDP: two identical worlds (same
 seeds, same virtual clock steps), each a stack connected to a peer stack
-of its own through in-memory wires. The generic world sends with
+of its own on a virtual network. The generic world sends with
 ``stack.send``, the special world through a debug-mode token (an
 assumption broken with no guard acting raises StaleSpecialization at
 once). Hypothesis chooses when the token is taken (during the handshake
@@ -18,15 +18,13 @@ the wire, what the peer received, and the counters.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.all import ICMP, IP
 
-from pystack.clock import VirtualClock
+from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import IPPROTO_TCP, SOCK_STREAM
-from pystack.stack import Stack
 from pystack.tcp.api import TCP_CORK, TCP_NODELAY
 from pystack.tcp.tcb import TcpConfig
 from specializer import do_specialize_send, specialized_send, token_info
@@ -41,31 +39,28 @@ def outcome(call, *args):
         return ("error", exc.errno)
 
 
-@dataclass
 class World:
-    """Our stack, its peer stack, the wires between them, on one virtual clock."""
+    """Our stack and its peer stack, linked on a virtual network (pystack/links/virtual.py)."""
 
-    sack: bool
-    timestamps: bool
-    peer_mtu: int
-    clock: VirtualClock = field(default_factory=VirtualClock)
-    wire: list[bytes] = field(default_factory=list)  # everything our stack sent, in order
-    received: bytearray = field(default_factory=bytearray)
-
-    def __post_init__(self) -> None:
-        config = TcpConfig(sack=self.sack, timestamps=self.timestamps)
-        self.stack = Stack(clock=self.clock, seed=21, tcp_config=config)
-        self.peer = Stack(clock=self.clock, seed=22, tcp_config=config)
-        self.to_peer: list[bytes] = []
-        self.to_us: list[bytes] = []
-        self.stack.add_interface("eth0", ME, 24, sink=self.to_peer.append)
-        self.peer.add_interface("eth0", PEER, 24, mtu=self.peer_mtu, sink=self.to_us.append)
+    def __init__(self, sack: bool, timestamps: bool, peer_mtu: int):
+        config = TcpConfig(sack=sack, timestamps=timestamps)
+        self.net = VirtualNetwork(record=Transmission, log=True)
+        self.stack = self.net.add_stack(seed=21, tcp_config=config)
+        self.peer = self.net.add_stack(seed=22, tcp_config=config)
+        self.port = self.net.attach(self.stack, "eth0", ME)
+        self.net.link(self.port, self.net.attach(self.peer, "eth0", PEER, mtu=peer_mtu, direction="peer"))
+        self.received = bytearray()
         self.listener = self.peer.socket(type=SOCK_STREAM)
         self.peer.bind(self.listener, ("0.0.0.0", 80))
         self.peer.listen(self.listener, 4)
         self.peer_fd: int | None = None
         self.fd = self.stack.socket(type=SOCK_STREAM)
         self.token: int | None = None
+
+    @property
+    def wire(self) -> list[bytes]:
+        """Every packet our stack put on the wire, in order."""
+        return [bytes(record.raw) for record in self.net.log if record.direction == self.port.direction]
 
     def connect(self) -> None:
         try:
@@ -74,31 +69,23 @@ class World:
             pass
 
     def pump(self, advance: float) -> None:
-        self.clock.advance(advance)
-        self.stack.run_timers()
-        self.peer.run_timers()
-        for _ in range(12):
-            while self.to_peer:
-                packet = bytes(self.to_peer.pop(0))
-                self.wire.append(packet)
-                self.peer.input(packet, "eth0")
-            if self.peer_fd is None:
-                try:
-                    self.peer_fd = self.peer.accept(self.listener)[0]
-                except BlockingIOError:
-                    pass
-            while self.peer_fd is not None:
-                try:
-                    data = self.peer.recv(self.peer_fd, 1 << 20)
-                except OSError:
-                    break
-                if not data:
-                    break
-                self.received += data
-            while self.to_us:
-                self.stack.input(bytes(self.to_us.pop(0)), "eth0")
-            if not self.to_peer:
+        """``advance`` seconds pass; the peer's application accepts and reads all that arrives."""
+        self.net.run(advance, poll=self._peer_application)
+
+    def _peer_application(self) -> None:
+        if self.peer_fd is None:
+            try:
+                self.peer_fd = self.peer.accept(self.listener)[0]
+            except BlockingIOError:
                 return
+        while True:
+            try:
+                data = self.peer.recv(self.peer_fd, 1 << 20)
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += data
 
     def observable(self) -> dict:
         return {"wire": list(self.wire), "received": bytes(self.received),
@@ -172,13 +159,13 @@ class Twins:
 
 def _replace_sink(world: World) -> None:
     """What the trio driver does when it starts: a new sink for the interface, no event."""
-    out = world.to_peer
-    world.stack.interfaces["eth0"].sink = lambda packet: out.append(bytes(packet))
+    out = world.stack.interfaces["eth0"].sink
+    world.stack.interfaces["eth0"].sink = lambda packet: out(bytearray(packet))
 
 
 def _add_interface(world: World) -> None:
     if "eth1" not in world.stack.interfaces:
-        world.stack.add_interface("eth1", "198.19.0.2", 24, sink=world.to_peer.append)
+        world.net.attach(world.stack, "eth1", "198.19.0.2")
 
 
 def _host_route(world: World) -> None:
