@@ -211,9 +211,6 @@ class Constants:
         self.values[name] = value
         return name
 
-    def name_of(self, value: Any) -> str | None:
-        return self.by_id.get(self.key(value))
-
     @staticmethod
     def key(value: Any) -> Any:
         """Bound methods are made afresh on each attribute access: key them by owner and name."""
@@ -1884,10 +1881,6 @@ def _as_test(test: ast.expr) -> ast.expr:
             return values[0]
         return ast.BoolOp(op=test.op, values=values)
     return test
-
-
-def _has_exit(stmts: list[ast.stmt]) -> bool:
-    return any(isinstance(n, ast.Return | ast.Raise | ast.Break | ast.Continue) for s in stmts for n in ast.walk(s))
 
 
 def _store_target(target: ast.expr, names: dict[str, str]) -> ast.expr:
