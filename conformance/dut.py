@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import itertools
 import os
 import shutil
@@ -229,6 +230,10 @@ class DutSocket(ABC):
     def tcp_info(self) -> dict[str, int]:
         """``tcpi_*`` values of a TCP socket, as far as this DUT knows them."""
 
+    @abstractmethod
+    def ioctl(self, request: int) -> int:
+        """An integer-valued ioctl (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD); OSError where the DUT has none."""
+
 
 class Dut(ABC):
     """The far end of the bench's link."""
@@ -384,6 +389,9 @@ class KernelSocket(DutSocket):
 
     def tcp_info(self) -> dict[str, int]:
         return parse_tcp_info(self.raw.getsockopt(_socket.IPPROTO_TCP, TCP_INFO, 256))
+
+    def ioctl(self, request: int) -> int:
+        return struct.unpack("i", fcntl.ioctl(self.raw.fileno(), request, bytes(4)))[0]
 
 
 _TCP_INFO_HEAD = struct.Struct("<8B")
@@ -675,6 +683,9 @@ class PystackSocket(DutSocket):
             "tcpi_snd_cwnd": tcb.cwnd,
             "tcpi_reordering": self.stack.tcp.config.reordering,
         }
+
+    def ioctl(self, request: int) -> int:
+        raise OSError(errno.ENOTTY, "pystack's socket API has no ioctl")
 
 
 class PystackDut(Dut):
