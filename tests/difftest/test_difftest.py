@@ -97,12 +97,17 @@ PYSTACK_MISMATCHES = {
     # -- path MTU probing
     "mtu_probing_always_on": "flight 2: Linux's first segment is a 1242-byte probe (tcp_mtu_probing=2, RFC 4821), "
                              "pystack sends 1460 (no probing)",
+    "mtu_probing_black_hole": "retransmissions #2: Linux's third retransmission carries 1024 bytes "
+                              "(tcp_mtu_probing=1 falls back to tcp_base_mss after tcp_retries1 timeouts), "
+                              "pystack 1460",
     # -- TIME-WAIT
     "time_wait_syn_higher_seq": "SYN above rcv_nxt on a TIME-WAIT connection: Linux answers SYN-ACK (a new "
                                 "connection, RFC 6191 / tcp_timewait_state_process), pystack the TIME-WAIT ACK",
     "time_wait_syn_newer_timestamp": "SYN with a newer timestamp on TIME-WAIT: Linux SYN-ACK, pystack the "
                                      "TIME-WAIT ACK",
     # -- receive buffer and window
+    "rcvbuf_autotuning_grows_window": "largest window above the first: Linux True (509 grows to ~629 as "
+                                      "tcp_rcv_space_adjust grows the buffer), pystack False (no autotuning, 512)",
     "rcvbuf_fixed_window": "SYN-ACK window with SO_RCVBUF 8192: Linux 7300 (tcp_win_from_space and MSS "
                            "rounding), pystack 8192",
     "rcvbuf_fills_to_zero_window": "ACKs as a 4096-byte SO_RCVBUF fills: Linux's window is 2000 then 0 after "
