@@ -782,7 +782,7 @@ async def sending_flight(tb: Testbench, total: int, options: list | None = None,
     the write is queued at once on both DUTs (Linux grows its send buffer
     at connection setup, pystack does not: sndbuf_initial_size shows it).
     """
-    peer, _listener, conn = await tb.passive_open(options=[("MSS", 1000)] if options is None else options,
+    peer, _listener, conn = await tb.passive_open(options=SYN_MSS_1000 if options is None else options,
                                                   window=window)
     base = peer.rcv_nxt
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 200000)
