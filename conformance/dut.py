@@ -175,6 +175,8 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.keepalive_intvl = float(numbers[0])
         elif key == "tcp_keepalive_probes" and numbers:
             cfg.keepalive_probes = numbers[0]
+        elif key == "tcp_syncookies" and numbers:
+            cfg.syncookies = numbers[0]
         else:
             unmodelled.append(name)
     return cfg, unmodelled

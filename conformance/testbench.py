@@ -28,7 +28,7 @@ import trio
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Packet, Raw
 
-from .dut import Dut, DutConfig, DutSocket, open_dut
+from .dut import Dut, DutConfig, DutSocket, Unsupported, open_dut
 from .normalize import ALLOWANCES, FIN, SYN, Normalizer, describe, parse_ipv4, parse_tcp
 
 TIME_FLOOR = 0.02
@@ -80,7 +80,7 @@ class TcpPeer:
         self.tb.peers.append(self)
 
     def segment(self, flags: str = "A", data: bytes = b"", *, seq: int | None = None, ack: int | None = None,
-                window: int | None = None, options: list | None = None, urgent: int = 0) -> Packet:
+                window: int | None = None, options: list | None = None, urgent: int = 0, tos: int = 0) -> Packet:
         if options is None:
             options = []
             if self.timestamps:
@@ -90,7 +90,7 @@ class TcpPeer:
                   ack=(self.rcv_nxt if ack is None else ack) if "A" in flags else (ack or 0),
                   flags=flags, window=self.window if window is None else window, options=options,
                   urgptr=urgent)
-        packet = self.tb.ip() / tcp
+        packet = self.tb.ip(tos=tos) / tcp
         return packet / Raw(data) if data else packet
 
     def send(self, flags: str = "A", data: bytes = b"", *, advance: bool = True, **fields: Any) -> None:
@@ -148,8 +148,13 @@ class Testbench:
 
     # -- observations
 
-    async def expect(self, label: str, within: float = 0.3, count: int | None = None) -> list[bytes]:
-        """Record every packet the DUT sends within ``within`` seconds (or until ``count`` came)."""
+    async def expect(self, label: str, within: float = 0.3, count: int | None = None,
+                     record: bool = True) -> list[bytes]:
+        """Record every packet the DUT sends within ``within`` seconds (or until ``count`` came).
+
+        ``record=False`` collects without recording, for a scenario that notes a digest of the
+        packets instead (a trend such as a growing window, where packet-by-packet detail is noise).
+        """
         start = self.dut.now()
         got: list[tuple[float, bytes]] = []
         while count is None or len(got) < count:
@@ -158,8 +163,9 @@ class Testbench:
                 break
             got.append(item)
             self._observe(item[1])
-        self.transcript.append(Record("packets", label, [
-            (when - start, self.norm.packet(data), describe(data)) for when, data in got]))
+        if record:
+            self.transcript.append(Record("packets", label, [
+                (when - start, self.norm.packet(data), describe(data)) for when, data in got]))
         return [data for _, data in got]
 
     def _observe(self, data: bytes) -> None:
@@ -187,6 +193,9 @@ class Testbench:
             except OSError as exc:
                 self.transcript.append(Record("call", label, _errno.errorcode.get(exc.errno or 0, str(exc))))
                 return exc
+            except Unsupported as missing:  # the pystack DUT lacks the call: a difference, recorded
+                self.transcript.append(Record("call", label, f"unsupported: {missing}"))
+                return missing
         if scope.cancelled_caught:
             self.transcript.append(Record("call", label, "blocked"))
             return None
