@@ -120,14 +120,9 @@ PYSTACK_MISMATCHES = {
     "syncookies_when_queue_overflows": "SYN-ACK 3 (listen backlog 2 exceeded): Linux's cookie SYN-ACK has "
                                        "options 'mss 1460' only (no timestamps to encode SACK), pystack a normal "
                                        "SYN-ACK with sackOK",
-    "syncookies_always": "cookie SYN-ACK options: Linux 'mss 1460' (tcp_syncookies=2), pystack "
-                         "'mss 1460,nop,nop,sackOK'",
-    "syncookies_bad_cookie": "cookie SYN-ACK options: Linux 'mss 1460', pystack 'mss 1460,nop,nop,sackOK'",
     "syncookies_off_queue_overflows": "4th SYN with listen backlog 2: Linux drops it, pystack answers (its SYN "
                                       "queue is stack-wide, 256, not bounded by the backlog)",
     # -- PAWS
-    "paws_timestamp_one_older_accepted": "segment with TSval one below ts_recent: Linux accepts it (ACK 201, "
-                                         "TCP_PAWS_WINDOW = 1), pystack drops it (ACK 101)",
     # -- reassembly and the out-of-order queue
     "frag_exact_duplicate_different_bytes": "a fragment repeated at the same offset with other bytes: Linux "
                                             "keeps the first and replies, pystack drops the datagram",
@@ -139,9 +134,6 @@ PYSTACK_MISMATCHES = {
                              "('sack 2:3'), pystack none",
     "ooo_fin_beyond_hole": "dupack for data+FIN beyond a hole: Linux's SACK block covers the FIN "
                            "('101:202'), pystack's stops at the data ('101:201')",
-    "ooo_sack_blocks_shrink_data_segments": "data while a SACK block is reported: Linux sizes segments for the "
-                                            "options (1436 bytes, DF), pystack sends 1448 in a 1512-byte "
-                                            "packet, fragmented (1500 + 32, no DF)",
     # -- RFC 5961, ICMP, IP
     "challenge_ack_rate_limited_per_socket": "four in-window RSTs: Linux sends 1 challenge ACK "
                                              "(tcp_invalid_ratelimit, 500 ms per socket), pystack 4",
