@@ -156,11 +156,18 @@ class Specialization:
         self.dynamic = dynamic
 
     def __call__(self, *args: Any) -> Any:
-        return self.system.functions[self.number](*args)
+        try:
+            function = self.system.functions[self.number]
+        except KeyError:
+            raise ValueError(f"specialization {self.number} is closed") from None
+        return function(*args)
 
     @property
     def token(self) -> Token:
-        return self.system.token(self.number)
+        token = self.system.tokens.get(self.number)
+        if token is None:
+            raise ValueError(f"specialization {self.number} is closed")
+        return token
 
     @property
     def scenario(self) -> Scenario:
@@ -212,7 +219,7 @@ class Specialization:
         self.system.respecialize(token, merged)
 
     def close(self) -> None:
-        """Release it: its guards stop acting, and calls raise."""
+        """Release it: its guards stop acting, and calls raise ValueError."""
         self.system.close(self.number)
 
     def __enter__(self) -> Specialization:
@@ -222,7 +229,9 @@ class Specialization:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Specialization {self.number} of {self.token.scenario.name}: {self.mode}>"
+        token = self.system.tokens.get(self.number)
+        state = f"{token.scenario.name}: {token.mode}" if token is not None else "closed"
+        return f"<Specialization {self.number} of {state}>"
 
 
 def _generic(scenario: Scenario, statics: dict[str, Any], dynamic: list[str]) -> Callable[..., Any]:
