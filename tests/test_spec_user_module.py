@@ -333,3 +333,34 @@ def test_the_public_api_is_exported_and_documented():
                  "re_specialize_sendto", "done_specialize_sendto", "make_local_system", "token_info"}
     assert token_api | {"specialize", "announce", "Specialization", "UserSystem", "GuardRejected"} <= set(
         specializer.__all__)
+
+
+@pytest.mark.xfail(strict=True, reason="pe.py (another helper's): a dict the entry makes and a residual loop fills "
+                                       "is frozen into the residual as one constant shared by every call")
+def test_a_new_dict_filled_in_a_residual_loop_is_made_on_every_call(tmp_path, monkeypatch):
+    """Found writing demos/tlv_options.decode_options (which now fills the caller's dict,
+    as tcp_parse_options fills opt_rx): the rule is an exact residual or a refusal."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "user_dict.py").write_text(textwrap.dedent("""
+        def entry(scale, data):
+            found = {}
+            for byte in data:
+                found[byte] = byte * scale
+            return found
+
+
+        def world(scale=2):
+            return {"scale": scale}
+    """))
+    (tmp_path / "user_dict.spec.toml").write_text(textwrap.dedent("""
+        [scenario.s]
+        entry = "user_dict:entry"
+        params = { scale = "S", data = "D" }
+        world = "user_dict:world"
+    """))
+    try:
+        spec = specialize("user_dict", "s", context={})
+    except specializer.SpecializationError:
+        return  # refused with a diagnostic: sound
+    assert spec(b"\x01") == {1: 2}
+    assert spec(b"\x02") == {2: 4}  # {1: 2, 2: 4} today
