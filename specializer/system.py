@@ -1,4 +1,7 @@
-"""The specialization system of one stack: tokens, the code cache, and the guards.
+"""Specialization systems: tokens, the code cache, and the guards.
+
+:class:`TokenSystem` is the part that knows no sockets (user code gets it
+through specializer.user); :class:`SpecializationSystem` is one stack's.
 
 A token stands for one specialized operation (thesis fig. 4.7): its
 current function is called on every ``specialized_*`` call, so the hot
