@@ -65,13 +65,17 @@ def build_parser() -> Parser:
     from conformance.cli import add_parser as add_conformance_parser
 
     add_conformance_parser(commands)
-    spec = commands.add_parser("spec", help="inspect what the specializer does to the stack's code")
+    spec = commands.add_parser("spec", help="inspect what the specializer does to the stack's code (or yours)")
     spec_commands = spec.add_subparsers(dest="spec_command", required=True, parser_class=Parser)
-    spec_commands.add_parser("list", help="list the declared scenarios")
+    spec_list = spec_commands.add_parser("list", help="list the declared scenarios")
     spec_show = spec_commands.add_parser("show", help="binding times, residual code, assumptions and figures")
     spec_show.add_argument("scenario")
+    for spec_parser in (spec_list, spec_show):
+        spec_parser.add_argument("--module", metavar="PKG.MOD",
+                                 help="a module with its own scenarios (a .spec.toml beside it) instead of pystack's")
     spec_show.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
-                           help="socket option or world setting, e.g. ttl=5 mtu=576 address=198.18.0.1:53")
+                           help="socket option or world setting, e.g. ttl=5 mtu=576 address=198.18.0.1:53; "
+                                "with --module, an argument of the declaration's world hook")
     spec_show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     from stingy.cli import add_parser as add_stingy_parser
 
@@ -243,10 +247,10 @@ def spec(args: argparse.Namespace) -> int:
 
     try:
         if args.spec_command == "list":
-            print(show.list_scenarios())
+            print(show.list_scenarios(args.module))
             return 0
         colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-        print(show.show(args.scenario, args.context, colour), end="")
+        print(show.show(args.scenario, args.context, colour, args.module), end="")
     except show.UsageError as bad:
         raise UsageError(str(bad)) from None
     return 0

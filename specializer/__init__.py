@@ -1,8 +1,14 @@
-"""A Tempo-style program specializer for pystack's own code (Bhatia 2006, chapters 3-4).
+"""A Tempo-style program specializer (Bhatia 2006, chapters 3-4).
 
-Binding-time analysis and partial evaluation of the stack's send paths
-for a context of invariants, guarded by assumptions, served through the
-token API of the thesis.
+Binding-time analysis and partial evaluation for a context of invariants,
+guarded by assumptions. Two ways in:
+
+* pystack's send paths, through the token API of the thesis (fig. 4.7):
+  ``do_specialize_send`` and the rest, for a socket of a Stack;
+* any importable module, through :func:`specialize`: scenarios declared in a
+  ``.spec.toml`` beside the module, guards on the module's own objects and
+  events (:func:`announce`) and on its data (specializer.watch). See
+  specializer/user.py and demos/tlv_options.py.
 """
 
 from .api import (
@@ -19,8 +25,21 @@ from .api import (
     specialized_sendto,
     token_info,
 )
+from .pe import SpecializationError
+from .scenario import DeclarationError, Scenario
+from .system import StaleSpecialization
+from .user import (
+    GuardRejected,
+    Specialization,
+    UserSystem,
+    announce,
+    build_statics,
+    scenarios,
+    specialize,
+)
 
 __all__ = [
+    # pystack's socket tokens
     "do_default_send",
     "do_default_sendto",
     "do_specialize_send",
@@ -33,4 +52,16 @@ __all__ = [
     "specialized_send",
     "specialized_sendto",
     "token_info",
+    # any module's code
+    "DeclarationError",
+    "GuardRejected",
+    "Scenario",
+    "Specialization",
+    "SpecializationError",
+    "StaleSpecialization",
+    "UserSystem",
+    "announce",
+    "build_statics",
+    "scenarios",
+    "specialize",
 ]

@@ -652,31 +652,36 @@ def _bytecode_bytes(code: types.CodeType) -> int:
 # run (drivers, trio, the host's TUN and namespaces, the CLI) nor the tools around it.
 _NOT_THE_STACK = ("pystack.cli", "pystack.driver", "pystack.trio_", "pystack.services", "pystack.links",
                   "pystack.host")
+_NOT_THE_CODE = {"pystack": _NOT_THE_STACK}  # per package: its modules that are not the code a scenario runs
 # A socket of one transport never runs the other's code: a scenario's defensible baseline
 # leaves it out (Stack.send dispatches on the socket's type, and a UDP socket's never goes to TCP).
 OTHER_TRANSPORT = {"udp": ("pystack.tcp",), "tcp": ("pystack.udp",)}
 
 
-def stack_modules(exclude: tuple[str, ...] = ()) -> dict[str, types.ModuleType]:
-    """The stack's modules by name, every one imported: a fixed set, whatever else is imported."""
+def package_modules(package: str = "pystack", exclude: tuple[str, ...] = ()) -> dict[str, types.ModuleType]:
+    """A package's modules by name (a plain module: itself), every one imported: a fixed
+    set, whatever else is imported."""
     import importlib
     import pkgutil
 
-    import pystack
-
-    skip = _NOT_THE_STACK + exclude
-    names = sorted(info.name for info in pkgutil.walk_packages(pystack.__path__, "pystack.")
+    root = importlib.import_module(package)
+    if not hasattr(root, "__path__"):
+        return {package: root}
+    skip = _NOT_THE_CODE.get(package, ()) + exclude
+    names = sorted(info.name for info in pkgutil.walk_packages(root.__path__, package + ".")
                    if not info.name.startswith(skip))
-    return {name: importlib.import_module(name) for name in ["pystack", *names]}
+    return {name: importlib.import_module(name) for name in [package, *names]}
 
 
-def reachable_functions(entry: Any, limit: int = 400, exclude: tuple[str, ...] = ()) -> list[Any]:
-    """Every function of the stack the entry can reach through the names it calls (a static
-    call graph over :func:`stack_modules`, so the same whatever happens to be imported);
-    ``exclude`` leaves out module prefixes (the other transport: :data:`OTHER_TRANSPORT`)."""
+def reachable_functions(entry: Any, limit: int = 400, exclude: tuple[str, ...] = (),
+                        package: str = "pystack") -> list[Any]:
+    """Every function of ``package`` (the stack by default; a user scenario's own package)
+    the entry can reach through the names it calls (a static call graph over
+    :func:`package_modules`, so the same whatever happens to be imported); ``exclude``
+    leaves out module prefixes (the other transport: :data:`OTHER_TRANSPORT`)."""
     import inspect
 
-    modules = stack_modules(exclude)
+    modules = package_modules(package, exclude)
     seen: dict[int, Any] = {}
     todo = [entry]
     while todo and len(seen) < limit:
@@ -693,18 +698,19 @@ def reachable_functions(entry: Any, limit: int = 400, exclude: tuple[str, ...] =
     return list(seen.values())
 
 
-def out_of_line_functions(compiled: CompiledResidual) -> tuple[list[Any], list[Any]]:
-    """The pystack functions the residual code still calls (its frozen references: rare
-    paths left out of line, such as ip_fragment, and callees not unfolded), and everything
-    those reach: (called, called and reached)."""
+def out_of_line_functions(compiled: CompiledResidual, package: str = "pystack") -> tuple[list[Any], list[Any]]:
+    """The functions of ``package`` the residual code still calls (its frozen references:
+    rare paths left out of line, such as ip_fragment, and callees not unfolded), and
+    everything those reach: (called, called and reached)."""
     called = []
     for value in compiled.constants.values():
         func = getattr(value, "__func__", value)
-        if isinstance(func, types.FunctionType) and func.__module__.startswith("pystack"):
+        if isinstance(func, types.FunctionType) and (func.__module__ == package
+                                                     or func.__module__.startswith(package + ".")):
             called.append(func)
     reached: dict[int, Any] = {}
     for func in called:
-        for found in reachable_functions(func):
+        for found in reachable_functions(func, package=package):
             reached.setdefault(id(found.__code__), found)
     return called, list(reached.values())
 

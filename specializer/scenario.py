@@ -7,6 +7,14 @@ contents) and the scenarios: an entry function, a binding time ``S`` or
 that are pure (evaluated at specialization time when their arguments are
 static), and the guard policy for each event that can break the
 scenario's assumptions.
+
+Any importable module can be declared this way (:func:`module_scenarios`):
+``pkg/mod.spec.toml`` beside ``pkg/mod.py`` (every ``*.spec.toml`` under a
+package's directory for a package, as for pystack itself). A user's file
+names the events its code announces (``events = [...]``, see
+:func:`specializer.announce`) and may name a world-building hook
+(``world = "pkg.mod:make_world"``) that returns a scenario's statics for a
+context.
 """
 
 from __future__ import annotations
@@ -18,24 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pystack
-
 from .watch import plain_type
 
 POLICIES = ("reject", "fallback", "respecialize", "reinforce")
-EVENTS = ("setsockopt", "fcntl", "bind", "connect", "shutdown", "close", "route", "mss")
+# The events pystack's stack announces (Stack.notify): the guard events of its own declarations.
+STACK_EVENTS = ("setsockopt", "fcntl", "bind", "connect", "shutdown", "close", "route", "mss")
 
 
 class DeclarationError(Exception):
     """A declaration file is wrong: the message says where."""
 
 
-def check_policies(policies: dict[str, str], error: type[Exception], where: str = "") -> None:
-    """Every event must be one the stack announces and every policy one the system applies:
+def check_policies(policies: dict[str, str], error: type[Exception], where: str = "",
+                   events: tuple[str, ...] = STACK_EVENTS) -> None:
+    """Every event must be one the code announces and every policy one the system applies:
     a misspelt policy would otherwise be taken as another (``"rejct"`` as a re-specialization)."""
     for event, policy in policies.items():
-        if event not in EVENTS:
-            raise error(f"{where}unknown guard event {event!r}; events are {', '.join(EVENTS)}")
+        if event not in events:
+            raise error(f"{where}unknown guard event {event!r}; events are {', '.join(events) or 'none declared'}")
         if policy not in POLICIES:
             raise error(f"{where}unknown guard policy {policy!r} for {event}; policies are {', '.join(POLICIES)}")
 
@@ -70,9 +78,18 @@ class Scenario:
     policies: dict[str, str]
     source: Path
     context: dict[str, Any] = field(default_factory=dict)  # default context values for `spec show`
+    world: str = ""  # "pkg.mod:function": the statics for a context (a user's scenario)
+    events: tuple[str, ...] = STACK_EVENTS  # the events its code announces
+    package: str = "pystack"  # where the figures look for the generic code the entry can reach
 
     def entry_function(self) -> Any:
         return resolve(self.entry, self.source)
+
+    def world_function(self) -> Any:
+        """The declaration's world-building hook (DeclarationError if it names none)."""
+        if not self.world:
+            raise DeclarationError(f"{self.source}: scenario {self.name} names no world (world = \"module:function\")")
+        return resolve(self.world, self.source)
 
     @property
     def protocol(self) -> str:
@@ -133,7 +150,8 @@ def load_objects(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpe
 
 
 def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectSpec],
-                   groups: dict[str, list[str]]) -> dict[str, Scenario]:
+                   groups: dict[str, list[str]], events: tuple[str, ...] = STACK_EVENTS,
+                   package: str = "pystack") -> dict[str, Scenario]:
     """A file's scenarios; ``"@name"`` in a function list stands for the group ``name``
     (whose members may name groups too)."""
 
@@ -166,7 +184,7 @@ def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectS
         if bad:
             raise DeclarationError(f"{path}: scenario {name}: binding times must be S or D, got {bad}")
         policies = dict(spec.get("guards", {}))
-        check_policies(policies, DeclarationError, f"{path}: scenario {name}: ")
+        check_policies(policies, DeclarationError, f"{path}: scenario {name}: ", events)
         scenario = Scenario(
             name=name,
             description=spec.get("description", ""),
@@ -179,6 +197,9 @@ def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectS
             policies=policies,
             source=path,
             context=dict(spec.get("context", {})),
+            world=spec.get("world", ""),
+            events=events,
+            package=package,
         )
         params = scenario.parameters(scenario.entry_function())
         missing = set(params) ^ set(bts)
@@ -189,21 +210,52 @@ def load_scenarios(path: Path, data: dict[str, Any], objects: dict[type, ObjectS
 
 
 def all_scenarios() -> dict[str, Scenario]:
-    """Every scenario declared in the pystack package's ``*.spec.toml`` files.
+    """Every scenario declared in the pystack package's ``*.spec.toml`` files."""
+    return module_scenarios("pystack", STACK_EVENTS)
 
-    Object declarations and function groups are shared by all files.
+
+def declaration_files(module_name: str) -> tuple[str, list[Path]]:
+    """The declaration files of a module (``mod.spec.toml`` beside it; every
+    ``*.spec.toml`` under a package) and the package its figures look at."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DeclarationError(f"cannot import {module_name!r} ({exc})") from None
+    where = getattr(module, "__file__", None)
+    if where is None:
+        raise DeclarationError(f"{module_name!r} has no source file to declare scenarios beside")
+    path = Path(where)
+    if hasattr(module, "__path__"):  # a package
+        return module_name, sorted(path.parent.rglob("*.spec.toml"))
+    beside = path.with_name(path.stem + ".spec.toml")
+    package = module_name.rpartition(".")[0] or module_name
+    return package, [beside] if beside.exists() else []
+
+
+def module_scenarios(module_name: str, default_events: tuple[str, ...] = ()) -> dict[str, Scenario]:
+    """Every scenario declared for a module (see :func:`declaration_files`).
+
+    Object declarations, function groups and events are shared by all its files;
+    ``default_events`` are the events when no file declares any (pystack's stack events).
     """
-    root = Path(pystack.__file__).parent
-    files = [(path, _read(path)) for path in sorted(root.rglob("*.spec.toml"))]
+    package, paths = declaration_files(module_name)
+    if not paths:
+        raise DeclarationError(f"{module_name}: no declarations (a .spec.toml beside the module)")
+    files = [(path, _read(path)) for path in paths]
     objects: dict[type, ObjectSpec] = {}
     groups: dict[str, list[str]] = {}
+    events: list[str] = []
     for path, data in files:
         load_objects(path, data, objects)
         for name, members in data.get("groups", {}).items():
             if name in groups:
                 raise DeclarationError(f"{path}: group {name!r} is declared twice")
             groups[name] = list(members)
+        declared = data.get("events", [])
+        if not isinstance(declared, list) or not all(isinstance(e, str) for e in declared):
+            raise DeclarationError(f"{path}: events must be a list of names")
+        events.extend(e for e in declared if e not in events)
     found: dict[str, Scenario] = {}
     for path, data in files:
-        found.update(load_scenarios(path, data, objects, groups))
+        found.update(load_scenarios(path, data, objects, groups, tuple(events) or default_events, package))
     return found

@@ -6,6 +6,10 @@ to a peer stack that plays the handshake), then prints the generic source
 coloured by binding time, the diagnostics, the residual source, the
 assumptions it rests on with the events that guard them, and figures
 comparing the generic code reachable from the entry with the residual.
+
+With ``--module PKG.MOD`` the scenario is one declared beside a user's
+module: the world is what the declaration's world hook builds for the
+context, and the figures look at that module's package.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 
 from . import bta
+from .pe import SpecializationError
 from .residual import (
     OTHER_TRANSPORT,
     code_size,
@@ -42,8 +47,9 @@ from .residual import (
     reachable_functions,
     residual_size,
 )
-from .scenario import Scenario, all_scenarios
+from .scenario import DeclarationError, Scenario, all_scenarios
 from .system import specialize
+from .user import build_statics, check_statics, scenario_of, scenarios
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
 TCP_PORT = 80
@@ -70,9 +76,13 @@ class UsageError(Exception):
     pass
 
 
-def list_scenarios() -> str:
+def list_scenarios(module: str | None = None) -> str:
+    try:
+        found = all_scenarios() if module is None else scenarios(module)
+    except DeclarationError as bad:
+        raise UsageError(str(bad)) from None
     lines = []
-    for name, scenario in sorted(all_scenarios().items()):
+    for name, scenario in sorted(found.items()):
         lines.append(f"{name:22} {scenario.entry:34} {scenario.description}")
     return "\n".join(lines)
 
@@ -158,18 +168,54 @@ def _default(scenario: Scenario, name: str) -> Any:
     return param.default
 
 
-def show(name: str, pairs: Iterable[str], colour: bool) -> str:
-    scenarios = all_scenarios()
-    if name not in scenarios:
+def parse_user_context(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs for a user scenario's world hook: integers where they read as
+    such (``0x10`` too), text otherwise; the hook says which keys and values it takes."""
+    context: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--context wants key=value, got {pair!r}")
+        try:
+            context[key] = int(text, 0)
+        except ValueError:
+            context[key] = text
+    return context
+
+
+def user_world(module: str, name: str, pairs: Iterable[str]) -> tuple[Scenario, dict[str, Any]]:
+    """A user scenario and the statics its declaration's world hook builds for the context."""
+    try:
+        scenario = scenario_of(module, name)
+    except DeclarationError as bad:
+        raise UsageError(str(bad)) from None
+    context = {**scenario.context, **parse_user_context(pairs)}
+    try:
+        return scenario, check_statics(scenario, build_statics(scenario, context))
+    except (DeclarationError, ValueError, TypeError) as refused:  # the hook's own answer to a bad context
+        raise UsageError(f"the context makes no world for {name}: {refused}") from None
+
+
+def stack_world(name: str, pairs: Iterable[str]) -> tuple[Scenario, dict[str, Any]]:
+    """One of pystack's scenarios and the statics of a stack built for the context."""
+    found = all_scenarios()
+    if name not in found:
         raise UsageError(f"no scenario {name!r}; `pystack spec list` lists them")
-    scenario = scenarios[name]
+    scenario = found[name]
     context = {**world_defaults(scenario), **parse_context(pairs)}
     try:
-        stack, statics = build_world(scenario, context)
+        return scenario, build_world(scenario, context)[1]
     except (OSError, ValueError) as refused:  # an interface or address the stack will not take
         raise UsageError(f"the context makes no world for {name}: {refused}") from None
+
+
+def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = None) -> str:
+    scenario, statics = stack_world(name, pairs) if module is None else user_world(module, name, pairs)
     analysis = bta.analyse(scenario)
-    entry = specialize(scenario, statics)
+    try:
+        entry = specialize(scenario, statics)
+    except SpecializationError as why:  # a user's code the evaluator refuses: the line is in the message
+        raise UsageError(str(why)) from None
     out = io.StringIO()
     write = out.write
     title = f"scenario {scenario.name}: {scenario.description}"
@@ -207,7 +253,8 @@ def show(name: str, pairs: Iterable[str], colour: bool) -> str:
 
 
 def figures_table(scenario: Scenario, entry: Any) -> str:
-    reachable = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT.get(scenario.protocol, ()))
+    reachable = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT.get(scenario.protocol, ()),
+                                    package=scenario.package)
     walked = list(entry.stats.functions)
     generic = code_size(reachable)
     unfolded = code_size(walked)
@@ -222,7 +269,7 @@ def figures_table(scenario: Scenario, entry: Any) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
     text = "".join("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in
                                      enumerate(zip(row, widths, strict=True))) + "\n" for row in rows)
-    called, reached = out_of_line_functions(entry.compiled)
+    called, reached = out_of_line_functions(entry.compiled, scenario.package)
     if called:
         outside = code_size(reached)["bytecode_bytes"]
         both = residual["bytecode_bytes"] + outside

@@ -1,4 +1,7 @@
-"""The specialization system of one stack: tokens, the code cache, and the guards.
+"""Specialization systems: tokens, the code cache, and the guards.
+
+:class:`TokenSystem` is the part that knows no sockets (user code gets it
+through specializer.user); :class:`SpecializationSystem` is one stack's.
 
 A token stands for one specialized operation (thesis fig. 4.7): its
 current function is called on every ``specialized_*`` call, so the hot
@@ -155,10 +158,10 @@ def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
 @dataclass(eq=False)
 class Token:
     number: int
-    system: SpecializationSystem
+    system: TokenSystem
     scenario: Scenario
     statics: dict[str, Any]
-    sock: Socket
+    subject: Any  # what the code is for, for the subclass: a socket (user code: None, its statics say)
     policies: dict[str, str]
     generic: Callable[..., Any]
     debug: bool = False
@@ -224,12 +227,13 @@ class Token:
         return self.system.functions[self.number](*args)
 
 
-class SpecializationSystem:
-    """Everything specialization-related for one stack."""
+class TokenSystem:
+    """Tokens, the code cache and the mechanics of the guards, for any code: what a
+    token's code is for and which events reach it are a subclass's business (the
+    stack's sockets: :class:`SpecializationSystem`; a user's objects: specializer.user)."""
 
-    def __init__(self, stack: Stack):
-        self.stack = stack
-        self.scenarios = all_scenarios()
+    def __init__(self, scenarios: dict[str, Scenario]):
+        self.scenarios = scenarios
         self.tokens: dict[int, Token] = {}
         self.functions: dict[int, Callable[..., Any]] = {}
         self.cache: OrderedDict[tuple, Specialized] = OrderedDict()
@@ -237,22 +241,28 @@ class SpecializationSystem:
         self.local = False  # make_local_system: null context for every request from now on
         self.hits = self.misses = 0
         self._numbers = iter(range(1, 1 << 62))
-        stack.watchers.append(self.on_event)
+
+    def specializable(self, subject: Any, statics: dict[str, Any]) -> bool:
+        """Can the subject's state be taken as invariant now? (Otherwise: generic code for now.)"""
+        return True
+
+    def prepare(self, subject: Any) -> None:
+        """Bring derived state up to date before specializing (the stack: a route cache)."""
 
     # ------------------------------------------------------------ tokens
 
-    def open(self, scenario_name: str, sock: Socket, statics: dict[str, Any], generic: Callable[..., Any],
+    def open(self, scenario_name: str, subject: Any, statics: dict[str, Any], generic: Callable[..., Any],
              policy: dict[str, str] | None, debug: bool,
              hook: Callable[[Callable[..., Any] | None], None] | None = None) -> int:
         scenario = self.scenarios[scenario_name]
         policies = dict(scenario.policies)
         if policy:
-            check_policies(policy, ValueError)
+            check_policies(policy, ValueError, events=scenario.events)
             policies.update(policy)
-        token = Token(next(self._numbers), self, scenario, statics, sock, policies, generic, debug, hook=hook)
+        token = Token(next(self._numbers), self, scenario, statics, subject, policies, generic, debug, hook=hook)
         if self.local:
             token.mode = "generic"
-        elif not specializable(sock, statics):
+        elif not self.specializable(subject, statics):
             token.mode = "stale"
         else:
             self.attach(token)
@@ -282,7 +292,7 @@ class SpecializationSystem:
             token.statics = statics
         if self.local:
             token.mode = "generic"
-        elif not specializable(token.sock, token.statics):
+        elif not self.specializable(token.subject, token.statics):
             token.mode = "stale"  # generic code until the context settles; tried again on each call
         else:
             token.mode = "specialized"
@@ -293,7 +303,7 @@ class SpecializationSystem:
     def attach(self, token: Token) -> bool:
         """Give the token specialized code; if the specializer cannot, the generic code."""
         try:
-            token.entry = self.lookup(token.scenario, token.sock, token.statics)
+            token.entry = self.lookup(token.scenario, token.subject, token.statics)
         except SpecializationError as why:
             token.mode = "generic"
             token.events.append(f"not specialized: {why}")
@@ -336,16 +346,14 @@ class SpecializationSystem:
 
     # ------------------------------------------------------------ the code cache
 
-    def cache_key(self, scenario: Scenario, sock: Socket, statics: dict[str, Any]) -> tuple:
-        """Everything the residual code can depend on: any change gives another key."""
-        values = tuple(sorted((k, _hashable(v)) for k, v in statics.items() if k != "self"))
-        tcb = sock.tcb
-        tcp_state = (tcb.state, tcb.mss, tcb.sack_ok, tcb.ts_ok, tcb.snd_wscale) if tcb is not None else ()
-        return (scenario.name, id(sock), sock.generation, self.stack.routes.generation, values, tcp_state)
+    def cache_key(self, scenario: Scenario, subject: Any, statics: dict[str, Any]) -> tuple:
+        """The scenario and its statics (objects by identity: what the key does not say,
+        their fields, the lookup checks against the entry's assumptions)."""
+        return (scenario.name, str(scenario.source), tuple(sorted((k, _hashable(v)) for k, v in statics.items())))
 
-    def lookup(self, scenario: Scenario, sock: Socket, statics: dict[str, Any]) -> Specialized:
-        refresh_route_cache(self.stack, sock)
-        key = self.cache_key(scenario, sock, statics)
+    def lookup(self, scenario: Scenario, subject: Any, statics: dict[str, Any]) -> Specialized:
+        self.prepare(subject)
+        key = self.cache_key(scenario, subject, statics)
         entry = self.cache.get(key)
         if entry is not None and not entry.trusted and not all(a.holds() for a in entry.assumptions):
             entry = None  # the key does not say everything the code folded (an interface's sink): its facts do
@@ -373,6 +381,40 @@ class SpecializationSystem:
 
     # ------------------------------------------------------------ guards
 
+    def apply(self, token: Token, event: str, policy: str) -> None:
+        """A change the token's code assumed against is coming (or came): fall back for
+        good, or specialize again at the next call."""
+        if policy == "fallback":
+            token.mode = "generic"
+            self.release(token)
+            token.events.append(f"fell back to generic code on {event}")
+        else:
+            token.mode = "stale"
+            token.events.append(f"stale after {event}")
+        token.install()
+
+
+class SpecializationSystem(TokenSystem):
+    """Everything specialization-related for one stack: its tokens are for sockets."""
+
+    def __init__(self, stack: Stack):
+        super().__init__(all_scenarios())
+        self.stack = stack
+        stack.watchers.append(self.on_event)
+
+    def specializable(self, subject: Socket, statics: dict[str, Any]) -> bool:
+        return specializable(subject, statics)
+
+    def prepare(self, subject: Socket) -> None:
+        refresh_route_cache(self.stack, subject)
+
+    def cache_key(self, scenario: Scenario, subject: Socket, statics: dict[str, Any]) -> tuple:
+        """Everything the residual code can depend on: any change gives another key."""
+        values = tuple(sorted((k, _hashable(v)) for k, v in statics.items() if k != "self"))
+        tcb = subject.tcb
+        tcp_state = (tcb.state, tcb.mss, tcb.sack_ok, tcb.ts_ok, tcb.snd_wscale) if tcb is not None else ()
+        return (scenario.name, id(subject), subject.generation, self.stack.routes.generation, values, tcp_state)
+
     def on_event(self, event: str, sock: Socket | None, detail: object) -> None:
         for token in list(self.tokens.values()):
             if token.mode != "specialized" or token.entry is None:
@@ -386,21 +428,14 @@ class SpecializationSystem:
                                            f"release it with done_specialize first")
             if policy == "reinforce" and event == "route" and self.reinforce(token):
                 continue
-            if policy == "fallback":
-                token.mode = "generic"
-                self.release(token)
-                token.events.append(f"fell back to generic code on {event}")
-            else:
-                token.mode = "stale"
-                token.events.append(f"stale after {event}")
-            token.install()
+            self.apply(token, event, policy)
 
     def concerns(self, token: Token, event: str, sock: Socket | None, detail: object) -> bool:
         """Does this event touch something the token's code assumed?"""
         assert token.entry is not None
         if event == "route":
             return any(isinstance(a.subject, Route | RouteTable) for a in token.entry.assumptions)
-        if sock is not token.sock:
+        if sock is not token.subject:
             return False
         if event == "setsockopt" and isinstance(detail, tuple):
             field_name = OPTION_FIELDS.get((detail[0], detail[1]))
@@ -421,7 +456,7 @@ class SpecializationSystem:
         if len(old_routes) != 1:
             return False
         (old,) = old_routes.values()
-        sock = token.sock
+        sock = token.subject
         if sock.connected:
             destination = sock.remote_addr
         else:
