@@ -245,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def spec(args: argparse.Namespace) -> int:
     from specializer import show
 
+    if args.module and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the user's module, from where the command runs (as python -m)
     try:
         if args.spec_command == "list":
             print(show.list_scenarios(args.module))
