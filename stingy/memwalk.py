@@ -440,7 +440,10 @@ class _Body(ast.NodeVisitor):
             self.copies.extend((key, source) for t in node.targets if (key := _storage(t)) is not None)
         self.generic_visit(node)
         if self._pending_malloc is not None and isinstance(node.value, ast.Call):
-            self._pending_malloc.stored_in = _storage(node.targets[0])
+            # ``out = proto.out = Malloc(...)``: kept in every target; the later ones are copies.
+            keys = [key for target in node.targets if (key := _storage(target)) is not None]
+            self._pending_malloc.stored_in = keys[0] if keys else None
+            self.copies.extend((key, keys[0]) for key in keys[1:])
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         self._pending_malloc = None
