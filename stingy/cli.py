@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .sweep import FULL, QUICK
+
 DEFAULT_TARGETS = ["tux_like"]
 # The socket layers and drivers a server runs on are not its stages (in C they were the kernel).
 DEFAULT_EXCLUDE = ["tux_like.memnet", "tux_like.backends", "tux_like.driver", "tux_like.cli"]
@@ -22,7 +24,7 @@ class StingyUsageError(Exception):
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    stingy = commands.add_parser("stingy", help="memwalk / stingygen: the Stingy allocator's tools")
+    stingy = commands.add_parser("stingy", help="memwalk / stingygen / stingify / sweep: the Stingy allocator's tools")
     tools = stingy.add_subparsers(dest="stingy_command", required=True, parser_class=type(stingy))
     for name, help_text in (("memwalk", "stages, scheduler, per-request objects, cycles and stack of a server"),
                             ("stingygen", "instance limits (integer program) and the cache-slab memory map")):
@@ -38,9 +40,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             tool.add_argument("--cache-kb", type=int, default=1024, help="L2 size in KB (default: the thesis's 1 MB)")
             tool.add_argument("--tau-kb", type=int, help="cache KB for per-task state (default: the cache less "
                               "the stack and the final globals)")
+    sweep = tools.add_parser("sweep", help="ab-style concurrency sweep of tux_like in simulated memory and time "
+                             "(original vs Stingy)")
+    sweep.add_argument("--quick", action="store_true", help=f"fewer points and requests (default points: "
+                       f"{','.join(map(str, FULL))}; quick: {','.join(map(str, QUICK))})")
+    sweep.add_argument("--concurrency", type=_concurrencies, help="the points, as N,N,...")
+    sweep.add_argument("--json", metavar="FILE", required=True, help="write the records here")
+    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop)")
+
+
+def _concurrencies(text: str) -> list[int]:
+    try:
+        points = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not points or min(points) < 1:
+        raise argparse.ArgumentTypeError("concurrencies are positive numbers")
+    return points
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.stingy_command == "sweep":
+        return _sweep(args)
     from .memwalk import MemwalkError, format_report, memwalk
     from .memwalk import to_dot as scg_dot
 
@@ -75,6 +96,20 @@ def _stingygen(args: argparse.Namespace, report) -> int:
     print(f"instruction-fetch work per task M_w = {solution.objective:.3f}")
     print(memory.format(), end="")
     _pictures(args, map_dot(memory))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from .sweep import sweep
+
+    points = args.concurrency or (QUICK if args.quick else FULL)
+    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf)
+    Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    for variant, rate in peaks.items():
+        print(f"httperf peak {variant}: {rate:.0f} requests/s")
+    print(f"{len(records)} records written to {args.json}")
     return 0
 
 
