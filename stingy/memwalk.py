@@ -134,6 +134,7 @@ class Report:
     recursion: list[list[str]]
     unmatched_frees: list[Release]
     notes: list[str]
+    allocations: list[Allocation] = field(default_factory=list)  # every Malloc site, where it is
 
     def stage_graph(self) -> nx.DiGraph:
         graph = nx.DiGraph()
@@ -541,7 +542,7 @@ def memwalk(targets: Iterable[str], entry: str | None = None, exclude: Iterable[
                  if len(c) > 1 or any(calls.has_edge(n, n) for n in c)]
     objects = _objects(stages, allocations, cycles, global_threshold, notes)
     return Report(program.functions, graph, stages, scheduler, scheduler_stack, objects, cycles, recursion,
-                  unmatched, notes)
+                  unmatched, notes, allocations)
 
 
 def _find(program: _Program, name: str) -> str:

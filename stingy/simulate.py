@@ -334,14 +334,15 @@ class Layout:
     frames: dict[str, int]
 
 
-def tux_layout(cache_size: int | None = None) -> Layout:
-    """memwalk and stingygen on tux_like's HTTP server (its socket layer, driver and FTP left out)."""
+def tux_layout(cache_size: int | None = None, targets: tuple[str, ...] = ("tux_like",)) -> Layout:
+    """memwalk and stingygen on tux_like's HTTP server (its socket layer, driver and FTP left out);
+    a stingified tux_like is read with ``stingy.allocator`` beside it (where StingyAlloc is marked)."""
     from .cli import DEFAULT_EXCLUDE
     from .memwalk import memwalk
     from .stingygen import fixed_regions, memory_map, problem_from, solve
 
     cache_size = cache_size or PENTIUM_III.l2.size
-    report = memwalk(["tux_like"], exclude=[*DEFAULT_EXCLUDE, "tux_like.ftp"])
+    report = memwalk(list(targets), exclude=[*DEFAULT_EXCLUDE, "tux_like.ftp"])
     stack, finals = fixed_regions(report)
     solution = solve(problem_from(report, cache_size - stack - finals))
     memory = memory_map(report, solution.counts, cache_size)
