@@ -104,3 +104,14 @@ def stage_order(report: Any) -> dict[str, int]:
         for node, hops in nx.single_source_shortest_path_length(graph, root).items():
             distance[node] = min(hops, distance.get(node, hops))
     return {name.rsplit(".", 1)[-1]: hops for name, hops in distance.items()}
+
+
+def install(server: Any, layout: Any) -> None:
+    """Put ``server`` (before it starts) on the Stingy allocator and scheduler of ``layout``
+    (:func:`stingy.simulate.tux_layout`): how the Stingy server runs for real."""
+    from .allocator import StingyAllocator
+
+    for ti in server.threads:
+        ti.allocator = StingyAllocator(layout.memory, layout.labels, layout.needs)
+        ti.scheduler = StingyScheduler(ti.allocator, layout.order)
+        ti.scheduler.on_error = server.stage_failed
