@@ -83,7 +83,7 @@ def _pictures(records: list[dict], peaks: dict[str, float], points: tuple[int, .
         axes.set_ylabel(label)
         axes.axvline(GOAL_CONCURRENCY, color="grey", linestyle=":", linewidth=1)
         axes.legend()
-        axes.set_title(f"tux_like, simulated Pentium III: {label}")
+        axes.set_title("tux_like, simulated Pentium III (ab)")
         figure.tight_layout()
         path = DOCS / name
         figure.savefig(path, dpi=90)
