@@ -378,7 +378,12 @@ class Simulated:
 
 def build(variant: str, root: Path, answered: Callable[[Any], None], layout: Layout | None = None,
           machine: Machine = PENTIUM_III) -> Simulated:
-    """The tux_like HTTP server, one thread, in simulated memory: ``original`` or ``stingy``."""
+    """The tux_like HTTP server, one thread, in simulated memory: ``original`` or ``stingy``.
+
+    Both run the same configuration: no access log (its formatting is Python work a C
+    server's log would not weigh), no connection limit (ab's thousands of clients are
+    all let in, as TUX with a large max_connect) and timeouts long enough that a slow
+    answer is measured, not cut off."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
     config = make_config({"document_root": str(root), "listen": "198.18.0.2:80", "logging": False,
