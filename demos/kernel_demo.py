@@ -12,7 +12,8 @@ act when an option and a route change; then a socket that committed a
 4000-byte ADU gets code with every size, fragment and buffer computed once. Then the tux_like server
 on pystack: curl fetches a page and a byte range over HTTP, and lists and fetches a file over FTP.
 Finally it stops the stack, shows its counters, and removes the namespace.
-Everything stays inside the namespace.
+Everything stays inside the namespace. Last, outside any namespace, Stingy: the quick
+ab sweep of tux_like in simulated memory and time, original against Stingy.
 """
 
 from __future__ import annotations
@@ -273,6 +274,14 @@ async def demo() -> int:
     return 0 if gone else 1
 
 
+def stingy_sweep() -> None:
+    """The quick `pystack stingy sweep`: the real tux_like code in simulated memory and time."""
+    from stingy.sweep import QUICK, sweep
+
+    say("Stingy: tux_like in a simulated Pentium III cache, ab closed loop (pystack stingy sweep --quick)")
+    sweep(QUICK, quick=True, progress=sys.stdout)
+
+
 def main() -> int:
     reason = why_not()
     if reason is not None:
@@ -283,7 +292,9 @@ def main() -> int:
             print(f"demo: missing `{tool}` (Debian package {package}): sudo apt-get install {package}",
                   file=sys.stderr)
             return 1
-    return trio.run(demo)
+    status = trio.run(demo)
+    stingy_sweep()
+    return status
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .annotations import stingy_interface
 from .heap import AddressSpace, GeneralMalloc
 from .stingygen import MemoryMap, Region
 
@@ -139,3 +140,18 @@ class StingyAllocator:
 
 def _line(size: int, line: int = 64) -> int:
     return -(-size // line) * line
+
+
+# ---------------------------------------------------------------- what stingify's rewrite calls
+
+
+@stingy_interface("Malloc", site="size")
+def StingyAlloc(ti: Any, site: Any) -> Any:
+    """StingyAlloc(site): the thread's allocator (a :class:`StingyAllocator`) places the instance."""
+    return ti.allocator.allocate(site)
+
+
+@stingy_interface("Free", obj="O")
+def StingyFree(ti: Any, obj: Any) -> None:
+    """StingyFree: the slot goes back to its region, or the spill to where it came from."""
+    ti.allocator.free(obj)

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .sweep import FULL, QUICK
+
 DEFAULT_TARGETS = ["tux_like"]
 # The socket layers and drivers a server runs on are not its stages (in C they were the kernel).
 DEFAULT_EXCLUDE = ["tux_like.memnet", "tux_like.backends", "tux_like.driver", "tux_like.cli"]
@@ -22,7 +24,7 @@ class StingyUsageError(Exception):
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    stingy = commands.add_parser("stingy", help="memwalk / stingygen: the Stingy allocator's tools")
+    stingy = commands.add_parser("stingy", help="memwalk / stingygen / stingify / sweep: the Stingy allocator's tools")
     tools = stingy.add_subparsers(dest="stingy_command", required=True, parser_class=type(stingy))
     for name, help_text in (("memwalk", "stages, scheduler, per-request objects, cycles and stack of a server"),
                             ("stingygen", "instance limits (integer program) and the cache-slab memory map")):
@@ -38,17 +40,44 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             tool.add_argument("--cache-kb", type=int, default=1024, help="L2 size in KB (default: the thesis's 1 MB)")
             tool.add_argument("--tau-kb", type=int, help="cache KB for per-task state (default: the cache less "
                               "the stack and the final globals)")
+    rewrite = tools.add_parser("stingify", help="rewrite the Malloc/Free sites to StingyAlloc/StingyFree "
+                               "(shows the diff)")
+    rewrite.add_argument("targets", nargs="*", default=DEFAULT_TARGETS, help="a package or module (default: tux_like)")
+    rewrite.add_argument("--exclude", action="append", default=None, metavar="MODULE",
+                         help="leave out modules starting with MODULE (default: tux_like's socket layer and driver)")
+    rewrite.add_argument("--out", metavar="DIR", help="write the rewritten package (all of it) under DIR")
+    sweep = tools.add_parser("sweep", help="ab-style concurrency sweep of tux_like in simulated memory and time "
+                             "(original vs Stingy)")
+    sweep.add_argument("--quick", action="store_true", help=f"fewer points and requests (default points: "
+                       f"{','.join(map(str, FULL))}; quick: {','.join(map(str, QUICK))})")
+    sweep.add_argument("--concurrency", type=_concurrencies, help="the points, as N,N,...")
+    sweep.add_argument("--json", metavar="FILE", required=True, help="write the records here")
+    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop)")
+
+
+def _concurrencies(text: str) -> list[int]:
+    try:
+        points = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not points or min(points) < 1:
+        raise argparse.ArgumentTypeError("concurrencies are positive numbers")
+    return points
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.stingy_command == "sweep":
+        return _sweep(args)
     from .memwalk import MemwalkError, format_report, memwalk
     from .memwalk import to_dot as scg_dot
 
     exclude = DEFAULT_EXCLUDE if args.exclude is None else args.exclude
     try:
-        report = memwalk(args.targets, entry=args.entry, exclude=exclude)
+        report = memwalk(args.targets, entry=getattr(args, "entry", None), exclude=exclude)
     except (MemwalkError, SyntaxError, OSError) as bad:
         raise StingyUsageError(str(bad)) from None
+    if args.stingy_command == "stingify":
+        return _stingify(args, report, exclude)
     if args.stingy_command == "memwalk":
         print(format_report(report), end="")
         _pictures(args, scg_dot(report))
@@ -75,6 +104,42 @@ def _stingygen(args: argparse.Namespace, report) -> int:
     print(f"instruction-fetch work per task M_w = {solution.objective:.3f}")
     print(memory.format(), end="")
     _pictures(args, map_dot(memory))
+    return 0
+
+
+def _stingify(args: argparse.Namespace, report, exclude: list[str]) -> int:
+    from .memwalk import module_files
+    from .stingify import stingify, write
+
+    rewrites = stingify(report, args.targets, exclude)
+    top = module_files(args.targets, exclude)[0][1].parent
+    package = top if (top / "__init__.py").exists() else None
+    while package is not None and (package.parent / "__init__.py").exists():
+        package = package.parent  # the outermost package: what --out copies
+    base = package.parent if package else top
+    for rewrite in rewrites:
+        print(rewrite.diff(base), end="")
+    total = [sum(getattr(r, k) for r in rewrites) for k in ("allocs", "frees", "guards")]
+    print(f"# {len(rewrites)} modules: {total[0]} StingyAlloc, {total[1]} StingyFree, {total[2]} size guards")
+    if args.out:
+        if package is None:
+            raise StingyUsageError("--out needs a package to copy")
+        written = write(rewrites, Path(args.out), package)
+        print(f"# written: {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import json
+
+    from .sweep import sweep
+
+    points = args.concurrency or (QUICK if args.quick else FULL)
+    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf)
+    Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    for variant, rate in peaks.items():
+        print(f"httperf peak {variant}: {rate:.0f} requests/s")
+    print(f"{len(records)} records written to {args.json}")
     return 0
 
 

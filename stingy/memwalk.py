@@ -134,6 +134,7 @@ class Report:
     recursion: list[list[str]]
     unmatched_frees: list[Release]
     notes: list[str]
+    allocations: list[Allocation] = field(default_factory=list)  # every Malloc site, where it is
 
     def stage_graph(self) -> nx.DiGraph:
         graph = nx.DiGraph()
@@ -440,7 +441,10 @@ class _Body(ast.NodeVisitor):
             self.copies.extend((key, source) for t in node.targets if (key := _storage(t)) is not None)
         self.generic_visit(node)
         if self._pending_malloc is not None and isinstance(node.value, ast.Call):
-            self._pending_malloc.stored_in = _storage(node.targets[0])
+            # ``out = proto.out = Malloc(...)``: kept in every target; the later ones are copies.
+            keys = [key for target in node.targets if (key := _storage(target)) is not None]
+            self._pending_malloc.stored_in = keys[0] if keys else None
+            self.copies.extend((key, keys[0]) for key in keys[1:])
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         self._pending_malloc = None
@@ -538,7 +542,7 @@ def memwalk(targets: Iterable[str], entry: str | None = None, exclude: Iterable[
                  if len(c) > 1 or any(calls.has_edge(n, n) for n in c)]
     objects = _objects(stages, allocations, cycles, global_threshold, notes)
     return Report(program.functions, graph, stages, scheduler, scheduler_stack, objects, cycles, recursion,
-                  unmatched, notes)
+                  unmatched, notes, allocations)
 
 
 def _find(program: _Program, name: str) -> str:

@@ -30,6 +30,8 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG, filemode
 from typing import Any
 
+from stingy.annotations import stingy_count
+
 from .core import REQUEST, Free, Malloc, QueueStage, Request, Site, buffer_of, finish
 from .paths import normalize, resolve
 
@@ -409,11 +411,13 @@ def transfer_ready(req: Request) -> None:
         mode = "BINARY" if session.binary else "ASCII"
         reply(req, f"150 Opening {mode} mode data connection ({size} bytes).")
     else:
-        transfer.out, transfer.entries, transfer.path = Malloc(ti, LISTING_BUFFER), work.result, None
+        listing: stingy_count(1) = Malloc(ti, LISTING_BUFFER)  # one per transfer
+        transfer.out = listing
+        transfer.entries, transfer.path = work.result, None
         transfer.names_only = session.verb == "NLST"
         reply(req, "150 Here comes the directory listing.")
     session.passive = None  # the transfer owns the listener now
-    data = Malloc(ti, REQUEST)
+    data: stingy_count(1) = Malloc(ti, REQUEST)  # the transfer's connection
     data.ti, data.sock, data.peer = ti, transfer.listener, ("", 0)
     data.closed, data.listener, data.proto, data.waiting = False, None, transfer, ""
     ti.requests += 1

@@ -24,6 +24,8 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
+from stingy.annotations import stingy_count
+
 from .cgi import CgiRequest, run_cgi
 from .core import Free, Malloc, QueueStage, Request, Site, buffer_of, finish
 from .http_files import FileEntry, find_file, read_chunk
@@ -281,7 +283,8 @@ def list_directory(req: Request) -> None:
     proto = req.proto
     names = proto.work.result.listing
     proto.work = None
-    listing = proto.listing = Malloc(req.ti, LISTING_BUFFER)
+    listing: stingy_count(1) = Malloc(req.ti, LISTING_BUFFER)  # one per response: freed before the next
+    proto.listing = listing
     length = render_listing(listing, proto.segments, names)
     start_response(req, 200, length, "text/html; charset=utf-8", "")
     set_body(req, memoryview(listing)[:length])
@@ -383,7 +386,8 @@ def start_response(req: Request, status: int, length: int | None, content_type: 
     elif proto.head.minor == 0:
         lines += "Connection: keep-alive\r\n"
     data = (lines + "\r\n").encode("latin-1")
-    out = proto.out = Malloc(ti, HEADER_BUFFER)
+    out: stingy_count(1) = Malloc(ti, HEADER_BUFFER)  # one per response: freed before the next
+    proto.out = out
     out[: len(data)] = data
     proto.out_len = len(data)
     proto.out_sent = 0

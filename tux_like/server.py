@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stingy.annotations import stingy_count
+
 from . import ftp, http
 from .config import CGI_MIME_TYPE, Config, make_config
 from .core import (
@@ -177,7 +179,7 @@ def accept_connections(slot: Request) -> None:
         if accepted is None:
             break
         sock, peer = accepted
-        req = Malloc(ti, REQUEST)
+        req: stingy_count(1) = Malloc(ti, REQUEST)  # each accepted connection's own
         req.ti, req.sock, req.peer = ti, sock, peer
         req.closed, req.listener, req.proto = False, None, None
         ti.requests += 1

@@ -150,3 +150,16 @@ def test_the_thttpd_like_program_runs_and_frees_everything() -> None:
     serve(conns, heap)
     assert conns[0].sent.count(b"200 OK") == 2 and b"404" in conns[1].sent
     assert not any(heap.values())
+
+
+def test_a_free_through_any_target_of_a_chained_assignment_matches_its_site(tmp_path) -> None:
+    """``out = task.out = Malloc(...)`` then ``Free(task.out)``: the object is kept in both."""
+    source = (PROGRAMS / "fig52.py").read_text().replace(
+        "    task.scratch = Malloc(SCRATCH)\n", "    scratch = task.scratch = Malloc(SCRATCH)\n")
+    assert "scratch = task.scratch" in source
+    path = tmp_path / "chained.py"
+    path.write_text(source)
+    report = memwalk([str(path)])
+    assert report.unmatched_frees == []
+    scratch = next(o for o in report.objects.values() if o.site.label == "scratch")
+    assert short(scratch.freed_in) == {"process"}
