@@ -189,8 +189,19 @@ class _Program:
             self.trees[module], self.paths[module] = tree, path
         for module, tree in self.trees.items():
             self._collect(module, tree)
+        self._qualify_clashing_sites()
         for module, tree in self.trees.items():
             self._imports(module, tree)
+
+    def _qualify_clashing_sites(self) -> None:
+        """A site is known by its constant's name (RECV_BUFFER), by ``module.NAME`` where two
+        modules define the same name (http's and ftp's LISTING_BUFFER are two objects)."""
+        modules_of: dict[str, set[str]] = {}
+        for module, name in self.sites:
+            modules_of.setdefault(name, set()).add(module)
+        for (module, name), site in self.sites.items():
+            if len(modules_of[name]) > 1:
+                site.name = f"{module}.{name}"
 
     def _collect(self, module: str, tree: ast.Module) -> None:
         scope = self.scopes.setdefault(module, {})

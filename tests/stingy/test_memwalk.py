@@ -163,3 +163,45 @@ def test_a_free_through_any_target_of_a_chained_assignment_matches_its_site(tmp_
     assert report.unmatched_frees == []
     scratch = next(o for o in report.objects.values() if o.site.label == "scratch")
     assert short(scratch.freed_in) == {"process"}
+
+
+def test_two_modules_with_the_same_site_name_have_two_objects(tmp_path) -> None:
+    """http's and ftp's LISTING_BUFFER: one constant name, two sites, two objects."""
+    common = textwrap.dedent('''
+        def stingy_interface(kind, **roles):
+            return lambda f: f
+
+        class Site:
+            def __init__(self, name, size):
+                self.name, self.size = name, size
+
+        @stingy_interface("QueueStage", t="T", s="S")
+        def QueueStage(t, s):
+            pass
+
+        @stingy_interface("Malloc", site="size")
+        def Malloc(site):
+            return bytearray(site.size)
+
+        @stingy_interface("Free", obj="O")
+        def Free(obj):
+            pass
+    ''')
+    for name, size in (("one", 100), ("two", 300)):
+        (tmp_path / f"{name}.py").write_text(common + textwrap.dedent(f'''
+            BUFFER = Site("{name}_buffer", {size})
+
+            def start(t):
+                QueueStage(t, work)
+
+            def work(t):
+                t.buffer = Malloc(BUFFER)
+                QueueStage(t, done)
+
+            def done(t):
+                Free(t.buffer)
+        '''))
+    report = memwalk([str(tmp_path / "one.py"), str(tmp_path / "two.py")])
+    sizes = {o.site.label: o.size for o in report.objects.values()}
+    assert sizes == {"one_buffer": 100, "two_buffer": 300}
+    assert sorted(report.objects) == ["one.BUFFER", "two.BUFFER"]
