@@ -7,7 +7,10 @@ negotiated). Only the send calls are timed: between chunks 50 ms of virtual
 time pass, in which the segments reach the peers, whose applications read
 them, and their ACKs come back, outside the timing, so that the window and
 the send buffer are in the same steady state for both. The chunks of the
-two variants alternate, as in the other specializer benchmarks.
+two variants alternate, as in the other specializer benchmarks. At the end,
+both connections must have put the same segments on the wire (flags,
+payloads, relative sequence and ack numbers, windows, SACK blocks): the
+comparison means nothing otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pystack.links.virtual import VirtualNetwork
+from pystack.links.virtual import Transmission, VirtualNetwork
+from pystack.wire.ipv4 import parse_ipv4
+from pystack.wire.tcp import parse_tcp
 from specializer import do_specialize_send, specialized_send
 from tests.tcp_world import Connection
 
@@ -28,7 +33,7 @@ CHUNK = 10  # sends per timed chunk, then the segments and ACKs are moved along 
 
 def measure(settings: Settings, size: int) -> dict[str, float]:
     """Median ns per send call of each variant; only the send calls are timed."""
-    net = VirtualNetwork()
+    net = VirtualNetwork(record=Transmission, log=True)  # the log: both wires are compared
     stack = net.add_stack(seed=5)
     generic = Connection(net, stack, "g0", "198.18.2.2", "198.18.2.1", nodelay=True)
     special = Connection(net, stack, "s0", "198.18.3.2", "198.18.3.1", nodelay=True)
@@ -65,7 +70,35 @@ def measure(settings: Settings, size: int) -> dict[str, float]:
         if len(connection.received) != calls * size:
             raise RuntimeError(f"{name}: the peer received {len(connection.received)} bytes, not {calls * size}")
         result[f"{name}_segments_per_send"] = connection.segments / calls
+    check_same_segments(generic.wire, special.wire)
     return result
+
+
+def shape(wire: list[bytes]) -> list[tuple]:
+    """Each segment as the connection sees it: flags, payload, sequence and ack numbers relative
+    to the first segment's, window, SACK blocks relative to the first ack, the options present.
+    The two connections differ only in their addresses, ports, initial numbers and checksums."""
+    out = []
+    seq0 = ack0 = None
+    for raw in wire:
+        packet = parse_ipv4(bytes(raw))
+        segment = parse_tcp(packet.payload, packet.src, packet.dst)
+        if seq0 is None:
+            seq0, ack0 = segment.seq, segment.ack
+        options = segment.options
+        out.append((segment.flags, segment.payload, (segment.seq - seq0) & 0xFFFFFFFF,
+                    (segment.ack - ack0) & 0xFFFFFFFF, segment.window, options.ts_val is not None,
+                    tuple(((a - ack0) & 0xFFFFFFFF, (b - ack0) & 0xFFFFFFFF) for a, b in options.sack_blocks)))
+    return out
+
+
+def check_same_segments(generic: list[bytes], special: list[bytes]) -> None:
+    """The specialized sends must put the very segments on the wire that the generic ones do."""
+    a, b = shape(generic), shape(special)
+    if a != b:
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        raise RuntimeError(f"the specialized connection's segment #{at} differs from the generic one's "
+                           f"({len(a)} generic segments, {len(b)} specialized)")
 
 
 def run(settings: Settings) -> Table:
@@ -84,7 +117,7 @@ def run(settings: Settings) -> Table:
         table.notes.append(f"{size} B: segments per send (from the sender to the peer, "
                            f"ACKs and window updates included): generic {median([r['generic_segments_per_send'] for r in runs]):.2f}, "
                            f"specialized {median([r['specialized_segments_per_send'] for r in runs]):.2f}; "
-                           "every byte reached the peer in both")
+                           "every byte reached the peer in both, and both wires carried the same segments")
     table.notes += [
         f"goal: specialized TCP send path >= {GOAL:.0f}x the generic one: " + "; ".join(verdicts),
         f"each send is 1 segment (TCP_NODELAY); only the send calls are timed, in chunks of {CHUNK}; "
