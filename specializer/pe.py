@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scenario import Scenario
+from .trace import Trace, carry
+from .trace import position as source_position
 from .watch import plain_type
 
 UNROLL_LIMIT = 64
@@ -247,6 +249,7 @@ def evaluate(scenario: Scenario, statics: dict[str, Any]) -> tuple[Evaluator, li
         params, body = evaluator.run()
         unsound = evaluator.changed_ids & evaluator.folded_ids
         if not unsound:
+            evaluator.trace.journal.clear()  # nothing is taken back after the run
             return evaluator, params, body
         dynamic |= unsound  # grows each pass: containers are finitely many
 
@@ -279,6 +282,7 @@ class Evaluator:
         self._dispatch: dict[type, Callable[..., Value] | None] = {}
         self._packers: dict[str | bytes, Callable[..., bytes]] = {}  # struct formats, parsed once
         self._at: tuple[Frame, Any] | None = None  # the statement being specialized, for messages
+        self.trace = Trace()  # what was static, what was residualized, where each residual node came from
 
     # ------------------------------------------------------------ entry
 
@@ -307,6 +311,7 @@ class Evaluator:
                 self._used_names.add(name)
                 env[name] = Dyn(ast.Name(id=name, ctx=ast.Load()))
         self.stats.functions.add(entry)
+        self.trace.functions[entry] = None
         frame = Frame(entry, env, [])
         self.block(fdef.body, frame)
         return params, frame.out
@@ -357,6 +362,11 @@ class Evaluator:
             return ast.Name(id=v.__name__, ctx=ast.Load())
         return ast.Name(id=self.constants.name(v), ctx=ast.Load())
 
+    def assume(self, key: tuple[int, str, str], assumption: Assumption, frame: Frame, node: ast.AST) -> None:
+        """The residual code relies on this fact; the trace notes which generic code did."""
+        kept = self.assumptions.setdefault(key, assumption)
+        self.trace.relied_on(kept, frame.func, node)
+
     def where(self, frame: Frame, node: ast.AST) -> str:
         code = frame.func.__code__
         return f"{code.co_filename.rsplit('/', 1)[-1]}:{getattr(node, 'lineno', '?')}"
@@ -364,7 +374,15 @@ class Evaluator:
     def emit(self, frame: Frame, stmt: Any) -> None:
         if frame.expr_only:
             raise _NeedsStatements()
+        self.came_from(stmt)
         frame.out.append(stmt)
+
+    def came_from(self, stmt: ast.stmt) -> ast.stmt:
+        """Note on a residual statement the generic statement being specialized."""
+        if self._at is not None and "_pe_at" not in stmt.__dict__:
+            at_frame, at = self._at
+            stmt._pe_at = source_position(at_frame.func, at)
+        return stmt
 
     def materialize(self, frame: Frame, value: Value, hint: str) -> Value:
         """Bind a non-trivial dynamic expression to a fresh name (so it is evaluated once, now)."""
@@ -401,6 +419,8 @@ class Evaluator:
         while index < len(stmts):
             stmt = stmts[index]
             self._at = (frame, stmt)
+            if isinstance(stmt, ast.stmt):
+                self.trace.statement(frame.func, stmt)
             if isinstance(stmt, _Bind):
                 self.assign(stmt.target, Static(stmt.value), frame)
             elif isinstance(stmt, _Jump):
@@ -409,8 +429,11 @@ class Evaluator:
             elif isinstance(stmt, _IterStart | _LoopEnd):
                 pass
             elif isinstance(stmt, ast.If):
-                test = _decided(self.expr(stmt.test, frame))
+                computed = self.expr(stmt.test, frame)
+                test = _decided(computed)
                 if isinstance(test, Static):
+                    if test is not computed:  # its possible values all have one truth
+                        self.trace.decided(frame.func, stmt.test)
                     self.folds(test)
                     self.stats.branches_removed += 1
                     stmts[index : index + 1] = stmt.body if test.value else stmt.orelse
@@ -471,9 +494,11 @@ class Evaluator:
         if stmt.orelse or done >= UNROLL_LIMIT or _breaks(stmt.body):
             return None
         probe = Frame(frame.func, frame.env, [], frame.result, frame.loop_vars, expr_only=True)
+        mark = self.trace.mark()
         try:
             test = _decided(self.expr(stmt.test, probe))
         except _NeedsStatements:
+            self.trace.rollback(mark)
             return None
         if not isinstance(test, Static):
             return None
@@ -497,7 +522,7 @@ class Evaluator:
             else_live = self.block(stmt.orelse, else_f)
             if then_live and else_live and rest:
                 self.join(frame, then_f, else_f)
-                frame.out.append(_if(test.expr, then_f.out, else_f.out))
+                frame.out.append(self.came_from_if(stmt, frame, _if(test.expr, then_f.out, else_f.out)))
                 return self.block(rest, frame)
             if rest:
                 then_live = then_live and self.block(rest, then_f)
@@ -507,8 +532,12 @@ class Evaluator:
             self.join(frame, then_f, else_f)
         elif live:
             frame.env = live[0].env
-        frame.out.append(_if(test.expr, then_f.out, else_f.out))
+        frame.out.append(self.came_from_if(stmt, frame, _if(test.expr, then_f.out, else_f.out)))
         return bool(live)
+
+    def came_from_if(self, generic: ast.If, frame: Frame, residual: ast.If) -> ast.If:
+        residual._pe_at = source_position(frame.func, generic.test)  # the test's line(s), not the branches
+        return residual
 
     def join(self, target: Frame, *paths: Frame) -> None:
         """Make ``target.env`` the join of the paths: where they disagree, a fresh residual
@@ -843,10 +872,16 @@ class Evaluator:
         except KeyError:
             method = self._dispatch[type(node)] = getattr(type(self), "expr_" + type(node).__name__, None)
         if method is None:
-            return self.opaque(node, frame)
+            value = self.opaque(node, frame)
+            self.trace.expression(frame.func, node, type(value) is Dyn, getattr(value, "expr", None))
+            return value
         value = method(self, node, frame)
         if self.dynamic_ids and type(value) is Static and id(value.value) in self.dynamic_ids:
-            return Dyn(self.lift(value))  # its contents are read when the code runs
+            value = Dyn(self.lift(value))  # its contents are read when the code runs
+        if type(value) is Static:
+            self.trace.expression(frame.func, node, False, None)
+        else:
+            self.trace.expression(frame.func, node, True, value.expr)
         return value
 
     def folds(self, *values: Value) -> None:
@@ -943,7 +978,7 @@ class Evaluator:
                 self.deep_ids.add(id(value))
             self.hint(value, attr)
             self.stats.static_reads += 1
-            self.assumptions.setdefault((id(obj), attr, "field"), Assumption(obj, attr, value))
+            self.assume((id(obj), attr, "field"), Assumption(obj, attr, value), frame, node)
             return Static(value)
         return Dyn(ast.Attribute(value=self.lift(Static(obj)), attr=attr, ctx=ast.Load()), _field_kind(plain_type(obj), attr))
 
@@ -961,8 +996,8 @@ class Evaluator:
                 value = container[index.value]
                 if isinstance(value, dict | list | set | frozenset | tuple):
                     self.deep_ids.add(id(value))  # the contents of invariant contents are invariant
-                self.assumptions.setdefault((id(container), repr(index.value), "item"),
-                                            _ItemAssumption(container, index.value, value))
+                self.assume((id(container), repr(index.value), "item"),
+                            _ItemAssumption(container, index.value, value), frame, node)
                 return Static(value)
         kind, length = _shape(base)
         if kind == "bytes" and isinstance(index, Static):
@@ -1055,6 +1090,9 @@ class Evaluator:
         expr = dynamic[0] if len(dynamic) == 1 else ast.BinOp(dynamic[0], ast.Add(), dynamic[1])
         if constant:
             expr = ast.BinOp(expr, ast.Add(), self.lift(Static(constant)))
+        for operand, kept in ((left, left_dyn), (right, right_dyn)):
+            if isinstance(operand, Dyn) and operand.expr is not kept:
+                carry(expr, operand.expr)  # a sum taken apart lives on in the new one
         return Dyn(expr, "int")
 
     def expr_UnaryOp(self, node: ast.UnaryOp, frame: Frame) -> Value:
@@ -1134,9 +1172,11 @@ class Evaluator:
     def expression_only(self, node: ast.expr, frame: Frame) -> Value:
         """Specialize a conditionally evaluated operand: nothing may be emitted for it."""
         sub = Frame(frame.func, dict(frame.env), [], frame.result, frame.loop_vars, expr_only=True)
+        mark = self.trace.mark()
         try:
             return self.expr(node, sub)
         except _NeedsStatements:
+            self.trace.rollback(mark)
             return self.opaque(node, frame)
 
     def expr_JoinedStr(self, node: ast.JoinedStr, frame: Frame) -> Value:
@@ -1173,13 +1213,25 @@ class Evaluator:
                 and self._calls_only_pure(node, values):
             namespace = {name: v.value for name, v in values.items()}
             try:
-                return Static(eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace))
-            except Exception:  # noqa: BLE001 - leave it to run time
-                pass
+                value = eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace)
+            except Exception as exc:  # noqa: BLE001 - any exception the expression raises, raised again at run time
+                self.diagnostics.append(Diagnostic(
+                    "raises-at-run-time", f"kept whole: computing it now raised {type(exc).__name__}: {exc}",
+                    self.where(frame, node)))
+            else:
+                self.trace.kept_whole(frame.func, node, None)
+                return Static(value)
         copied = copy.deepcopy(node)
         for sub in ast.walk(copied):  # located where the residual puts it, not in the generic file
             for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
                 sub.__dict__.pop(attr, None)
+        # Its parts are residual as they are, except the free names that were static (they
+        # become constants): the trace says so before the names are replaced.
+        static_names = {name for name, v in values.items() if isinstance(v, Static)}
+        for sub, twin in zip(ast.walk(node), ast.walk(copied), strict=True):
+            if isinstance(sub, ast.expr):
+                static = type(sub) is ast.Name and sub.id in static_names
+                self.trace.expression(frame.func, sub, not static, None if static else twin)
         return Dyn(_rename(copied, {name: self.lift(v) for name, v in values.items()}))
 
     def _calls_only_pure(self, node: ast.expr, values: dict[str, Value]) -> bool:
@@ -1265,8 +1317,8 @@ class Evaluator:
                     if name in ("get", "__getitem__", "__contains__") and len(args) == 1 and not kwargs:
                         # a lookup in an invariant container is a fact too (stack.sockets.get(fd))
                         key = args[0].value
-                        self.assumptions.setdefault((id(owner), repr(key), "item"),
-                                                    _LookupAssumption(owner, name, key, result))
+                        self.assume((id(owner), repr(key), "item"),
+                                    _LookupAssumption(owner, name, key, result), frame, node)
                 return Static(result)
             except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
                 pass
@@ -1389,16 +1441,18 @@ class Evaluator:
                 env[name] = Static(param.default)
             else:
                 raise _CannotUnfold(f"missing argument {name}")
-        saved_out, saved_used = len(frame.out), set(self._used_names)
+        saved_out, saved_used, saved_trace = len(frame.out), set(self._used_names), self.trace.mark()
         returns: list[_Return] = []
         sub = Frame(func, env, [], returns, {})
         self.depth += 1
         self.inlining.append(func)
+        self.trace.functions.setdefault(func, None)
         try:
             live = self.block(fdef.body, sub)
         except _CannotUnfold:
             self._used_names = saved_used
             del frame.out[saved_out:]
+            self.trace.rollback(saved_trace)  # the call stays: the callee runs generic
             raise
         finally:
             self.depth -= 1
@@ -1878,8 +1932,8 @@ def _as_test(test: ast.expr) -> ast.expr:
         values = [v for v in test.values
                   if not (isinstance(v, ast.Constant) and bool(v.value) is neutral)] or test.values[-1:]
         if len(values) == 1:
-            return values[0]
-        return ast.BoolOp(op=test.op, values=values)
+            return carry(values[0], test)
+        return carry(ast.BoolOp(op=test.op, values=values), test)
     return test
 
 
