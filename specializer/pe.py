@@ -23,18 +23,33 @@ import copy
 import dataclasses
 import inspect
 import itertools
-import keyword
 import operator
+import re
 import struct
 import types
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .scenario import Scenario
+from .source import _bind_simple, _rebound_globals, _signature, _suspends, function_ast
 from .trace import Trace, carry
 from .trace import position as source_position
+from .values import (
+    _SIMPLE_TYPES,
+    Assumption,
+    Constants,
+    Diagnostic,
+    Dyn,
+    SpecializationError,
+    Static,
+    Stats,
+    Value,
+    Virtual,
+    _ItemAssumption,
+    _LookupAssumption,
+    same,
+)
 from .watch import plain_type
 
 UNROLL_LIMIT = 64
@@ -59,99 +74,25 @@ PURE_BUILTINS = frozenset({
     len, min, max, abs, int, bool, str, float, tuple, frozenset, isinstance, hasattr, range,
     divmod, hash, ord, chr, round, any, all, sum, sorted, type, bytes,
 })
-_SIMPLE_TYPES = (int, float, bool, str, bytes, type(None))
+_CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # a module constant, named in the residual too
 
 
-class SpecializationError(Exception):
-    """The scenario cannot be specialized (bad declaration or unsupported code); the
-    message names the source line the evaluator stopped at."""
 
 
-# Values are never changed once made. They are not frozen dataclasses only because a frozen
-# one takes six times as long to build, and a specialization builds thousands.
-@dataclass(slots=True, unsafe_hash=True)
-class Static:
-    value: Any
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class Dyn:
-    """A residual expression, with what is known statically about its value: partially
-    static data such as bytes of a known length (a packed header) or an int."""
-
-    expr: ast.expr
-    kind: str | None = None  # "bytes", "bytearray" or "int" when known
-    length: int | None = None  # for bytes, when known
-    values: frozenset | None = None  # the few ints it can be, when known (segment flags)
-
-    def renamed(self, expr: ast.expr) -> Dyn:
-        return Dyn(expr, self.kind, self.length, self.values)
 
 
-Value = Static | Dyn
 
 
-@dataclass(frozen=True)
-class Assumption:
-    """A static fact the residual code relies on: ``subject.field`` (or ``subject[key]``) is ``value``."""
-
-    subject: Any
-    field: str
-    value: Any
-    kind: str = "field"  # "field" or "item"
-
-    def holds(self) -> bool:
-        try:
-            if self.kind == "field":
-                current = getattr(self.subject, self.field)
-            else:
-                current = self.subject[self.value_key]
-        except (AttributeError, KeyError):
-            return False
-        return same(current, self.value)
-
-    @property
-    def value_key(self) -> Any:
-        return self.field
-
-    def describe(self, namer: Callable[[Any], str]) -> str:
-        subject = namer(self.subject)
-        if self.kind == "item":
-            return f"{subject}[{self.field!r}] is {namer(self.value)}"
-        return f"{subject}.{self.field} == {describe_value(self.value, namer)}"
 
 
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, _SIMPLE_TYPES) and isinstance(b, _SIMPLE_TYPES):
-        return type(a) is type(b) and a == b
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a is b
 
 
-def describe_value(value: Any, namer: Callable[[Any], str]) -> str:
-    if isinstance(value, _SIMPLE_TYPES):
-        return repr(value)
-    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE_TYPES) for v in value):
-        return repr(value)
-    return namer(value)
 
 
-@dataclass
-class Stats:
-    branches_removed: int = 0
-    calls_inlined: int = 0
-    loops_unrolled: int = 0
-    static_reads: int = 0
-    residual_calls: int = 0
-    functions: set[Any] = field(default_factory=set)  # generic functions the evaluator walked
 
 
-@dataclass
-class Diagnostic:
-    kind: str  # "under-specialization", "not-unfolded", "static-mutated"
-    message: str
-    where: str  # "file:line"
 
 
 class _Return:
@@ -180,63 +121,10 @@ class Frame:
         return self.func.__globals__
 
 
-class Virtual:
-    """A value object the evaluator holds field by field instead of allocating it."""
-
-    def __init__(self, cls: type, fields: dict[str, Value]):
-        self.cls = cls
-        self.fields = fields
 
 
-class Constants:
-    """Frozen references the residual code uses, with readable names."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[int, str] = {}
-        self.hints: dict[int, str] = {}
-        self.values: dict[str, Any] = {}
-        self._counts: dict[str, itertools.count] = {}
-        # Names the residual code uses for its variables: a constant must not shadow one.
-        self.reserved: Callable[[str], bool] = lambda name: False
-
-    def name(self, value: Any, hint: str | None = None) -> str:
-        key = self.key(value)
-        if key in self.by_id:
-            return self.by_id[key]
-        base = _identifier(hint or self.hints.get(id(value)) or self.default_hint(value))
-        counter = self._counts.setdefault(base, itertools.count())
-        index = next(counter)
-        name = base if index == 0 else f"{base}_{index}"
-        while name in self.values or self.reserved(name):
-            name = f"{base}_{next(counter)}"
-        self.by_id[key] = name
-        self.values[name] = value
-        return name
-
-    @staticmethod
-    def key(value: Any) -> Any:
-        """Bound methods are made afresh on each attribute access: key them by owner and name."""
-        owner = getattr(value, "__self__", None)
-        if owner is not None and not isinstance(value, types.ModuleType) and not isinstance(owner, types.ModuleType):
-            return ("method", id(owner), getattr(value, "__name__", ""))
-        return id(value)
-
-    def default_hint(self, value: Any) -> str:
-        owner = getattr(value, "__self__", None)
-        if owner is not None and not isinstance(owner, types.ModuleType):
-            prefix = self.hints.get(id(owner)) or getattr(owner, "__name__", None) or type(owner).__name__.lower()
-            return f"{prefix.strip('_')}_{value.__name__}"
-        if isinstance(value, types.ModuleType):
-            return value.__name__.rsplit(".", 1)[-1]
-        return getattr(value, "__name__", None) or type(value).__name__.lower()
 
 
-def _identifier(text: str) -> str:
-    """A readable, valid Python name for a frozen reference."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text).strip("_") or "ref"
-    if name[0].isdigit() or keyword.iskeyword(name) or hasattr(builtins, name):
-        name = "k_" + name
-    return name
 
 
 def evaluate(scenario: Scenario, statics: dict[str, Any]) -> tuple[Evaluator, list[ast.arg], list[ast.stmt]]:
@@ -339,6 +227,8 @@ class Evaluator:
     def lift(self, value: Value) -> ast.expr:
         if isinstance(value, Dyn):
             return value.expr
+        if value.named is not None:
+            return self.lift_named(value.named, value.value)
         v = value.value
         if v is _DELETED:
             raise _CannotUnfold("a name deleted on one path only")
@@ -366,6 +256,17 @@ class Evaluator:
         """The residual code relies on this fact; the trace notes which generic code did."""
         kept = self.assumptions.setdefault(key, assumption)
         self.trace.relied_on(kept, frame.func, node)
+
+    def lift_named(self, named: tuple, value: Any) -> ast.expr:
+        """A constant as the generic code named it: ``errno.EPIPE`` (through the frozen module),
+        ``ESTABLISHED`` (a frozen reference of that name), a tuple of them."""
+        kind = named[0]
+        if kind == "attr":
+            return ast.Attribute(value=self.lift(Static(named[1])), attr=named[2], ctx=ast.Load())
+        if kind == "global":
+            return ast.Name(id=self.constants.named(named[1], value), ctx=ast.Load())
+        return ast.Tuple(elts=[self.lift(Static(v, n)) for v, n in zip(value, named[1], strict=True)],
+                         ctx=ast.Load())
 
     def where(self, frame: Frame, node: ast.AST) -> str:
         code = frame.func.__code__
@@ -921,6 +822,8 @@ class Evaluator:
             value = frame.globals[node.id]
             module = frame.func.__module__.rsplit(".", 1)[-1]
             self.hint(value, f"{module}{node.id}" if node.id.startswith("_") else node.id)
+            if type(value) is int and _CONSTANT_NAME.fullmatch(node.id):
+                return Static(value, ("global", node.id))
             return Static(value)
         if hasattr(builtins, node.id):
             return Static(getattr(builtins, node.id))
@@ -948,7 +851,10 @@ class Evaluator:
 
     def static_attribute(self, obj: Any, attr: str, frame: Frame, node: ast.AST) -> Value:
         if isinstance(obj, types.ModuleType | type):
-            return Static(getattr(obj, attr))
+            value = getattr(obj, attr)
+            if type(value) is int and isinstance(obj, types.ModuleType) and _CONSTANT_NAME.fullmatch(attr):
+                return Static(value, ("attr", obj, attr))
+            return Static(value)
         if isinstance(obj, Virtual):
             if attr in obj.fields:
                 return obj.fields[attr]
@@ -1025,7 +931,8 @@ class Evaluator:
     def expr_Tuple(self, node: ast.Tuple, frame: Frame) -> Value:
         items = [self.expr(e, frame) for e in node.elts]
         if all(isinstance(i, Static) and not isinstance(i.value, Virtual) for i in items):
-            return Static(tuple(i.value for i in items))
+            named = ("tuple", tuple(i.named for i in items)) if any(i.named for i in items) else None
+            return Static(tuple(i.value for i in items), named)
         return Dyn(ast.Tuple(elts=[self.lift(i) for i in items], ctx=ast.Load()))
 
     def expr_List(self, node: ast.List, frame: Frame) -> Value:
@@ -1490,121 +1397,20 @@ class Evaluator:
         return Dyn(ast.Name(id=name, ctx=ast.Load()), kind, length)
 
 
-_MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
-# code object -> its checked FunctionDef (a function given new code is looked up again)
-_FUNCTION_ASTS: dict[types.CodeType, ast.FunctionDef] = {}
-# file -> the module-level names its functions declare ``global`` (they are variables)
-_REBOUND: dict[str, frozenset[str]] = {}
 
 
-def function_ast(func: types.FunctionType) -> ast.FunctionDef:
-    """The AST of a function, from its module's source parsed once and indexed by line."""
-    code = getattr(func, "__code__", None)
-    if code is None:
-        raise SpecializationError(f"{func!r} has no Python code")
-    fdef = _FUNCTION_ASTS.get(code)
-    if fdef is not None and _MODULE_FUNCTIONS.get(code.co_filename, {}).get(code.co_firstlineno) is fdef:
-        return fdef
-    index = _MODULE_FUNCTIONS.get(code.co_filename)
-    if index is None:
-        try:
-            with open(code.co_filename, encoding="utf-8") as source:
-                tree = ast.parse(source.read(), code.co_filename)
-        except (OSError, SyntaxError) as exc:
-            raise SpecializationError(f"no source for {func!r}") from exc
-        index = {}
-        rebound: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef):
-                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                index[first] = node
-            elif isinstance(node, ast.Global):
-                rebound.update(node.names)
-        _MODULE_FUNCTIONS[code.co_filename] = index
-        _REBOUND[code.co_filename] = frozenset(rebound)
-    fdef = index.get(code.co_firstlineno)
-    if fdef is None or fdef.name != code.co_name or _parameters(fdef) != code.co_varnames[: code.co_argcount]:
-        # The file changed since the module was imported: the source no longer describes
-        # the running code, and a residual built from it would not match. Refuse.
-        raise SpecializationError(f"the source of {func.__qualname__} no longer matches the loaded code")
-    _FUNCTION_ASTS[code] = fdef
-    return fdef
 
 
-# function -> (its code, defaults and kwdefaults when seen, its signature, its simple form)
-_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any, inspect.Signature, Any]] = \
-    weakref.WeakKeyDictionary()
 
 
-def _signature(func: Any) -> tuple[inspect.Signature, tuple[tuple[str, ...], frozenset[str]] | None]:
-    """inspect.signature(func), kept per function while its code and defaults stay the same;
-    and, when every parameter is plain positional-or-keyword, (the names, the required ones)."""
-    try:
-        entry = _SIGNATURES.get(func)
-    except TypeError:  # not weakly referenceable
-        return inspect.signature(func), None
-    code = getattr(func, "__code__", None)
-    defaults = getattr(func, "__defaults__", None)
-    kwdefaults = getattr(func, "__kwdefaults__", None)
-    if entry is not None and entry[0] is code and entry[1] is defaults and entry[2] is kwdefaults:
-        return entry[3], entry[4]
-    signature = inspect.signature(func)
-    parameters = signature.parameters.values()
-    simple = None
-    if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
-        simple = (tuple(p.name for p in parameters),
-                  frozenset(p.name for p in parameters if p.default is inspect.Parameter.empty))
-    own = getattr(func, "__dict__", {})
-    if code is not None and "__signature__" not in own and "__wrapped__" not in own:
-        _SIGNATURES[func] = (code, defaults, kwdefaults, signature, simple)
-    return signature, simple
 
 
-def _bind_simple(simple: tuple[tuple[str, ...], frozenset[str]], args: list[Any],
-                 kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    """Signature.bind(...).arguments for a call that plainly fits a simple signature; None
-    for anything else (then Signature.bind decides, and says what is wrong)."""
-    names, required = simple
-    if len(args) > len(names):
-        return None
-    arguments = dict(zip(names, args, strict=False))
-    for key, value in kwargs.items():
-        if key in arguments or key not in names:
-            return None
-        arguments[key] = value
-    if len(arguments) < len(required) or not required.issubset(arguments):
-        return None
-    return arguments
 
 
-def _parameters(fdef: ast.FunctionDef) -> tuple[str, ...]:
-    args = fdef.args
-    return tuple(a.arg for a in [*args.posonlyargs, *args.args])
 
 
-class _ItemAssumption(Assumption):
-    def __init__(self, container: Any, key: Any, value: Any):
-        super().__init__(container, key, value, "item")
-
-    def holds(self) -> bool:
-        try:
-            return same(self.subject[self.field], self.value)
-        except (KeyError, IndexError, TypeError):
-            return False
 
 
-class _LookupAssumption(_ItemAssumption):
-    """``container.get(key)`` (or ``__getitem__``, ``__contains__``) gives ``value``."""
-
-    def __init__(self, container: Any, method: str, key: Any, value: Any):
-        super().__init__(container, key, value)
-        object.__setattr__(self, "method", method)
-
-    def holds(self) -> bool:
-        try:
-            return same(getattr(self.subject, self.method)(self.field), self.value)
-        except Exception:  # noqa: BLE001 - a lookup that fails now is a broken fact
-            return False
 
 
 class _Marker:
@@ -1714,19 +1520,10 @@ _LIST_READERS = frozenset({"copy", "count", "index", "__len__", "__contains__", 
 _DELETED = object()  # the value of a name after ``del name``
 # Values whose contents code can change in place.
 _CONTAINERS = (list, dict, set, bytearray, collections.deque)
-_SUSPENDS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 
-def _rebound_globals(func: Any) -> frozenset[str]:
-    """Module-level names some function of ``func``'s module rebinds (``global name``):
-    variables, not constants (found when :func:`function_ast` parsed the module)."""
-    return _REBOUND.get(func.__code__.co_filename, frozenset())
 
 
-def _suspends(func: Any) -> bool:
-    """A generator or coroutine function: calling it runs none of its body."""
-    code = getattr(func, "__code__", None)
-    return code is not None and bool(code.co_flags & _SUSPENDS)
 
 
 def _immutable(value: Any) -> bool:

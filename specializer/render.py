@@ -14,7 +14,7 @@ from typing import Any
 from pystack.route import Route, RouteTable
 from pystack.socket import Socket
 
-from .pe import Assumption, function_ast
+from .source import function_ast
 from .trace import (
     SHOWN_BOTH,
     SHOWN_DEAD,
@@ -25,6 +25,7 @@ from .trace import (
     Trace,
     position,
 )
+from .values import Assumption
 
 # What each colour means, in the order the legend gives them.
 MEANING = {

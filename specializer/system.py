@@ -61,10 +61,11 @@ from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 from pystack.tcp.tcb import SYN_RECEIVED, SYN_SENT
 
-from .pe import Assumption, Diagnostic, SpecializationError, Stats, evaluate, same
+from .pe import evaluate
 from .residual import CompiledResidual, cleanup, compile_residual
 from .scenario import Scenario, all_scenarios, check_policies
 from .trace import Trace
+from .values import Assumption, Diagnostic, SpecializationError, Stats, same
 from .watch import plain_type, unwatch, watch
 
 CACHE_CAPACITY = 64
