@@ -268,6 +268,13 @@ class Evaluator:
         return ast.Tuple(elts=[self.lift(Static(v, n)) for v, n in zip(value, named[1], strict=True)],
                          ctx=ast.Load())
 
+    def kept_for_run_time(self, exc: Exception, what: str) -> None:
+        """A computation on static values raised: it stays in the residual code, which raises
+        when it runs, as the generic code does. Said, since it is rarely what the code meant."""
+        where = self.where(*self._at) if self._at is not None else "?"
+        self.diagnostics.append(Diagnostic("raises-at-run-time", f"{what} raised {type(exc).__name__}: {exc}; "
+                                           "kept for run time", where))
+
     def where(self, frame: Frame, node: ast.AST) -> str:
         code = frame.func.__code__
         return f"{code.co_filename.rsplit('/', 1)[-1]}:{getattr(node, 'lineno', '?')}"
@@ -896,8 +903,8 @@ class Evaluator:
             if isinstance(container, _SIMPLE_TYPES + (tuple,)):
                 try:
                     return Static(container[index.value])
-                except Exception:  # noqa: BLE001 - the residual code raises it at run time
-                    pass
+                except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
+                    self.kept_for_run_time(exc, "indexing a static value")
             elif id(container) in self.deep_ids:
                 value = container[index.value]
                 if isinstance(value, dict | list | set | frozenset | tuple):
@@ -950,13 +957,15 @@ class Evaluator:
             self.folds(left, right)
             try:
                 return Static(_BINOPS[op](left.value, right.value))
-            except Exception:  # noqa: BLE001 - keep the operation, it raises at run time
-                pass
+            except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
+                self.kept_for_run_time(exc, f"{op.__name__} of static operands")
         left_set, right_set = _possible(left), _possible(right)
         if left_set and right_set and op in _BINOPS:
             try:
                 results = frozenset(_BINOPS[op](a, b) for a in left_set for b in right_set)
-            except Exception:  # noqa: BLE001 - the residual code raises it at run time
+            except Exception as exc:  # noqa: BLE001 - some possible operands raise: the residual decides
+                if not (isinstance(left, Static) and isinstance(right, Static)):  # those are said above
+                    self.kept_for_run_time(exc, f"{op.__name__} over the operands' possible values")
                 results = None
             if results is not None and len(results) == 1:
                 return Static(next(iter(results)))
@@ -1121,10 +1130,8 @@ class Evaluator:
             namespace = {name: v.value for name, v in values.items()}
             try:
                 value = eval(compile(ast.Expression(body=node), "<static>", "eval"), {"__builtins__": builtins}, namespace)
-            except Exception as exc:  # noqa: BLE001 - any exception the expression raises, raised again at run time
-                self.diagnostics.append(Diagnostic(
-                    "raises-at-run-time", f"kept whole: computing it now raised {type(exc).__name__}: {exc}",
-                    self.where(frame, node)))
+            except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
+                self.kept_for_run_time(exc, "an expression kept whole")
             else:
                 self.trace.kept_whole(frame.func, node, None)
                 return Static(value)
@@ -1227,8 +1234,8 @@ class Evaluator:
                         self.assume((id(owner), repr(key), "item"),
                                     _LookupAssumption(owner, name, key, result), frame, node)
                 return Static(result)
-            except Exception:  # noqa: BLE001 - residualize: it raises at run time as in the generic code
-                pass
+            except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
+                self.kept_for_run_time(exc, f"the pure call {getattr(func, '__qualname__', func)!r}")
         if func is struct.pack and args and isinstance(args[0], Static) and isinstance(args[0].value, str | bytes):
             packer = self.packer(args[0].value)
             if packer is not None:
