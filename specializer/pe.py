@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import collections
 import copy
 import dataclasses
 import inspect
@@ -31,6 +30,58 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .control import (
+    _Bind,
+    _breaks,
+    _CannotUnfold,
+    _IterStart,
+    _Jump,
+    _jump_target,
+    _jumps,
+    _LoopEnd,
+    _mark_jumps,
+    _Marker,
+    _NeedsStatements,
+    _NoReturn,
+    _replace_markers,
+    _Return,
+    _WhileAgain,
+)
+from .facts import (
+    _COMPARE,
+    _CONTAINERS,
+    _DELETED,
+    _LIST_READERS,
+    MAX_VALUE_SET,
+    _builtin_class,
+    _call_shape,
+    _cannot_raise,
+    _decided,
+    _exception_classes,
+    _field_kind,
+    _FreshList,
+    _immutable,
+    _is_name,
+    _known_comparison,
+    _merge_facts,
+    _operand_hint,
+    _possible,
+    _refine_length,
+    _same_value,
+    _shape,
+    _split_constant,
+)
+from .residual_ast import (
+    _assign,
+    _assigned_names,
+    _free_names,
+    _has_call,
+    _if,
+    _load,
+    _names_in,
+    _rename,
+    _store_target,
+)
 from .scenario import Scenario
 from .source import _bind_simple, _rebound_globals, _signature, _suspends, function_ast
 from .trace import Trace, carry
@@ -64,11 +115,6 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
 _UNARY: dict[type, Callable[[Any], Any]] = {
     ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
 }
-_COMPARE: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
-}
 # Builtins that compute a value from their arguments and nothing else.
 PURE_BUILTINS = frozenset({
     len, min, max, abs, int, bool, str, float, tuple, frozenset, isinstance, hasattr, range,
@@ -95,11 +141,6 @@ _CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # a module constant, named in t
 
 
 
-class _Return:
-    """Placeholder for a ``return`` inside an inlined function, resolved when the call ends."""
-
-    def __init__(self, value: Value):
-        self.value = value
 
 
 @dataclass
@@ -1420,433 +1461,103 @@ class Evaluator:
 
 
 
-class _Marker:
-    """A point in a statement worklist (an unrolled loop's identity, iteration starts, end)."""
 
 
-class _IterStart:
-    def __init__(self, loop: _Marker):
-        self.loop = loop
 
 
-class _LoopEnd:
-    def __init__(self, loop: _Marker):
-        self.loop = loop
 
 
-class _WhileAgain:
-    """After an unrolled iteration of a while loop: test it again."""
 
-    def __init__(self, loop: ast.While, done: int):
-        self.loop = loop
-        self.done = done
 
 
-def _breaks(stmts: list[Any]) -> bool:
-    """Whether a loop body breaks or continues (nested loops and functions aside)."""
-    for stmt in stmts:
-        if isinstance(stmt, ast.Break | ast.Continue):
-            return True
-        if isinstance(stmt, ast.If | ast.With | ast.Try) and any(
-                _breaks(getattr(stmt, part, [])) for part in ("body", "orelse", "finalbody")):
-            return True
-        if isinstance(stmt, ast.Try) and any(_breaks(h.body) for h in stmt.handlers):
-            return True
-    return False
 
 
-class _Bind:
-    """Bind an unrolled loop's target to the iteration's static value."""
 
-    def __init__(self, target: ast.expr, value: Any):
-        self.target = target
-        self.value = value
 
 
-class _Jump:
-    """A break or continue of an unrolled loop: a jump within the worklist."""
 
-    def __init__(self, kind: str, loop: _Marker):
-        self.kind = kind
-        self.loop = loop
 
 
-def _mark_jumps(stmts: list[ast.stmt], loop: _Marker) -> list[Any]:
-    """A copy of a loop body whose own break/continue statements are jump markers."""
-    out: list[Any] = []
-    for stmt in stmts:
-        if isinstance(stmt, ast.Break):
-            out.append(_Jump("break", loop))
-        elif isinstance(stmt, ast.Continue):
-            out.append(_Jump("continue", loop))
-        elif isinstance(stmt, ast.If):
-            out.append(ast.If(test=stmt.test, body=_mark_jumps(stmt.body, loop), orelse=_mark_jumps(stmt.orelse, loop)))
-        else:
-            out.append(stmt)  # inner loops keep their own break/continue
-    return out
 
 
-def _jumps(stmts: list[Any]) -> bool:
-    for stmt in stmts:
-        if isinstance(stmt, _Jump):
-            return True
-        if isinstance(stmt, ast.If) and (_jumps(stmt.body) or _jumps(stmt.orelse)):
-            return True
-    return False
 
 
-def _jump_target(stmts: list[Any], index: int, jump: _Jump) -> int:
-    for position in range(index + 1, len(stmts)):
-        marker = stmts[position]
-        if isinstance(marker, _LoopEnd) and marker.loop is jump.loop:
-            return position + 1
-        if jump.kind == "continue" and isinstance(marker, _IterStart) and marker.loop is jump.loop:
-            return position
-    raise _CannotUnfold("a jump whose loop is not in the continuation")
 
 
-class _CannotUnfold(Exception):
-    where: str | None = None  # file:line of the statement, set as it leaves the block
 
 
-class _NeedsStatements(Exception):
-    pass
 
 
-class _NoReturn(Exception):
-    """An inlined call whose every path raised: the rest of the caller's block is dead."""
 
 
-class _FreshList(list):
-    """The value of an empty list display (``[]``): static while the code only reads it.
-    Lifted into the residual code it becomes a new ``[]`` there, once; methods that change
-    it are not evaluated (they would change a value the residual code shares)."""
 
 
-_LIST_READERS = frozenset({"copy", "count", "index", "__len__", "__contains__", "__getitem__", "__iter__"})
-_DELETED = object()  # the value of a name after ``del name``
-# Values whose contents code can change in place.
-_CONTAINERS = (list, dict, set, bytearray, collections.deque)
 
 
 
 
 
 
-def _immutable(value: Any) -> bool:
-    """A value no code can change: plain data, and tuples and frozensets of it."""
-    if isinstance(value, _SIMPLE_TYPES):
-        return True
-    if isinstance(value, tuple | frozenset):
-        return all(_immutable(v) for v in value)
-    return False
 
-
-def _builtin_class(value: Any) -> bool:
-    """A builtin class, written by its name (``(OSError, KeyError)`` in an except clause)."""
-    return isinstance(value, type) and getattr(builtins, value.__name__, None) is value
-
-
-def _cannot_raise(stmt: Any) -> bool:
-    """A residual statement that cannot raise: a name bound to a constant or another name."""
-    return isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets) \
-        and isinstance(stmt.value, ast.Constant | ast.Name)
-
-
-def _exception_classes(value: Any) -> bool:
-    """An exception class, or a tuple of them (what an ``except`` clause names)."""
-    if isinstance(value, tuple):
-        return bool(value) and all(_exception_classes(v) for v in value)
-    return isinstance(value, type) and issubclass(value, BaseException)
-
-
-def _same_value(a: Value, b: Value) -> bool:
-    if isinstance(a, Static) and isinstance(b, Static):
-        return same(a.value, b.value)
-    if isinstance(a, Dyn) and isinstance(b, Dyn):
-        return a.expr is b.expr or ast.dump(a.expr) == ast.dump(b.expr)
-    return False
-
-
-def _refine_length(test: ast.expr, then_f: Frame, else_f: Frame) -> None:
-    """What a length test teaches each branch: where ``len(x) == N`` holds (the then
-    branch of ``==``, the else branch of ``!=``), x is N bytes long from there on. So a
-    send that checked its size against a committed ADU computes every size after the
-    check at specialization time."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in (ast.Eq, ast.NotEq)):
-        return
-    call, bound = test.left, test.comparators[0]
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "len"
-            and len(call.args) == 1 and isinstance(call.args[0], ast.Name) and not call.keywords
-            and isinstance(bound, ast.Constant) and type(bound.value) is int):
-        return
-    holds = then_f if isinstance(test.ops[0], ast.Eq) else else_f
-    name = call.args[0].id
-    for var, value in list(holds.env.items()):
-        if isinstance(value, Dyn) and _is_name(value, name) and value.kind == "bytes":
-            holds.env[var] = Dyn(value.expr, "bytes", bound.value, value.values)
-
-
-def _shape(value: Value | None) -> tuple[str | None, int | None]:
-    """(kind, length) known about a value: bytes of a length, or an int."""
-    if isinstance(value, Dyn):
-        return value.kind, value.length
-    if isinstance(value, Static):
-        if isinstance(value.value, bytes):
-            return "bytes", len(value.value)
-        if isinstance(value.value, int) and not isinstance(value.value, bool):
-            return "int", None
-    return None, None
-
-
-_FIELD_KINDS: dict[tuple[type, str], str | None] = {}
-
-
-def _field_kind(cls: type, attr: str) -> str | None:
-    """What a dynamic field holds, from the class's annotations (``ip_id: int``); kept per
-    class and field, since a class's annotations do not change."""
-    key = (cls, attr)
-    if key in _FIELD_KINDS:
-        return _FIELD_KINDS[key]
-    kind = None
-    for klass in getattr(cls, "__mro__", ()):
-        annotation = inspect.get_annotations(klass).get(attr)
-        if annotation in ("int", int):
-            kind = "int"
-            break
-        if annotation in ("bytes", bytes):
-            kind = "bytes"
-            break
-    _FIELD_KINDS[key] = kind
-    return kind
-
-
-MAX_VALUE_SET = 16
-
-
-def _known_comparison(op: ast.cmpop, left: Value, right: Value) -> bool | None:
-    """Comparisons decided by what is known of a dynamic value: an int or bytes is not None,
-    and a comparison over small sets of possible ints may have one outcome."""
-    if isinstance(op, ast.Is | ast.IsNot):
-        for a, b in ((left, right), (right, left)):
-            if isinstance(b, Static) and b.value is None and isinstance(a, Dyn) and (a.kind or a.values):
-                return isinstance(op, ast.IsNot)
-        return None
-    left_set, right_set = _possible(left), _possible(right)
-    if left_set and right_set:
-        outcomes = {_COMPARE[type(op)](a, b) for a in left_set for b in right_set}
-        if len(outcomes) == 1:
-            return outcomes.pop()
-    return None
-
-
-def _possible(value: Value | None) -> frozenset | None:
-    """The ints a value can be, when that is a small known set."""
-    if isinstance(value, Static):
-        return frozenset((value.value,)) if type(value.value) is int else None
-    return value.values if isinstance(value, Dyn) else None
-
-
-def _decided(value: Value) -> Value:
-    """A test whose every possible value has the same truth is static (bytes of a known
-    length are true exactly when that length is not 0)."""
-    if isinstance(value, Dyn) and value.kind == "bytes" and value.length is not None:
-        return Static(value.length > 0)
-    choices = _possible(value)
-    if isinstance(value, Dyn) and choices:
-        truths = {bool(v) for v in choices}
-        if len(truths) == 1:
-            return Static(truths.pop())
-    return value
-
-
-def _split_constant(value: Value) -> tuple[ast.expr | None, int]:
-    """An int value as (dynamic part, constant part)."""
-    if isinstance(value, Static):
-        return None, value.value
-    expr = value.expr
-    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add) and isinstance(expr.right, ast.Constant) \
-            and isinstance(expr.right.value, int):
-        return expr.left, expr.right.value
-    return expr, 0
-
-
-def _call_shape(func: Value, args: list[Value]) -> tuple[str | None, int | None]:
-    """What a residual call returns, for the few calls whose result shape is known."""
-    if isinstance(func, Static):
-        f = func.value
-        owner = getattr(f, "__self__", None)
-        name = getattr(f, "__name__", "")
-        if isinstance(owner, struct.Struct) and name == "pack":
-            return "bytes", owner.size
-        if f is len or f is int or (owner is int and name == "from_bytes"):
-            return "int", None
-        if f in (min, max) and len(args) > 1 and all(_shape(a)[0] == "int" for a in args):
-            return "int", None  # the least or greatest of ints is one of them
-        if f is bytes:
-            return "bytes", None
-        if f is bytearray:
-            return "bytearray", None  # a packet buffer: never None (a writer's optional buffer folds)
-    elif isinstance(func.expr, ast.Attribute) and func.expr.attr == "to_bytes" and args \
-            and isinstance(args[0], Static) and isinstance(args[0].value, int):
-        return "bytes", args[0].value
-    return None, None
-
-
-def _merge_facts(a: Value, b: Value) -> Value:
-    """One residual expression reached on two paths: keep only what holds on both."""
-    if not (isinstance(a, Dyn) and isinstance(b, Dyn)) or a == b:
-        return a
-    kind = a.kind if a.kind == b.kind else None
-    length = a.length if a.length == b.length else None
-    values = a.values | b.values if a.values is not None and b.values is not None else None
-    if values is not None and len(values) > MAX_VALUE_SET:
-        values = None
-    return Dyn(a.expr, kind, length, values)
-
-
-def _operand_hint(value: Value) -> str:
-    """A name for an operand bound before use: a field's name (``rto_at`` for
-    ``tcb.rto_at``), else ``operand``."""
-    if isinstance(value, Dyn) and isinstance(value.expr, ast.Attribute):
-        return value.expr.attr
-    return "operand"
-
-
-def _is_name(value: Value | None, name: str) -> bool:
-    return isinstance(value, Dyn) and isinstance(value.expr, ast.Name) and value.expr.id == name
-
-
-def _load(name: str) -> ast.Name:
-    return ast.Name(id=name, ctx=ast.Load())
-
-
-def _assign(name: str, value: ast.expr) -> ast.Assign:
-    return ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=value)
-
-
-def _if(test: ast.expr, body: list, orelse: list) -> ast.If:
-    return ast.If(test=_as_test(test), body=body, orelse=orelse)
-
-
-def _as_test(test: ast.expr) -> ast.expr:
-    """In a test only truth matters: ``x or False`` is ``x``, ``x and True`` is ``x``."""
-    if isinstance(test, ast.BoolOp):
-        neutral = isinstance(test.op, ast.And)
-        values = [v for v in test.values
-                  if not (isinstance(v, ast.Constant) and bool(v.value) is neutral)] or test.values[-1:]
-        if len(values) == 1:
-            return carry(values[0], test)
-        return carry(ast.BoolOp(op=test.op, values=values), test)
-    return test
-
-
-def _store_target(target: ast.expr, names: dict[str, str]) -> ast.expr:
-    if isinstance(target, ast.Name):
-        return ast.Name(id=names[target.id], ctx=ast.Store())
-    if isinstance(target, ast.Tuple):
-        return ast.Tuple(elts=[_store_target(e, names) for e in target.elts], ctx=ast.Store())
-    raise _CannotUnfold("complex for target")
-
-
-# id(source statement list) -> (the list, the names it assigns): loop bodies come from the
-# parsed modules, which nothing modifies; the list is kept so that its id stays its own.
-_ASSIGNED: dict[int, tuple[list, frozenset[str]]] = {}
-
-
-def _assigned_names(stmts: list[ast.stmt]) -> frozenset[str]:
-    cached = _ASSIGNED.get(id(stmts))
-    if cached is not None and cached[0] is stmts:
-        return cached[1]
-    names = _walk_assigned_names(stmts)
-    _ASSIGNED[id(stmts)] = (stmts, names)
-    return names
-
-
-def _walk_assigned_names(stmts: list[ast.stmt]) -> frozenset[str]:
-    names = set()
-    for stmt in stmts:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names.add(node.id)
-    return frozenset(names)
-
-
-def _names_in(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-
-
-def _free_names(node: ast.expr) -> list[str]:
-    bound = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.comprehension):
-            bound |= {n.id for n in ast.walk(sub.target) if isinstance(n, ast.Name)}
-        elif isinstance(sub, ast.Lambda):
-            bound |= {a.arg for a in sub.args.args}
-    seen: list[str] = []
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in bound and sub.id not in seen:
-            seen.append(sub.id)
-    return seen
-
-
-def _has_call(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) for n in ast.walk(node))
-
-
-def _rename(node: ast.expr, mapping: dict[str, ast.expr]) -> ast.expr:
-    class Renamer(ast.NodeTransformer):
-        def visit_Name(self, name: ast.Name) -> ast.expr:
-            if isinstance(name.ctx, ast.Load) and name.id in mapping:
-                return copy.deepcopy(mapping[name.id])
-            return name
-
-    return Renamer().visit(node)
-
-
-def _replace_markers(stmts: list, replace: Callable[[_Return], list]) -> None:
-    """Replace the return markers in ``stmts`` (and the statement lists nested in them), in
-    order, and give every empty ``body`` a ``pass``.
-
-    A statement with nested lists is marked once this has gone through it: its lists are
-    complete when it is emitted (a branch or loop body is built before its statement), and
-    the markers in them belonged to the inlined call that was resolved then, so a later
-    resolution (of an enclosing call) has nothing left to do in it."""
-    index = 0
-    while index < len(stmts):
-        stmt = stmts[index]
-        if isinstance(stmt, _Return):
-            replacement = replace(stmt)
-            stmts[index : index + 1] = replacement
-            index += len(replacement)
-            continue
-        nested = _NESTED[type(stmt)]
-        if nested and not getattr(stmt, "_markers_done", False):
-            for attr in nested:
-                inner = getattr(stmt, attr, None)
-                if isinstance(inner, list):
-                    _replace_markers(inner, replace)
-                    if attr == "body" and not inner:
-                        inner.append(ast.Pass())
-            stmt._markers_done = True
-        index += 1
-
-
-class _NestedFields(dict):
-    """statement class -> which of ``body`` and ``orelse`` it may have."""
-
-    def __missing__(self, cls: type) -> tuple[str, ...]:
-        fields = ("body", "orelse")
-        if issubclass(cls, ast.AST):
-            fields = tuple(attr for attr in fields if attr in cls._fields)
-        self[cls] = fields
-        return fields
-
-
-_NESTED: dict[type, tuple[str, ...]] = _NestedFields()
-
-
-def _dedent(source: str) -> str:
-    lines = source.splitlines()
-    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
-    return "\n".join(line[indent:] for line in lines)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
