@@ -6,7 +6,9 @@ that needs statements, a call that never returns)."""
 from __future__ import annotations
 
 import ast
+import types
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .values import Value
@@ -156,3 +158,22 @@ class _NestedFields(dict):
 
 
 _NESTED: dict[type, tuple[str, ...]] = _NestedFields()
+
+
+@dataclass
+class Frame:
+    func: types.FunctionType
+    env: dict[str, Value]
+    out: list
+    result: list[_Return] | None = None  # None for the entry function
+    # Variables assigned inside the enclosing residual loops -> their one residual name.
+    loop_vars: dict[str, str] = field(default_factory=dict)
+    expr_only: bool = False
+    pending_iterable: Value | None = None  # the iterable evaluated by a failed unroll
+
+    def branch(self) -> Frame:
+        return Frame(self.func, dict(self.env), [], self.result, self.loop_vars)
+
+    @property
+    def globals(self) -> dict[str, Any]:
+        return self.func.__globals__
