@@ -166,3 +166,28 @@ def test_the_terminal_view_maps_each_residual_line_to_its_generic_lines():
     assert len(mapped) > 20
     assert any("raise oserror(" in line and "udp.py:108" in line for line in mapped)
     assert "bta" not in text
+
+
+def test_assumptions_are_explained_with_object_field_line_event_and_policy():
+    from specializer.show import show
+
+    text = show("udp_send_connected", ["ttl=7"], colour=False)
+    assumptions = text.split("-- assumptions")[1].split("-- figures")[0]
+    ttl = assumptions.split("- the Socket sock: its field ttl is 7")[1].split("\n  - ")[0]
+    import pystack.udp
+
+    line = next(n for n, text in enumerate(open(pystack.udp.__file__, encoding="utf-8"), start=1)
+                if "ttl = sock.ttl if" in text)
+    assert f"relied on at udp.py:{line}: sock.ttl" in ttl  # the generic line that folded it
+    assert "setsockopt(IP_TTL): policy reject" in ttl  # the scenario's policy for that event
+    assert "watched field" in ttl
+    assert "the RouteTable stack.routes: its field generation is" in assumptions
+    assert "the event route: policy reinforce" in assumptions
+    assert "dict[3] is" not in assumptions and "== RouteTable" not in assumptions
+
+
+def test_the_residual_names_the_constants_the_generic_code_named():
+    udp = specialized("udp_send_connected").compiled.source
+    assert "raise oserror(errno.EMSGSIZE)" in udp and "oserror(90)" not in udp
+    tcp = specialized("tcp_send").compiled.source
+    assert "tcb.state in (SYN_SENT, SYN_RECEIVED)" in tcp and "raise oserror(errno.EPIPE)" in tcp
