@@ -29,10 +29,16 @@ SHOWN_DEAD = "X"  # never reached: a static test or short circuit skipped it
 
 
 def position(func: types.FunctionType, node: ast.AST) -> Position | None:
-    lineno = getattr(node, "lineno", None)
-    if lineno is None:
-        return None
-    return (func.__code__.co_filename, lineno, node.col_offset, node.end_lineno, node.end_col_offset)
+    """Where a generic node is; kept on the node (parsed once, reached thousands of times)."""
+    attrs = node.__dict__
+    where = attrs.get("_pe_pos")
+    if where is None:
+        lineno = attrs.get("lineno")
+        if lineno is None:
+            return None
+        where = attrs["_pe_pos"] = (func.__code__.co_filename, lineno, node.col_offset, node.end_lineno,
+                                    node.end_col_offset)
+    return where
 
 
 @dataclass
@@ -75,15 +81,24 @@ class Trace:
                 del self.outcomes[where]
 
     def expression(self, func: types.FunctionType, node: ast.AST, dynamic: bool, result: ast.AST | None) -> None:
-        where = position(func, node)
+        # Called for every expression evaluated (tens of thousands per TCP specialization): kept flat.
+        where = node.__dict__.get("_pe_pos") or position(func, node)
         if where is None:
             return
-        before = self.outcomes.get(where, 0)
+        outcomes = self.outcomes
+        before = outcomes.get(where, 0)
         after = before | (DYNAMIC if dynamic else STATIC)
         if after != before:
             self.journal.append((where, before))
-            self.outcomes[where] = after
-        if result is not None and _tag(result, where):
+            outcomes[where] = after
+        if result is not None:
+            carried = result.__dict__.get("_pe_from")
+            if carried is None:
+                result._pe_from = [where]
+            elif where in carried:
+                return
+            else:
+                carried.append(where)
             self.journal.append((where, result))
 
     def decided(self, func: types.FunctionType, node: ast.AST) -> None:
@@ -153,16 +168,12 @@ class Trace:
         return list(out)
 
 
-def _tag(node: ast.AST, where: Position) -> bool:
-    """Whether the tag is new."""
+def _tag(node: ast.AST, where: Position) -> None:
     carried = node.__dict__.get("_pe_from")
     if carried is None:
         node._pe_from = [where]
     elif where not in carried:
         carried.append(where)
-    else:
-        return False
-    return True
 
 
 def carry(new: ast.AST, old: ast.AST) -> ast.AST:
