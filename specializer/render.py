@@ -55,6 +55,14 @@ _OPTION_OF_FIELD = {
     "keepalive": "SO_KEEPALIVE", "linger": "SO_LINGER", "user_timeout": "TCP_USER_TIMEOUT",
 }
 _SOCKET_EVENTS = ("connect", "bind", "shutdown", "close")
+# What each guard policy does when its event comes (system.SpecializationSystem.on_event).
+POLICY_MEANING = {
+    "reject": "the application's call that would break it fails with EBUSY",
+    "fallback": "the token runs the generic code from then on",
+    "respecialize": "the next call specializes again for the new facts",
+    "reinforce": "the code stays, its output steered to the new route's interface (if it cannot be, "
+                 "the next call specializes again)",
+}
 
 
 class Painted:
@@ -174,16 +182,18 @@ def explain(assumption: Assumption, trace: Trace, namer: Any, policies: dict[str
         fact = (f"the {kind} {name}: its entry {assumption.field!r} is {_value(assumption.value, namer)} "
                 "(its contents are declared invariant)")
     relied = [(os.path.basename(w[0]), w[1], _segment(w)) for w in trace.relied.get(id(assumption), [])]
-    guards = []
+    guards: list[tuple[str, str, list[str]]] = []  # (what guards it, how, the events named)
     if assumption.kind == "field":
-        guards.append(("watched field", "a write that changes it sends the next call through a check "
-                                        "of every fact; broken, the token runs the generic code"))
+        guards.append(("watching the field", "a write that changes it sends the next call through a check "
+                                             "of every fact; broken, the token runs the generic code", []))
     by_policy: dict[str, list[str]] = {}
     for event in _events(assumption):
-        option = _OPTION_OF_FIELD.get(assumption.field) if event == "setsockopt" else None
-        by_policy.setdefault(policies.get(event, "fallback"), []).append(f"setsockopt({option})" if option else event)
+        by_policy.setdefault(policies.get(event, "fallback"), []).append(event)
     for policy, events in by_policy.items():
-        guards.append((f"the event{'s' if len(events) > 1 else ''} {', '.join(events)}", f"policy {policy}"))
+        option = _OPTION_OF_FIELD.get(assumption.field)
+        named = [f"setsockopt({option})" if event == "setsockopt" and option else event for event in events]
+        guards.append((f"the event{'s' if len(events) > 1 else ''} {', '.join(named)}",
+                       f"policy {policy}: {POLICY_MEANING[policy]}", events))
     return {"fact": fact, "relied": relied, "guards": guards, "positions": trace.relied.get(id(assumption), [])}
 
 
@@ -205,7 +215,7 @@ def explained_text(explanation: dict[str, Any]) -> str:
     lines = [f"  - {explanation['fact']}"]
     for file, line, text in explanation["relied"]:
         lines.append(f"      relied on at {file}:{line}: {text}")
-    for label, what in explanation["guards"]:
+    for label, what, _ in explanation["guards"]:
         lines.append(f"      guarded by {label}: {what}")
     return "\n".join(lines) + "\n"
 
@@ -265,7 +275,7 @@ def _docstring(node: ast.expr, fdef: ast.FunctionDef) -> bool:
 
 
 def page(title: str, painted: list[Painted], residual_source: str, trace: Trace,
-         explanations: list[dict[str, Any]], diagnostics: list[str], figures: str) -> str:
+         explanations: list[dict[str, Any]], policies: dict[str, str], diagnostics: list[str], figures: str) -> str:
     """One self-contained HTML page: the generic code coloured per expression beside the
     residual; a residual line (clicked, or named in the URL's fragment ``#r12``) lights the
     generic lines it came from; each assumption links to the code that relied on it."""
@@ -291,13 +301,16 @@ def page(title: str, painted: list[Painted], residual_source: str, trace: Trace,
         links = " ".join(f'<a href="#g-{_file_key(w[0])}-{w[1]}" data-line="g-{_file_key(w[0])}-{w[1]}">'
                          f'{esc(os.path.basename(w[0]))}:{w[1]}</a> <code>{esc(_segment(w))}</code>'
                          for w in ex["positions"])
-        guards = "; ".join(f"<b>{esc(label)}</b>: {esc(what)}" for label, what in ex["guards"])
+        guards = "; ".join(f"<b>{esc(label)}</b> ({' '.join(_event_link(e) for e in events) or 'on the data'}): "
+                           f"{esc(what)}" for label, what, events in ex["guards"])
         items.append(f'<li id="a{number}">{esc(ex["fact"])}<br>relied on at {links or "(no generic line)"}'
                      f'<br>guarded by {guards}</li>')
     style = "".join(f".c{k}{{color:{v};{'background:' + HTML_BACKGROUNDS[k] + ';' if k in HTML_BACKGROUNDS else ''}}}"
                     for k, v in HTML_COLOURS.items())
     legend_html = " ".join(f'<span class="c{k}">{esc(k)}</span> {esc(v)};' for k, v in MEANING.items())
     diag = "".join(f"<li>{esc(d)}</li>" for d in diagnostics) or "<li>none</li>"
+    events_html = "".join(f'<li id="ev-{esc(e)}"><b>{esc(e)}</b>: {esc(p)}, {esc(POLICY_MEANING[p])}</li>'
+                          for e, p in policies.items())
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
@@ -322,6 +335,7 @@ body{{font-family:sans-serif;margin:8px;background:#fff}}
 </div></div>
 </div>
 <h3>assumptions</h3><ol>{"".join(items)}</ol>
+<h3>guard events and their policies</h3><ul>{events_html}</ul>
 <h3>diagnostics</h3><ul>{diag}</ul>
 <h3>figures</h3><pre>{esc(figures)}</pre>
 <script>
@@ -346,6 +360,9 @@ function fromHash() {{  // #r12 selects residual line 12 (no element has that id
   if (r) {{ light(r); const box = document.getElementById('residual');
     box.scrollTop = r.offsetTop - box.offsetTop - 40; }}
 }}
+document.querySelectorAll('a[data-line]').forEach(a => a.addEventListener('click', () => {{
+  document.querySelectorAll('.lit').forEach(e => e.classList.remove('lit'));
+  const g = document.getElementById(a.dataset.line); if (g) g.classList.add('lit'); }}));
 window.addEventListener('hashchange', fromHash); fromHash();
 </script>
 </body></html>
@@ -361,6 +378,14 @@ def _runs(line: str, colours: list[str | None]) -> list[tuple[str | None, str]]:
         else:
             runs.append((state, char))
     return runs
+
+
+def _event_link(event: str) -> str:
+    return f'<a href="#ev-{event}">{html.escape(event)}</a>'
+
+
+def policies_text(policies: dict[str, str]) -> str:
+    return "".join(f"  {event:11} {policy:12} {POLICY_MEANING[policy]}\n" for event, policy in policies.items())
 
 
 def _file_key(file: str) -> str:

@@ -207,10 +207,13 @@ def show(name: str, pairs: Iterable[str], colour: bool, html_file: str | None = 
     write("\n-- assumptions: what the residual code relies on, who relied on it, what guards it\n")
     for explanation in explanations:
         write(render.explained_text(explanation))
+    write("\n-- guard events of this scenario and their policies\n")
+    write(render.policies_text(scenario.policies))
     write("\n-- figures\n")
     write(figures)
     if html_file is not None:
-        page = render.page(title, painted, entry.compiled.source, trace, explanations, diagnostics, figures)
+        page = render.page(title, painted, entry.compiled.source, trace, explanations, scenario.policies,
+                           diagnostics, figures)
         with open(html_file, "w", encoding="utf-8") as target:
             target.write(page)
     return out.getvalue()

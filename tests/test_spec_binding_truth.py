@@ -179,8 +179,8 @@ def test_assumptions_are_explained_with_object_field_line_event_and_policy():
     line = next(n for n, text in enumerate(open(pystack.udp.__file__, encoding="utf-8"), start=1)
                 if "ttl = sock.ttl if" in text)
     assert f"relied on at udp.py:{line}: sock.ttl" in ttl  # the generic line that folded it
-    assert "setsockopt(IP_TTL): policy reject" in ttl  # the scenario's policy for that event
-    assert "watched field" in ttl
+    assert "setsockopt(IP_TTL): policy reject: the application's call" in ttl  # the scenario's policy, said
+    assert "watching the field" in ttl
     assert "the RouteTable stack.routes: its field generation is" in assumptions
     assert "the event route: policy reinforce" in assumptions
     assert "dict[3] is" not in assumptions and "== RouteTable" not in assumptions

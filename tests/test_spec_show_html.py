@@ -106,6 +106,10 @@ def test_the_page_is_self_contained_and_links_assumptions_to_code(page):
         assert set(origins.split()) <= generic_ids  # every mapped generic line is on the page
     links = re.findall(r'<li id="a\d+">.*?</li>', text, flags=re.S)
     assert links and all("relied on at <a href=\"#g-" in item and "guarded by" in item for item in links)
+    events = set(re.findall(r'<li id="ev-([a-z]+)">', text))
+    assert events >= {"setsockopt", "route"}
+    for item in links:  # each event a guard names links to that event's policy
+        assert set(re.findall(r'<a href="#ev-([a-z]+)">', item)) <= events
 
 
 @needs_browser
