@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m demos.kernel_demo
 
 test: $(STAMP)
-	@scripts/system-tools.sh || echo "(TUN tests that need these tools will be skipped)"
+	@scripts/system-tools.sh --with-browser || echo "(TUN and browser tests that need these tools will be skipped)"
 	$(PY) -m pytest
 
 bench: $(STAMP)

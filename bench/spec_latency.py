@@ -180,14 +180,14 @@ def probe() -> dict[str, Any]:
     """In a fresh interpreter: the cold first request, then what follows it."""
     started = time.perf_counter()
     import specializer
-    from specializer import pe
+    from specializer import source
 
     imported = time.perf_counter() - started
     assert specializer is not None
     world = World()
     stack = world.stack
     _token, first_send = request(stack, "send", world.new_socket("send"))
-    files = sorted(pe._MODULE_FUNCTIONS)  # the modules the first request parsed
+    files = sorted(source._MODULE_FUNCTIONS)  # the modules the first request parsed
     _token, first_sendto = request(stack, "sendto", world.new_socket("sendto"))
     _token, warm_miss = request(stack, "send", world.new_socket("send"))
     parse = index = 0.0

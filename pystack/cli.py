@@ -77,6 +77,7 @@ def build_parser() -> Parser:
                            help="socket option or world setting, e.g. ttl=5 mtu=576 address=198.18.0.1:53; "
                                 "with --module, an argument of the declaration's world hook")
     spec_show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    spec_show.add_argument("--html", metavar="FILE", help="also write the view as one self-contained HTML page")
     from stingy.cli import add_parser as add_stingy_parser
 
     add_stingy_parser(commands)
@@ -252,7 +253,7 @@ def spec(args: argparse.Namespace) -> int:
             print(show.list_scenarios(args.module))
             return 0
         colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-        print(show.show(args.scenario, args.context, colour, args.module), end="")
+        print(show.show(args.scenario, args.context, colour, args.module, args.html), end="")
     except show.UsageError as bad:
         raise UsageError(str(bad)) from None
     return 0

@@ -3,8 +3,13 @@
 # ping (iputils-ping), ip (iproute2), nc (netcat-openbsd), and the web clients the server's
 # tests and demo drive: curl, ab (apache2-utils), wrk and httperf. As root with apt-get, install what
 # is missing; otherwise say exactly what is missing and how to get it.
+# With --with-browser, also chromium: only tests/test_spec_show_html.py needs it (screenshots of
+# `pystack spec show --html`); without it those tests are skipped.
 set -euo pipefail
 missing=()
+if [ "${1:-}" = "--with-browser" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nc >/dev/null 2>&1 || missing+=(netcat-openbsd)

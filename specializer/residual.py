@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from .trace import carry
+
 # Calls that have no effect and may be dropped when their result is unused.
 SIDE_EFFECT_FREE_CALLS = frozenset({"len", "bytes", "int", "min", "max", "isinstance", "tuple"})
 
@@ -107,9 +109,9 @@ def _share_lengths(body: list[ast.stmt], reads: Counter[str], writes: Counter[st
         for parent, field_name, index in sites:
             load = ast.Name(id=length, ctx=ast.Load())
             if index is None:
-                setattr(parent, field_name, load)
+                setattr(parent, field_name, carry(load, getattr(parent, field_name)))
             else:
-                getattr(parent, field_name)[index] = load
+                getattr(parent, field_name)[index] = carry(load, getattr(parent, field_name)[index])
         stmts, definition = definitions[name]
         stmts.insert(stmts.index(definition) + 1, ast.Assign(
             targets=[ast.Name(id=length, ctx=ast.Store())],
@@ -304,7 +306,7 @@ def _forward_single_use(body: list[ast.stmt], reads: Counter[str], writes: Count
                     and second.value.id == first.targets[0].id
                     and writes[first.targets[0].id] == 1 and reads[first.targets[0].id] == 1):
                 name = first.targets[0].id
-                second.value = first.value
+                second.value = carry(first.value, second.value)
                 del stmts[index]
                 writes[name] -= 1
                 reads[name] -= 1
@@ -351,7 +353,7 @@ def _propagate_copies(body: list[ast.stmt], params: list[str], reads: Counter[st
     def replace(name: ast.Name) -> ast.expr:
         nonlocal substituted
         substituted += 1
-        new = ast.copy_location(_clone(resolve(name.id)), name)
+        new = carry(ast.copy_location(_clone(resolve(name.id)), name), name)
         moved[name.id] -= 1
         if type(new) is name_cls:
             moved[new.id] += 1

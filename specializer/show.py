@@ -2,10 +2,12 @@
 
 ``show`` builds a small world (a stack on a virtual network, an interface,
 a socket set up for the scenario and the given context, connected for TCP
-to a peer stack that plays the handshake), then prints the generic source
-coloured by binding time, the diagnostics, the residual source, the
-assumptions it rests on with the events that guard them, and figures
-comparing the generic code reachable from the entry with the residual.
+to a peer stack that plays the handshake), specializes, then prints
+(render.py) the generic source coloured per expression by what the
+evaluator did (trace.py), the diagnostics, the residual source with the
+generic lines each line came from, the assumptions in words with the
+events that guard them, and figures comparing the generic code reachable
+from the entry with the residual; optionally as one HTML page too.
 
 With ``--module PKG.MOD`` the scenario is one declared beside a user's
 module: the world is what the declaration's world hook builds for the
@@ -14,7 +16,6 @@ context, and the figures look at that module's package.
 
 from __future__ import annotations
 
-import ast
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -38,7 +39,7 @@ from pystack.socket import (
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 
-from . import bta
+from . import render
 from .pe import SpecializationError
 from .residual import (
     OTHER_TRANSPORT,
@@ -66,10 +67,6 @@ SOCKET_OPTIONS = {
 }
 WORLD_KEYS = {"mtu", "address", "flags", "sack", "timestamps"}
 
-STATIC_COLOUR = "\x1b[34m"  # blue: computed at specialization time
-DYNAMIC_COLOUR = "\x1b[1;31m"  # bold red: stays in the residual code
-DIM = "\x1b[2m"
-RESET = "\x1b[0m"
 
 
 class UsageError(Exception):
@@ -209,13 +206,30 @@ def stack_world(name: str, pairs: Iterable[str]) -> tuple[Scenario, dict[str, An
         raise UsageError(f"the context makes no world for {name}: {refused}") from None
 
 
-def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = None) -> str:
+def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = None,
+         html_file: str | None = None) -> str:
+    """The terminal view; with ``html_file``, the same view also written as one HTML page."""
     scenario, statics = stack_world(name, pairs) if module is None else user_world(module, name, pairs)
-    analysis = bta.analyse(scenario)
     try:
         entry = specialize(scenario, statics)
     except SpecializationError as why:  # a user's code the evaluator refuses: the line is in the message
         raise UsageError(str(why)) from None
+    trace = entry.trace
+    trace.settle(entry.compiled.tree)
+    painted = render.painted_functions(trace)
+    names = {id(v): k for k, v in entry.compiled.constants.items()}
+    for key, value in statics.items():
+        names.setdefault(id(value), key)
+    for assumption in entry.assumptions:  # an object read from a field is named by that field
+        if assumption.kind == "field" and id(assumption.subject) in names:
+            names.setdefault(id(assumption.value), f"{names[id(assumption.subject)]}.{assumption.field}")
+
+    def namer(value: Any) -> str:
+        return names.get(id(value)) or type(value).__name__
+
+    explanations = [render.explain(a, trace, namer, scenario.policies) for a in entry.assumptions]
+    diagnostics = [f"{d.where:16} {d.kind:22} {d.message}" for d in entry.diagnostics]
+    figures = figures_table(scenario, entry)
     out = io.StringIO()
     write = out.write
     title = f"scenario {scenario.name}: {scenario.description}"
@@ -224,31 +238,31 @@ def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = Non
     bts = ", ".join(f"{k}={v}" for k, v in scenario.binding_times.items())
     write(f"binding times: {bts}\ncontext: {_describe_context(statics)}\n\n")
 
-    write("-- generic code, by binding time "
-          + ("(blue: static, red: dynamic)" if colour else "(S static, D dynamic, SD both, per line)") + "\n")
-    for ctx in analysis.order:
-        write(f"\n# {ctx.name}\n")
-        write(colour_source(ctx, colour))
-    diagnostics = analysis.diagnostics + entry.diagnostics
+    write("-- generic code, coloured per expression by what the evaluator did"
+          + ("" if colour else " (tags per line)") + "\n")
+    write(render.legend(colour))
+    for p in painted:
+        write(f"\n# {p.func.__qualname__}\n")
+        write(render.colour_source(p, colour))
     write("\n-- diagnostics\n")
-    if diagnostics:
-        for d in diagnostics:
-            write(f"  {d.where:16} {d.kind:22} {d.message}\n")
-    else:
-        write("  none\n")
-    write("\n-- residual code\n")
-    write(entry.compiled.source + "\n")
+    write("".join(f"  {d}\n" for d in diagnostics) or "  none\n")
+    write("\n-- residual code (each line: the generic lines it came from)\n")
+    write(render.residual_with_origins(entry.compiled.source, trace))
     write("\n-- frozen references (closure constants)\n")
     for const_name, value in entry.compiled.constants.items():
         write(f"  {const_name:22} {_short(value)}\n")
-    write("\n-- assumptions (each guarded; the token's policy decides what a change does)\n")
-    names = {id(v): k for k, v in entry.compiled.constants.items()}
-    for assumption in entry.assumptions:
-        write(f"  {assumption.describe(lambda v: names.get(id(v)) or type(v).__name__)}\n")
-    policies = ", ".join(f"{event}: {policy}" for event, policy in scenario.policies.items())
-    write(f"  guard policies: {policies}\n")
+    write("\n-- assumptions: what the residual code relies on, who relied on it, what guards it\n")
+    for explanation in explanations:
+        write(render.explained_text(explanation))
+    write("\n-- guard events of this scenario and their policies\n")
+    write(render.policies_text(scenario.policies))
     write("\n-- figures\n")
-    write(figures_table(scenario, entry))
+    write(figures)
+    if html_file is not None:
+        page = render.page(title, painted, entry.compiled.source, trace, explanations, scenario.policies,
+                           diagnostics, figures)
+        with open(html_file, "w", encoding="utf-8") as target:
+            target.write(page)
     return out.getvalue()
 
 
@@ -284,58 +298,6 @@ def figures_table(scenario: Scenario, entry: Any) -> str:
              f"assumptions {len(entry.assumptions)}\n")
     text += f"  specialization took {entry.latency * 1000:.1f} ms\n"
     return text
-
-
-def colour_source(ctx: bta.Context, colour: bool) -> str:
-    """The function's source with each annotated span coloured (or each line tagged)."""
-    fdef = _fdef(ctx)
-    lines = ast.get_source_segment(_source_of(ctx), fdef)
-    if lines is None:
-        return ""
-    first_line = fdef.lineno
-    text_lines = lines.splitlines()
-    spans: dict[int, list[tuple[int, int, str]]] = {}
-    for node_id, time in ctx.annotations.items():
-        node = ctx.nodes[node_id]
-        if not hasattr(node, "lineno") or node.lineno != getattr(node, "end_lineno", None):
-            continue
-        spans.setdefault(node.lineno - first_line, []).append((node.col_offset, node.end_col_offset, time))
-    out = []
-    for index, line in enumerate(text_lines):
-        marks = spans.get(index, [])
-        if not colour:
-            times = {t for _, _, t in marks}
-            tag = "SD" if len(times) == 2 else (times.pop() if times else "")
-            out.append(f"{first_line + index:5} {tag:2} | {line}")
-            continue
-        painted = [None] * len(line)
-        for start, end, time in sorted(marks, key=lambda m: m[1] - m[0], reverse=True):
-            for col in range(max(start, 0), min(end, len(line))):
-                painted[col] = time
-        buffer, current = [], None
-        for col, char in enumerate(line):
-            state = painted[col]
-            if state != current:
-                buffer.append(RESET if current else "")
-                if state:
-                    buffer.append(STATIC_COLOUR if state == "S" else DYNAMIC_COLOUR)
-                current = state
-            buffer.append(char)
-        if current:
-            buffer.append(RESET)
-        out.append(f"{DIM}{first_line + index:5}{RESET} | " + "".join(buffer))
-    return "\n".join(out) + "\n"
-
-
-def _fdef(ctx: bta.Context) -> ast.FunctionDef:
-    from .pe import function_ast
-
-    return function_ast(ctx.func)
-
-
-def _source_of(ctx: bta.Context) -> str:
-    with open(ctx.func.__code__.co_filename, encoding="utf-8") as source:
-        return source.read()
 
 
 def _describe_context(statics: dict[str, Any]) -> str:

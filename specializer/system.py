@@ -64,9 +64,11 @@ from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
 from pystack.tcp.tcb import SYN_RECEIVED, SYN_SENT
 
-from .pe import Assumption, Diagnostic, SpecializationError, Stats, evaluate, same
+from .pe import evaluate
 from .residual import CompiledResidual, cleanup, compile_residual
 from .scenario import Scenario, all_scenarios, check_policies
+from .trace import Trace
+from .values import Assumption, Diagnostic, SpecializationError, Stats, same
 from .watch import plain_type, unwatch, watch
 
 CACHE_CAPACITY = 64
@@ -118,6 +120,7 @@ class Specialized:
     stats: Stats
     diagnostics: list[Diagnostic]
     latency: float
+    trace: Trace  # what the evaluator decided: spec show's colours and line map
     refcount: int = 0
     # While tokens hold it, every field it assumes is watched (watch.py), on their behalf.
     holders: list[Token] = field(default_factory=list)
@@ -152,7 +155,7 @@ def specialize(scenario: Scenario, statics: dict[str, Any]) -> Specialized:
                                 f"specialized {scenario.name} #{next(_COMPILED)}", used)
     latency = time.perf_counter() - started
     return Specialized((), scenario, statics, compiled, list(evaluator.assumptions.values()),
-                       evaluator.stats, evaluator.diagnostics, latency)
+                       evaluator.stats, evaluator.diagnostics, latency, evaluator.trace)
 
 
 @dataclass(eq=False)

@@ -98,3 +98,9 @@ def walrus_in_a_comprehension(x: int, n: int) -> int:
     y = n
     _ = [(y := v) for v in range(x)]
     return y
+
+
+def divides_by_a_static_zero(x: int, n: int) -> int:
+    if x < 0:
+        return 0
+    return x + 10 // n

@@ -55,6 +55,7 @@ CASES = [
     ("walrus", {"n": 2}),
     ("deletes", {"n": 2}),
     ("accumulates", {"n": 3}),  # acc = []; acc.append(x) in the entry
+    ("divides_by_a_static_zero", {"n": 0}),  # 10 // 0 is not folded: the residual raises it
 ]
 
 
@@ -96,3 +97,12 @@ def test_a_generator_callee_stays_a_call():
     special = specialize(scenario("sums_a_generator", {"n": 3}), {"n": 3})
     assert "numbers(" in special.compiled.source
     assert any("generator" in d.message for d in special.diagnostics)
+
+
+def test_a_static_computation_that_raises_stays_and_is_reported():
+    special = specialize(scenario("divides_by_a_static_zero", {"n": 0}), {"n": 0})
+    assert "10 // 0" in special.compiled.source
+    said = [d for d in special.diagnostics if d.kind == "raises-at-run-time"]
+    source = Path(user.__file__).read_text().splitlines()
+    assert said and all("ZeroDivisionError" in d.message for d in said), said
+    assert {source[int(d.where.split(":")[1]) - 1].strip() for d in said} == {"return x + 10 // n"}

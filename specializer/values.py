@@ -1,0 +1,211 @@
+"""What the partial evaluator computes with: static values, residual expressions, the
+facts the residual code relies on (assumptions), the frozen references it uses, and
+what a specialization reports (statistics, diagnostics)."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import itertools
+import keyword
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_SIMPLE_TYPES = (int, float, bool, str, bytes, type(None))
+
+
+class SpecializationError(Exception):
+    """The scenario cannot be specialized (bad declaration or unsupported code); the
+    message names the source line the evaluator stopped at."""
+
+
+# Values are never changed once made. They are not frozen dataclasses only because a frozen
+# one takes six times as long to build, and a specialization builds thousands.
+@dataclass(slots=True, unsafe_hash=True)
+class Static:
+    value: Any
+    # How the generic code named this int (or tuple of them), for the residual to name it
+    # the same way: ("attr", module, "EPIPE") for errno.EPIPE, ("global", module,
+    # "ESTABLISHED"), ("tuple", (each item's name or None, ...)). Not part of the value.
+    named: tuple | None = field(default=None, compare=False)
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Dyn:
+    """A residual expression, with what is known statically about its value: partially
+    static data such as bytes of a known length (a packed header) or an int."""
+
+    expr: ast.expr
+    kind: str | None = None  # "bytes", "bytearray" or "int" when known
+    length: int | None = None  # for bytes, when known
+    values: frozenset | None = None  # the few ints it can be, when known (segment flags)
+
+    def renamed(self, expr: ast.expr) -> Dyn:
+        return Dyn(expr, self.kind, self.length, self.values)
+
+
+Value = Static | Dyn
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A static fact the residual code relies on: ``subject.field`` (or ``subject[key]``) is ``value``."""
+
+    subject: Any
+    field: str
+    value: Any
+    kind: str = "field"  # "field" or "item"
+
+    def holds(self) -> bool:
+        try:
+            if self.kind == "field":
+                current = getattr(self.subject, self.field)
+            else:
+                current = self.subject[self.value_key]
+        except (AttributeError, KeyError):
+            return False
+        return same(current, self.value)
+
+    @property
+    def value_key(self) -> Any:
+        return self.field
+
+    def describe(self, namer: Callable[[Any], str]) -> str:
+        subject = namer(self.subject)
+        if self.kind == "item":
+            return f"{subject}[{self.field!r}] is {namer(self.value)}"
+        return f"{subject}.{self.field} == {describe_value(self.value, namer)}"
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, _SIMPLE_TYPES) and isinstance(b, _SIMPLE_TYPES):
+        return type(a) is type(b) and a == b
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a is b
+
+
+def describe_value(value: Any, namer: Callable[[Any], str]) -> str:
+    if isinstance(value, _SIMPLE_TYPES):
+        return repr(value)
+    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE_TYPES) for v in value):
+        return repr(value)
+    return namer(value)
+
+
+@dataclass
+class Stats:
+    branches_removed: int = 0
+    calls_inlined: int = 0
+    loops_unrolled: int = 0
+    static_reads: int = 0
+    residual_calls: int = 0
+    functions: set[Any] = field(default_factory=set)  # generic functions the evaluator walked
+
+
+@dataclass
+class Diagnostic:
+    kind: str  # "under-specialization", "not-unfolded", "static-mutated"
+    message: str
+    where: str  # "file:line"
+
+
+class Virtual:
+    """A value object the evaluator holds field by field instead of allocating it."""
+
+    def __init__(self, cls: type, fields: dict[str, Value]):
+        self.cls = cls
+        self.fields = fields
+
+
+class Constants:
+    """Frozen references the residual code uses, with readable names."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+        self.hints: dict[int, str] = {}
+        self.values: dict[str, Any] = {}
+        self._counts: dict[str, itertools.count] = {}
+        # Names the residual code uses for its variables: a constant must not shadow one.
+        self.reserved: Callable[[str], bool] = lambda name: False
+
+    def name(self, value: Any, hint: str | None = None) -> str:
+        key = self.key(value)
+        if key in self.by_id:
+            return self.by_id[key]
+        base = _identifier(hint or self.hints.get(id(value)) or self.default_hint(value))
+        counter = self._counts.setdefault(base, itertools.count())
+        index = next(counter)
+        name = base if index == 0 else f"{base}_{index}"
+        while name in self.values or self.reserved(name):
+            name = f"{base}_{next(counter)}"
+        self.by_id[key] = name
+        self.values[name] = value
+        return name
+
+    def named(self, name: str, value: int) -> str:
+        """A module's named int constant (``ESTABLISHED``), under its own name when free."""
+        key = ("named", name, value)
+        if key not in self.by_id:
+            counter = self._counts.setdefault(name, itertools.count())
+            index = next(counter)
+            chosen = name if index == 0 else f"{name}_{index}"
+            while chosen in self.values or self.reserved(chosen):
+                chosen = f"{name}_{next(counter)}"
+            self.by_id[key] = chosen
+            self.values[chosen] = value
+        return self.by_id[key]
+
+    @staticmethod
+    def key(value: Any) -> Any:
+        """Bound methods are made afresh on each attribute access: key them by owner and name."""
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not isinstance(value, types.ModuleType) and not isinstance(owner, types.ModuleType):
+            return ("method", id(owner), getattr(value, "__name__", ""))
+        return id(value)
+
+    def default_hint(self, value: Any) -> str:
+        owner = getattr(value, "__self__", None)
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            prefix = self.hints.get(id(owner)) or getattr(owner, "__name__", None) or type(owner).__name__.lower()
+            return f"{prefix.strip('_')}_{value.__name__}"
+        if isinstance(value, types.ModuleType):
+            return value.__name__.rsplit(".", 1)[-1]
+        return getattr(value, "__name__", None) or type(value).__name__.lower()
+
+
+def _identifier(text: str) -> str:
+    """A readable, valid Python name for a frozen reference."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text).strip("_") or "ref"
+    if name[0].isdigit() or keyword.iskeyword(name) or hasattr(builtins, name):
+        name = "k_" + name
+    return name
+
+
+class _ItemAssumption(Assumption):
+    def __init__(self, container: Any, key: Any, value: Any):
+        super().__init__(container, key, value, "item")
+
+    def holds(self) -> bool:
+        try:
+            return same(self.subject[self.field], self.value)
+        except (KeyError, IndexError, TypeError):
+            return False
+
+
+class _LookupAssumption(_ItemAssumption):
+    """``container.get(key)`` (or ``__getitem__``, ``__contains__``) gives ``value``."""
+
+    def __init__(self, container: Any, method: str, key: Any, value: Any):
+        super().__init__(container, key, value)
+        object.__setattr__(self, "method", method)
+
+    def holds(self) -> bool:
+        try:
+            return same(getattr(self.subject, self.method)(self.field), self.value)
+        except Exception:  # noqa: BLE001 - a lookup that fails now is a broken fact
+            return False
+
+
