@@ -169,9 +169,11 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(parts)
 
 
-def explain(assumption: Assumption, trace: Trace, namer: Any, policies: dict[str, str]) -> dict[str, Any]:
+def explain(assumption: Assumption, trace: Trace, namer: Any, policies: dict[str, str],
+            declared: tuple[str, ...] | None = None) -> dict[str, Any]:
     """An assumption in words: the object, the field (or entry), the generic code that relied
-    on it, and what guards it with which policy."""
+    on it, and what guards it with which policy. ``declared``: a user scenario's own events,
+    each of which concerns every object its code rests on (None: the stack's socket events)."""
     subject = assumption.subject
     name = namer(subject)
     kind = type(subject).__name__
@@ -187,7 +189,7 @@ def explain(assumption: Assumption, trace: Trace, namer: Any, policies: dict[str
         guards.append(("watching the field", "a write that changes it sends the next call through a check "
                                              "of every fact; broken, the token runs the generic code", []))
     by_policy: dict[str, list[str]] = {}
-    for event in _events(assumption):
+    for event in (_events(assumption) if declared is None else declared):
         by_policy.setdefault(policies.get(event, "fallback"), []).append(event)
     for policy, events in by_policy.items():
         option = _OPTION_OF_FIELD.get(assumption.field)

@@ -227,7 +227,8 @@ def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = Non
     def namer(value: Any) -> str:
         return names.get(id(value)) or type(value).__name__
 
-    explanations = [render.explain(a, trace, namer, scenario.policies) for a in entry.assumptions]
+    declared = None if module is None else tuple(scenario.events)
+    explanations = [render.explain(a, trace, namer, scenario.policies, declared) for a in entry.assumptions]
     diagnostics = [f"{d.where:16} {d.kind:22} {d.message}" for d in entry.diagnostics]
     figures = figures_table(scenario, entry)
     out = io.StringIO()

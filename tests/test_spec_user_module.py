@@ -288,11 +288,14 @@ def test_spec_show_on_the_user_module():
     out = done.stdout
     assert "scenario tlv_encode: encode_message() for one session" in out
     assert "declared in tlv_options.spec.toml; entry demos.tlv_options:encode_message" in out
-    residual = out.split("-- residual code\n", 1)[1].split("\n-- ", 1)[0]
+    residual = out.split("-- residual code", 1)[1].split("\n-- ", 1)[0]
     assert "def specialized_tlv_encode(now, payload):" in residual
     assert "> 512" in residual and "b'\"\\x04ab'" in residual and "session.maxmsg" not in residual
-    assert "  session.maxmsg == 512\n" in out and "  session.cookie == b'ab'\n" in out
-    assert "guard policies: set_option: respecialize, close: fallback" in out
+    assert "its field maxmsg is 512" in out and "its field cookie is b'ab'" in out
+    assert "guarded by the event set_option: policy respecialize" in out
+    assert "connect" not in out.split("-- assumptions", 1)[1]  # the module's own events, not a socket's
+    policies = out.split("-- guard events of this scenario and their policies\n", 1)[1].split("\n-- ", 1)[0]
+    assert policies.split()[:2] == ["set_option", "respecialize"] and "close       fallback" in policies
     # The figures count the demo's own package: encode_message, encode_options and pad.
     functions_row = next(line for line in out.splitlines() if line.strip().startswith("functions"))
     assert functions_row.split()[1:4] == ["3", "3", "1"]
