@@ -418,8 +418,11 @@ class Expressions:
             except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
                 self.kept_for_run_time(exc, "an expression kept whole")
             else:
-                self.trace.kept_whole(frame.func, node, None)
-                return Static(value)
+                if not isinstance(value, _CONTAINERS):
+                    self.trace.kept_whole(frame.func, node, None)
+                    return Static(value)
+                # A display or comprehension makes a new container each time it runs: one made
+                # now would be shared by every call of the residual code (and by its callers).
         copied = copy.deepcopy(node)
         for sub in ast.walk(copied):  # located where the residual puts it, not in the generic file
             for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
