@@ -37,6 +37,7 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+SO_ZEROCOPY = 60  # Linux: MSG_ZEROCOPY sends allowed (accepted; pystack copies anyway)
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
 SO_ADU = 0x4144
 MAX_ADU = 65507  # the largest UDP payload: an ADU is sent as one datagram
@@ -65,6 +66,10 @@ MSG_DONTWAIT = int(_k.MSG_DONTWAIT)
 MSG_CONFIRM = int(_k.MSG_CONFIRM)
 MSG_NOSIGNAL = int(_k.MSG_NOSIGNAL)
 MSG_WAITALL = int(_k.MSG_WAITALL)
+# ioctl requests (Linux's numbers): bytes readable, bytes not yet acknowledged, bytes not yet sent.
+SIOCINQ = 0x541B
+SIOCOUTQ = 0x5411
+SIOCOUTQNSD = 0x894B
 # poll(2) bits (Linux values), as Stack.poll reports them.
 POLLIN = 0x001
 POLLOUT = 0x004
@@ -114,6 +119,7 @@ class Socket:
     mc_loop: bool = True
     pmtudisc: int = IP_PMTUDISC_WANT
     adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
+    zerocopy: bool = False  # SO_ZEROCOPY
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.
     rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)

@@ -54,6 +54,7 @@ from .socket import (
     SO_REUSEADDR,
     SO_SNDBUF,
     SO_TYPE,
+    SO_ZEROCOPY,
     SOCK_CLOEXEC,
     SOCK_DGRAM,
     SOCK_MIN_RCVBUF,
@@ -374,8 +375,15 @@ class Stack:
         """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
         sock = self.sockfd_lookup(fd)
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_poll(sock)
+            return tcp_api.tcp_poll(self, sock)
         return udp.udp_poll(sock)
+
+    def ioctl(self, fd: int, request: int) -> int:
+        """The integer ioctls of sockets: SIOCINQ (FIONREAD), SIOCOUTQ (TIOCOUTQ), SIOCOUTQNSD."""
+        sock = self.sockfd_lookup(fd)
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_ioctl(sock, request)
+        return udp.udp_ioctl(sock, request)
 
     def is_nonblocking(self, fd: int, flags: int = 0) -> bool:
         """Whether an EAGAIN from a call on ``fd`` with ``flags`` is final (no waiting)."""
@@ -424,6 +432,11 @@ class Stack:
                 if not 0 <= number <= MAX_ADU:
                     raise oserror(errno.EINVAL, f"SO_ADU takes 0 to {MAX_ADU} bytes")
                 sock.adu = number
+            elif option == SO_ZEROCOPY:
+                # Linux sk_setsockopt: a boolean, for TCP and UDP sockets alike.
+                if not 0 <= number <= 1:
+                    raise oserror(errno.EINVAL)
+                sock.zerocopy = bool(number)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -501,6 +514,7 @@ class Stack:
                 SO_SNDBUF: sock.sndbuf,
                 SO_RCVBUF: sock.rcvbuf,
                 SO_ADU: sock.adu,
+                SO_ZEROCOPY: int(sock.zerocopy),
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:

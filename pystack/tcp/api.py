@@ -27,11 +27,20 @@ from ..socket import (
     POLLHUP,
     POLLIN,
     POLLOUT,
+    SIOCINQ,
+    SIOCOUTQ,
+    SIOCOUTQNSD,
     Socket,
 )
 from .input import start_handshake_segment
-from .output import output_synchronized, send_ack, tcp_output, window_to_advertise
-from .seq import seq_diff
+from .output import (
+    output_synchronized,
+    send_ack,
+    tcp_output,
+    tcp_writeable,
+    window_to_advertise,
+)
+from .seq import seq_add, seq_diff
 from .tcb import (
     CAN_SEND,
     CLOSE_WAIT,
@@ -61,6 +70,7 @@ TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
 TCP_USER_TIMEOUT = 18
+TCP_NOTSENT_LOWAT = 25
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
@@ -215,7 +225,7 @@ def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
     return data
 
 
-def tcp_poll(sock: Socket) -> int:
+def tcp_poll(stack: Stack, sock: Socket) -> int:
     """What a call would not block on now, as poll(2) bits (Linux tcp_poll).
 
     A readiness hook that fires on change ("may have become ready") needs
@@ -230,9 +240,25 @@ def tcp_poll(sock: Socket) -> int:
         mask |= POLLHUP
     if read_shut or tcb.recv_buffer:
         mask |= POLLIN
-    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or len(tcb.send_buffer) < sock.sndbuf):
+    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
     return mask
+
+
+def tcp_ioctl(sock: Socket, request: int) -> int:
+    """SIOCINQ, SIOCOUTQ, SIOCOUTQNSD (Linux tcp_ioctl): 0 before the connection is synchronized."""
+    tcb: TCB = sock.tcb
+    if request not in (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD):
+        raise oserror(errno.ENOTTY)
+    if tcb.state == LISTEN:
+        raise oserror(errno.EINVAL)
+    if tcb.state in (SYN_SENT, SYN_RECEIVED) or (tcb.state == CLOSED and not sock.connected):
+        return 0
+    if request == SIOCINQ:
+        return len(tcb.recv_buffer)
+    # Linux's write_seq: the end of the data queued, and of the FIN, which takes a sequence number.
+    write_seq = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer) + (1 if tcb.fin_queued else 0))
+    return seq_diff(write_seq, tcb.snd_una if request == SIOCOUTQ else tcb.snd_nxt)
 
 
 def window_update(stack: Stack, tcb: TCB) -> None:
@@ -335,6 +361,9 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None
         tcb.user_mss = number
         if tcb.state != CLOSED and tcb.state != LISTEN:
             stack.tcp.update_mss(tcb)
+    elif option == TCP_NOTSENT_LOWAT:
+        tcb.notsent_lowat = number & 0xFFFFFFFF  # Linux keeps it unsigned
+        stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
     elif option == TCP_USER_TIMEOUT:
         if number < 0:
             raise oserror(errno.EINVAL)
@@ -370,6 +399,7 @@ def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
         TCP_KEEPIDLE: int(tcb.keepidle or cfg.keepalive_time),
         TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),
         TCP_KEEPCNT: tcb.keepcnt or cfg.keepalive_probes,
+        TCP_NOTSENT_LOWAT: tcb.notsent_lowat - (1 << 32) if tcb.notsent_lowat >> 31 else tcb.notsent_lowat,
     }
     if option in values:
         return values[option]

@@ -22,6 +22,7 @@ from .output import (
     send_ack,
     send_syn,
     tcp_output,
+    tcp_writeable,
     ts_now,
     window_to_advertise,
 )
@@ -566,7 +567,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     tcb.first_unacked_at = now if tcb.rtx else None
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
     arm_rto(stack, tcb, now)
-    stack.wake(tcb.sock)
+    if tcp_writeable(stack, tcb):
+        stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
 
 
 def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> None:

@@ -170,6 +170,19 @@ def unsent_bytes(tcb: TCB) -> int:
     return len(tcb.send_buffer) - seq_diff(tcb.snd_nxt, tcb.snd_buf_seq)
 
 
+def tcp_writeable(stack: Stack, tcb: TCB) -> bool:
+    """Whether a writer is told there is room (Linux __sk_stream_is_writeable with wake=1).
+
+    Not as soon as one byte fits: the free space must be at least half of
+    what is queued (sk_stream_min_wspace, so a blocked writer wakes once the
+    queue falls to 2/3 of the buffer), and the unsent bytes, doubled, must be
+    below TCP_NOTSENT_LOWAT (tcp_stream_memory_free).
+    """
+    queued = len(tcb.send_buffer)
+    lowat = tcb.notsent_lowat or stack.tcp.config.notsent_lowat
+    return tcb.sock.sndbuf - queued >= queued // 2 and 2 * unsent_bytes(tcb) < lowat
+
+
 def data_at(tcb: TCB, seq: int, length: int) -> bytes:
     offset = seq_diff(seq, tcb.snd_buf_seq)
     return bytes(tcb.send_buffer[offset : offset + length])

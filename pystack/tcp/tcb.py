@@ -69,6 +69,7 @@ class TcpConfig:
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
+    notsent_lowat: int = 0xFFFFFFFF  # tcp_notsent_lowat: unsent bytes above which a writer is not woken
 
 
 @dataclass(eq=False, slots=True)
@@ -186,6 +187,7 @@ class TCB:
     keepintvl: float = 0.0
     keepcnt: int = 0
     user_timeout: float = 0.0
+    notsent_lowat: int = 0  # TCP_NOTSENT_LOWAT (0: the stack's tcp_notsent_lowat)
     linger: tuple[bool, int] = (False, 0)
     # Shutdown and errors.
     shut_rd: bool = False

@@ -1,0 +1,111 @@
+"""Socket-level TCP as Linux has it: ioctls, TCP_NOTSENT_LOWAT, when a writer is woken, SO_ZEROCOPY."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pystack.socket import (
+    IPPROTO_TCP,
+    POLLOUT,
+    SIOCINQ,
+    SIOCOUTQ,
+    SIOCOUTQNSD,
+    SO_SNDBUF,
+    SO_ZEROCOPY,
+    SOCK_DGRAM,
+    SOL_SOCKET,
+)
+from pystack.tcp.api import SHUT_WR, TCP_NOTSENT_LOWAT
+
+from .tcp_harness import PeerBench, passive_open
+
+
+def test_ioctls_count_unread_unacknowledged_and_unsent_bytes():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    conn.send("PA", payload=b"r" * 300)
+    assert stack.ioctl(fd, SIOCINQ) == 300
+    stack.recv(fd, 100)
+    assert stack.ioctl(fd, SIOCINQ) == 200
+    bench.take()
+    stack.send(fd, b"w" * 20000)  # the initial window (10 segments) goes, the rest waits
+    burst = bench.take()
+    sent = sum(len(p.payload) for p in burst)
+    assert 0 < sent < 20000
+    assert stack.ioctl(fd, SIOCOUTQ) == 20000
+    assert stack.ioctl(fd, SIOCOUTQNSD) == 20000 - sent
+    conn.send("A", ack=burst[0].seq + 1000)
+    assert stack.ioctl(fd, SIOCOUTQ) == 19000
+
+
+def test_ioctl_counts_the_fin_in_the_send_queue_and_refuses_a_listener():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.shutdown(fd, SHUT_WR)
+    fin = bench.expect(flags="FA")
+    assert stack.ioctl(fd, SIOCOUTQ) == 1  # the FIN has a sequence number (Linux's write_seq)
+    assert stack.ioctl(fd, SIOCOUTQNSD) == 0
+    conn.send("A", ack=fin.seq + 1)
+    assert stack.ioctl(fd, SIOCOUTQ) == 0
+    with pytest.raises(OSError) as listening:
+        stack.ioctl(conn.listener, SIOCINQ)
+    assert listening.value.errno == errno.EINVAL
+
+
+def test_udp_siocinq_is_the_size_of_the_next_datagram():
+    bench = PeerBench()
+    stack = bench.stack
+    fd = stack.socket(type=SOCK_DGRAM)
+    stack.bind(fd, ("0.0.0.0", 5000))
+    assert stack.ioctl(fd, SIOCINQ) == 0
+    with pytest.raises(OSError) as unknown:
+        stack.ioctl(fd, SIOCOUTQNSD)
+    assert unknown.value.errno == errno.ENOTTY
+
+
+def test_writer_is_woken_only_when_a_third_of_the_buffer_is_free():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)  # 30000 bytes (Linux doubles it)
+    assert stack.send(fd, b"x" * 40000) == 30000
+    first = bench.take()[0].seq
+    assert not stack.poll(fd) & POLLOUT
+    woken = []
+    stack.on_wake = woken.append
+    conn.send("A", ack=first + 8000)  # 22000 queued, 8000 free: less than half of what is queued
+    assert not woken and not stack.poll(fd) & POLLOUT
+    conn.send("A", ack=first + 10000)  # 20000 queued, 10000 free: a writer may go on
+    assert woken and stack.poll(fd) & POLLOUT
+
+
+def test_tcp_notsent_lowat_gates_pollout_on_unsent_bytes():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == 0
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4000)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == 4000
+    stack.send(fd, b"x" * 10 * 1448)  # the initial window, all sent
+    stack.send(fd, b"x" * 1999)  # unsent: twice that is below 4000
+    assert stack.poll(fd) & POLLOUT
+    stack.send(fd, b"x")  # 2000 unsent
+    assert not stack.poll(fd) & POLLOUT
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 0xFFFFFFFF)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == -1  # an int, as getsockopt gives it
+    assert stack.poll(fd) & POLLOUT
+
+
+def test_so_zerocopy_is_a_boolean_option():
+    bench = PeerBench()
+    stack = bench.stack
+    fd = stack.socket()
+    stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 1)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_ZEROCOPY) == 1
+    with pytest.raises(OSError) as bad:
+        stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 2)
+    assert bad.value.errno == errno.EINVAL
