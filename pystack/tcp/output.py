@@ -105,7 +105,6 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
         build_options(options, bool(flags & SYN)), payload, tcb.local_addr, tcb.remote_addr,
     )
-    send_segment(stack, tcb, segment)
     if flags & ACK:
         tcb.rcv_wup = tcb.rcv_nxt
         tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
@@ -117,6 +116,8 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         tcb.delack_at = math.inf
         if tcb.quickacks:
             tcb.quickacks -= 1
+    # Last: over loopback the answer may be processed before this call returns (see send_data_segment).
+    send_segment(stack, tcb, segment)
 
 
 def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
@@ -234,17 +235,18 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
         split(tcb, item, mss)
         length = mss
     flags = ACK | (item.flags & (SYN | FIN | PSH))
-    if item.flags & SYN:
-        send_syn(stack, tcb)
-    else:
-        transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags)
-    item.retransmits += 1
+    seq, payload = item.seq, data_at(tcb, item.seq, length)
+    item.retransmits += 1  # accounted before it leaves, as in send_data_segment
     tcb.mark_retransmitted(item)
     item.sent_at = now
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
     stack.counters.tcp["RetransSegs"] += 1
     arm_rto(stack, tcb, now, restart=False)
+    if item.flags & SYN:
+        send_syn(stack, tcb)
+    else:
+        transmit(stack, tcb, seq, payload, flags)
 
 
 def split(tcb: TCB, item: Sent, length: int) -> None:
@@ -304,9 +306,14 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int) -> None:
     """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission.
 
-    ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now)."""
+    ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now).
+    The segment is accounted for (snd_nxt, the queue, the timer) before it
+    leaves: a peer on the same stack (loopback) answers it before transmit
+    returns, and its ACK must find the segment sent (Linux holds the socket
+    lock instead, and processes the ACK after).
+    """
     seq = tcb.snd_nxt
-    transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
+    payload = data_at(tcb, seq, size)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
@@ -319,6 +326,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.first_unacked_at is None:
         tcb.first_unacked_at = now
     arm_rto(stack, tcb, now, restart=False)
+    transmit(stack, tcb, seq, payload, flags)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
