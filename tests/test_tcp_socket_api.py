@@ -23,7 +23,7 @@ from pystack.socket import (
     SOL_SOCKET,
 )
 from pystack.stack import Stack
-from pystack.tcp.api import SHUT_WR, TCP_NOTSENT_LOWAT
+from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_NOTSENT_LOWAT
 
 from .tcp_harness import PeerBench, passive_open
 
@@ -147,3 +147,29 @@ def test_loopback_bulk_transfer_completes_without_challenge_acks():
     assert bytes(got) == data
     assert stack.counters.tcp["ChallengeACK"] == 0
     assert not {name: n for name, n in stack.counters.drops.items() if n}
+
+
+def test_a_burst_ends_each_gso_packet_with_psh():
+    """Linux sends a cwnd-limited burst as GSO packets of about a millisecond at the pacing rate,
+    at least two segments, each ending with PSH; a lone segment carries none."""
+    bench = PeerBench()
+    conn = passive_open(bench, rtt=0.1)  # 100 ms: the pacing rate makes two-segment GSO packets
+    bench.stack.send(conn.fd, b"x" * 30000)
+    burst = bench.take()
+    assert len(burst) == 10
+    assert [p.flags for p in burst] == ["A", "PA"] * 5
+    bench.advance(0.1)
+    conn.send("A", ack=burst[0].seq + 1448)  # cwnd 11, 9 in flight: two more, one packet
+    assert [p.flags for p in bench.take()] == ["A", "PA"]
+
+
+def test_msg_eor_ends_a_segment_that_later_writes_do_not_join():
+    bench = PeerBench()
+    conn = passive_open(bench, rtt=0.1)
+    stack, fd = bench.stack, conn.fd
+    stack.send(fd, b"r" * 3000, MSG_EOR)
+    stack.send(fd, b"s" * 3000)
+    sizes = [(len(p.payload), p.flags) for p in bench.take()]
+    # The record's last 104 bytes go alone, with PSH; without MSG_EOR the writes would share a
+    # segment. The second write's own 104-byte tail waits (Nagle: a small segment is unacknowledged).
+    assert sizes == [(1448, "A"), (1448, "PA"), (104, "PA"), (1448, "A"), (1448, "PA")]

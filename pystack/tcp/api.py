@@ -74,6 +74,7 @@ TCP_NOTSENT_LOWAT = 25
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
+MSG_EOR = 0x80  # Linux: this write ends a record; later writes never join its last segment
 
 
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -192,6 +193,8 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise would_block()
     taken = data[:space]
     tcb.send_buffer += taken
+    if flags & MSG_EOR and len(taken) == len(data):
+        tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).

@@ -28,6 +28,7 @@ MAX_SACK_BLOCKS = 4
 TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
+GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -267,6 +268,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     """
     sent = False
     mss = send_mss(tcb)
+    gso = gso_segments(tcb, mss)
+    packet = 0  # segments so far in the current GSO packet
     while True:
         unsent = unsent_bytes(tcb)
         fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= mss
@@ -275,13 +278,16 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
         if unsent > 0 and in_flight >= tcb.cwnd:
             break
         size = min(mss, unsent)
+        record_end = False  # the segment ends a record (MSG_EOR): no data of later writes joins it
+        if tcb.eor_ends:
+            size, record_end = record_limit(tcb, size)
         window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
         if size > window_left:
             if window_left <= 0 or (window_left < tcb.max_snd_wnd // 2 and window_left < mss):
                 if not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
-            size = window_left
+            size, record_end = window_left, False
         last = size == unsent
         if size < mss and last and not fin_due and not tcb.nagle_push:
             corked = tcb.cork or tcb.more
@@ -292,15 +298,45 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
                 if corked and not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
-        flags = ACK | (PSH if last and size and not tcb.more else 0)
-        if fin_due and last:
-            flags |= FIN
+        packet += 1
+        packet_end = packet == gso or in_flight + 1 >= tcb.cwnd or size >= window_left
+        flags = segment_flags(tcb, size, last and fin_due, last, record_end, packet > 1 and packet_end)
         send_data_segment(stack, tcb, size, flags, now, mss)
+        if record_end:
+            tcb.eor_ends.popleft()
+        if packet_end:
+            packet = 0
         sent = True
         in_flight += 1
         if flags & FIN:
             break
     return sent, in_flight
+
+
+def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
+    """``size`` cut where the next record (MSG_EOR write) ends, and whether it ends there."""
+    while tcb.eor_ends and seq_le(tcb.eor_ends[0], tcb.snd_nxt):
+        tcb.eor_ends.popleft()  # passed already (by a window probe)
+    to_end = seq_diff(tcb.eor_ends[0], tcb.snd_nxt) if tcb.eor_ends else size + 1
+    return (to_end, True) if to_end <= size else (size, False)
+
+
+def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool, gso_end: bool) -> int:
+    """The flags of a new segment. PSH as Linux sets it: where the queued data ends (unless the
+    write said MSG_MORE), where a record ends (MSG_EOR), and at the end of a GSO packet of several
+    segments (``gso_end``: a full one, or the last one a burst sends)."""
+    push = size and ((last and not tcb.more) or record_end or gso_end)
+    return ACK | (PSH if push else 0) | (FIN if fin else 0)
+
+
+def gso_segments(tcb: TCB, mss: int) -> int:
+    """Segments per GSO packet, as Linux sizes them (tcp_tso_autosize): about a millisecond at the
+    pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least two (tcp_min_tso_segs),
+    and no more than half the peer's largest window (tcp_xmit_size_goal)."""
+    ratio = 2.0 if tcb.cwnd < tcb.ssthresh // 2 else 1.2
+    srtt = max(tcb.rtt.srtt, 1e-6)  # Linux keeps microseconds
+    per_ms = int(ratio * max(tcb.cwnd, len(tcb.rtx)) / srtt / 1024)
+    return max(2, min(per_ms, min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) // mss))
 
 
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int) -> None:

@@ -132,6 +132,7 @@ class TCB:
     send_buffer: bytearray = field(default_factory=bytearray)
     snd_buf_seq: int = 0
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
+    eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
