@@ -173,3 +173,38 @@ def test_msg_eor_ends_a_segment_that_later_writes_do_not_join():
     # The record's last 104 bytes go alone, with PSH; without MSG_EOR the writes would share a
     # segment. The second write's own 104-byte tail waits (Nagle: a small segment is unacknowledged).
     assert sizes == [(1448, "A"), (1448, "PA"), (104, "PA"), (1448, "A"), (1448, "PA")]
+
+
+def _time_wait_on_the_stack() -> tuple[PeerBench, object, int]:
+    """The stack closes first and ends in TIME-WAIT, its listener still open; returns (bench, peer
+    connection, the stack's sequence number after its FIN)."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    bench.stack.close(conn.fd)
+    fin = bench.expect(flags="FA")
+    conn.note(fin)
+    conn.ts += 10
+    conn.send("FA", ack=fin.seq + 1)
+    bench.expect(flags="A")
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["TIME-WAIT"]
+    return bench, conn, fin.seq + 1
+
+
+def test_syn_beyond_the_old_connection_reopens_it_from_time_wait():
+    bench, conn, snd_nxt = _time_wait_on_the_stack()
+    conn.ts += 10
+    conn.seq += 100_000
+    conn.send("S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (conn.ts, 0)), ("NOP", None),
+                            ("WScale", 7)])
+    # Linux: the new incarnation's ISN is the old snd_nxt + 65535 + 2.
+    bench.expect(flags="SA", seq=snd_nxt + 65537, ack=conn.seq)
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["SYN-RECEIVED"]
+
+
+def test_syn_with_an_old_timestamp_gets_only_an_ack_in_time_wait():
+    bench, conn, _ = _time_wait_on_the_stack()
+    conn.seq += 100_000  # beyond, but PAWS rejects its TS value
+    conn.send("S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (conn.ts - 1000, 0)),
+                            ("NOP", None), ("WScale", 7)])
+    bench.expect(flags="A")
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["TIME-WAIT"]

@@ -64,6 +64,15 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
         counters.drop("tcp", "not_unicast")
         return
     tcb = stack.tcp.conns.get((header.dst, seg.dport, header.src, seg.sport))
+    if tcb is not None and tcb.state == TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN:
+        listener = stack.tcp.listener(header.dst, seg.dport)
+        if listener is not None and timewait_accepts_syn(tcb, seg, stack.clock.now()):
+            # Linux tcp_timewait_state_process (TCP_TW_SYN): a new incarnation of the connection;
+            # the old one goes, and the new starts its sequence space beyond the old one's.
+            isn = seq_add(tcb.snd_nxt, 65535 + 2) or 1
+            stack.tcp.done(tcb)
+            listen_input(stack, listener, header, seg, isn)
+            return
     if tcb is None:
         listener = stack.tcp.listener(header.dst, seg.dport)
         if listener is None:
@@ -112,9 +121,10 @@ def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int
 # ---------------------------------------------------------------- LISTEN
 
 
-def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> TCB | None:
+def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment, isn: int = 0) -> TCB | None:
     """A segment for a listener; returns the connection a SYN cookie's ACK rebuilt, to take the
-    segment as an established connection would."""
+    segment as an established connection would. ``isn``: the ISN a SYN's connection takes (0: a
+    fresh one)."""
     counters = stack.counters
     cfg = stack.tcp.config
     if seg.flags & RST:
@@ -150,6 +160,8 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
         send_cookie(stack, listener, header, seg)
         return None
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    if isn:
+        child.iss = isn
     accept_syn(stack, child, seg)
     listener.syn_queue += 1
     counters.tcp["PassiveOpens"] += 1
@@ -468,6 +480,16 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             return
     if seg.flags & FIN:
         fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
+
+
+def timewait_accepts_syn(tcb: TCB, seg: TcpSegment, now: float) -> bool:
+    """A SYN may reopen a connection in TIME-WAIT (Linux tcp_timewait_state_process, RFC 6191):
+    its TS value is not rejected by PAWS, and its sequence number is beyond the old connection's,
+    or its TS value newer than the last one seen."""
+    ts_val = seg.options.ts_val
+    if ts_val is not None and tcb.ts_ok and not paws_check(tcb, ts_val, now, 0):
+        return False
+    return seq_gt(seg.seq, tcb.rcv_nxt) or (ts_val is not None and seq_lt(tcb.ts_recent, ts_val))
 
 
 def paws_check(tcb: TCB, ts_val: int, now: float, window: int) -> bool:
