@@ -61,6 +61,7 @@ from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
 from pystack.stack import Stack
+from pystack.tcp.output import unsent_bytes
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
@@ -168,6 +169,8 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.synack_retries = numbers[0]
         elif key == "tcp_reordering" and numbers:
             cfg.reordering = numbers[0]
+        elif key == "tcp_notsent_lowat" and numbers:
+            cfg.notsent_lowat = numbers[0] & 0xFFFFFFFF
         elif key == "tcp_fin_timeout" and numbers:
             cfg.fin_timeout = float(numbers[0])
         elif key == "tcp_keepalive_time" and numbers:
@@ -923,6 +926,15 @@ class PystackSocket(DutSocket):
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,
             "tcpi_reordering": self.stack.tcp.config.reordering,
+            "tcpi_sacked": tcb.sacked_out,
+            "tcpi_lost": tcb.lost_out,
+            "tcpi_retrans": tcb.retrans_out,
+            "tcpi_rto": round(tcb.rtt.backed_off(tcb.backoff) * 1e6),  # microseconds, as Linux
+            "tcpi_rtt": round(tcb.rtt.srtt * 1e6),
+            "tcpi_rttvar": round(tcb.rtt.rttvar * 1e6),
+            "tcpi_notsent_bytes": max(unsent_bytes(tcb), 0),
+            "tcpi_bytes_acked": tcb.bytes_acked,
+            "tcpi_snd_wnd": tcb.snd_wnd,
         }
 
     def ioctl(self, request: int) -> int:

@@ -387,8 +387,14 @@ _RECVMSG_INQ = ("   +0 recvmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 600}], m
     _DATA_IN + "   +0 ioctl(4, SIOCINQ, [1000]) = 0\n   +0 ioctl(4, SIOCOUTQ, [0]) = 0\n",
     "   +0 poll([{fd=4, events=POLLOUT|POLLIN, revents=POLLOUT}], 1, 0) = 1\n"
     "   +.1 < P. 1:1001(1000) ack 1 win 257\n   +0 poll([{fd=4, events=POLLIN, revents=POLLIN}], 1, 1000) = 1\n",
+    # tcp_info as Linux fills it: times in microseconds (RTT 100 ms: RTO 300 ms), segments, bytes.
+    "   +0 write(4, ..., 20000) = 20000\n   +0 > P. 1:10001(10000) ack 1\n"
+    "   +0 %{ assert tcpi_rtt == 100000, tcpi_rtt; assert tcpi_rto == 300000, tcpi_rto }%\n"
+    "   +0 %{ assert tcpi_unacked == 10; assert tcpi_notsent_bytes == 10000; assert tcpi_lost == 0 }%\n"
+    "   +.1 < . 1:1(0) ack 2001 win 257\n   +0 > P. 10001:14001(4000) ack 1\n"
+    "   +0 %{ assert tcpi_bytes_acked == 2000; assert tcpi_unacked == 12; assert tcpi_retrans == 0 }%\n",
 ])
-def test_pystack_dut_has_epoll_poll_and_ioctl(tail):
+def test_pystack_dut_has_epoll_poll_ioctl_and_tcp_info(tail):
     outcome = run_on("pystack", run_on_dut, parse(_ESTABLISHED + tail), "pystack")
     assert outcome.passed, explain(outcome)
 
