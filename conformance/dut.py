@@ -941,8 +941,6 @@ class PystackSocket(DutSocket):
         return self.stack.ioctl(self.fd, request)
 
     async def recvmsg(self, size: int, ancbufsize: int, flags: int = 0) -> tuple[bytes, list, int]:
-        if flags & MSG_ERRQUEUE:
-            raise Unsupported("pystack has no error queue (MSG_ERRQUEUE)")
         data, ancdata, msg_flags, _ = await self.sock.recvmsg(size, ancbufsize, flags)
         return data, ancdata, msg_flags
 

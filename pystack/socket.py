@@ -11,6 +11,7 @@ specializer can treat them as static fields of a partially static object.
 from __future__ import annotations
 
 import socket as _k
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,13 @@ MSG_DONTWAIT = int(_k.MSG_DONTWAIT)
 MSG_CONFIRM = int(_k.MSG_CONFIRM)
 MSG_NOSIGNAL = int(_k.MSG_NOSIGNAL)
 MSG_WAITALL = int(_k.MSG_WAITALL)
+MSG_ERRQUEUE = 0x2000
+MSG_ZEROCOPY = 0x4000000
+IP_RECVERR = 11
+# struct sock_extended_err (and the offender address after it) of a MSG_ZEROCOPY completion.
+EXTENDED_ERR = struct.Struct("=IBBBBII16x")
+SO_EE_ORIGIN_ZEROCOPY = 5
+SO_EE_CODE_ZEROCOPY_COPIED = 1  # pystack always copies
 # ioctl requests (Linux's numbers): bytes readable, bytes not yet acknowledged, bytes not yet sent.
 SIOCINQ = 0x541B
 SIOCOUTQ = 0x5411
@@ -126,6 +134,9 @@ class Socket:
     rmem: int = 0
     wmem: int = 0
     error: int = 0  # pending asynchronous error (errno), reported once
+    # MSG_ZEROCOPY: the next send's notification id, and completed [first, last] id ranges not yet read.
+    zckey: int = 0
+    errqueue: deque[list[int]] = field(default_factory=deque)
     # Route cache, valid while the route table's generation is unchanged.
     dst_cache: Route | None = None
     dst_generation: int = -1
@@ -141,6 +152,14 @@ class Socket:
     def release_wmem(self, size: int) -> None:
         self.wmem = max(0, self.wmem - size)
         self.waker(self)
+
+    def zerocopy_completed(self, first: int, last: int) -> None:
+        """Notify the ids ``first``..``last`` done; one notification with the last one if they follow
+        it (Linux skb_zerocopy_notify_extend)."""
+        if self.errqueue and (self.errqueue[-1][1] + 1) & 0xFFFFFFFF == first:
+            self.errqueue[-1][1] = last
+        else:
+            self.errqueue.append([first, last])
 
     def take_error(self) -> int:
         error, self.error = self.error, 0

@@ -18,7 +18,7 @@ from . import ports, udp
 from .addr import ANY, BROADCAST, aton, is_multicast, ntoa, prefix_mask, sockaddr_in
 from .clock import Clock, MonotonicClock
 from .counters import Counters
-from .errors import oserror
+from .errors import oserror, would_block
 from .icmp import RateLimiter, icmp_input, reassembly_timeout
 from .interface import Interface, Sink
 from .ip import ip_input
@@ -27,6 +27,7 @@ from .route import BROADCAST as ROUTE_BROADCAST
 from .route import LOCAL, Route, RouteTable, cached_route
 from .socket import (
     AF_INET,
+    EXTENDED_ERR,
     F_GETFL,
     F_SETFL,
     IP_ADD_MEMBERSHIP,
@@ -36,6 +37,7 @@ from .socket import (
     IP_MULTICAST_IF,
     IP_MULTICAST_LOOP,
     IP_MULTICAST_TTL,
+    IP_RECVERR,
     IP_TOS,
     IP_TTL,
     IPPROTO_IP,
@@ -43,11 +45,14 @@ from .socket import (
     IPPROTO_UDP,
     MAX_ADU,
     MSG_DONTWAIT,
+    MSG_ERRQUEUE,
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
     SO_ADU,
     SO_BROADCAST,
+    SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_ZEROCOPY,
     SO_ERROR,
     SO_NO_CHECK,
     SO_RCVBUF,
@@ -363,6 +368,8 @@ class Stack:
     def recvmsg(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, list, int, Address]:
         """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
         sock = self.sockfd_lookup(fd)
+        if flags & MSG_ERRQUEUE:
+            return self._recv_errqueue(sock)
         if sock.type == SOCK_STREAM:
             if sock.nonblocking:
                 flags |= MSG_DONTWAIT
@@ -370,6 +377,15 @@ class Stack:
             return data, [], 0, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
+
+    @staticmethod
+    def _recv_errqueue(sock: Socket) -> tuple[bytes, list, int, Address]:
+        """The next MSG_ZEROCOPY completion, as Linux's IP_RECVERR message; EAGAIN if none (never waits)."""
+        if not sock.errqueue:
+            raise would_block()
+        first, last = sock.errqueue.popleft()
+        info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
+        return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
 
     def poll(self, fd: int) -> int:
         """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
@@ -387,7 +403,7 @@ class Stack:
 
     def is_nonblocking(self, fd: int, flags: int = 0) -> bool:
         """Whether an EAGAIN from a call on ``fd`` with ``flags`` is final (no waiting)."""
-        return bool(flags & MSG_DONTWAIT) or self.sockfd_lookup(fd).nonblocking
+        return bool(flags & (MSG_DONTWAIT | MSG_ERRQUEUE)) or self.sockfd_lookup(fd).nonblocking
 
     def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
         sock = self.sockfd_lookup(fd)

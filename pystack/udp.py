@@ -215,7 +215,7 @@ def udp_ioctl(sock: Socket, request: int) -> int:
 
 def udp_poll(sock: Socket) -> int:
     """What a call would not block on now, as poll(2) bits."""
-    mask = POLLERR if sock.error else 0
+    mask = POLLERR if sock.error or sock.errqueue else 0
     if sock.rcvq:
         mask |= POLLIN
     if sock.wmem < sock.sndbuf:

@@ -11,11 +11,19 @@ import pytest
 
 from pystack.clock import VirtualClock
 from pystack.socket import (
+    EXTENDED_ERR,
+    IP_RECVERR,
+    IPPROTO_IP,
     IPPROTO_TCP,
+    MSG_ERRQUEUE,
+    MSG_ZEROCOPY,
+    POLLERR,
     POLLOUT,
     SIOCINQ,
     SIOCOUTQ,
     SIOCOUTQNSD,
+    SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_ZEROCOPY,
     SO_SNDBUF,
     SO_ZEROCOPY,
     SOCK_DGRAM,
@@ -208,3 +216,25 @@ def test_syn_with_an_old_timestamp_gets_only_an_ack_in_time_wait():
                             ("NOP", None), ("WScale", 7)])
     bench.expect(flags="A")
     assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["TIME-WAIT"]
+
+
+def test_msg_zerocopy_completions_come_from_the_error_queue_when_acknowledged():
+    bench = PeerBench()
+    conn = passive_open(bench, setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 1))
+    stack, fd = bench.stack, conn.fd
+    with pytest.raises(BlockingIOError):
+        stack.recvmsg(fd, 0, MSG_ERRQUEUE)  # nothing yet, and it never waits
+    stack.send(fd, b"z" * 1000, MSG_ZEROCOPY)
+    seq = bench.take()[0].seq
+    assert not stack.poll(fd) & POLLERR  # not acknowledged yet
+    conn.send("A", ack=seq + 1000)
+    stack.send(fd, b"z" * 1000, MSG_ZEROCOPY)
+    conn.send("A", ack=seq + 2000)
+    assert stack.poll(fd) & POLLERR
+    data, ancillary, msg_flags, _ = stack.recvmsg(fd, 0, MSG_ERRQUEUE)
+    (level, kind, info), = ancillary
+    errno_, origin, _, code, _, lo, hi = EXTENDED_ERR.unpack(info)
+    # Two sends (ids 0 and 1), acknowledged one after the other: one notification for both.
+    assert (data, msg_flags, level, kind) == (b"", MSG_ERRQUEUE, IPPROTO_IP, IP_RECVERR)
+    assert (errno_, origin, code, lo, hi) == (0, SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED, 0, 1)
+    assert not stack.poll(fd) & POLLERR

@@ -23,6 +23,7 @@ from ..socket import (
     MSG_OOB,
     MSG_PEEK,
     MSG_WAITALL,
+    MSG_ZEROCOPY,
     POLLERR,
     POLLHUP,
     POLLIN,
@@ -40,7 +41,7 @@ from .output import (
     tcp_writeable,
     window_to_advertise,
 )
-from .seq import seq_add, seq_diff
+from .seq import seq_add, seq_diff, seq_gt
 from .tcb import (
     CAN_SEND,
     CLOSE_WAIT,
@@ -192,7 +193,10 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if space <= 0:
         raise would_block()
     taken = data[:space]
+    start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
     tcb.send_buffer += taken
+    if flags & MSG_ZEROCOPY and sock.zerocopy:
+        zerocopy_send(tcb, sock, start)
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
@@ -200,6 +204,18 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
     return len(taken)
+
+
+def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
+    """Give the send just queued from ``start`` its notification id (Linux msg_zerocopy_realloc):
+    it extends the range of the previous send if that one's data is still unsent at the tail."""
+    end = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+    pending = tcb.zerocopy_sends
+    if pending and pending[-1][0] == start and seq_gt(start, tcb.snd_nxt):
+        pending[-1] = (end, pending[-1][1], sock.zckey)
+    else:
+        pending.append((end, sock.zckey, sock.zckey))
+    sock.zckey = (sock.zckey + 1) & 0xFFFFFFFF
 
 
 def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
@@ -237,7 +253,7 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
     tcb: TCB = sock.tcb
     if tcb.state == LISTEN:
         return POLLIN if tcb.accept_queue else 0
-    mask = POLLERR if tcb.error else 0
+    mask = POLLERR if tcb.error or sock.errqueue else 0
     read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected)  # recv won't wait
     if tcb.state == CLOSED or (read_shut and tcb.shut_wr):
         mask |= POLLHUP

@@ -584,6 +584,10 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
+    while tcb.zerocopy_sends and seq_le(tcb.zerocopy_sends[0][0], ack):
+        _, first, last = tcb.zerocopy_sends.popleft()
+        tcb.sock.zerocopy_completed(first, last)  # MSG_ZEROCOPY: its data is acknowledged
+        stack.wake(tcb.sock)
     tcb.retransmits = 0
     tcb.persist_backoff = 0
     tcb.first_unacked_at = now if tcb.rtx else None

@@ -133,6 +133,8 @@ class TCB:
     snd_buf_seq: int = 0
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
+    # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
+    zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
