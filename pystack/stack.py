@@ -374,7 +374,11 @@ class Stack:
             if sock.nonblocking:
                 flags |= MSG_DONTWAIT
             data = tcp_api.tcp_recvmsg(self, sock, bufsize, flags)
-            return data, [], 0, (ntoa(sock.remote_addr), sock.remote_port)
+            ancillary = []
+            if sock.tcb.recvmsg_inq:
+                inq = struct.pack("i", tcp_api.tcp_inq(sock.tcb))
+                ancillary.append((IPPROTO_TCP, tcp_api.TCP_CM_INQ, inq))
+            return data, ancillary, 0, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 
@@ -449,10 +453,7 @@ class Stack:
                     raise oserror(errno.EINVAL, f"SO_ADU takes 0 to {MAX_ADU} bytes")
                 sock.adu = number
             elif option == SO_ZEROCOPY:
-                # Linux sk_setsockopt: a boolean, for TCP and UDP sockets alike.
-                if not 0 <= number <= 1:
-                    raise oserror(errno.EINVAL)
-                sock.zerocopy = bool(number)
+                sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:

@@ -111,6 +111,7 @@ KNOWN_PASSES = frozenset({
     "eor/no-coalesce-large.pkt", "eor/no-coalesce-small.pkt", "eor/no-coalesce-subsequent.pkt",
     "epoll/epoll_in_edge.pkt", "sack/sack-route-refresh-ip-tos.pkt",
     "validate/validate-established-no-flags.pkt", "zerocopy/basic.pkt", "zerocopy/client.pkt",
+    "zerocopy/closed.pkt",
     "zerocopy/epoll_edge.pkt", "zerocopy/epoll_exclusive.pkt", "zerocopy/epoll_oneshot.pkt", "zerocopy/small.pkt",
 })
 

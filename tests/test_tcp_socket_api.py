@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import random
+import struct
 
 import pytest
 
@@ -31,7 +32,7 @@ from pystack.socket import (
     SOL_SOCKET,
 )
 from pystack.stack import Stack
-from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_NOTSENT_LOWAT
+from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NOTSENT_LOWAT
 
 from .tcp_harness import PeerBench, passive_open
 
@@ -238,3 +239,28 @@ def test_msg_zerocopy_completions_come_from_the_error_queue_when_acknowledged():
     assert (data, msg_flags, level, kind) == (b"", MSG_ERRQUEUE, IPPROTO_IP, IP_RECVERR)
     assert (errno_, origin, code, lo, hi) == (0, SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED, 0, 1)
     assert not stack.poll(fd) & POLLERR
+
+
+def test_tcp_inq_reports_what_is_left_to_read_and_a_fin_as_one():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_INQ, 1)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_INQ) == 1
+    conn.send("PA", payload=b"q" * 3000)
+    data, ancillary, _, _ = stack.recvmsg(fd, 1000)
+    assert len(data) == 1000 and ancillary == [(IPPROTO_TCP, TCP_CM_INQ, struct.pack("i", 2000))]
+    conn.send("FA")
+    data, ancillary, _, _ = stack.recvmsg(fd, 5000)
+    assert len(data) == 2000 and ancillary == [(IPPROTO_TCP, TCP_CM_INQ, struct.pack("i", 1))]
+    with pytest.raises(OSError) as bad:
+        stack.setsockopt(fd, IPPROTO_TCP, TCP_INQ, 2)
+    assert bad.value.errno == errno.EINVAL
+
+
+def test_send_on_a_socket_never_connected_is_epipe():
+    bench = PeerBench()
+    fd = bench.stack.socket(type=SOCK_STREAM)
+    with pytest.raises(OSError) as never:
+        bench.stack.send(fd, b"x")
+    assert never.value.errno == errno.EPIPE  # Linux sk_stream_wait_connect

@@ -72,6 +72,8 @@ TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
 TCP_USER_TIMEOUT = 18
 TCP_NOTSENT_LOWAT = 25
+TCP_INQ = 36  # recvmsg reports the bytes left to read in a TCP_CM_INQ control message
+TCP_CM_INQ = TCP_INQ
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
@@ -184,7 +186,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if tcb.state in (SYN_SENT, SYN_RECEIVED):
         raise would_block()
     if tcb.shut_wr or tcb.state not in CAN_SEND:
-        raise oserror(errno.EPIPE if sock.connected else errno.ENOTCONN)
+        raise oserror(errno.EPIPE)  # also never connected (Linux sk_stream_wait_connect)
     if sock.adu and len(data) != sock.adu:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
@@ -280,6 +282,11 @@ def tcp_ioctl(sock: Socket, request: int) -> int:
     return seq_diff(write_seq, tcb.snd_una if request == SIOCOUTQ else tcb.snd_nxt)
 
 
+def tcp_inq(tcb: TCB) -> int:
+    """What TCP_CM_INQ reports after a read (Linux tcp_inq_hint): bytes left to read, 1 for a FIN."""
+    return len(tcb.recv_buffer) or (1 if tcb.fin_received else 0)
+
+
 def window_update(stack: Stack, tcb: TCB) -> None:
     """Tell the peer about space the application freed, if it grew enough (Linux tcp_cleanup_rbuf)."""
     if tcb.state not in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
@@ -361,6 +368,13 @@ def close_listener(stack: Stack, tcb: TCB) -> None:
 # ---------------------------------------------------------------- options
 
 
+def flag_option(number: int) -> bool:
+    """An option Linux takes as 0 or 1 only (TCP_INQ, SO_ZEROCOPY): anything else is EINVAL."""
+    if not 0 <= number <= 1:
+        raise oserror(errno.EINVAL)
+    return bool(number)
+
+
 def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None:
     tcb: TCB = sock.tcb
     if option == TCP_NODELAY:
@@ -383,25 +397,30 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None
     elif option == TCP_NOTSENT_LOWAT:
         tcb.notsent_lowat = number & 0xFFFFFFFF  # Linux keeps it unsigned
         stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
+    elif option == TCP_INQ:
+        tcb.recvmsg_inq = flag_option(number)
     elif option == TCP_USER_TIMEOUT:
         if number < 0:
             raise oserror(errno.EINVAL)
         tcb.user_timeout = number / 1000
-    elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL):
-        if not 1 <= number <= 32767:
-            raise oserror(errno.EINVAL)
-        if option == TCP_KEEPIDLE:
-            tcb.keepidle = float(number)
-            rearm_keepalive(stack, tcb)
-        else:
-            tcb.keepintvl = float(number)
-    elif option == TCP_KEEPCNT:
-        if not 1 <= number <= 127:
-            raise oserror(errno.EINVAL)
-        tcb.keepcnt = number
+    elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
+        set_keepalive_option(stack, tcb, option, number)
     else:
         raise oserror(errno.ENOPROTOOPT)
     stack.tcp.timer_changed(tcb)
+
+
+def set_keepalive_option(stack: Stack, tcb: TCB, option: int, number: int) -> None:
+    """TCP_KEEPIDLE, TCP_KEEPINTVL (seconds, 1 to 32767), TCP_KEEPCNT (1 to 127), as Linux bounds them."""
+    if not 1 <= number <= (127 if option == TCP_KEEPCNT else 32767):
+        raise oserror(errno.EINVAL)
+    if option == TCP_KEEPIDLE:
+        tcb.keepidle = float(number)
+        rearm_keepalive(stack, tcb)
+    elif option == TCP_KEEPINTVL:
+        tcb.keepintvl = float(number)
+    else:
+        tcb.keepcnt = number
 
 
 def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
@@ -414,6 +433,7 @@ def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
     values = {
         TCP_NODELAY: int(tcb.nodelay),
         TCP_CORK: int(tcb.cork),
+        TCP_INQ: int(tcb.recvmsg_inq),
         TCP_USER_TIMEOUT: int(tcb.user_timeout * 1000),
         TCP_KEEPIDLE: int(tcb.keepidle or cfg.keepalive_time),
         TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),

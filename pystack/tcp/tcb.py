@@ -191,6 +191,7 @@ class TCB:
     keepcnt: int = 0
     user_timeout: float = 0.0
     notsent_lowat: int = 0  # TCP_NOTSENT_LOWAT (0: the stack's tcp_notsent_lowat)
+    recvmsg_inq: bool = False  # TCP_INQ
     linger: tuple[bool, int] = (False, 0)
     # Shutdown and errors.
     shut_rd: bool = False
