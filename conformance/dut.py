@@ -37,6 +37,7 @@ import ctypes
 import errno
 import fcntl
 import itertools
+import math
 import os
 import select
 import shutil
@@ -58,8 +59,9 @@ from pystack.clock import TrioClock
 from pystack.host.netns import Namespace, NeedsNetAdmin, why_not
 from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
-from pystack.socket import F_SETFL, O_NONBLOCK
+from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
 from pystack.stack import Stack
+from pystack.tcp.output import unsent_bytes
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
@@ -78,7 +80,7 @@ MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
 TCP_INFO = 11
 MSG_ERRQUEUE = 0x2000
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
-IOCTL_NAMES = {0x541B: "SIOCINQ", 0x5411: "SIOCOUTQ", 0x894B: "SIOCOUTQNSD"}
+EPOLLONESHOT, EPOLLET = 1 << 30, 1 << 31
 
 DUT_KINDS = ("linux", "pystack")
 SIOCETHTOOL = 0x8946
@@ -167,6 +169,8 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.synack_retries = numbers[0]
         elif key == "tcp_reordering" and numbers:
             cfg.reordering = numbers[0]
+        elif key == "tcp_notsent_lowat" and numbers:
+            cfg.notsent_lowat = numbers[0] & 0xFFFFFFFF
         elif key == "tcp_fin_timeout" and numbers:
             cfg.fin_timeout = float(numbers[0])
         elif key == "tcp_keepalive_time" and numbers:
@@ -924,14 +928,21 @@ class PystackSocket(DutSocket):
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,
             "tcpi_reordering": self.stack.tcp.config.reordering,
+            "tcpi_sacked": tcb.sacked_out,
+            "tcpi_lost": tcb.lost_out,
+            "tcpi_retrans": tcb.retrans_out,
+            "tcpi_rto": round(tcb.rtt.backed_off(tcb.backoff) * 1e6),  # microseconds, as Linux
+            "tcpi_rtt": round(tcb.rtt.srtt * 1e6),
+            "tcpi_rttvar": round(tcb.rtt.rttvar * 1e6),
+            "tcpi_notsent_bytes": max(unsent_bytes(tcb), 0),
+            "tcpi_bytes_acked": tcb.bytes_acked,
+            "tcpi_snd_wnd": tcb.snd_wnd,
         }
 
     def ioctl(self, request: int) -> int:
-        raise Unsupported(f"pystack has no ioctl {IOCTL_NAMES.get(request, hex(request))}")
+        return self.stack.ioctl(self.fd, request)
 
     async def recvmsg(self, size: int, ancbufsize: int, flags: int = 0) -> tuple[bytes, list, int]:
-        if flags & MSG_ERRQUEUE:
-            raise Unsupported("pystack has no error queue (MSG_ERRQUEUE)")
         data, ancdata, msg_flags, _ = await self.sock.recvmsg(size, ancbufsize, flags)
         return data, ancdata, msg_flags
 
@@ -946,6 +957,62 @@ class PystackSocket(DutSocket):
         raise Unsupported(f"pystack has no user-space pointers: {call}() cannot be given a NULL buffer")
 
 
+class PystackEpoll(DutEpoll):
+    """epoll over ``Stack.poll`` (Linux ep_poll semantics, as far as scripts see them).
+
+    Level-triggered registrations report while ready. EPOLLET ones report
+    once after each wake-up of their socket (and once when added, if
+    ready), as the kernel's ready list does; EPOLLONESHOT ones are disabled
+    after one report until EPOLL_CTL_MOD. EPOLLERR and EPOLLHUP always count.
+    """
+
+    def __init__(self, dut: PystackDut):
+        self.dut = dut
+        self.interest: dict[int, list[int]] = {}  # fd: [events, data, pending]
+
+    def control(self, op: int, sock: DutSocket, events: int, data: int) -> None:
+        assert isinstance(sock, PystackSocket)
+        fd = sock.fd
+        if op == EPOLL_CTL_ADD and fd in self.interest:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+        if op in (EPOLL_CTL_MOD, EPOLL_CTL_DEL) and fd not in self.interest:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        if op == EPOLL_CTL_DEL:
+            del self.interest[fd]
+        elif op in (EPOLL_CTL_ADD, EPOLL_CTL_MOD):
+            self.interest[fd] = [events, data, 1]
+            self.dut.watch(fd)
+        else:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    def woken(self, fd: int) -> None:
+        entry = self.interest.get(fd)
+        if entry is not None:
+            entry[2] = 1
+
+    def ready(self, maxevents: int) -> list[tuple[int, int]]:
+        found = []
+        for fd, entry in self.interest.items():
+            events, data, pending = entry
+            if len(found) >= maxevents or not pending or not events & ~(EPOLLET | EPOLLONESHOT):
+                continue
+            revents = self.dut.stack.poll(fd) & (events | POLLERR | POLLHUP)
+            if revents:
+                found.append((revents, data))
+                if events & EPOLLONESHOT:
+                    entry[0] = events & (EPOLLET | EPOLLONESHOT)
+            if events & EPOLLET:
+                entry[2] = 0
+        return found
+
+    async def wait(self, maxevents: int, timeout_ms: int) -> list[tuple[int, int]]:
+        return await self.dut.wait_for(lambda: self.ready(maxevents), timeout_ms)
+
+    def close(self) -> None:
+        if self in self.dut.epolls:
+            self.dut.epolls.remove(self)
+
+
 class PystackDut(Dut):
     kind = "pystack"
 
@@ -957,6 +1024,8 @@ class PystackDut(Dut):
         self.stack.add_interface(IFNAME, DUT_ADDRESS, PREFIXLEN, config.mtu)
         self.link = _BenchLink(self, config.mtu)
         self.network: Network  # set by pystack_dut once the driver runs
+        self.epolls: list[PystackEpoll] = []
+        self.wakeups = trio.lowlevel.ParkingLot()  # parked: poll and epoll_wait calls
 
     def inject(self, packet: bytes, gso_size: int = 0) -> None:
         """pystack has no GRO: a GSO packet reaches it as the one large segment GRO would have made."""
@@ -979,10 +1048,37 @@ class PystackDut(Dut):
         return True
 
     def epoll(self) -> DutEpoll:
-        raise Unsupported("pystack has no epoll")
+        epoll = PystackEpoll(self)
+        self.epolls.append(epoll)
+        return epoll
 
     async def poll(self, entries: list[tuple[DutSocket, int]], timeout_ms: int) -> list[int]:
-        raise Unsupported("pystack has no poll")
+        """``poll`` over ``Stack.poll``; POLLERR and POLLHUP always count, as the kernel's do."""
+        wanted = [(sock.fd, events | POLLERR | POLLHUP) for sock, events in entries]  # type: ignore[attr-defined]
+        for fd, _ in wanted:
+            self.watch(fd)
+        return await self.wait_for(lambda: [self.stack.poll(fd) & events for fd, events in wanted], timeout_ms)
+
+    def watch(self, fd: int) -> None:
+        """Hear the stack's wake-ups of ``fd`` (the readiness calls re-check on each)."""
+        self.network.driver.watch(fd, self.woken)
+
+    def woken(self, fd: int) -> None:
+        for epoll in self.epolls:
+            epoll.woken(fd)
+        self.wakeups.unpark_all()
+
+    async def wait_for(self, check: Callable[[], list[T]], timeout_ms: int) -> list[T]:
+        """``check()`` once any of its items is true, re-checked after each wake-up; what it is
+        after ``timeout_ms`` (-1: no limit) otherwise."""
+        result = check()
+        if any(result) or timeout_ms == 0:
+            await trio.lowlevel.checkpoint()
+            return result
+        with trio.move_on_after(timeout_ms / 1000 if timeout_ms > 0 else math.inf):
+            while not any(result := check()):
+                await self.wakeups.park()
+        return check()
 
     def set_qdisc(self, words: list[str]) -> bool:
         return False

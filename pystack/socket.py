@@ -11,6 +11,7 @@ specializer can treat them as static fields of a partially static object.
 from __future__ import annotations
 
 import socket as _k
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+SO_ZEROCOPY = 60  # Linux: MSG_ZEROCOPY sends allowed (accepted; pystack copies anyway)
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
 SO_ADU = 0x4144
 MAX_ADU = 65507  # the largest UDP payload: an ADU is sent as one datagram
@@ -65,6 +67,17 @@ MSG_DONTWAIT = int(_k.MSG_DONTWAIT)
 MSG_CONFIRM = int(_k.MSG_CONFIRM)
 MSG_NOSIGNAL = int(_k.MSG_NOSIGNAL)
 MSG_WAITALL = int(_k.MSG_WAITALL)
+MSG_ERRQUEUE = 0x2000
+MSG_ZEROCOPY = 0x4000000
+IP_RECVERR = 11
+# struct sock_extended_err (and the offender address after it) of a MSG_ZEROCOPY completion.
+EXTENDED_ERR = struct.Struct("=IBBBBII16x")
+SO_EE_ORIGIN_ZEROCOPY = 5
+SO_EE_CODE_ZEROCOPY_COPIED = 1  # pystack always copies
+# ioctl requests (Linux's numbers): bytes readable, bytes not yet acknowledged, bytes not yet sent.
+SIOCINQ = 0x541B
+SIOCOUTQ = 0x5411
+SIOCOUTQNSD = 0x894B
 # poll(2) bits (Linux values), as Stack.poll reports them.
 POLLIN = 0x001
 POLLOUT = 0x004
@@ -114,12 +127,16 @@ class Socket:
     mc_loop: bool = True
     pmtudisc: int = IP_PMTUDISC_WANT
     adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
+    zerocopy: bool = False  # SO_ZEROCOPY
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.
     rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)
     rmem: int = 0
     wmem: int = 0
     error: int = 0  # pending asynchronous error (errno), reported once
+    # MSG_ZEROCOPY: the next send's notification id, and completed [first, last] id ranges not yet read.
+    zckey: int = 0
+    errqueue: deque[list[int]] = field(default_factory=deque)
     # Route cache, valid while the route table's generation is unchanged.
     dst_cache: Route | None = None
     dst_generation: int = -1
@@ -135,6 +152,14 @@ class Socket:
     def release_wmem(self, size: int) -> None:
         self.wmem = max(0, self.wmem - size)
         self.waker(self)
+
+    def zerocopy_completed(self, first: int, last: int) -> None:
+        """Notify the ids ``first``..``last`` done; one notification with the last one if they follow
+        it (Linux skb_zerocopy_notify_extend)."""
+        if self.errqueue and (self.errqueue[-1][1] + 1) & 0xFFFFFFFF == first:
+            self.errqueue[-1][1] = last
+        else:
+            self.errqueue.append([first, last])
 
     def take_error(self) -> int:
         error, self.error = self.error, 0

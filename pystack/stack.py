@@ -18,7 +18,7 @@ from . import ports, udp
 from .addr import ANY, BROADCAST, aton, is_multicast, ntoa, prefix_mask, sockaddr_in
 from .clock import Clock, MonotonicClock
 from .counters import Counters
-from .errors import oserror
+from .errors import oserror, would_block
 from .icmp import RateLimiter, icmp_input, reassembly_timeout
 from .interface import Interface, Sink
 from .ip import ip_input
@@ -27,6 +27,7 @@ from .route import BROADCAST as ROUTE_BROADCAST
 from .route import LOCAL, Route, RouteTable, cached_route
 from .socket import (
     AF_INET,
+    EXTENDED_ERR,
     F_GETFL,
     F_SETFL,
     IP_ADD_MEMBERSHIP,
@@ -36,6 +37,7 @@ from .socket import (
     IP_MULTICAST_IF,
     IP_MULTICAST_LOOP,
     IP_MULTICAST_TTL,
+    IP_RECVERR,
     IP_TOS,
     IP_TTL,
     IPPROTO_IP,
@@ -43,17 +45,21 @@ from .socket import (
     IPPROTO_UDP,
     MAX_ADU,
     MSG_DONTWAIT,
+    MSG_ERRQUEUE,
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
     SO_ADU,
     SO_BROADCAST,
+    SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_ZEROCOPY,
     SO_ERROR,
     SO_NO_CHECK,
     SO_RCVBUF,
     SO_REUSEADDR,
     SO_SNDBUF,
     SO_TYPE,
+    SO_ZEROCOPY,
     SOCK_CLOEXEC,
     SOCK_DGRAM,
     SOCK_MIN_RCVBUF,
@@ -362,24 +368,46 @@ class Stack:
     def recvmsg(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, list, int, Address]:
         """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
         sock = self.sockfd_lookup(fd)
+        if flags & MSG_ERRQUEUE:
+            return self._recv_errqueue(sock)
         if sock.type == SOCK_STREAM:
             if sock.nonblocking:
                 flags |= MSG_DONTWAIT
             data = tcp_api.tcp_recvmsg(self, sock, bufsize, flags)
-            return data, [], 0, (ntoa(sock.remote_addr), sock.remote_port)
+            ancillary = []
+            if sock.tcb.recvmsg_inq:
+                inq = struct.pack("i", tcp_api.tcp_inq(sock.tcb))
+                ancillary.append((IPPROTO_TCP, tcp_api.TCP_CM_INQ, inq))
+            return data, ancillary, 0, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
+
+    @staticmethod
+    def _recv_errqueue(sock: Socket) -> tuple[bytes, list, int, Address]:
+        """The next MSG_ZEROCOPY completion, as Linux's IP_RECVERR message; EAGAIN if none (never waits)."""
+        if not sock.errqueue:
+            raise would_block()
+        first, last = sock.errqueue.popleft()
+        info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
+        return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
 
     def poll(self, fd: int) -> int:
         """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
         sock = self.sockfd_lookup(fd)
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_poll(sock)
+            return tcp_api.tcp_poll(self, sock)
         return udp.udp_poll(sock)
+
+    def ioctl(self, fd: int, request: int) -> int:
+        """The integer ioctls of sockets: SIOCINQ (FIONREAD), SIOCOUTQ (TIOCOUTQ), SIOCOUTQNSD."""
+        sock = self.sockfd_lookup(fd)
+        if sock.type == SOCK_STREAM:
+            return tcp_api.tcp_ioctl(sock, request)
+        return udp.udp_ioctl(sock, request)
 
     def is_nonblocking(self, fd: int, flags: int = 0) -> bool:
         """Whether an EAGAIN from a call on ``fd`` with ``flags`` is final (no waiting)."""
-        return bool(flags & MSG_DONTWAIT) or self.sockfd_lookup(fd).nonblocking
+        return bool(flags & (MSG_DONTWAIT | MSG_ERRQUEUE)) or self.sockfd_lookup(fd).nonblocking
 
     def fcntl(self, fd: int, cmd: int, arg: int = 0) -> int:
         sock = self.sockfd_lookup(fd)
@@ -424,6 +452,8 @@ class Stack:
                 if not 0 <= number <= MAX_ADU:
                     raise oserror(errno.EINVAL, f"SO_ADU takes 0 to {MAX_ADU} bytes")
                 sock.adu = number
+            elif option == SO_ZEROCOPY:
+                sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -501,6 +531,7 @@ class Stack:
                 SO_SNDBUF: sock.sndbuf,
                 SO_RCVBUF: sock.rcvbuf,
                 SO_ADU: sock.adu,
+                SO_ZEROCOPY: int(sock.zerocopy),
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:

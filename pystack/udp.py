@@ -27,6 +27,8 @@ from .socket import (
     POLLERR,
     POLLIN,
     POLLOUT,
+    SIOCINQ,
+    SIOCOUTQ,
     SKB_OVERHEAD,
     Socket,
 )
@@ -202,9 +204,18 @@ def udp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> tuple[b
     return data[:bufsize], source, len(data)
 
 
+def udp_ioctl(sock: Socket, request: int) -> int:
+    """SIOCINQ: the size of the next datagram; SIOCOUTQ: bytes queued to send (Linux udp_ioctl)."""
+    if request == SIOCINQ:
+        return len(sock.rcvq[0][0]) if sock.rcvq else 0
+    if request == SIOCOUTQ:
+        return sock.wmem
+    raise oserror(errno.ENOTTY)
+
+
 def udp_poll(sock: Socket) -> int:
     """What a call would not block on now, as poll(2) bits."""
-    mask = POLLERR if sock.error else 0
+    mask = POLLERR if sock.error or sock.errqueue else 0
     if sock.rcvq:
         mask |= POLLIN
     if sock.wmem < sock.sndbuf:

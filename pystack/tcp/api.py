@@ -23,15 +23,25 @@ from ..socket import (
     MSG_OOB,
     MSG_PEEK,
     MSG_WAITALL,
+    MSG_ZEROCOPY,
     POLLERR,
     POLLHUP,
     POLLIN,
     POLLOUT,
+    SIOCINQ,
+    SIOCOUTQ,
+    SIOCOUTQNSD,
     Socket,
 )
 from .input import start_handshake_segment
-from .output import output_synchronized, send_ack, tcp_output, window_to_advertise
-from .seq import seq_diff
+from .output import (
+    output_synchronized,
+    send_ack,
+    tcp_output,
+    tcp_writeable,
+    window_to_advertise,
+)
+from .seq import seq_add, seq_diff, seq_gt
 from .tcb import (
     CAN_SEND,
     CLOSE_WAIT,
@@ -61,9 +71,13 @@ TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
 TCP_USER_TIMEOUT = 18
+TCP_NOTSENT_LOWAT = 25
+TCP_INQ = 36  # recvmsg reports the bytes left to read in a TCP_CM_INQ control message
+TCP_CM_INQ = TCP_INQ
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
+MSG_EOR = 0x80  # Linux: this write ends a record; later writes never join its last segment
 
 
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -172,7 +186,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if tcb.state in (SYN_SENT, SYN_RECEIVED):
         raise would_block()
     if tcb.shut_wr or tcb.state not in CAN_SEND:
-        raise oserror(errno.EPIPE if sock.connected else errno.ENOTCONN)
+        raise oserror(errno.EPIPE)  # also never connected (Linux sk_stream_wait_connect)
     if sock.adu and len(data) != sock.adu:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
@@ -181,12 +195,29 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if space <= 0:
         raise would_block()
     taken = data[:space]
+    start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
     tcb.send_buffer += taken
+    if flags & MSG_ZEROCOPY and sock.zerocopy:
+        zerocopy_send(tcb, sock, start)
+    if flags & MSG_EOR and len(taken) == len(data):
+        tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
     return len(taken)
+
+
+def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
+    """Give the send just queued from ``start`` its notification id (Linux msg_zerocopy_realloc):
+    it extends the range of the previous send if that one's data is still unsent at the tail."""
+    end = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+    pending = tcb.zerocopy_sends
+    if pending and pending[-1][0] == start and seq_gt(start, tcb.snd_nxt):
+        pending[-1] = (end, pending[-1][1], sock.zckey)
+    else:
+        pending.append((end, sock.zckey, sock.zckey))
+    sock.zckey = (sock.zckey + 1) & 0xFFFFFFFF
 
 
 def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
@@ -215,7 +246,7 @@ def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
     return data
 
 
-def tcp_poll(sock: Socket) -> int:
+def tcp_poll(stack: Stack, sock: Socket) -> int:
     """What a call would not block on now, as poll(2) bits (Linux tcp_poll).
 
     A readiness hook that fires on change ("may have become ready") needs
@@ -224,15 +255,36 @@ def tcp_poll(sock: Socket) -> int:
     tcb: TCB = sock.tcb
     if tcb.state == LISTEN:
         return POLLIN if tcb.accept_queue else 0
-    mask = POLLERR if tcb.error else 0
+    mask = POLLERR if tcb.error or sock.errqueue else 0
     read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected)  # recv won't wait
     if tcb.state == CLOSED or (read_shut and tcb.shut_wr):
         mask |= POLLHUP
     if read_shut or tcb.recv_buffer:
         mask |= POLLIN
-    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or len(tcb.send_buffer) < sock.sndbuf):
+    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
     return mask
+
+
+def tcp_ioctl(sock: Socket, request: int) -> int:
+    """SIOCINQ, SIOCOUTQ, SIOCOUTQNSD (Linux tcp_ioctl): 0 before the connection is synchronized."""
+    tcb: TCB = sock.tcb
+    if request not in (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD):
+        raise oserror(errno.ENOTTY)
+    if tcb.state == LISTEN:
+        raise oserror(errno.EINVAL)
+    if tcb.state in (SYN_SENT, SYN_RECEIVED) or (tcb.state == CLOSED and not sock.connected):
+        return 0
+    if request == SIOCINQ:
+        return len(tcb.recv_buffer)
+    # Linux's write_seq: the end of the data queued, and of the FIN, which takes a sequence number.
+    write_seq = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer) + (1 if tcb.fin_queued else 0))
+    return seq_diff(write_seq, tcb.snd_una if request == SIOCOUTQ else tcb.snd_nxt)
+
+
+def tcp_inq(tcb: TCB) -> int:
+    """What TCP_CM_INQ reports after a read (Linux tcp_inq_hint): bytes left to read, 1 for a FIN."""
+    return len(tcb.recv_buffer) or (1 if tcb.fin_received else 0)
 
 
 def window_update(stack: Stack, tcb: TCB) -> None:
@@ -316,6 +368,13 @@ def close_listener(stack: Stack, tcb: TCB) -> None:
 # ---------------------------------------------------------------- options
 
 
+def flag_option(number: int) -> bool:
+    """An option Linux takes as 0 or 1 only (TCP_INQ, SO_ZEROCOPY): anything else is EINVAL."""
+    if not 0 <= number <= 1:
+        raise oserror(errno.EINVAL)
+    return bool(number)
+
+
 def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None:
     tcb: TCB = sock.tcb
     if option == TCP_NODELAY:
@@ -335,25 +394,33 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None
         tcb.user_mss = number
         if tcb.state != CLOSED and tcb.state != LISTEN:
             stack.tcp.update_mss(tcb)
+    elif option == TCP_NOTSENT_LOWAT:
+        tcb.notsent_lowat = number & 0xFFFFFFFF  # Linux keeps it unsigned
+        stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
+    elif option == TCP_INQ:
+        tcb.recvmsg_inq = flag_option(number)
     elif option == TCP_USER_TIMEOUT:
         if number < 0:
             raise oserror(errno.EINVAL)
         tcb.user_timeout = number / 1000
-    elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL):
-        if not 1 <= number <= 32767:
-            raise oserror(errno.EINVAL)
-        if option == TCP_KEEPIDLE:
-            tcb.keepidle = float(number)
-            rearm_keepalive(stack, tcb)
-        else:
-            tcb.keepintvl = float(number)
-    elif option == TCP_KEEPCNT:
-        if not 1 <= number <= 127:
-            raise oserror(errno.EINVAL)
-        tcb.keepcnt = number
+    elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
+        set_keepalive_option(stack, tcb, option, number)
     else:
         raise oserror(errno.ENOPROTOOPT)
     stack.tcp.timer_changed(tcb)
+
+
+def set_keepalive_option(stack: Stack, tcb: TCB, option: int, number: int) -> None:
+    """TCP_KEEPIDLE, TCP_KEEPINTVL (seconds, 1 to 32767), TCP_KEEPCNT (1 to 127), as Linux bounds them."""
+    if not 1 <= number <= (127 if option == TCP_KEEPCNT else 32767):
+        raise oserror(errno.EINVAL)
+    if option == TCP_KEEPIDLE:
+        tcb.keepidle = float(number)
+        rearm_keepalive(stack, tcb)
+    elif option == TCP_KEEPINTVL:
+        tcb.keepintvl = float(number)
+    else:
+        tcb.keepcnt = number
 
 
 def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
@@ -366,10 +433,12 @@ def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
     values = {
         TCP_NODELAY: int(tcb.nodelay),
         TCP_CORK: int(tcb.cork),
+        TCP_INQ: int(tcb.recvmsg_inq),
         TCP_USER_TIMEOUT: int(tcb.user_timeout * 1000),
         TCP_KEEPIDLE: int(tcb.keepidle or cfg.keepalive_time),
         TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),
         TCP_KEEPCNT: tcb.keepcnt or cfg.keepalive_probes,
+        TCP_NOTSENT_LOWAT: tcb.notsent_lowat - (1 << 32) if tcb.notsent_lowat >> 31 else tcb.notsent_lowat,
     }
     if option in values:
         return values[option]

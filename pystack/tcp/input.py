@@ -22,6 +22,7 @@ from .output import (
     send_ack,
     send_syn,
     tcp_output,
+    tcp_writeable,
     ts_now,
     window_to_advertise,
 )
@@ -63,6 +64,15 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
         counters.drop("tcp", "not_unicast")
         return
     tcb = stack.tcp.conns.get((header.dst, seg.dport, header.src, seg.sport))
+    if tcb is not None and tcb.state == TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN:
+        listener = stack.tcp.listener(header.dst, seg.dport)
+        if listener is not None and timewait_accepts_syn(tcb, seg, stack.clock.now()):
+            # Linux tcp_timewait_state_process (TCP_TW_SYN): a new incarnation of the connection;
+            # the old one goes, and the new starts its sequence space beyond the old one's.
+            isn = seq_add(tcb.snd_nxt, 65535 + 2) or 1
+            stack.tcp.done(tcb)
+            listen_input(stack, listener, header, seg, isn)
+            return
     if tcb is None:
         listener = stack.tcp.listener(header.dst, seg.dport)
         if listener is None:
@@ -111,9 +121,10 @@ def send_bare(stack: Stack, src: int, sport: int, dst: int, dport: int, seq: int
 # ---------------------------------------------------------------- LISTEN
 
 
-def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment) -> TCB | None:
+def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegment, isn: int = 0) -> TCB | None:
     """A segment for a listener; returns the connection a SYN cookie's ACK rebuilt, to take the
-    segment as an established connection would."""
+    segment as an established connection would. ``isn``: the ISN a SYN's connection takes (0: a
+    fresh one)."""
     counters = stack.counters
     cfg = stack.tcp.config
     if seg.flags & RST:
@@ -149,6 +160,8 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
         send_cookie(stack, listener, header, seg)
         return None
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
+    if isn:
+        child.iss = isn
     accept_syn(stack, child, seg)
     listener.syn_queue += 1
     counters.tcp["PassiveOpens"] += 1
@@ -469,6 +482,16 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
 
 
+def timewait_accepts_syn(tcb: TCB, seg: TcpSegment, now: float) -> bool:
+    """A SYN may reopen a connection in TIME-WAIT (Linux tcp_timewait_state_process, RFC 6191):
+    its TS value is not rejected by PAWS, and its sequence number is beyond the old connection's,
+    or its TS value newer than the last one seen."""
+    ts_val = seg.options.ts_val
+    if ts_val is not None and tcb.ts_ok and not paws_check(tcb, ts_val, now, 0):
+        return False
+    return seq_gt(seg.seq, tcb.rcv_nxt) or (ts_val is not None and seq_lt(tcb.ts_recent, ts_val))
+
+
 def paws_check(tcb: TCB, ts_val: int, now: float, window: int) -> bool:
     """The TS value passes PAWS (Linux tcp_paws_check): at most ``window`` ticks older than
     ts_recent, or ts_recent is stale (24 days idle) or was never set (0)."""
@@ -561,12 +584,17 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
+    while tcb.zerocopy_sends and seq_le(tcb.zerocopy_sends[0][0], ack):
+        _, first, last = tcb.zerocopy_sends.popleft()
+        tcb.sock.zerocopy_completed(first, last)  # MSG_ZEROCOPY: its data is acknowledged
+        stack.wake(tcb.sock)
     tcb.retransmits = 0
     tcb.persist_backoff = 0
     tcb.first_unacked_at = now if tcb.rtx else None
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
     arm_rto(stack, tcb, now)
-    stack.wake(tcb.sock)
+    if tcp_writeable(stack, tcb):
+        stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
 
 
 def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> None:

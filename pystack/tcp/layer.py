@@ -104,7 +104,8 @@ class TcpLayer:
         parent_sock = listener.sock
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
                       sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf,
-                      ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu)
+                      ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu,
+                      zerocopy=parent_sock.zerocopy)
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True
@@ -115,7 +116,7 @@ class TcpLayer:
         child.user_mss = listener.user_mss
         child.nodelay, child.keepalive = listener.nodelay, listener.keepalive
         child.keepidle, child.keepintvl, child.keepcnt = listener.keepidle, listener.keepintvl, listener.keepcnt
-        child.user_timeout = listener.user_timeout
+        child.user_timeout, child.notsent_lowat = listener.user_timeout, listener.notsent_lowat
         child.iss = self.initial_sequence(child)
         return child
 

@@ -28,6 +28,7 @@ MAX_SACK_BLOCKS = 4
 TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
+GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -105,7 +106,6 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
         build_options(options, bool(flags & SYN)), payload, tcb.local_addr, tcb.remote_addr,
     )
-    send_segment(stack, tcb, segment)
     if flags & ACK:
         tcb.rcv_wup = tcb.rcv_nxt
         tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
@@ -117,6 +117,8 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         tcb.delack_at = math.inf
         if tcb.quickacks:
             tcb.quickacks -= 1
+    # Last: over loopback the answer may be processed before this call returns (see send_data_segment).
+    send_segment(stack, tcb, segment)
 
 
 def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
@@ -170,6 +172,19 @@ def unsent_bytes(tcb: TCB) -> int:
     return len(tcb.send_buffer) - seq_diff(tcb.snd_nxt, tcb.snd_buf_seq)
 
 
+def tcp_writeable(stack: Stack, tcb: TCB) -> bool:
+    """Whether a writer is told there is room (Linux __sk_stream_is_writeable with wake=1).
+
+    Not as soon as one byte fits: the free space must be at least half of
+    what is queued (sk_stream_min_wspace, so a blocked writer wakes once the
+    queue falls to 2/3 of the buffer), and the unsent bytes, doubled, must be
+    below TCP_NOTSENT_LOWAT (tcp_stream_memory_free).
+    """
+    queued = len(tcb.send_buffer)
+    lowat = tcb.notsent_lowat or stack.tcp.config.notsent_lowat
+    return tcb.sock.sndbuf - queued >= queued // 2 and 2 * unsent_bytes(tcb) < lowat
+
+
 def data_at(tcb: TCB, seq: int, length: int) -> bytes:
     offset = seq_diff(seq, tcb.snd_buf_seq)
     return bytes(tcb.send_buffer[offset : offset + length])
@@ -221,17 +236,18 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
         split(tcb, item, mss)
         length = mss
     flags = ACK | (item.flags & (SYN | FIN | PSH))
-    if item.flags & SYN:
-        send_syn(stack, tcb)
-    else:
-        transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags)
-    item.retransmits += 1
+    seq, payload = item.seq, data_at(tcb, item.seq, length)
+    item.retransmits += 1  # accounted before it leaves, as in send_data_segment
     tcb.mark_retransmitted(item)
     item.sent_at = now
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
     stack.counters.tcp["RetransSegs"] += 1
     arm_rto(stack, tcb, now, restart=False)
+    if item.flags & SYN:
+        send_syn(stack, tcb)
+    else:
+        transmit(stack, tcb, seq, payload, flags)
 
 
 def split(tcb: TCB, item: Sent, length: int) -> None:
@@ -252,6 +268,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     """
     sent = False
     mss = send_mss(tcb)
+    gso = gso_segments(tcb, mss)
+    packet = 0  # segments so far in the current GSO packet
     while True:
         unsent = unsent_bytes(tcb)
         fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= mss
@@ -260,13 +278,16 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
         if unsent > 0 and in_flight >= tcb.cwnd:
             break
         size = min(mss, unsent)
+        record_end = False  # the segment ends a record (MSG_EOR): no data of later writes joins it
+        if tcb.eor_ends:
+            size, record_end = record_limit(tcb, size)
         window_left = seq_diff(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt)
         if size > window_left:
             if window_left <= 0 or (window_left < tcb.max_snd_wnd // 2 and window_left < mss):
                 if not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
-            size = window_left
+            size, record_end = window_left, False
         last = size == unsent
         if size < mss and last and not fin_due and not tcb.nagle_push:
             corked = tcb.cork or tcb.more
@@ -277,10 +298,14 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
                 if corked and not tcb.rtx:
                     arm_persist(stack, tcb, now)
                 break
-        flags = ACK | (PSH if last and size and not tcb.more else 0)
-        if fin_due and last:
-            flags |= FIN
+        packet += 1
+        packet_end = packet == gso or in_flight + 1 >= tcb.cwnd or size >= window_left
+        flags = segment_flags(tcb, size, last and fin_due, last, record_end, packet > 1 and packet_end)
         send_data_segment(stack, tcb, size, flags, now, mss)
+        if record_end:
+            tcb.eor_ends.popleft()
+        if packet_end:
+            packet = 0
         sent = True
         in_flight += 1
         if flags & FIN:
@@ -288,12 +313,43 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     return sent, in_flight
 
 
+def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
+    """``size`` cut where the next record (MSG_EOR write) ends, and whether it ends there."""
+    while tcb.eor_ends and seq_le(tcb.eor_ends[0], tcb.snd_nxt):
+        tcb.eor_ends.popleft()  # passed already (by a window probe)
+    to_end = seq_diff(tcb.eor_ends[0], tcb.snd_nxt) if tcb.eor_ends else size + 1
+    return (to_end, True) if to_end <= size else (size, False)
+
+
+def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool, gso_end: bool) -> int:
+    """The flags of a new segment. PSH as Linux sets it: where the queued data ends (unless the
+    write said MSG_MORE), where a record ends (MSG_EOR), and at the end of a GSO packet of several
+    segments (``gso_end``: a full one, or the last one a burst sends)."""
+    push = size and ((last and not tcb.more) or record_end or gso_end)
+    return ACK | (PSH if push else 0) | (FIN if fin else 0)
+
+
+def gso_segments(tcb: TCB, mss: int) -> int:
+    """Segments per GSO packet, as Linux sizes them (tcp_tso_autosize): about a millisecond at the
+    pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least two (tcp_min_tso_segs),
+    and no more than half the peer's largest window (tcp_xmit_size_goal)."""
+    ratio = 2.0 if tcb.cwnd < tcb.ssthresh // 2 else 1.2
+    srtt = max(tcb.rtt.srtt, 1e-6)  # Linux keeps microseconds
+    per_ms = int(ratio * max(tcb.cwnd, len(tcb.rtx)) / srtt / 1024)
+    return max(2, min(per_ms, min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) // mss))
+
+
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int) -> None:
     """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission.
 
-    ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now)."""
+    ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now).
+    The segment is accounted for (snd_nxt, the queue, the timer) before it
+    leaves: a peer on the same stack (loopback) answers it before transmit
+    returns, and its ACK must find the segment sent (Linux holds the socket
+    lock instead, and processes the ACK after).
+    """
     seq = tcb.snd_nxt
-    transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
+    payload = data_at(tcb, seq, size)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
@@ -306,6 +362,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.first_unacked_at is None:
         tcb.first_unacked_at = now
     arm_rto(stack, tcb, now, restart=False)
+    transmit(stack, tcb, seq, payload, flags)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:

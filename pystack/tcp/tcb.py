@@ -69,6 +69,7 @@ class TcpConfig:
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
+    notsent_lowat: int = 0xFFFFFFFF  # tcp_notsent_lowat: unsent bytes above which a writer is not woken
 
 
 @dataclass(eq=False, slots=True)
@@ -131,6 +132,9 @@ class TCB:
     send_buffer: bytearray = field(default_factory=bytearray)
     snd_buf_seq: int = 0
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
+    eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
+    # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
+    zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
@@ -186,6 +190,8 @@ class TCB:
     keepintvl: float = 0.0
     keepcnt: int = 0
     user_timeout: float = 0.0
+    notsent_lowat: int = 0  # TCP_NOTSENT_LOWAT (0: the stack's tcp_notsent_lowat)
+    recvmsg_inq: bool = False  # TCP_INQ
     linger: tuple[bool, int] = (False, 0)
     # Shutdown and errors.
     shut_rd: bool = False

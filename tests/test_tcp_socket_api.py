@@ -1,0 +1,266 @@
+"""Socket-level TCP as Linux has it: ioctls, TCP_NOTSENT_LOWAT, when a writer is woken, SO_ZEROCOPY,
+a connection over loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import random
+import struct
+
+import pytest
+
+from pystack.clock import VirtualClock
+from pystack.socket import (
+    EXTENDED_ERR,
+    IP_RECVERR,
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    MSG_ERRQUEUE,
+    MSG_ZEROCOPY,
+    POLLERR,
+    POLLOUT,
+    SIOCINQ,
+    SIOCOUTQ,
+    SIOCOUTQNSD,
+    SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_ZEROCOPY,
+    SO_SNDBUF,
+    SO_ZEROCOPY,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    SOL_SOCKET,
+)
+from pystack.stack import Stack
+from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NOTSENT_LOWAT
+
+from .tcp_harness import PeerBench, passive_open
+
+
+def test_ioctls_count_unread_unacknowledged_and_unsent_bytes():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    conn.send("PA", payload=b"r" * 300)
+    assert stack.ioctl(fd, SIOCINQ) == 300
+    stack.recv(fd, 100)
+    assert stack.ioctl(fd, SIOCINQ) == 200
+    bench.take()
+    stack.send(fd, b"w" * 20000)  # the initial window (10 segments) goes, the rest waits
+    burst = bench.take()
+    sent = sum(len(p.payload) for p in burst)
+    assert 0 < sent < 20000
+    assert stack.ioctl(fd, SIOCOUTQ) == 20000
+    assert stack.ioctl(fd, SIOCOUTQNSD) == 20000 - sent
+    conn.send("A", ack=burst[0].seq + 1000)
+    assert stack.ioctl(fd, SIOCOUTQ) == 19000
+
+
+def test_ioctl_counts_the_fin_in_the_send_queue_and_refuses_a_listener():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.shutdown(fd, SHUT_WR)
+    fin = bench.expect(flags="FA")
+    assert stack.ioctl(fd, SIOCOUTQ) == 1  # the FIN has a sequence number (Linux's write_seq)
+    assert stack.ioctl(fd, SIOCOUTQNSD) == 0
+    conn.send("A", ack=fin.seq + 1)
+    assert stack.ioctl(fd, SIOCOUTQ) == 0
+    with pytest.raises(OSError) as listening:
+        stack.ioctl(conn.listener, SIOCINQ)
+    assert listening.value.errno == errno.EINVAL
+
+
+def test_udp_siocinq_is_the_size_of_the_next_datagram():
+    bench = PeerBench()
+    stack = bench.stack
+    fd = stack.socket(type=SOCK_DGRAM)
+    stack.bind(fd, ("0.0.0.0", 5000))
+    assert stack.ioctl(fd, SIOCINQ) == 0
+    with pytest.raises(OSError) as unknown:
+        stack.ioctl(fd, SIOCOUTQNSD)
+    assert unknown.value.errno == errno.ENOTTY
+
+
+def test_writer_is_woken_only_when_a_third_of_the_buffer_is_free():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)  # 30000 bytes (Linux doubles it)
+    assert stack.send(fd, b"x" * 40000) == 30000
+    first = bench.take()[0].seq
+    assert not stack.poll(fd) & POLLOUT
+    woken = []
+    stack.on_wake = woken.append
+    conn.send("A", ack=first + 8000)  # 22000 queued, 8000 free: less than half of what is queued
+    assert not woken and not stack.poll(fd) & POLLOUT
+    conn.send("A", ack=first + 10000)  # 20000 queued, 10000 free: a writer may go on
+    assert woken and stack.poll(fd) & POLLOUT
+
+
+def test_tcp_notsent_lowat_gates_pollout_on_unsent_bytes():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == 0
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4000)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == 4000
+    stack.send(fd, b"x" * 10 * 1448)  # the initial window, all sent
+    stack.send(fd, b"x" * 1999)  # unsent: twice that is below 4000
+    assert stack.poll(fd) & POLLOUT
+    stack.send(fd, b"x")  # 2000 unsent
+    assert not stack.poll(fd) & POLLOUT
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 0xFFFFFFFF)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT) == -1  # an int, as getsockopt gives it
+    assert stack.poll(fd) & POLLOUT
+
+
+def test_so_zerocopy_is_a_boolean_option():
+    bench = PeerBench()
+    stack = bench.stack
+    fd = stack.socket()
+    stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 1)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_ZEROCOPY) == 1
+    with pytest.raises(OSError) as bad:
+        stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 2)
+    assert bad.value.errno == errno.EINVAL
+
+
+def test_loopback_bulk_transfer_completes_without_challenge_acks():
+    """One stack talking to itself: the receiver's ACK is processed before the sender's transmit
+    returns, so the sender must have counted the segment as sent first (else: an ACK of unsent
+    data, a challenge ACK, and once the windows disagree the transfer stalls)."""
+    clock = VirtualClock()
+    stack = Stack(clock=clock, seed=1)
+    listener = stack.socket(type=SOCK_STREAM)
+    stack.bind(listener, ("127.0.0.1", 80))
+    stack.listen(listener)
+    client = stack.socket(type=SOCK_STREAM)
+    with pytest.raises(BlockingIOError):
+        stack.connect(client, ("127.0.0.1", 80))
+    server, _ = stack.accept(listener)
+    data = random.Random(3).randbytes(1_000_000)
+    sent, got = 0, bytearray()
+    for _ in range(10_000):
+        with contextlib.suppress(BlockingIOError):
+            while sent < len(data):
+                sent += stack.send(server, data[sent:])
+        with contextlib.suppress(BlockingIOError):
+            while chunk := stack.recv(client, 65536):
+                got += chunk
+        deadline = stack.next_deadline()
+        if len(got) == len(data) or deadline is None:
+            break
+        clock.advance(max(0.0, deadline - clock.now()))
+        stack.run_timers()
+    assert bytes(got) == data
+    assert stack.counters.tcp["ChallengeACK"] == 0
+    assert not {name: n for name, n in stack.counters.drops.items() if n}
+
+
+def test_a_burst_ends_each_gso_packet_with_psh():
+    """Linux sends a cwnd-limited burst as GSO packets of about a millisecond at the pacing rate,
+    at least two segments, each ending with PSH; a lone segment carries none."""
+    bench = PeerBench()
+    conn = passive_open(bench, rtt=0.1)  # 100 ms: the pacing rate makes two-segment GSO packets
+    bench.stack.send(conn.fd, b"x" * 30000)
+    burst = bench.take()
+    assert len(burst) == 10
+    assert [p.flags for p in burst] == ["A", "PA"] * 5
+    bench.advance(0.1)
+    conn.send("A", ack=burst[0].seq + 1448)  # cwnd 11, 9 in flight: two more, one packet
+    assert [p.flags for p in bench.take()] == ["A", "PA"]
+
+
+def test_msg_eor_ends_a_segment_that_later_writes_do_not_join():
+    bench = PeerBench()
+    conn = passive_open(bench, rtt=0.1)
+    stack, fd = bench.stack, conn.fd
+    stack.send(fd, b"r" * 3000, MSG_EOR)
+    stack.send(fd, b"s" * 3000)
+    sizes = [(len(p.payload), p.flags) for p in bench.take()]
+    # The record's last 104 bytes go alone, with PSH; without MSG_EOR the writes would share a
+    # segment. The second write's own 104-byte tail waits (Nagle: a small segment is unacknowledged).
+    assert sizes == [(1448, "A"), (1448, "PA"), (104, "PA"), (1448, "A"), (1448, "PA")]
+
+
+def _time_wait_on_the_stack() -> tuple[PeerBench, object, int]:
+    """The stack closes first and ends in TIME-WAIT, its listener still open; returns (bench, peer
+    connection, the stack's sequence number after its FIN)."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    bench.stack.close(conn.fd)
+    fin = bench.expect(flags="FA")
+    conn.note(fin)
+    conn.ts += 10
+    conn.send("FA", ack=fin.seq + 1)
+    bench.expect(flags="A")
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["TIME-WAIT"]
+    return bench, conn, fin.seq + 1
+
+
+def test_syn_beyond_the_old_connection_reopens_it_from_time_wait():
+    bench, conn, snd_nxt = _time_wait_on_the_stack()
+    conn.ts += 10
+    conn.seq += 100_000
+    conn.send("S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (conn.ts, 0)), ("NOP", None),
+                            ("WScale", 7)])
+    # Linux: the new incarnation's ISN is the old snd_nxt + 65535 + 2.
+    bench.expect(flags="SA", seq=snd_nxt + 65537, ack=conn.seq)
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["SYN-RECEIVED"]
+
+
+def test_syn_with_an_old_timestamp_gets_only_an_ack_in_time_wait():
+    bench, conn, _ = _time_wait_on_the_stack()
+    conn.seq += 100_000  # beyond, but PAWS rejects its TS value
+    conn.send("S", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (conn.ts - 1000, 0)),
+                            ("NOP", None), ("WScale", 7)])
+    bench.expect(flags="A")
+    assert [t.state_name for t in bench.stack.tcp.conns.values()] == ["TIME-WAIT"]
+
+
+def test_msg_zerocopy_completions_come_from_the_error_queue_when_acknowledged():
+    bench = PeerBench()
+    conn = passive_open(bench, setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 1))
+    stack, fd = bench.stack, conn.fd
+    with pytest.raises(BlockingIOError):
+        stack.recvmsg(fd, 0, MSG_ERRQUEUE)  # nothing yet, and it never waits
+    stack.send(fd, b"z" * 1000, MSG_ZEROCOPY)
+    seq = bench.take()[0].seq
+    assert not stack.poll(fd) & POLLERR  # not acknowledged yet
+    conn.send("A", ack=seq + 1000)
+    stack.send(fd, b"z" * 1000, MSG_ZEROCOPY)
+    conn.send("A", ack=seq + 2000)
+    assert stack.poll(fd) & POLLERR
+    data, ancillary, msg_flags, _ = stack.recvmsg(fd, 0, MSG_ERRQUEUE)
+    (level, kind, info), = ancillary
+    errno_, origin, _, code, _, lo, hi = EXTENDED_ERR.unpack(info)
+    # Two sends (ids 0 and 1), acknowledged one after the other: one notification for both.
+    assert (data, msg_flags, level, kind) == (b"", MSG_ERRQUEUE, IPPROTO_IP, IP_RECVERR)
+    assert (errno_, origin, code, lo, hi) == (0, SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED, 0, 1)
+    assert not stack.poll(fd) & POLLERR
+
+
+def test_tcp_inq_reports_what_is_left_to_read_and_a_fin_as_one():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_INQ, 1)
+    assert stack.getsockopt(fd, IPPROTO_TCP, TCP_INQ) == 1
+    conn.send("PA", payload=b"q" * 3000)
+    data, ancillary, _, _ = stack.recvmsg(fd, 1000)
+    assert len(data) == 1000 and ancillary == [(IPPROTO_TCP, TCP_CM_INQ, struct.pack("i", 2000))]
+    conn.send("FA")
+    data, ancillary, _, _ = stack.recvmsg(fd, 5000)
+    assert len(data) == 2000 and ancillary == [(IPPROTO_TCP, TCP_CM_INQ, struct.pack("i", 1))]
+    with pytest.raises(OSError) as bad:
+        stack.setsockopt(fd, IPPROTO_TCP, TCP_INQ, 2)
+    assert bad.value.errno == errno.EINVAL
+
+
+def test_send_on_a_socket_never_connected_is_epipe():
+    bench = PeerBench()
+    fd = bench.stack.socket(type=SOCK_STREAM)
+    with pytest.raises(OSError) as never:
+        bench.stack.send(fd, b"x")
+    assert never.value.errno == errno.EPIPE  # Linux sk_stream_wait_connect
