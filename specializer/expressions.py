@@ -418,11 +418,15 @@ class Expressions:
             except Exception as exc:  # noqa: BLE001 - whatever it raises, the residual code raises at run time
                 self.kept_for_run_time(exc, "an expression kept whole")
             else:
-                if not isinstance(value, _CONTAINERS):
+                # A display or comprehension makes a new container each time it runs: one made
+                # now must not be shared by every call of the residual code (nor by its
+                # callers). A new list stays static while it is only read (_FreshList); other
+                # containers are made by the residual code.
+                if type(value) is list:
+                    value = _FreshList(value)
+                if not isinstance(value, _CONTAINERS) or isinstance(value, _FreshList):
                     self.trace.kept_whole(frame.func, node, None)
                     return Static(value)
-                # A display or comprehension makes a new container each time it runs: one made
-                # now would be shared by every call of the residual code (and by its callers).
         copied = copy.deepcopy(node)
         for sub in ast.walk(copied):  # located where the residual puts it, not in the generic file
             for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):

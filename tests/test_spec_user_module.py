@@ -366,3 +366,44 @@ def test_a_new_dict_filled_in_a_residual_loop_is_made_on_every_call(tmp_path, mo
     assert spec(b"\x01") == {1: 2}
     assert spec(b"\x02") == {2: 4}  # not {1: 2, 2: 4}: one dict per call, as the generic code makes
     assert spec(b"") is not spec(b"")  # and a caller never shares one with another
+
+
+def test_a_new_list_from_a_comprehension_is_made_on_every_call(tmp_path, monkeypatch):
+    """A comprehension over static values may be folded while the list is only read, but a
+    list the residual code changes or returns is a new one per call."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "user_lc.py").write_text(textwrap.dedent("""
+        def grows(scale, data):
+            acc = [x * scale for x in (1, 2)]
+            for byte in data:
+                acc.append(byte)
+            return acc
+
+
+        def returned(scale, data):
+            return [x * scale for x in (1, 2)]
+
+
+        def read(scale, data):
+            total = 0
+            for x in [x * scale for x in (1, 2)]:
+                total += x
+            return total + len(data)
+
+
+        def world(scale=2):
+            return {"scale": scale}
+    """))
+    (tmp_path / "user_lc.spec.toml").write_text("".join(textwrap.dedent(f"""
+        [scenario.{name}]
+        entry = "user_lc:{name}"
+        params = {{ scale = "S", data = "D" }}
+        world = "user_lc:world"
+    """) for name in ("grows", "returned", "read")))
+    grows = specialize("user_lc", "grows", context={})
+    assert grows(b"\x01") == [2, 4, 1] and grows(b"\x02") == [2, 4, 2]
+    returned = specialize("user_lc", "returned", context={})
+    first, second = returned(b""), returned(b"")
+    assert first == second == [2, 4] and first is not second
+    read = specialize("user_lc", "read", context={})
+    assert read(b"abc") == 9 and read(b"") == 6
