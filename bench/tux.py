@@ -106,28 +106,34 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def running(server: Server, ns: Namespace, root: str, config: str) -> Iterator[subprocess.Popen[str]]:
-    """The server started in ``ns`` and answering on its port; stopped (SIGINT) on exit."""
+def running(server: Server, ns: Namespace, root: str, config: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The server started in ``ns`` and answering on its port; stopped (SIGINT) on exit.
+
+    Its output goes to a file, not a pipe: nobody reads a pipe during the loads, and
+    http.server's access log would fill one and block the server after ~1,000 requests."""
     env = {**os.environ, "TUX_BENCH_ROOT": root, "PYTHONPATH": REPO}
     argv = server_argv(server, root, config, unique("pstbx"), ns)
-    proc = ns.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
-        wait_until_answering(ns, proc, server.address, 20)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
+    with tempfile.TemporaryFile() as output:
+        proc = ns.popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         try:
-            proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            wait_until_answering(ns, proc, server.address, 20, output)
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-def wait_until_answering(ns: Namespace, proc: subprocess.Popen[str], address: str, timeout: float) -> None:
+def wait_until_answering(ns: Namespace, proc: subprocess.Popen[bytes], address: str, timeout: float,
+                         output: Any) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({proc.returncode}): {proc.communicate()[1][-2000:]}")
+            output.seek(0)
+            raise RuntimeError(f"the server exited ({proc.returncode}): {output.read()[-2000:].decode(errors='replace')}")
         with ns.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.settimeout(1)
             try:
@@ -183,7 +189,7 @@ def ab(ns: Namespace, url: str, concurrency: int, seconds: float, count: int) ->
             "errors": int(figure(r"^Failed requests:\s+(\d+)")) + (0 if bad != bad else int(bad))}
 
 
-def load(ns: Namespace, proc: subprocess.Popen[str], url: str, keep_alive: bool, concurrency: int,
+def load(ns: Namespace, proc: subprocess.Popen[bytes], url: str, keep_alive: bool, concurrency: int,
          settings: Settings) -> dict[str, Any]:
     """One load against a running server, with the server's CPU seconds per request."""
     seconds = settings.pick(5, 1)
