@@ -203,7 +203,7 @@ def load(ns: Namespace, proc: subprocess.Popen[bytes], url: str, keep_alive: boo
         last = str(failed).strip().splitlines()[-1][:80]
         return {"requests": 0, "rps": NAN, "p50": NAN, "p99": NAN, "errors": f"failed: {last}", "cpu_us": NAN}
     used = cpu_seconds(proc.pid) - before
-    result["cpu_us"] = used / result["requests"] * 1e6 if result["requests"] else float("nan")
+    result["cpu_us"] = used / result["requests"] * 1e6 if result["requests"] else NAN
     return result
 
 
