@@ -22,7 +22,13 @@ test: $(STAMP)
 	@scripts/system-tools.sh --with-browser || echo "(TUN and browser tests that need these tools will be skipped)"
 	$(PY) -m pytest
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)

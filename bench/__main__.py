@@ -35,13 +35,14 @@ from . import (
     spec_udp_stream,
     stingy,
     tcp_stream,
+    tux,
     udp_send_path,
     udp_stream,
 )
 
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
                                                  spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream,
-                                                 ofo_flood, frag_flood, stingy)}
+                                                 ofo_flood, frag_flood, stingy, tux)}
 
 
 class UsageError(Exception):

@@ -19,7 +19,7 @@ import trio.testing
 from scapy.layers.inet import IP, UDP
 
 from pystack.host.netns import Namespace, NeedsNetAdmin, have_net_admin, why_not
-from pystack.host.tun import TunLink
+from pystack.host.tun import BATCH, TunLink
 
 needs_tun = pytest.mark.skipif(not have_net_admin(), reason=why_not() or "")
 
@@ -109,6 +109,39 @@ async def test_kernel_round_trip_through_tun() -> None:
 
 @pytest.mark.tun
 @needs_tun
+async def test_tun_receive_takes_queued_packets_a_batch_at_a_time() -> None:
+    """Other tasks run once per BATCH queued packets, not once per packet (nor never)."""
+    ns_name, tun_name = _names()
+    with Namespace(ns_name) as ns, TunLink(tun_name) as tun:
+        ns.move_link(tun.name)
+        ns.configure_link(tun.name, "198.18.98.1", 24, mtu=1500)
+        count = 3 * BATCH
+        with ns.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(count):  # queued on the TUN before anyone reads
+                sock.sendto(b"x", ("198.18.98.2", 9))
+        others_ran = 0
+        seen = []  # how often the other task had run, after each packet read
+
+        async def other() -> None:
+            nonlocal others_ran
+            while True:
+                others_ran += 1
+                await trio.lowlevel.checkpoint()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other)
+                await trio.lowlevel.checkpoint()  # the other task starts
+                for _ in range(count):
+                    await tun.receive()
+                    seen.append(others_ran)
+                nursery.cancel_scope.cancel()
+        turns = sum(1 for before, after in zip(seen, seen[1:], strict=False) if after != before)
+        assert count // BATCH - 1 <= turns <= count // BATCH
+
+
+@pytest.mark.tun
+@needs_tun
 def test_socket_switches_back_even_on_error() -> None:
     home = _thread_netns()
     with Namespace(_names()[0]) as ns:
@@ -136,7 +169,7 @@ def test_existing_namespace_is_left_in_place() -> None:
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop privileges")
 def test_tun_without_net_admin_says_why() -> None:
     code = (
-        "from pystack.host.tun import TunLink\n"
+        "from pystack.host.tun import BATCH, TunLink\n"
         "from pystack.host.netns import NeedsNetAdmin\n"
         "try:\n    TunLink('pstnoperm0')\n"
         "except NeedsNetAdmin as exc:\n    print(exc)\n"

@@ -144,3 +144,22 @@ async def test_the_driver_refuses_a_stack_on_another_clock(clock):
     with trio.move_on_after(1), pytest.raises(TypeError, match="TrioClock"):
         async with running(stack, {"mem0": ours}):
             pass
+
+
+async def test_a_megabyte_over_loopback_arrives_without_challenge_acks(autojump_clock):
+    stack = Stack(clock=TrioClock(), seed=3)
+    total = 1_000_000
+    async with running(stack, {}) as net, trio.open_nursery() as nursery:
+        async def handler(stream) -> None:
+            await stream.send_all(bytes(total))
+            await stream.aclose()
+
+        await nursery.start(lambda task_status: net.serve_tcp(handler, 5000, host="127.0.0.1",
+                                                               task_status=task_status))
+        client = await net.open_tcp_stream("127.0.0.1", 5000)
+        got = 0
+        with trio.move_on_after(60):
+            while data := await client.receive_some(65536):
+                got += len(data)
+        nursery.cancel_scope.cancel()
+    assert (got, stack.counters.tcp["ChallengeACK"]) == (total, 0)

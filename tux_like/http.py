@@ -243,9 +243,13 @@ def process_message(req: Request) -> None:
         return
     key = proto.cache_key = "/".join(segments) + ("/" if trailing else "")
     entry = server.file_cache.get(key)
-    if entry is not None and ti.now - entry.loaded_at < FILE_CACHE_TTL:
-        respond_file(req, entry)
-        return
+    if entry is not None:
+        if ti.now - entry.loaded_at < FILE_CACHE_TTL:
+            respond_file(req, entry)
+            return
+        # Stale: this request looks at the disk again; the requests that come meanwhile are
+        # served the entry rather than each sending a worker to the disk too.
+        entry.loaded_at = ti.now
     index_files = config.index_files
     now = ti.now
     ti.submit(req, lambda: find_file(str(config.root()), segments, trailing, index_files,
@@ -256,6 +260,9 @@ def file_found(req: Request) -> None:
     """Stage (after a worker): a file for the cache, a directory to list, 301, 403 or 404."""
     proto = req.proto
     work = proto.work
+    cache = req.ti.server.file_cache
+    if work.error is not None or work.result.status != 200 or work.result.listing is not None:
+        cache.pop(proto.cache_key, None)  # no longer a file to serve from the cache
     if work.error is not None:
         proto.work = None
         error_response(req, 500)
@@ -271,7 +278,6 @@ def file_found(req: Request) -> None:
         QueueStage(req, list_directory)  # the listing stays in proto.work for that stage
     else:
         proto.work = None
-        cache = req.ti.server.file_cache
         if len(cache) >= FILE_CACHE_ENTRIES and proto.cache_key not in cache:
             del cache[next(iter(cache))]  # the oldest entry makes room
         cache[proto.cache_key] = found.entry

@@ -20,6 +20,7 @@ from pystack.links.base import Link, LinkStats
 # kernel refuses (EINVAL) loses one packet, as a busy wire would; the stack
 # goes on.
 _DROPPED = {errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.EINVAL}
+BATCH = 32  # packets read back to back, at most, before other tasks run
 
 
 class TunLink(Link):
@@ -44,6 +45,7 @@ class TunLink(Link):
         self.mtu = mtu
         self.stats = LinkStats()
         self._fd: int | None = self._device.fileno()
+        self._unyielded = 0  # packets read since the last checkpoint
         os.set_blocking(self._fd, False)
 
     def fileno(self) -> int:
@@ -64,11 +66,14 @@ class TunLink(Link):
 
     async def receive(self) -> bytes:
         """Read first and wait only when nothing is queued: under load the packet is
-        usually there already, and a plain checkpoint is cheaper than a wait on epoll."""
+        usually there already. Queued packets are taken BATCH at a time before other
+        tasks run (a checkpoint every BATCH-th read), so that a server loop woken by
+        them handles the batch in one turn rather than one trio round per packet."""
         fd = self.fileno()
         try:
             packet = os.read(fd, self.read_size)
         except BlockingIOError:
+            self._unyielded = 0
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 try:
@@ -77,7 +82,10 @@ class TunLink(Link):
                 except BlockingIOError:
                     continue
         else:
-            await trio.lowlevel.checkpoint()
+            self._unyielded += 1
+            if self._unyielded >= BATCH:
+                self._unyielded = 0
+                await trio.lowlevel.checkpoint()
         self.stats.rx_packets += 1
         self.stats.rx_bytes += len(packet)
         return packet

@@ -270,6 +270,29 @@ def test_a_cached_file_is_served_without_a_worker_until_it_is_stale(world: World
     world.leave(client)
 
 
+def test_a_stale_entry_sends_one_worker_to_the_disk_and_serves_the_others_meanwhile(world: World) -> None:
+    stages = world.server.threads[0].scheduler.stage_runs
+    clients = [world.exchange(get("/hello.txt"))[0] for _ in range(3)]
+    world.run(advance=http.FILE_CACHE_TTL)
+    for client in clients:  # all three in the same step, before the worker is done
+        client.send(get("/hello.txt"))
+    world.run()
+    assert [one(client.recv())[:3:2] for client in clients] == [(200, b"hello, world\n")] * 3
+    assert stages["file_found"] == 2 and stages["process_message"] == 6
+    world.leave(*clients)
+
+
+def test_a_file_gone_from_the_disk_leaves_the_cache(world: World, root: Path) -> None:
+    client, data = world.exchange(get("/hello.txt"))
+    assert one(data)[0] == 200
+    (root / "hello.txt").unlink()
+    world.run(advance=http.FILE_CACHE_TTL)
+    for _ in range(2):  # the one that looked, and the next: not the stale entry
+        client, data = world.exchange(get("/hello.txt"), client)
+        assert one(data)[0] == 404
+    world.leave(client)
+
+
 def test_the_access_log_in_common_log_format(root: Path) -> None:
     world = World(root)
     client, _ = world.exchange(get("/hello.txt") + get("/nope", method="HEAD")
