@@ -60,6 +60,7 @@ from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
 from pystack.socket import F_SETFL, O_NONBLOCK
 from pystack.stack import Stack
+from pystack.tcp.congestion import ALGORITHMS
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
@@ -165,6 +166,8 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.syn_retries = numbers[0]
         elif key == "tcp_synack_retries" and numbers:
             cfg.synack_retries = numbers[0]
+        elif key == "tcp_congestion_control" and value in ALGORITHMS:
+            cfg.congestion_control = value
         elif key == "tcp_reordering" and numbers:
             cfg.reordering = numbers[0]
         elif key == "tcp_fin_timeout" and numbers:

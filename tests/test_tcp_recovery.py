@@ -15,6 +15,7 @@ from .tcp_harness import PEER, PeerBench, passive_open
 
 MSS = 1448
 NO_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
+RENO = TcpConfig(congestion_control="reno")  # the tests of the NewReno arithmetic (halving on loss)
 NO_TS = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
 
@@ -145,7 +146,7 @@ def test_initial_window_is_ten_segments():
 
 
 def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
-    bench, conn = opened(syn_options=NO_SACK)
+    bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
     assert not tcb.sack_ok
     s = [p.seq for p in send_window(bench, conn)]
@@ -176,7 +177,7 @@ def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
 
 
 def test_newreno_partial_ack_retransmits_the_next_hole_at_once():
-    bench, conn = opened(syn_options=NO_SACK)
+    bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
     s = [p.seq for p in send_window(bench, conn)]
     una = s[0]
@@ -198,7 +199,7 @@ def test_newreno_partial_ack_retransmits_the_next_hole_at_once():
 
 
 def test_sack_recovery_retransmits_several_holes_in_one_round_trip():
-    bench, conn = opened()
+    bench, conn = opened(RENO)
     tcb = tcb_of(bench, conn)
     assert tcb.sack_ok
     s = [p.seq for p in send_window(bench, conn)]
@@ -239,7 +240,7 @@ def test_limited_transmit_with_sack():
 
 
 def test_rto_in_recovery_enters_loss_and_restarts_from_one_segment():
-    bench, conn = opened(syn_options=NO_SACK)
+    bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
     s = [p.seq for p in send_window(bench, conn, 12)]
     bench.advance(0.2)
@@ -268,7 +269,7 @@ def test_slow_start_doubles_per_round_trip():
 
 
 def test_congestion_avoidance_adds_one_segment_per_window():
-    bench, conn = opened()
+    bench, conn = opened(RENO)
     tcb = tcb_of(bench, conn)
     tcb.ssthresh = 10  # as after a loss: the window starts in congestion avoidance
     sent = send_window(bench, conn, 100)

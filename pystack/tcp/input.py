@@ -338,6 +338,7 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.retransmits = 0
     # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
     tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
+    tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
     tcb.last_received_at = now
@@ -543,11 +544,16 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     ack = seg.ack
     acked_segments = 0
     rtt_sample = None
+    retransmitted_acked = False
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
         acked_segments += 1
         if sent.retransmits == 0:
             rtt_sample = now - sent.sent_at
+        else:
+            retransmitted_acked = True
+    # The algorithm's sample: the newest segment ACKed, if none was retransmitted (Linux ca_rtt_us).
+    ca_rtt = None if retransmitted_acked else rtt_sample
     if tcb.rtx and seq_lt(tcb.rtx[0].seq, ack):
         tcb.rtx[0].seq = ack  # part of a segment acknowledged
     if tcb.ts_ok and seg.options.ts_ecr:
@@ -564,6 +570,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     tcb.retransmits = 0
     tcb.persist_backoff = 0
     tcb.first_unacked_at = now if tcb.rtx else None
+    if ca_rtt is not None:
+        tcb.ca.acked(tcb, int(ca_rtt * 1_000_000), now)
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
     arm_rto(stack, tcb, now)
     stack.wake(tcb.sock)

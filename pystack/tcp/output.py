@@ -17,7 +17,7 @@ from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
-from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le
+from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import CA_OPEN, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
 
 if TYPE_CHECKING:
@@ -191,10 +191,21 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
     sent_any = sent_new or sent_any
-    # Was the congestion window the limit? (cwnd grows only then: RFC 7661, Linux is_cwnd_limited)
-    tcb.cwnd_limited = in_flight >= tcb.cwnd
+    cwnd_limited = in_flight >= tcb.cwnd
+    if sent_new or cwnd_limited:
+        cwnd_validate(tcb, cwnd_limited)
     if tcb.ack_now and not sent_any:
         send_ack(stack, tcb)
+
+
+def cwnd_validate(tcb: TCB, cwnd_limited: bool) -> None:
+    """Remember whether cwnd was the limit in this window (cwnd grows only then: RFC 7661's
+    spirit, Linux tcp_cwnd_validate); when it was not, the most segments out in the window."""
+    if cwnd_limited or not seq_lt(tcb.snd_una, tcb.cwnd_usage_seq) or (
+            not tcb.is_cwnd_limited and len(tcb.rtx) > tcb.max_packets_out):
+        tcb.is_cwnd_limited = cwnd_limited
+        tcb.max_packets_out = len(tcb.rtx)
+        tcb.cwnd_usage_seq = tcb.snd_nxt
 
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
@@ -293,6 +304,9 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
 
     ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now)."""
     seq = tcb.snd_nxt
+    if not tcb.rtx:
+        tcb.ca.tx_start(tcb, now - tcb.lsndtime)  # sending again after an idle period
+    tcb.lsndtime = now
     transmit(stack, tcb, seq, data_at(tcb, seq, size), flags)
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))

@@ -1,6 +1,7 @@
 """Congestion control and loss recovery, counted in segments as Linux does.
 
-Slow start and congestion avoidance (RFC 5681), fast retransmit and
+The window's growth and decrease are the connection's algorithm's
+(congestion.py: CUBIC or Reno); here: fast retransmit and
 recovery with NewReno partial ACKs (RFC 6582) or SACK-based loss
 detection (RFC 6675), cwnd reduction by proportional rate reduction
 (RFC 6937, Linux's choice), limited transmit (RFC 3042) falling out of
@@ -26,7 +27,7 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
         tcb.dupacks = max(tcb.dupacks - (acked_segments - 1), 0)
     if tcb.ca_state == CA_OPEN:
         tcb.dupacks = 0
-        grow_cwnd(tcb, acked_segments)
+        tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
     elif seq_ge(tcb.snd_una, tcb.recover):
         finish_recovery(stack, tcb)
     if tcb.ca_state == CA_OPEN:
@@ -43,7 +44,7 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
             mark_lost_by_sack(stack, tcb)  # the scoreboard is re-read on every ACK in recovery
         prr_update(tcb, acked_segments + newly_sacked)
     elif tcb.ca_state == CA_LOSS:
-        grow_cwnd(tcb, acked_segments)
+        tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
 
 
 def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
@@ -71,7 +72,7 @@ def loss_suspected(stack: Stack, tcb: TCB) -> bool:
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
     stack.counters.tcp["FastRetrans"] += 1
     tcb.prior_cwnd = tcb.cwnd
-    tcb.ssthresh = max(tcb.cwnd // 2, 2)
+    tcb.ssthresh = tcb.ca.ssthresh(tcb)
     tcb.recover = tcb.snd_nxt
     tcb.ca_state = CA_RECOVERY
     tcb.prr_delivered = 0
@@ -123,28 +124,12 @@ def finish_recovery(stack: Stack, tcb: TCB) -> None:
             tcb.mark_lost(item, False)
 
 
-def grow_cwnd(tcb: TCB, acked: int) -> None:
-    """Slow start below ssthresh, then one segment per window (Linux's Reno, packet-counted)."""
-    if not tcb.cwnd_limited:
-        return
-    if tcb.cwnd < tcb.ssthresh:
-        grown = min(tcb.cwnd + acked, tcb.ssthresh)
-        acked -= grown - tcb.cwnd
-        tcb.cwnd = grown
-        if acked <= 0:
-            return
-    tcb.cwnd_count += acked
-    if tcb.cwnd_count >= tcb.cwnd:
-        delta = tcb.cwnd_count // tcb.cwnd  # Linux tcp_cong_avoid_ai: counted against the old window
-        tcb.cwnd_count -= delta * tcb.cwnd
-        tcb.cwnd += delta
-
-
 def on_timeout(stack: Stack, tcb: TCB) -> None:
     """RTO expired: everything outstanding is lost, restart from one segment (RFC 5681 3.1)."""
     if tcb.ca_state != CA_LOSS:
-        tcb.ssthresh = max(tcb.cwnd // 2, 2) if tcb.ca_state == CA_OPEN else tcb.ssthresh
+        tcb.ssthresh = tcb.ca.ssthresh(tcb) if tcb.ca_state == CA_OPEN else tcb.ssthresh
         tcb.recover = tcb.snd_nxt
+    tcb.ca.loss(tcb, stack.clock.now())  # every timeout (Linux: each entry to the Loss state)
     tcb.ca_state = CA_LOSS
     tcb.cwnd = 1
     tcb.cwnd_count = 0

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .congestion import Cubic, Reno
 from .ofo import OutOfOrderQueue
 from .rtt import RttEstimator
 
@@ -69,6 +70,7 @@ class TcpConfig:
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
+    congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
 
 
 @dataclass(eq=False, slots=True)
@@ -156,7 +158,13 @@ class TCB:
     prior_cwnd: int = 0
     prr_delivered: int = 0
     prr_out: int = 0
-    cwnd_limited: bool = False
+    ca: Reno | Cubic = field(default_factory=Cubic)  # the congestion control algorithm's state
+    # Linux's cwnd validation (tcp_cwnd_validate): was cwnd the limit in the window that ends
+    # at cwnd_usage_seq, and the most segments out in it when it was not.
+    is_cwnd_limited: bool = False
+    max_packets_out: int = 0
+    cwnd_usage_seq: int = 0
+    lsndtime: float = 0.0  # when data was last sent (an idle period ends at the next send)
     rtt: RttEstimator = field(default_factory=RttEstimator)
     backoff: int = 0
     retransmits: int = 0  # consecutive timeouts of the same data
