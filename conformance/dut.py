@@ -168,6 +168,8 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.synack_retries = numbers[0]
         elif key == "tcp_congestion_control" and value in ALGORITHMS:
             cfg.congestion_control = value
+        elif key == "tcp_early_retrans" and numbers:
+            cfg.early_retrans = numbers[0]
         elif key == "tcp_reordering" and numbers:
             cfg.reordering = numbers[0]
         elif key == "tcp_fin_timeout" and numbers:

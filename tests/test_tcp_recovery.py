@@ -16,6 +16,7 @@ from .tcp_harness import PEER, PeerBench, passive_open
 MSS = 1448
 NO_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 RENO = TcpConfig(congestion_control="reno")  # the tests of the NewReno arithmetic (halving on loss)
+RTO_ONLY = TcpConfig(early_retrans=0)  # no tail loss probe (RFC 8985 TLP): the tests of the RTO alone
 NO_TS = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
 
@@ -33,7 +34,7 @@ def tcb_of(bench: PeerBench, conn):
 
 
 def test_rto_timing_and_exponential_backoff_capped_at_120s():
-    bench, conn = opened(rtt=0.1)
+    bench, conn = opened(RTO_ONLY, rtt=0.1)
     tcb = tcb_of(bench, conn)
     # RFC 6298 first sample R: SRTT = R, RTTVAR = R/2, RTO = R + max(4 RTTVAR, 200 ms) = 300 ms.
     assert tcb.rtt.rto == pytest.approx(0.3)
@@ -65,7 +66,7 @@ def test_rto_restarts_from_the_estimate_after_a_valid_sample():
 
 
 def test_karn_no_rtt_sample_from_a_retransmitted_segment_without_timestamps():
-    bench, conn = opened(rtt=0.1, syn_options=NO_TS)
+    bench, conn = opened(RTO_ONLY, rtt=0.1, syn_options=NO_TS)
     tcb = tcb_of(bench, conn)
     assert not tcb.ts_ok and tcb.rtt.samples == 1 and tcb.rtt.rto == pytest.approx(0.3)
     bench.stack.send(conn.fd, b"a")
@@ -87,7 +88,7 @@ def test_karn_no_rtt_sample_from_a_retransmitted_segment_without_timestamps():
 
 
 def test_give_up_with_etimedout_after_retries2():
-    bench, conn = opened()
+    bench, conn = opened(RTO_ONLY)
     tcb = tcb_of(bench, conn)
     assert tcb.rtt.rto == pytest.approx(0.2)
     t0 = bench.now
@@ -101,7 +102,7 @@ def test_give_up_with_etimedout_after_retries2():
     with pytest.raises(TimeoutError):
         bench.stack.recv(conn.fd, 10)
     assert not bench.stack.tcp.conns
-    bench2, conn2 = opened()
+    bench2, conn2 = opened(RTO_ONLY)
     bench2.stack.send(conn2.fd, b"lost")
     bench2.advance(924.6 - 0.001)
     assert bench2.stack.tcp.conns
@@ -111,7 +112,7 @@ def test_give_up_with_etimedout_after_retries2():
 
 
 def test_tcp_user_timeout_gives_up_exactly_on_time():
-    bench, conn = opened()
+    bench, conn = opened(RTO_ONLY)
     bench.stack.setsockopt(conn.fd, IPPROTO_TCP, TCP_USER_TIMEOUT, 5000)
     assert bench.stack.getsockopt(conn.fd, IPPROTO_TCP, TCP_USER_TIMEOUT) == 5000
     bench.advance(1.0)
@@ -137,7 +138,7 @@ def send_window(bench: PeerBench, conn, segments: int = 40):
 
 
 def test_initial_window_is_ten_segments():
-    bench, conn = opened()
+    bench, conn = opened(RTO_ONLY)
     sent = send_window(bench, conn)
     assert [len(p.payload) for p in sent] == [MSS] * 10
     assert sent[-1].flags == "A"  # more data follows: no PSH

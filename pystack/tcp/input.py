@@ -19,6 +19,7 @@ from . import recovery, syncookies
 from .output import (
     arm_rto,
     schedule_ack,
+    schedule_loss_probe,
     send_ack,
     send_syn,
     tcp_output,
@@ -517,6 +518,13 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
     if tcb.sack_ok and seg.options.sack_blocks:
         newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks)
     window = seg.window << tcb.snd_wscale
+    if tcb.tlp_high_seq is not None:
+        blocks = seg.options.sack_blocks
+        # RFC 2883: a first block below the cumulative ACK reports a duplicate.
+        dsack_end = blocks[0][1] if blocks and seq_le(blocks[0][1], seg.ack) else None
+        pure_dupack = (seg.ack == tcb.snd_una and not seg.payload and not newly_sacked
+                       and window == tcb.snd_wnd)
+        recovery.process_tlp_ack(stack, tcb, seg.ack, dsack_end, pure_dupack)
     if seq_gt(seg.ack, tcb.snd_una):
         acknowledge(stack, tcb, seg, now, newly_sacked)
     elif (
@@ -574,6 +582,7 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.ca.acked(tcb, int(ca_rtt * 1_000_000), now)
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
     arm_rto(stack, tcb, now)
+    schedule_loss_probe(stack, tcb, now, True)
     stack.wake(tcb.sock)
 
 

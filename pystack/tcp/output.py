@@ -17,8 +17,9 @@ from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
+from .rtt import RTO_INITIAL
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
-from .tcb import CA_OPEN, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
+from .tcb import CA_OPEN, CAN_SEND, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -28,6 +29,7 @@ MAX_SACK_BLOCKS = 4
 TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
+TLP_MIN_TIMEOUT = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a loss probe's slack
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -194,6 +196,8 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     cwnd_limited = in_flight >= tcb.cwnd
     if sent_new or cwnd_limited:
         cwnd_validate(tcb, cwnd_limited)
+    if sent_new:
+        schedule_loss_probe(stack, tcb, now, False)
     if tcb.ack_now and not sent_any:
         send_ack(stack, tcb)
 
@@ -224,8 +228,11 @@ def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
     return sent
 
 
-def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
-    """Send a queued segment again (at most one MSS of it: the MSS may have shrunk)."""
+def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float, probe: bool = False) -> None:
+    """Send a queued segment again (at most one MSS of it: the MSS may have shrunk).
+
+    ``probe``: a tail loss probe, which the scoreboard does not count as a retransmission in
+    flight (Linux __tcp_retransmit_skb), though Karn's rule ignores its RTT all the same."""
     length = item.length - (1 if item.flags & SYN else 0) - (1 if item.flags & FIN else 0)
     mss = send_mss(tcb)
     if length > mss and not item.flags & SYN:
@@ -237,7 +244,8 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
     else:
         transmit(stack, tcb, item.seq, data_at(tcb, item.seq, length), flags)
     item.retransmits += 1
-    tcb.mark_retransmitted(item)
+    if not probe:
+        tcb.mark_retransmitted(item)
     item.sent_at = now
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
@@ -368,13 +376,39 @@ def small_segment_unacked(tcb: TCB) -> bool:
 def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
     if not tcb.rtx:
         tcb.rto_at = math.inf
+        tcb.probe_pending = False
     elif restart or tcb.rto_at == math.inf:
+        tcb.probe_pending = False
         tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
         if tcb.user_timeout and tcb.first_unacked_at is not None:
             # TCP_USER_TIMEOUT: fire no later than the moment to give up (Linux
             # tcp_clamp_rto_to_user_timeout).
             tcb.rto_at = min(tcb.rto_at, tcb.first_unacked_at + tcb.user_timeout)
         tcb.persist_at = math.inf
+    stack.tcp.timer_changed(tcb)
+
+
+def schedule_loss_probe(stack: Stack, tcb: TCB, now: float, advancing: bool) -> None:
+    """Arm the tail loss probe in place of the RTO (RFC 8985 7.2; Linux tcp_schedule_loss_probe):
+    two smoothed RTTs (plus the delayed-ACK allowance for a lone segment), not after the RTO.
+
+    Only with SACK, in the Open state, on an established connection; ``advancing``: an ACK
+    just moved snd_una, so the RTO would run a whole RTO from now.
+    """
+    if (stack.tcp.config.early_retrans not in (3, 4) or not tcb.rtx or not tcb.sack_ok
+            or tcb.ca_state != CA_OPEN or tcb.state not in CAN_SEND):
+        return
+    srtt = tcb.rtt.srtt
+    if tcb.rtt.samples:
+        timeout = 2 * srtt + (tcb.rtt.rto_min if len(tcb.rtx) == 1 else TLP_MIN_TIMEOUT)
+    else:
+        timeout = RTO_INITIAL
+    rto = tcb.rtt.backed_off(tcb.backoff)
+    rto_delta = rto if advancing else tcb.rtx[0].sent_at + rto - now  # when the RTO would fire
+    if rto_delta > 0:
+        timeout = min(timeout, rto_delta)
+    tcb.rto_at = now + timeout
+    tcb.probe_pending = True
     stack.tcp.timer_changed(tcb)
 
 

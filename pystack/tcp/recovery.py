@@ -29,7 +29,10 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
         tcb.dupacks = 0
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
     elif seq_ge(tcb.snd_una, tcb.recover):
+        was_loss = tcb.ca_state == CA_LOSS
         finish_recovery(stack, tcb)
+        if was_loss:  # the ACK that ends the Loss state grows cwnd too (Linux: cong_control after)
+            tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
     if tcb.ca_state == CA_OPEN:
         # Any ACK, not only a duplicate, may leave DupThresh SACKed segments above a hole
         # (RFC 6675 IsLost; Linux re-checks on every dubious ACK, also as recovery ends).
@@ -122,6 +125,28 @@ def finish_recovery(stack: Stack, tcb: TCB) -> None:
     if tcb.lost_out:
         for item in tcb.rtx:
             tcb.mark_lost(item, False)
+
+
+def process_tlp_ack(stack: Stack, tcb: TCB, ack: int, dsack_end: int | None, pure_dupack: bool) -> None:
+    """What an ACK says of the outstanding loss probe (RFC 8985 7.4; Linux tcp_process_tlp_ack).
+
+    A probe of new data, or a retransmitted one that a D-SACK shows was a duplicate, found
+    nothing lost; an ACK beyond the probe means it repaired a loss: cwnd is reduced as on
+    congestion, at once (Linux: CWR entered and ended); a pure duplicate ACK also ends it.
+    """
+    high = tcb.tlp_high_seq
+    if high is None or seq_lt(ack, high):
+        return
+    if not tcb.tlp_retrans or (dsack_end is not None and seq_ge(dsack_end, high)):
+        tcb.tlp_high_seq = None
+    elif seq_gt(ack, high):
+        tcb.tlp_high_seq = None
+        tcb.prior_cwnd = tcb.cwnd
+        tcb.ssthresh = tcb.ca.ssthresh(tcb)
+        tcb.cwnd = tcb.ssthresh
+        stack.counters.tcp["TCPLossProbeRecovery"] += 1
+    elif pure_dupack:
+        tcb.tlp_high_seq = None
 
 
 def on_timeout(stack: Stack, tcb: TCB) -> None:

@@ -71,6 +71,7 @@ class TcpConfig:
     reordering: int = 3  # duplicate-ACK threshold
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
     congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
+    early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
 
 
 @dataclass(eq=False, slots=True)
@@ -165,6 +166,11 @@ class TCB:
     max_packets_out: int = 0
     cwnd_usage_seq: int = 0
     lsndtime: float = 0.0  # when data was last sent (an idle period ends at the next send)
+    # Tail loss probe (RFC 8985 7): rto_at is the probe's time while probe_pending; a probe is
+    # outstanding until snd_nxt at its sending (tlp_high_seq) is ACKed.
+    probe_pending: bool = False
+    tlp_high_seq: int | None = None
+    tlp_retrans: bool = False  # the probe was a retransmission (not new data)
     rtt: RttEstimator = field(default_factory=RttEstimator)
     backoff: int = 0
     retransmits: int = 0  # consecutive timeouts of the same data

@@ -1,0 +1,88 @@
+"""Tail loss probes (RFC 8985 7, Linux tcp_early_retrans=3, on by default): a loss at the tail
+draws no duplicate ACKs, so two RTTs after the last send one segment goes again, before the RTO."""
+
+from __future__ import annotations
+
+import pytest
+
+from pystack.tcp.tcb import CA_OPEN, TcpConfig
+
+from .test_tcp_recovery import MSS, NO_SACK, RTO_ONLY, opened, send_window, tcb_of
+
+
+def test_probe_retransmits_the_tail_in_place_of_the_rto():
+    """One segment left out: 2 SRTT + 200 ms (a lone segment waits for a delayed ACK) is later
+    than the RTO (300 ms), so the probe takes the RTO's time; it is no timeout."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    conn.send("A", ack=s[9])
+    t, srtt, rto = bench.now, tcb.rtt.srtt, tcb.rtt.rto
+    assert 2 * srtt + 0.2 > rto
+    bench.advance(0.5)
+    probe = bench.take()
+    assert [(p.seq, len(p.payload)) for p in probe] == [(s[9], MSS)]
+    assert probe[0].time == pytest.approx(t + rto)
+    assert bench.counters.tcp["TCPLossProbes"] == 1 and bench.counters.tcp.get("Timeouts", 0) == 0
+    assert tcb.ca_state == CA_OPEN and tcb.cwnd > 10
+    bench.advance(rto)  # unanswered: now the RTO, a whole RTO after the probe
+    again = bench.take()
+    assert [p.seq for p in again] == [s[9]] and again[0].time == pytest.approx(t + 2 * rto)
+    assert bench.counters.tcp["Timeouts"] == 1
+
+
+def test_probe_sends_new_data_when_there_is_some():
+    """Ten segments out and more to send: at 2 SRTT + 2 ms the next new segment goes, beyond cwnd."""
+    bench, conn = opened(rtt=0.1)
+    s = [p.seq for p in send_window(bench, conn, 20)]
+    assert len(s) == 10
+    t = bench.now
+    bench.advance(0.25)
+    probe = bench.take()
+    assert [p.seq for p in probe] == [s[9] + MSS]
+    assert probe[0].time == pytest.approx(t + 0.202)
+    assert tcb_of(bench, conn).tlp_high_seq == s[9] + 2 * MSS
+
+
+def test_probe_that_repairs_a_loss_reduces_cwnd():
+    """An ACK beyond the probe's snd_nxt means the probe filled a hole: cwnd is cut as on
+    congestion (CUBIC's beta), and recovery is counted."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    conn.send("A", ack=s[9])
+    bench.advance(0.5)
+    assert [p.seq for p in bench.take()] == [s[9]]
+    high = tcb.tlp_high_seq
+    bench.stack.send(conn.fd, bytes(100))
+    assert [p.seq for p in bench.take()] == [high]
+    before = tcb.cwnd
+    conn.send("A", ack=high + 100)
+    assert tcb.tlp_high_seq is None
+    assert tcb.ssthresh == before * 717 // 1024 and tcb.cwnd == tcb.ssthresh
+    assert bench.counters.tcp["TCPLossProbeRecovery"] == 1
+
+
+def test_probe_of_new_data_acknowledged_finds_no_loss():
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 11)]
+    bench.advance(0.25)
+    bench.take()
+    conn.send("A", ack=s[9] + 2 * MSS)
+    assert tcb.tlp_high_seq is None and tcb.ssthresh == 0x7FFFFFFF
+    assert bench.counters.tcp.get("TCPLossProbeRecovery", 0) == 0
+
+
+@pytest.mark.parametrize("config, syn_options", [(RTO_ONLY, None), (TcpConfig(), NO_SACK)])
+def test_no_probe_when_disabled_or_without_sack(config, syn_options):
+    """tcp_early_retrans=0 turns probes off; Linux probes only on SACK connections."""
+    bench, conn = opened(config, rtt=0.1, syn_options=syn_options)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    t = bench.now
+    bench.advance(0.35)
+    sent = bench.take()
+    assert [p.seq for p in sent] == [s[0]] and sent[0].time == pytest.approx(t + 0.3)  # the RTO
+    assert bench.counters.tcp.get("TCPLossProbes", 0) == 0
