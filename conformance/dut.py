@@ -145,6 +145,19 @@ class DutConfig:
     gso_injection: bool = False  # Linux: frame the tun with virtio-net headers, to inject GSO packets
 
 
+# Sysctls that are one number, and the TcpConfig attribute (and type) each sets.
+_SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
+    "tcp_syn_retries": ("syn_retries", int),
+    "tcp_synack_retries": ("synack_retries", int),
+    "tcp_early_retrans": ("early_retrans", int),
+    "tcp_reordering": ("reordering", int),
+    "tcp_fin_timeout": ("fin_timeout", float),
+    "tcp_keepalive_time": ("keepalive_time", float),
+    "tcp_keepalive_intvl": ("keepalive_intvl", float),
+    "tcp_keepalive_probes": ("keepalive_probes", int),
+}
+
+
 def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
     """The TcpConfig that plays the part of ``sysctls`` on pystack, and what has no counterpart."""
     cfg = TcpConfig()
@@ -162,24 +175,13 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.timestamps = numbers[0] != 0
         elif key == "tcp_sack" and numbers:
             cfg.sack = numbers[0] != 0
-        elif key == "tcp_syn_retries" and numbers:
-            cfg.syn_retries = numbers[0]
-        elif key == "tcp_synack_retries" and numbers:
-            cfg.synack_retries = numbers[0]
+        elif key in _SYSCTL_NUMBERS and numbers:
+            attr, kind = _SYSCTL_NUMBERS[key]
+            setattr(cfg, attr, kind(numbers[0]))
         elif key == "tcp_congestion_control" and value in ALGORITHMS:
             cfg.congestion_control = value
-        elif key == "tcp_early_retrans" and numbers:
-            cfg.early_retrans = numbers[0]
-        elif key == "tcp_reordering" and numbers:
-            cfg.reordering = numbers[0]
-        elif key == "tcp_fin_timeout" and numbers:
-            cfg.fin_timeout = float(numbers[0])
-        elif key == "tcp_keepalive_time" and numbers:
-            cfg.keepalive_time = float(numbers[0])
-        elif key == "tcp_keepalive_intvl" and numbers:
-            cfg.keepalive_intvl = float(numbers[0])
-        elif key == "tcp_keepalive_probes" and numbers:
-            cfg.keepalive_probes = numbers[0]
+        elif key == "tcp_ecn" and numbers and numbers[0] in (0, 1, 2):
+            cfg.ecn = numbers[0]
         else:
             unmodelled.append(name)
     return cfg, unmodelled

@@ -14,9 +14,11 @@ from ..addr import is_multicast
 from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
 from . import recovery, syncookies
 from .output import (
+    CE,
+    ECN_MASK,
     arm_rto,
     schedule_ack,
     schedule_loss_probe,
@@ -73,6 +75,8 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
         tcb = listen_input(stack, listener, header, seg)
         if tcb is None:
             return
+    if tcb.ecn_ok and seg.payload:
+        ecn_input(tcb, seg, header.tos)
     if tcb.state == SYN_SENT:
         syn_sent_input(stack, tcb, seg)
     else:
@@ -157,9 +161,22 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     return None
 
 
+def ecn_input(tcb: TCB, seg: TcpSegment, tos: int) -> None:
+    """The receiver's part of ECN (RFC 3168 6.1.3): a CE mark is echoed with ECE on every
+    segment until one with CWR arrives (Linux: the CWR first, then the new mark)."""
+    if seg.flags & CWR:
+        tcb.ecn_demand_cwr = False
+        tcb.ack_now = True  # the sender's cwnd may be small: ACK at once
+    if tos & ECN_MASK == CE and not tcb.ecn_demand_cwr:
+        tcb.ecn_demand_cwr = True
+        tcb.ack_now = True
+
+
 def accept_syn(stack: Stack, child: TCB, seg: TcpSegment) -> None:
     """A passive connection takes the peer's SYN: SYN-RECEIVED, options, receive sequence space."""
     child.state = SYN_RECEIVED
+    # ECN asked for with ECE and CWR; accepted unless tcp_ecn is 0 (RFC 3168 6.1.1).
+    child.ecn_ok = bool(stack.tcp.config.ecn and seg.flags & ECE and seg.flags & CWR)
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
     child.rcv_nxt = seq_add(seg.seq, 1)
@@ -258,6 +275,7 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    tcb.want_ecn = tcb.state == SYN_SENT and stack.tcp.config.ecn == 1
     send_syn(stack, tcb)
     arm_rto(stack, tcb, now)
 
@@ -307,6 +325,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         counters.drop("tcp", "syn_sent_no_syn")
         return
     negotiate_options(stack, tcb, seg, offered=True)
+    tcb.ecn_ok = tcb.want_ecn and bool(seg.flags & ECE) and not seg.flags & CWR  # an ECN-setup SYN-ACK
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
@@ -518,6 +537,8 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
     if tcb.sack_ok and seg.options.sack_blocks:
         newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks)
     window = seg.window << tcb.snd_wscale
+    if tcb.ecn_ok and seg.flags & ECE:
+        recovery.enter_cwr(tcb)  # the peer saw congestion: reduce as for a loss (RFC 3168 6.1.2)
     if tcb.tlp_high_seq is not None:
         blocks = seg.options.sack_blocks
         # RFC 2883: a first block below the cumulative ACK reports a duplicate.

@@ -15,11 +15,22 @@ from .. import ip
 from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
-from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from .rtt import RTO_INITIAL
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
-from .tcb import CA_OPEN, CAN_SEND, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
+from .tcb import (
+    CA_CWR,
+    CA_OPEN,
+    CAN_SEND,
+    CLOSED,
+    DEFAULT_MSS,
+    LISTEN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TCB,
+    Sent,
+)
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -30,6 +41,9 @@ TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
 TLP_MIN_TIMEOUT = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a loss probe's slack
+ECN_MASK = 0x03  # the ECN field of the IP TOS byte
+ECT_0 = 0x02
+CE = 0x03
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -102,12 +116,26 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         # aligns the same way); the rounding is not committed, so it cannot creep.
         window = window_to_advertise(tcb)
         raw_window = min((window + (1 << tcb.rcv_wscale) - 1) >> tcb.rcv_wscale, 0xFFFF)
+    tos = tcb.sock.tos
+    if flags & SYN:
+        if flags & ACK:
+            flags |= ECE if tcb.ecn_ok else 0  # ECN agreed (RFC 3168 6.1.1)
+        elif tcb.want_ecn:
+            flags |= ECE | CWR  # ECN asked for
+    elif tcb.ecn_ok:
+        if payload and seq == tcb.snd_nxt:  # new data is ECN-capable; ACKs, retransmissions not
+            tos = (tos & ~ECN_MASK) | ECT_0
+            if tcb.ecn_queue_cwr:
+                tcb.ecn_queue_cwr = False
+                flags |= CWR
+        if tcb.ecn_demand_cwr:
+            flags |= ECE  # a CE mark seen: echoed until the peer's CWR
     ack = tcb.rcv_nxt if flags & ACK else 0
     segment = build_tcp(
         tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
         build_options(options, bool(flags & SYN)), payload, tcb.local_addr, tcb.remote_addr,
     )
-    send_segment(stack, tcb, segment)
+    send_segment(stack, tcb, segment, tos)
     if flags & ACK:
         tcb.rcv_wup = tcb.rcv_nxt
         tcb.rcv_edge = seq_add(tcb.rcv_nxt, window)
@@ -121,7 +149,7 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
             tcb.quickacks -= 1
 
 
-def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
+def send_segment(stack: Stack, tcb: TCB, segment: bytes, tos: int) -> None:
     sock = tcb.sock
     route = cached_route(stack, sock)
     stack.counters.tcp["OutSegs"] += 1
@@ -131,7 +159,7 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
     ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
     try:
         ip.ip_output(stack, sock, route, tcb.local_addr, tcb.remote_addr, PROTO_TCP, segment,
-                     ttl, sock.tos, IP_PMTUDISC_WANT)
+                     ttl, tos, IP_PMTUDISC_WANT)
     except OSError:
         stack.counters.tcp["OutErrors"] += 1  # oversize after a PMTU drop: retransmission resegments
 
@@ -396,7 +424,7 @@ def schedule_loss_probe(stack: Stack, tcb: TCB, now: float, advancing: bool) -> 
     just moved snd_una, so the RTO would run a whole RTO from now.
     """
     if (stack.tcp.config.early_retrans not in (3, 4) or not tcb.rtx or not tcb.sack_ok
-            or tcb.ca_state != CA_OPEN or tcb.state not in CAN_SEND):
+            or tcb.ca_state not in (CA_OPEN, CA_CWR) or tcb.state not in CAN_SEND):
         return
     srtt = tcb.rtt.srtt
     if tcb.rtt.samples:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .seq import seq_ge, seq_gt, seq_le, seq_lt
-from .tcb import CA_LOSS, CA_OPEN, CA_RECOVERY, TCB
+from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -25,20 +25,29 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
         # One segment filled the hole; the others had each earned a duplicate ACK (Linux
         # tcp_remove_reno_sacks).
         tcb.dupacks = max(tcb.dupacks - (acked_segments - 1), 0)
-    if tcb.ca_state == CA_OPEN:
+    if tcb.ca_state <= CA_DISORDER:
         tcb.dupacks = 0
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
+    elif tcb.ca_state == CA_CWR and tcb.snd_una == tcb.recover:
+        pass  # CWR holds until data above high_seq is ACKed: the CWR flag reached the peer (Linux)
     elif seq_ge(tcb.snd_una, tcb.recover):
         was_loss = tcb.ca_state == CA_LOSS
         finish_recovery(stack, tcb)
         if was_loss:  # the ACK that ends the Loss state grows cwnd too (Linux: cong_control after)
             tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
-    if tcb.ca_state == CA_OPEN:
+    if tcb.ca_state <= CA_DISORDER:
         # Any ACK, not only a duplicate, may leave DupThresh SACKed segments above a hole
         # (RFC 6675 IsLost; Linux re-checks on every dubious ACK, also as recovery ends).
         if tcb.sack_ok and loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
             prr_update(tcb, max(acked_segments + newly_sacked, 1))
+        else:
+            keep_open(tcb)
+        return
+    if tcb.ca_state == CA_CWR:
+        if tcb.sack_ok and loss_suspected(stack, tcb):
+            enter_recovery(stack, tcb)
+        prr_update(tcb, acked_segments + newly_sacked)
         return
     if tcb.ca_state == CA_RECOVERY:
         if not tcb.sack_ok:
@@ -54,14 +63,26 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
     """A duplicate ACK (or one that only SACKs): count it, enter recovery at the threshold."""
     if not tcb.sack_ok:
         tcb.dupacks += 1
-    if tcb.ca_state == CA_OPEN:
+    if tcb.ca_state <= CA_CWR:
         if loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
             prr_update(tcb, max(newly_sacked, 1))
+        elif tcb.ca_state == CA_CWR:
+            if newly_sacked:
+                prr_update(tcb, newly_sacked)
+        else:
+            keep_open(tcb)
     elif tcb.ca_state == CA_RECOVERY:
         if tcb.sack_ok:
             mark_lost_by_sack(stack, tcb)
         prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0))
+
+
+def keep_open(tcb: TCB) -> None:
+    """Open or Disorder (Linux tcp_try_keep_open): Disorder while segments are SACKed, lost or
+    being retransmitted (without SACK: while duplicate ACKs are counted)."""
+    left_out = tcb.sacked_out + tcb.lost_out if tcb.sack_ok else tcb.dupacks
+    tcb.ca_state = CA_DISORDER if left_out or tcb.retrans_out else CA_OPEN
 
 
 def loss_suspected(stack: Stack, tcb: TCB) -> bool:
@@ -74,15 +95,33 @@ def loss_suspected(stack: Stack, tcb: TCB) -> bool:
 
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
     stack.counters.tcp["FastRetrans"] += 1
-    tcb.prior_cwnd = tcb.cwnd
-    tcb.ssthresh = tcb.ca.ssthresh(tcb)
+    if tcb.ca_state != CA_CWR:  # already reducing (ECN): the reduction goes on (Linux)
+        init_cwnd_reduction(tcb)
     tcb.recover = tcb.snd_nxt
     tcb.ca_state = CA_RECOVERY
-    tcb.prr_delivered = 0
-    tcb.prr_out = 0
     mark_head_lost(tcb)
     if tcb.sack_ok:
         mark_lost_by_sack(stack, tcb)
+
+
+def init_cwnd_reduction(tcb: TCB) -> None:
+    """Start reducing cwnd by PRR towards the algorithm's ssthresh (Linux tcp_init_cwnd_reduction);
+    with ECN, the next new segment carries CWR."""
+    tcb.prior_cwnd = tcb.cwnd
+    tcb.ssthresh = tcb.ca.ssthresh(tcb)
+    tcb.recover = tcb.snd_nxt
+    tcb.prr_delivered = 0
+    tcb.prr_out = 0
+    tcb.cwnd_count = 0
+    tcb.tlp_high_seq = None
+    tcb.ecn_queue_cwr = tcb.ecn_ok
+
+
+def enter_cwr(tcb: TCB) -> None:
+    """An ECN echo in the Open state: reduce cwnd once per window, with no loss (RFC 3168 6.1.2)."""
+    if tcb.ca_state <= CA_DISORDER:
+        init_cwnd_reduction(tcb)
+        tcb.ca_state = CA_CWR
 
 
 def mark_head_lost(tcb: TCB) -> None:
@@ -118,7 +157,7 @@ def prr_update(tcb: TCB, delivered: int) -> None:
 
 
 def finish_recovery(stack: Stack, tcb: TCB) -> None:
-    if tcb.ca_state == CA_RECOVERY:
+    if tcb.ca_state in (CA_RECOVERY, CA_CWR):
         tcb.cwnd = tcb.ssthresh
     tcb.ca_state = CA_OPEN
     tcb.dupacks = 0
@@ -140,9 +179,7 @@ def process_tlp_ack(stack: Stack, tcb: TCB, ack: int, dsack_end: int | None, pur
     if not tcb.tlp_retrans or (dsack_end is not None and seq_ge(dsack_end, high)):
         tcb.tlp_high_seq = None
     elif seq_gt(ack, high):
-        tcb.tlp_high_seq = None
-        tcb.prior_cwnd = tcb.cwnd
-        tcb.ssthresh = tcb.ca.ssthresh(tcb)
+        init_cwnd_reduction(tcb)  # and ended at once (Linux: CWR entered and left)
         tcb.cwnd = tcb.ssthresh
         stack.counters.tcp["TCPLossProbeRecovery"] += 1
     elif pure_dupack:
@@ -152,7 +189,7 @@ def process_tlp_ack(stack: Stack, tcb: TCB, ack: int, dsack_end: int | None, pur
 def on_timeout(stack: Stack, tcb: TCB) -> None:
     """RTO expired: everything outstanding is lost, restart from one segment (RFC 5681 3.1)."""
     if tcb.ca_state != CA_LOSS:
-        tcb.ssthresh = tcb.ca.ssthresh(tcb) if tcb.ca_state == CA_OPEN else tcb.ssthresh
+        tcb.ssthresh = tcb.ca.ssthresh(tcb) if tcb.ca_state <= CA_DISORDER else tcb.ssthresh
         tcb.recover = tcb.snd_nxt
     tcb.ca.loss(tcb, stack.clock.now())  # every timeout (Linux: each entry to the Loss state)
     tcb.ca_state = CA_LOSS

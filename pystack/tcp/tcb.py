@@ -37,6 +37,8 @@ CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 
 # Congestion states, as Linux's tcp_ca_state.
 CA_OPEN = 0
+CA_DISORDER = 1  # Open, but with segments SACKed, lost or retransmitted (or duplicate ACKs)
+CA_CWR = 2  # reducing cwnd after an ECN echo, with no loss
 CA_RECOVERY = 3
 CA_LOSS = 4
 
@@ -72,6 +74,7 @@ class TcpConfig:
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
     congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
+    ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
 
 
 @dataclass(eq=False, slots=True)
@@ -171,6 +174,12 @@ class TCB:
     probe_pending: bool = False
     tlp_high_seq: int | None = None
     tlp_retrans: bool = False  # the probe was a retransmission (not new data)
+    # ECN (RFC 3168): asked for in our SYN, agreed; echoing a CE mark (ECE until the peer's
+    # CWR); a CWR due on the next new data segment, after our cwnd was reduced.
+    want_ecn: bool = False
+    ecn_ok: bool = False
+    ecn_demand_cwr: bool = False
+    ecn_queue_cwr: bool = False
     rtt: RttEstimator = field(default_factory=RttEstimator)
     backoff: int = 0
     retransmits: int = 0  # consecutive timeouts of the same data

@@ -71,6 +71,7 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     counters.tcp["Timeouts"] += 1
     if tcb.state not in (SYN_SENT, SYN_RECEIVED):
         recovery.on_timeout(stack, tcb)
+    tcb.want_ecn = False  # a SYN sent again asks for no ECN: a path may drop ECN-setup SYNs (Linux)
     tcb.backoff += 1
     tcb.retransmits += 1
     head = tcb.rtx[0]
