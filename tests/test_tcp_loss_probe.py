@@ -1,11 +1,14 @@
-"""Tail loss probes (RFC 8985 7, Linux tcp_early_retrans=3, on by default): a loss at the tail
-draws no duplicate ACKs, so two RTTs after the last send one segment goes again, before the RTO."""
+"""RACK-TLP (RFC 8985), on by default as in Linux (tcp_recovery=1, tcp_early_retrans=3).
+
+Tail loss probes: a loss at the tail draws no duplicate ACKs, so two RTTs after the last send
+one segment goes again, before the RTO. RACK: a segment is lost once one sent after it was
+delivered and a reordering window has passed, rather than after DupThresh SACKs."""
 
 from __future__ import annotations
 
 import pytest
 
-from pystack.tcp.tcb import CA_OPEN, TcpConfig
+from pystack.tcp.tcb import CA_DISORDER, CA_OPEN, CA_RECOVERY, TcpConfig
 
 from .test_tcp_recovery import MSS, NO_SACK, RTO_ONLY, opened, send_window, tcb_of
 
@@ -86,3 +89,47 @@ def test_no_probe_when_disabled_or_without_sack(config, syn_options):
     sent = bench.take()
     assert [p.seq for p in sent] == [s[0]] and sent[0].time == pytest.approx(t + 0.3)  # the RTO
     assert bench.counters.tcp.get("TCPLossProbes", 0) == 0
+
+
+# ---------------------------------------------------------------- RACK (RFC 8985 6)
+
+
+def test_rack_waits_a_quarter_of_the_minimum_rtt_then_recovers():
+    """A SACK for segment 7 of 10: the earlier ones, sent at the same moment, may only be
+    reordered; after RTT + min_rtt / 4 (and Linux's 2 ms) they are lost: recovery, the first
+    retransmitted (as Linux's sack-shift scripts show: 27 ms after a 100 ms RTT's SACK)."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    t = bench.now
+    conn.send("A", ack=s[0], sack=[(s[7], s[7] + MSS)])
+    assert tcb.ca_state == CA_DISORDER and tcb.lost_out == 0 and tcb.reo_pending
+    bench.advance(0.026)
+    bench.expect_nothing()
+    bench.advance(0.002)
+    again = bench.take()
+    assert again[0].seq == s[0] and again[0].time == pytest.approx(t + 0.027)
+    assert tcb.ca_state == CA_RECOVERY and tcb.lost_out == 7
+    assert bench.counters.tcp.get("Timeouts", 0) == 0
+
+
+def test_rack_with_dupthresh_sacked_marks_at_once():
+    """Three segments SACKed: no reordering window (Linux: sacked_out >= reordering)."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    conn.send("A", ack=s[0], sack=[(s[5], s[8])])
+    assert tcb.ca_state == CA_RECOVERY and tcb.lost_out == 5
+    assert bench.take()[0].seq == s[0]
+
+
+def test_without_rack_one_sack_waits_for_dupthresh():
+    bench, conn = opened(TcpConfig(recovery=0), rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    conn.send("A", ack=s[0], sack=[(s[7], s[7] + MSS)])
+    bench.advance(0.1)
+    assert tcb.lost_out == 0 and not tcb.reo_pending

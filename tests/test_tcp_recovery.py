@@ -17,6 +17,7 @@ MSS = 1448
 NO_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 RENO = TcpConfig(congestion_control="reno")  # the tests of the NewReno arithmetic (halving on loss)
 RTO_ONLY = TcpConfig(early_retrans=0)  # no tail loss probe (RFC 8985 TLP): the tests of the RTO alone
+DUPTHRESH = TcpConfig(recovery=0)  # RFC 6675's DupThresh finds the losses, not RACK (tcp_recovery=0)
 NO_TS = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
 
@@ -200,7 +201,7 @@ def test_newreno_partial_ack_retransmits_the_next_hole_at_once():
 
 
 def test_sack_recovery_retransmits_several_holes_in_one_round_trip():
-    bench, conn = opened(RENO)
+    bench, conn = opened(TcpConfig(congestion_control="reno", recovery=0))
     tcb = tcb_of(bench, conn)
     assert tcb.sack_ok
     s = [p.seq for p in send_window(bench, conn)]
@@ -228,7 +229,7 @@ def test_sack_recovery_retransmits_several_holes_in_one_round_trip():
 
 
 def test_limited_transmit_with_sack():
-    bench, conn = opened()
+    bench, conn = opened(DUPTHRESH)
     s = [p.seq for p in send_window(bench, conn)]
     conn.send("A", ack=s[0], sack=[(s[1], s[1] + MSS)])
     bench.expect(seq=s[0] + 10 * MSS)

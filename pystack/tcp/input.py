@@ -535,7 +535,7 @@ def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
 def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
     newly_sacked = 0
     if tcb.sack_ok and seg.options.sack_blocks:
-        newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks)
+        newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks, now)
     window = seg.window << tcb.snd_wscale
     if tcb.ecn_ok and seg.flags & ECE:
         recovery.enter_cwr(tcb)  # the peer saw congestion: reduce as for a loss (RFC 3168 6.1.2)
@@ -577,6 +577,7 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
         acked_segments += 1
+        recovery.rack_advance(tcb, sent, now)
         if sent.retransmits == 0:
             rtt_sample = now - sent.sent_at
         else:
@@ -601,9 +602,11 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     tcb.first_unacked_at = now if tcb.rtx else None
     if ca_rtt is not None:
         tcb.ca.acked(tcb, int(ca_rtt * 1_000_000), now)
+    tcb.reo_pending = False  # RACK arms it again if it must (Linux: else the RTO replaces it)
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
-    arm_rto(stack, tcb, now)
-    schedule_loss_probe(stack, tcb, now, True)
+    if not tcb.reo_pending:
+        arm_rto(stack, tcb, now)
+        schedule_loss_probe(stack, tcb, now, True)
     stack.wake(tcb.sock)
 
 

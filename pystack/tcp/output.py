@@ -404,9 +404,9 @@ def small_segment_unacked(tcb: TCB) -> bool:
 def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
     if not tcb.rtx:
         tcb.rto_at = math.inf
-        tcb.probe_pending = False
+        tcb.probe_pending = tcb.reo_pending = False
     elif restart or tcb.rto_at == math.inf:
-        tcb.probe_pending = False
+        tcb.probe_pending = tcb.reo_pending = False
         tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
         if tcb.user_timeout and tcb.first_unacked_at is not None:
             # TCP_USER_TIMEOUT: fire no later than the moment to give up (Linux

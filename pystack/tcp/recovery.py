@@ -10,13 +10,16 @@ the in-flight count, and the retransmission timeout's loss state.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from .seq import seq_ge, seq_gt, seq_le, seq_lt
-from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB
+from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB, Sent
 
 if TYPE_CHECKING:
     from ..stack import Stack
+
+REO_TIMER_SLACK = 0.002  # Linux's TCP_TIMEOUT_MIN: two jiffies added to the reordering timer
 
 
 def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
@@ -52,6 +55,8 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
     if tcb.ca_state == CA_RECOVERY:
         if not tcb.sack_ok:
             mark_head_lost(tcb)  # NewReno partial ACK: the next hole is lost too
+        elif uses_rack(stack, tcb):
+            rack_mark_lost(stack, tcb)
         else:
             mark_lost_by_sack(stack, tcb)  # the scoreboard is re-read on every ACK in recovery
         prr_update(tcb, acked_segments + newly_sacked)
@@ -73,7 +78,9 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
         else:
             keep_open(tcb)
     elif tcb.ca_state == CA_RECOVERY:
-        if tcb.sack_ok:
+        if uses_rack(stack, tcb):
+            rack_mark_lost(stack, tcb)
+        elif tcb.sack_ok:
             mark_lost_by_sack(stack, tcb)
         prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0))
 
@@ -86,11 +93,94 @@ def keep_open(tcb: TCB) -> None:
 
 
 def loss_suspected(stack: Stack, tcb: TCB) -> bool:
-    """DupThresh duplicate ACKs, or DupThresh segments SACKed (Linux: sacked_out + 1 > reordering)."""
+    """Time to recover: with RACK, a segment it marked lost; else DupThresh duplicate ACKs, or
+    DupThresh segments SACKed (Linux: sacked_out + 1 > reordering)."""
     threshold = stack.tcp.config.reordering
     if not tcb.sack_ok:
         return tcb.dupacks >= threshold
+    if uses_rack(stack, tcb):
+        rack_mark_lost(stack, tcb)
+        return tcb.lost_out > 0
     return tcb.sacked_out >= threshold
+
+
+def uses_rack(stack: Stack, tcb: TCB) -> bool:
+    """RACK finds the losses on SACK connections with tcp_recovery's first bit (Linux's default)."""
+    return tcb.sack_ok and bool(stack.tcp.config.recovery & 1)
+
+
+# ---------------------------------------------------------------- RACK (RFC 8985 6)
+
+
+def rack_advance(tcb: TCB, item: Sent, now: float) -> None:
+    """A segment was (S)ACKed: the newest one delivered, and the RTT it took, move forward."""
+    rtt = now - item.sent_at
+    if item.retransmits and rtt < tcb.rtt.min_rtt:
+        return  # the ACK may be for the original: no measure (RFC 8985 6.2 step 2)
+    tcb.rack_advanced = True
+    tcb.rack_rtt = rtt
+    if sent_after(item.sent_at, item.end, tcb.rack_sent_at, tcb.rack_end):
+        tcb.rack_sent_at = item.sent_at
+        tcb.rack_end = item.end
+
+
+def sent_after(t1: float, end1: int, t2: float, end2: int) -> bool:
+    return t1 > t2 or (t1 == t2 and seq_gt(end1, end2))
+
+
+def rack_reo_wnd(stack: Stack, tcb: TCB) -> float:
+    """How long a segment may stay undelivered after a later one (Linux tcp_rack_reo_wnd): none
+    in recovery or past DupThresh SACKed segments, else a quarter of the minimum RTT."""
+    if tcb.ca_state >= CA_RECOVERY or tcb.sacked_out >= stack.tcp.config.reordering:
+        return 0.0
+    return min(tcb.rtt.min_rtt / 4, tcb.rtt.srtt)
+
+
+def rack_detect_loss(stack: Stack, tcb: TCB, now: float) -> float:
+    """Mark lost what was sent before the newest delivered segment and is overdue by more than
+    the reordering window; returns how long the next one has left (0: none waits)."""
+    reo_wnd = rack_reo_wnd(stack, tcb)
+    wait = 0.0
+    for item in tcb.rtx:
+        if item.sacked or (item.lost and not item.in_retransmit):
+            continue
+        if not sent_after(tcb.rack_sent_at, tcb.rack_end, item.sent_at, item.end):
+            if item.retransmits:
+                continue  # the queue is in sequence order: a retransmission was sent later
+            break
+        remaining = tcb.rack_rtt + reo_wnd - (now - item.sent_at)
+        if remaining <= 0:
+            tcb.mark_retransmitted(item, False)  # a lost retransmission is lost again
+            tcb.mark_lost(item)
+        else:
+            wait = max(wait, remaining)
+    return wait
+
+
+def rack_mark_lost(stack: Stack, tcb: TCB) -> None:
+    """After an ACK that delivered something: look for losses, and arm the reordering timer
+    for the segments not yet overdue (in the retransmission timer's place, as Linux)."""
+    if not tcb.rack_advanced:
+        return
+    tcb.rack_advanced = False
+    now = stack.clock.now()
+    wait = rack_detect_loss(stack, tcb, now)
+    if wait:
+        # Linux: rounded up to jiffies, plus TCP_TIMEOUT_MIN.
+        tcb.rto_at = now + math.ceil(wait * 1000 - 1e-9) / 1000 + REO_TIMER_SLACK
+        tcb.reo_pending = True
+        tcb.probe_pending = False
+        stack.tcp.timer_changed(tcb)
+
+
+def rack_reo_timeout(stack: Stack, tcb: TCB, now: float) -> None:
+    """The reordering timer fired: what is overdue now is lost; recovery starts if it was not on."""
+    tcb.reo_pending = False
+    prior = tcb.in_flight()
+    rack_detect_loss(stack, tcb, now)
+    if tcb.in_flight() != prior and tcb.ca_state != CA_RECOVERY:
+        enter_recovery(stack, tcb)
+        prr_update(tcb, 1)
 
 
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
@@ -99,6 +189,8 @@ def enter_recovery(stack: Stack, tcb: TCB) -> None:
         init_cwnd_reduction(tcb)
     tcb.recover = tcb.snd_nxt
     tcb.ca_state = CA_RECOVERY
+    if uses_rack(stack, tcb):
+        return  # RACK has marked the losses
     mark_head_lost(tcb)
     if tcb.sack_ok:
         mark_lost_by_sack(stack, tcb)
@@ -202,7 +294,7 @@ def on_timeout(stack: Stack, tcb: TCB) -> None:
             tcb.mark_lost(item)
 
 
-def apply_sack(tcb: TCB, blocks: list[tuple[int, int]]) -> int:
+def apply_sack(tcb: TCB, blocks: list[tuple[int, int]], now: float) -> int:
     """Mark queued segments covered by SACK blocks; returns how many became SACKed."""
     newly = 0
     for start, end in blocks:
@@ -212,5 +304,6 @@ def apply_sack(tcb: TCB, blocks: list[tuple[int, int]]) -> int:
             if item.sacked or seq_lt(item.seq, start) or seq_gt(item.end, end):
                 continue
             tcb.mark_sacked(item)
+            rack_advance(tcb, item, now)
             newly += 1
     return newly

@@ -75,6 +75,7 @@ class TcpConfig:
     congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
+    recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
 
 
 @dataclass(eq=False, slots=True)
@@ -172,6 +173,13 @@ class TCB:
     # Tail loss probe (RFC 8985 7): rto_at is the probe's time while probe_pending; a probe is
     # outstanding until snd_nxt at its sending (tlp_high_seq) is ACKed.
     probe_pending: bool = False
+    reo_pending: bool = False  # rto_at is RACK's reordering timer
+    # RACK (RFC 8985 6): the most recently sent segment delivered (its send time and end), and
+    # the RTT it measured; whether an ACK delivered something since loss was last looked for.
+    rack_sent_at: float = -math.inf
+    rack_end: int = 0
+    rack_rtt: float = 0.0
+    rack_advanced: bool = False
     tlp_high_seq: int | None = None
     tlp_retrans: bool = False  # the probe was a retransmission (not new data)
     # ECN (RFC 3168): asked for in our SYN, agreed; echoing a CE mark (ECE until the peer's

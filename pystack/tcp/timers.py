@@ -51,6 +51,10 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     if tcb.probe_pending:
         send_loss_probe(stack, tcb, now)
         return True
+    if tcb.reo_pending:
+        recovery.rack_reo_timeout(stack, tcb, now)
+        arm_rto(stack, tcb, now)
+        return True
     tcb.tlp_high_seq = None
     if tcb.state == SYN_SENT:
         limit = cfg.syn_retries
