@@ -24,6 +24,7 @@ REO_TIMER_SLACK = 0.002  # Linux's TCP_TIMEOUT_MIN: two jiffies added to the reo
 
 def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
     """Data was cumulatively acknowledged: grow cwnd, or progress/finish recovery."""
+    lost_before = tcb.lost_out
     if not tcb.sack_ok and acked_segments:
         # One segment filled the hole; the others had each earned a duplicate ACK (Linux
         # tcp_remove_reno_sacks).
@@ -43,14 +44,14 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
         # (RFC 6675 IsLost; Linux re-checks on every dubious ACK, also as recovery ends).
         if tcb.sack_ok and loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
-            prr_update(tcb, max(acked_segments + newly_sacked, 1))
+            prr_update(tcb, max(acked_segments + newly_sacked, 1), False)
         else:
             keep_open(tcb)
         return
     if tcb.ca_state == CA_CWR:
         if tcb.sack_ok and loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
-        prr_update(tcb, acked_segments + newly_sacked)
+        prr_update(tcb, acked_segments + newly_sacked, tcb.lost_out <= lost_before)
         return
     if tcb.ca_state == CA_RECOVERY:
         if not tcb.sack_ok:
@@ -59,7 +60,7 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
             rack_mark_lost(stack, tcb)
         else:
             mark_lost_by_sack(stack, tcb)  # the scoreboard is re-read on every ACK in recovery
-        prr_update(tcb, acked_segments + newly_sacked)
+        prr_update(tcb, acked_segments + newly_sacked, tcb.lost_out <= lost_before)
     elif tcb.ca_state == CA_LOSS:
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
 
@@ -71,10 +72,10 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
     if tcb.ca_state <= CA_CWR:
         if loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
-            prr_update(tcb, max(newly_sacked, 1))
+            prr_update(tcb, max(newly_sacked, 1), False)
         elif tcb.ca_state == CA_CWR:
             if newly_sacked:
-                prr_update(tcb, newly_sacked)
+                prr_update(tcb, newly_sacked, False)
         else:
             keep_open(tcb)
     elif tcb.ca_state == CA_RECOVERY:
@@ -82,7 +83,7 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
             rack_mark_lost(stack, tcb)
         elif tcb.sack_ok:
             mark_lost_by_sack(stack, tcb)
-        prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0))
+        prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0), False)
 
 
 def keep_open(tcb: TCB) -> None:
@@ -180,7 +181,7 @@ def rack_reo_timeout(stack: Stack, tcb: TCB, now: float) -> None:
     rack_detect_loss(stack, tcb, now)
     if tcb.in_flight() != prior and tcb.ca_state != CA_RECOVERY:
         enter_recovery(stack, tcb)
-        prr_update(tcb, 1)
+        prr_update(tcb, 1, False)
 
 
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
@@ -235,15 +236,20 @@ def mark_lost_by_sack(stack: Stack, tcb: TCB) -> None:
             tcb.mark_lost(item)
 
 
-def prr_update(tcb: TCB, delivered: int) -> None:
-    """Proportional rate reduction (RFC 6937): set cwnd so sending tracks delivery."""
+def prr_update(tcb: TCB, delivered: int, una_advanced: bool) -> None:
+    """Proportional rate reduction (RFC 6937): set cwnd so sending tracks delivery.
+
+    Below ssthresh, slow-start reduction bound (PRR-SSRB) with Linux's one extra segment
+    only for an ACK that advanced snd_una and marked nothing newly lost
+    (``una_advanced``; Linux tcp_cwnd_reduction).
+    """
     tcb.prr_delivered += delivered
     in_flight = tcb.in_flight()
     delta = tcb.ssthresh - in_flight
     if delta < 0:
         send_count = -(-tcb.prr_delivered * tcb.ssthresh // max(tcb.prior_cwnd, 1)) - tcb.prr_out
     else:
-        send_count = min(delta, max(tcb.prr_delivered - tcb.prr_out, delivered) + 1)
+        send_count = min(delta, max(tcb.prr_delivered - tcb.prr_out, delivered) + una_advanced)
     send_count = max(send_count, 0 if tcb.prr_out else 1)
     tcb.cwnd = in_flight + send_count
 
