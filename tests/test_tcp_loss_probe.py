@@ -134,3 +134,20 @@ def test_without_rack_one_sack_waits_for_dupthresh():
     conn.send("A", ack=s[0], sack=[(s[7], s[7] + MSS)])
     bench.advance(0.1)
     assert tcb.lost_out == 0 and not tcb.reo_pending
+
+
+def test_reordered_ack_below_snd_una_still_counts_its_sack_blocks():
+    """Linux's old-ACK path: the SACK blocks of an ACK below snd_una mark the scoreboard (and may
+    reveal losses); the ACK itself changes neither PRR's count nor cwnd."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.1)
+    conn.send("A", ack=s[2])
+    bench.take()
+    cwnd, delivered = tcb.cwnd, tcb.prr_delivered
+    conn.send("A", ack=s[1], sack=[(s[5], s[9])])
+    assert tcb.sacked_out == 4 and tcb.cwnd == cwnd and tcb.prr_delivered == delivered
+    assert tcb.lost_out == 3  # 2, 3, 4: sent before the SACKed ones, past DupThresh
+    assert tcb.ca_state == CA_RECOVERY
+    assert [p.seq for p in bench.take()][:3] == [s[2], s[3], s[4]]

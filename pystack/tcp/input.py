@@ -454,6 +454,8 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         return
     if seq_ge(seg.ack, tcb.snd_una):
         process_ack(stack, tcb, seg, now)
+    elif tcb.sack_ok and seg.options.sack_blocks and recovery.apply_sack(tcb, seg.options.sack_blocks, now):
+        recovery.on_old_ack(stack, tcb)  # a reordered ACK: its SACK blocks still count (Linux)
     if tcb.state == CLOSED:
         return
     fin_acked = tcb.fin_sent and tcb.snd_una == tcb.snd_nxt

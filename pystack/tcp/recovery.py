@@ -86,6 +86,19 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
         prr_update(tcb, max(newly_sacked, 1 if not tcb.sack_ok else 0), False)
 
 
+def on_old_ack(stack: Stack, tcb: TCB) -> None:
+    """An ACK below snd_una (reordered) that SACKs new data: it may reveal losses, but it is no
+    duplicate ACK and feeds neither PRR nor cwnd growth (Linux: no congestion control for it)."""
+    if tcb.ca_state <= CA_CWR:
+        if loss_suspected(stack, tcb):
+            enter_recovery(stack, tcb)
+    elif tcb.ca_state == CA_RECOVERY:
+        if uses_rack(stack, tcb):
+            rack_mark_lost(stack, tcb)
+        else:
+            mark_lost_by_sack(stack, tcb)
+
+
 def keep_open(tcb: TCB) -> None:
     """Open or Disorder (Linux tcp_try_keep_open): Disorder while segments are SACKed, lost or
     being retransmitted (without SACK: while duplicate ACKs are counted)."""
