@@ -928,7 +928,7 @@ class PystackSocket(DutSocket):
             "tcpi_unacked": tcb.packets_out(),
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,
-            "tcpi_reordering": self.stack.tcp.config.reordering,
+            "tcpi_reordering": tcb.reordering,
         }
 
     def ioctl(self, request: int) -> int:

@@ -106,6 +106,7 @@ KNOWN_PASSES = frozenset({
     "blocking/blocking-accept.pkt", "blocking/blocking-connect.pkt", "blocking/blocking-read.pkt",
     "blocking/blocking-write.pkt", "close/close-local-close-then-remote-fin.pkt",
     "close/close-on-syn-sent.pkt", "close/close-remote-fin-then-close.pkt",
+    "cubic/cubic-rack-reo-timeout-retrans-failed-incoming-data.pkt",
     "cwnd_moderation/cwnd-moderation-disorder-no-moderation.pkt", "ecn/ecn-uses-ect0.pkt",
     "fast_retransmit/fr-4pkt-sack.pkt", "fast_retransmit/fr-4pkt.pkt",
     "limited_transmit/limited-transmit-no-sack.pkt", "linux-selftests/tcp_basic_server.pkt",

@@ -151,3 +151,20 @@ def test_reordered_ack_below_snd_una_still_counts_its_sack_blocks():
     assert tcb.lost_out == 3  # 2, 3, 4: sent before the SACKed ones, past DupThresh
     assert tcb.ca_state == CA_RECOVERY
     assert [p.seq for p in bench.take()][:3] == [s[2], s[3], s[4]]
+
+
+def test_reordering_seen_raises_dupthresh_and_cwnd_counts_only_new_deliveries():
+    """As Linux's cubic-rack-reo script: segment 10 then 4 SACKed, then all ACKed. Segment 4 came
+    7 segments below the highest SACKed, segment 1 10 below: DupThresh becomes 10 (two
+    reorderings seen). cwnd grows by what each ACK newly delivered: the second SACK (reordering
+    now above 3 lets SACKs count), then the 8 segments not SACKed before: 19."""
+    bench, conn = opened(rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    bench.advance(0.02)
+    conn.send("A", ack=s[0], sack=[(s[9], s[9] + MSS)])
+    conn.send("A", ack=s[0], sack=[(s[3], s[3] + MSS), (s[9], s[9] + MSS)])
+    assert (tcb.reordering, tcb.reord_seen, tcb.cwnd) == (7, 1, 11)
+    conn.send("A", ack=s[9] + MSS)
+    assert (tcb.reordering, tcb.reord_seen, tcb.cwnd) == (10, 2, 19)
+    assert tcb.ca_state == CA_OPEN and tcb.lost_out == 0

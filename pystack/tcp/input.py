@@ -454,7 +454,8 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         return
     if seq_ge(seg.ack, tcb.snd_una):
         process_ack(stack, tcb, seg, now)
-    elif tcb.sack_ok and seg.options.sack_blocks and recovery.apply_sack(tcb, seg.options.sack_blocks, now):
+    elif tcb.sack_ok and seg.options.sack_blocks and recovery.apply_sack(
+            stack, tcb, seg.options.sack_blocks, now, recovery.fack(tcb)):
         recovery.on_old_ack(stack, tcb)  # a reordered ACK: its SACK blocks still count (Linux)
     if tcb.state == CLOSED:
         return
@@ -536,8 +537,9 @@ def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
 
 def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
     newly_sacked = 0
+    prior_fack = recovery.fack(tcb)
     if tcb.sack_ok and seg.options.sack_blocks:
-        newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks, now)
+        newly_sacked = recovery.apply_sack(stack, tcb, seg.options.sack_blocks, now, prior_fack)
     window = seg.window << tcb.snd_wscale
     if tcb.ecn_ok and seg.flags & ECE:
         recovery.enter_cwr(tcb)  # the peer saw congestion: reduce as for a loss (RFC 3168 6.1.2)
@@ -549,7 +551,7 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
                        and window == tcb.snd_wnd)
         recovery.process_tlp_ack(stack, tcb, seg.ack, dsack_end, pure_dupack)
     if seq_gt(seg.ack, tcb.snd_una):
-        acknowledge(stack, tcb, seg, now, newly_sacked)
+        acknowledge(stack, tcb, seg, now, newly_sacked, prior_fack)
     elif (
         tcb.rtx
         and not seg.payload
@@ -570,20 +572,25 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
             tcb.persist_backoff = 0
 
 
-def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int) -> None:
+def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int, prior_fack: int) -> None:
     """New data acknowledged: retire segments, sample RTT, free buffer space."""
     ack = seg.ack
     acked_segments = 0
     rtt_sample = None
     retransmitted_acked = False
+    reord = prior_fack  # the lowest segment delivered late, never retransmitted nor SACKed
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
-        acked_segments += 1
+        acked_segments += not sent.sacked  # newly delivered (a SACKed one was counted then)
         recovery.rack_advance(tcb, sent, now)
         if sent.retransmits == 0:
             rtt_sample = now - sent.sent_at
+            if not sent.sacked and seq_lt(sent.seq, reord):
+                reord = sent.seq
         else:
             retransmitted_acked = True
+    if tcb.sack_ok:
+        recovery.check_reordering(stack, tcb, reord, prior_fack)
     # The algorithm's sample: the newest segment ACKed, if none was retransmitted (Linux ca_rtt_us).
     ca_rtt = None if retransmitted_acked else rtt_sample
     if tcb.rtx and seq_lt(tcb.rtx[0].seq, ack):

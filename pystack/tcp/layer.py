@@ -55,6 +55,7 @@ class TcpLayer:
         tcb = TCB(sock, want_sack=cfg.sack, want_ts=cfg.timestamps, rcv_wscale=cfg.window_scale)
         tcb.cwnd = cfg.initial_cwnd
         tcb.ca = congestion.algorithm(cfg.congestion_control)
+        tcb.reordering = cfg.reordering
         tcb.rtt.rto_min = cfg.rto_min
         tcb.ts_offset = self.stack.random.getrandbits(32)
         return tcb

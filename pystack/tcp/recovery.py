@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .seq import seq_ge, seq_gt, seq_le, seq_lt
+from .seq import seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB, Sent
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
             if newly_sacked:
                 prr_update(tcb, newly_sacked, False)
         else:
+            if newly_sacked and tcb.reordering > stack.tcp.config.reordering:
+                # Reordering seen: SACKed data is progress enough to grow (Linux tcp_may_raise_cwnd).
+                tcb.ca.cong_avoid(tcb, newly_sacked, stack.clock.now())
             keep_open(tcb)
     elif tcb.ca_state == CA_RECOVERY:
         if uses_rack(stack, tcb):
@@ -109,7 +112,7 @@ def keep_open(tcb: TCB) -> None:
 def loss_suspected(stack: Stack, tcb: TCB) -> bool:
     """Time to recover: with RACK, a segment it marked lost; else DupThresh duplicate ACKs, or
     DupThresh segments SACKed (Linux: sacked_out + 1 > reordering)."""
-    threshold = stack.tcp.config.reordering
+    threshold = tcb.reordering
     if not tcb.sack_ok:
         return tcb.dupacks >= threshold
     if uses_rack(stack, tcb):
@@ -145,7 +148,7 @@ def sent_after(t1: float, end1: int, t2: float, end2: int) -> bool:
 def rack_reo_wnd(stack: Stack, tcb: TCB) -> float:
     """How long a segment may stay undelivered after a later one (Linux tcp_rack_reo_wnd): none
     in recovery or past DupThresh SACKed segments, else a quarter of the minimum RTT."""
-    if tcb.ca_state >= CA_RECOVERY or tcb.sacked_out >= stack.tcp.config.reordering:
+    if not tcb.reord_seen and (tcb.ca_state >= CA_RECOVERY or tcb.sacked_out >= tcb.reordering):
         return 0.0
     return min(tcb.rtt.min_rtt / 4, tcb.rtt.srtt)
 
@@ -240,7 +243,7 @@ def mark_head_lost(tcb: TCB) -> None:
 
 def mark_lost_by_sack(stack: Stack, tcb: TCB) -> None:
     """RFC 6675 IsLost: a segment with DupThresh SACKed segments above it is lost."""
-    threshold = stack.tcp.config.reordering
+    threshold = tcb.reordering
     above = 0
     for item in reversed(tcb.rtx):
         if item.sacked:
@@ -313,9 +316,27 @@ def on_timeout(stack: Stack, tcb: TCB) -> None:
             tcb.mark_lost(item)
 
 
-def apply_sack(tcb: TCB, blocks: list[tuple[int, int]], now: float) -> int:
+def fack(tcb: TCB) -> int:
+    """The highest sequence number SACKed (snd_una if none is above it)."""
+    high = tcb.highest_sack
+    return high if high is not None and seq_gt(high, tcb.snd_una) else tcb.snd_una
+
+
+def check_reordering(stack: Stack, tcb: TCB, low_seq: int, prior_fack: int) -> None:
+    """A segment never retransmitted was delivered below the highest SACKed one: reordering, not
+    loss. DupThresh grows to that distance in segments (Linux tcp_check_sack_reordering)."""
+    if not seq_lt(low_seq, prior_fack):
+        return
+    distance = seq_diff(fack(tcb), low_seq)
+    if distance > tcb.reordering * tcb.mss:
+        tcb.reordering = min(-(-distance // tcb.mss), stack.tcp.config.max_reordering)
+    tcb.reord_seen += 1
+
+
+def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float, prior_fack: int) -> int:
     """Mark queued segments covered by SACK blocks; returns how many became SACKed."""
     newly = 0
+    reord = prior_fack
     for start, end in blocks:
         if not (seq_gt(end, start) and seq_ge(start, tcb.snd_una) and seq_le(end, tcb.snd_nxt)):
             continue  # D-SACK or bogus block
@@ -325,4 +346,9 @@ def apply_sack(tcb: TCB, blocks: list[tuple[int, int]], now: float) -> int:
             tcb.mark_sacked(item)
             rack_advance(tcb, item, now)
             newly += 1
+            if not item.retransmits and seq_lt(item.seq, reord):
+                reord = item.seq
+            if tcb.highest_sack is None or seq_gt(item.end, tcb.highest_sack):
+                tcb.highest_sack = item.end
+    check_reordering(stack, tcb, reord, prior_fack)
     return newly

@@ -70,7 +70,8 @@ class TcpConfig:
     rmem_default: int = 1 << 20
     wmem_default: int = 1 << 20
     rto_min: float = 0.2
-    reordering: int = 3  # duplicate-ACK threshold
+    reordering: int = 3  # duplicate-ACK threshold, where each connection's starts
+    max_reordering: int = 300  # tcp_max_reordering: the most it grows to as reordering is seen
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
     congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
@@ -180,6 +181,11 @@ class TCB:
     rack_end: int = 0
     rack_rtt: float = 0.0
     rack_advanced: bool = False
+    # Reordering seen (Linux tcp_check_sack_reordering): the connection's DupThresh grows to the
+    # distance, in segments, that a late segment was below the highest SACKed one.
+    reordering: int = 3
+    reord_seen: int = 0
+    highest_sack: int | None = None  # end of the highest SACKed segment (Linux's fack)
     tlp_high_seq: int | None = None
     tlp_retrans: bool = False  # the probe was a retransmission (not new data)
     # ECN (RFC 3168): asked for in our SYN, agreed; echoing a CE mark (ECE until the peer's
