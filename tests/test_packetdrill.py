@@ -108,6 +108,7 @@ KNOWN_PASSES = frozenset({
     "close/close-on-syn-sent.pkt", "close/close-remote-fin-then-close.pkt",
     "cubic/cubic-rack-reo-timeout-retrans-failed-incoming-data.pkt",
     "cwnd_moderation/cwnd-moderation-disorder-no-moderation.pkt", "ecn/ecn-uses-ect0.pkt",
+    "fast_recovery/prr-ss-ack-below-snd_una-cubic.pkt",
     "fast_retransmit/fr-4pkt-sack.pkt", "fast_retransmit/fr-4pkt.pkt",
     "limited_transmit/limited-transmit-no-sack.pkt", "linux-selftests/tcp_basic_server.pkt",
     "mss/mss-getsockopt-tcp_maxseg-server.pkt", "mss/mss-setsockopt-tcp_maxseg-server.pkt",
