@@ -61,6 +61,7 @@ from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
 from pystack.stack import Stack
+from pystack.tcp.congestion import ALGORITHMS
 from pystack.tcp.output import unsent_bytes
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
@@ -146,6 +147,19 @@ class DutConfig:
     gso_injection: bool = False  # Linux: frame the tun with virtio-net headers, to inject GSO packets
 
 
+# Sysctls that are one number, and the TcpConfig attribute (and type) each sets.
+_SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
+    "tcp_syn_retries": ("syn_retries", int),
+    "tcp_synack_retries": ("synack_retries", int),
+    "tcp_early_retrans": ("early_retrans", int),
+    "tcp_reordering": ("reordering", int),
+    "tcp_fin_timeout": ("fin_timeout", float),
+    "tcp_keepalive_time": ("keepalive_time", float),
+    "tcp_keepalive_intvl": ("keepalive_intvl", float),
+    "tcp_keepalive_probes": ("keepalive_probes", int),
+}
+
+
 def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
     """The TcpConfig that plays the part of ``sysctls`` on pystack, and what has no counterpart."""
     cfg = TcpConfig()
@@ -163,22 +177,15 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.timestamps = numbers[0] != 0
         elif key == "tcp_sack" and numbers:
             cfg.sack = numbers[0] != 0
-        elif key == "tcp_syn_retries" and numbers:
-            cfg.syn_retries = numbers[0]
-        elif key == "tcp_synack_retries" and numbers:
-            cfg.synack_retries = numbers[0]
-        elif key == "tcp_reordering" and numbers:
-            cfg.reordering = numbers[0]
+        elif key in _SYSCTL_NUMBERS and numbers:
+            attr, kind = _SYSCTL_NUMBERS[key]
+            setattr(cfg, attr, kind(numbers[0]))
+        elif key == "tcp_congestion_control" and value in ALGORITHMS:
+            cfg.congestion_control = value
+        elif key == "tcp_ecn" and numbers and numbers[0] in (0, 1, 2):
+            cfg.ecn = numbers[0]
         elif key == "tcp_notsent_lowat" and numbers:
             cfg.notsent_lowat = numbers[0] & 0xFFFFFFFF
-        elif key == "tcp_fin_timeout" and numbers:
-            cfg.fin_timeout = float(numbers[0])
-        elif key == "tcp_keepalive_time" and numbers:
-            cfg.keepalive_time = float(numbers[0])
-        elif key == "tcp_keepalive_intvl" and numbers:
-            cfg.keepalive_intvl = float(numbers[0])
-        elif key == "tcp_keepalive_probes" and numbers:
-            cfg.keepalive_probes = numbers[0]
         elif key == "tcp_syncookies" and numbers:
             cfg.syncookies = numbers[0]
         else:
@@ -927,7 +934,7 @@ class PystackSocket(DutSocket):
             "tcpi_unacked": tcb.packets_out(),
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,
-            "tcpi_reordering": self.stack.tcp.config.reordering,
+            "tcpi_reordering": tcb.reordering,
             "tcpi_sacked": tcb.sacked_out,
             "tcpi_lost": tcb.lost_out,
             "tcpi_retrans": tcb.retrans_out,

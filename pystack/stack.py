@@ -459,7 +459,7 @@ class Stack:
         elif level == IPPROTO_IP:
             self._set_ip_option(sock, option, value, number)
         elif level == IPPROTO_TCP and sock.type == SOCK_STREAM:
-            tcp_api.set_tcp_option(self, sock, option, number)
+            tcp_api.set_tcp_option(self, sock, option, value, number)
         else:
             raise oserror(errno.ENOPROTOOPT)
         sock.generation += 1

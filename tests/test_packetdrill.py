@@ -99,10 +99,15 @@ KNOWN_PASSES = frozenset({
     "blocking/blocking-accept.pkt", "blocking/blocking-connect.pkt", "blocking/blocking-read.pkt",
     "blocking/blocking-write.pkt", "close/close-local-close-then-remote-fin.pkt",
     "close/close-on-syn-sent.pkt", "close/close-remote-fin-then-close.pkt",
+    "cubic/cubic-rack-reo-timeout-retrans-failed-incoming-data.pkt",
+    "cwnd_moderation/cwnd-moderation-disorder-no-moderation.pkt", "ecn/ecn-uses-ect0.pkt",
+    "fast_recovery/prr-ss-ack-below-snd_una-cubic.pkt",
     "fast_retransmit/fr-4pkt-sack.pkt", "fast_retransmit/fr-4pkt.pkt",
     "limited_transmit/limited-transmit-no-sack.pkt", "linux-selftests/tcp_basic_server.pkt",
     "mss/mss-getsockopt-tcp_maxseg-server.pkt", "mss/mss-setsockopt-tcp_maxseg-server.pkt",
-    "nagle/sockopt_cork_nodelay.pkt", "shutdown/shutdown-rd-close.pkt",
+    "nagle/sockopt_cork_nodelay.pkt", "sack/sack-shift-sacked-7-3-4-8-9-fack.pkt",
+    "sack/sack-shift-sacked-7-5-6-8-9-fack.pkt",
+    "shutdown/shutdown-rd-close.pkt",
     "shutdown/shutdown-rdwr-close.pkt", "shutdown/shutdown-wr-close.pkt",
     "slow_start/slow-start-ack-per-1pkt.pkt", "slow_start/slow-start-ack-per-2pkt.pkt",
     "slow_start/slow-start-ack-per-4pkt.pkt", "syscall_bad_arg/sendmsg-empty-iov.pkt",
@@ -271,7 +276,10 @@ def test_pystack_config_follows_the_sysctls():
     cfg, unmodelled = pystack_tcp_config(PACKETDRILL_DEFAULTS)
     assert cfg.window_scale == 8  # ilog2(15 MB) - 15, as Linux computes it
     assert (cfg.rmem_default, cfg.wmem_default, cfg.syn_retries) == (540000, 262144, 5)
-    assert "net.ipv4.tcp_congestion_control" in unmodelled
+    assert cfg.congestion_control == "cubic" and "net.ipv4.tcp_frto" in unmodelled
+    reno, unmodelled = pystack_tcp_config({"net.ipv4.tcp_congestion_control": "reno"})
+    assert reno.congestion_control == "reno" and not unmodelled
+    assert pystack_tcp_config({"net.ipv4.tcp_congestion_control": "bbr"})[1] == ["net.ipv4.tcp_congestion_control"]
     assert pystack_tcp_config({"net.ipv4.tcp_rmem": "4096 131072 6291456"})[0].window_scale == 7
 
 

@@ -212,7 +212,8 @@ def test_segments_carrying_sack_blocks_fit_the_mtu_during_recovery():
     """While the stack holds the peer's data out of order, every segment it sends carries SACK
     blocks; each is sized for them (Linux tcp_current_mss), so none exceeds the 1500-byte MTU
     and none leaves as IP fragments, retransmissions in recovery included."""
-    bench = PeerBench()
+    # Reno's PRR and DupThresh (not RACK, which with no RTT marks every hole at once): the hole's rest waits.
+    bench = PeerBench(config=TcpConfig(congestion_control="reno", recovery=0))
     conn = passive_open(bench)
     bench.take()
     bench.stack.send(conn.fd, bytes(range(256)) * 200)

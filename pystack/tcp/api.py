@@ -33,6 +33,7 @@ from ..socket import (
     SIOCOUTQNSD,
     Socket,
 )
+from . import congestion
 from .input import start_handshake_segment
 from .output import (
     output_synchronized,
@@ -70,10 +71,12 @@ TCP_CORK = 3
 TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
+TCP_CONGESTION = 13
 TCP_USER_TIMEOUT = 18
 TCP_NOTSENT_LOWAT = 25
 TCP_INQ = 36  # recvmsg reports the bytes left to read in a TCP_CM_INQ control message
 TCP_CM_INQ = TCP_INQ
+TCP_CA_NAME_MAX = 16
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
@@ -375,9 +378,11 @@ def flag_option(number: int) -> bool:
     return bool(number)
 
 
-def set_tcp_option(stack: Stack, sock: Socket, option: int, number: int) -> None:
+def set_tcp_option(stack: Stack, sock: Socket, option: int, value: int | bytes, number: int) -> None:
     tcb: TCB = sock.tcb
-    if option == TCP_NODELAY:
+    if option == TCP_CONGESTION:
+        set_congestion_control(stack, tcb, value)
+    elif option == TCP_NODELAY:
         tcb.nodelay = bool(number)
         # Linux sets TCP_NAGLE_PUSH: what TCP_CORK or MSG_MORE holds is pushed now, once.
         tcb.nagle_push = bool(number)
@@ -423,9 +428,21 @@ def set_keepalive_option(stack: Stack, tcb: TCB, option: int, number: int) -> No
         tcb.keepcnt = number
 
 
-def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int:
+def set_congestion_control(stack: Stack, tcb: TCB, value: int | bytes) -> None:
+    """TCP_CONGESTION: the algorithm by Linux's name, started afresh (ENOENT: no such algorithm)."""
+    name = bytes(value).split(b"\0", 1)[0] if isinstance(value, bytes | bytearray) else b""
+    if name.decode("ascii", "replace") not in congestion.ALGORITHMS:
+        raise oserror(errno.ENOENT, f"no congestion control {name!r}: one of {', '.join(congestion.ALGORITHMS)}")
+    tcb.ca = congestion.algorithm(name.decode())
+    if tcb.state in SYNCHRONIZED:
+        tcb.ca.init(tcb, stack.clock.now())
+
+
+def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int | bytes:
     tcb: TCB = sock.tcb
     cfg = stack.tcp.config
+    if option == TCP_CONGESTION:
+        return tcb.ca.name.encode().ljust(TCP_CA_NAME_MAX, b"\0")
     if option == TCP_MAXSEG:
         if tcb.state in (CLOSED, LISTEN, SYN_SENT):
             return tcb.user_mss or 536

@@ -14,11 +14,14 @@ from ..addr import is_multicast
 from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
 from . import recovery, syncookies
 from .output import (
+    CE,
+    ECN_MASK,
     arm_rto,
     schedule_ack,
+    schedule_loss_probe,
     send_ack,
     send_syn,
     tcp_output,
@@ -82,6 +85,8 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
         tcb = listen_input(stack, listener, header, seg)
         if tcb is None:
             return
+    if tcb.ecn_ok and seg.payload:
+        ecn_input(tcb, seg, header.tos)
     if tcb.state == SYN_SENT:
         syn_sent_input(stack, tcb, seg)
     else:
@@ -169,9 +174,22 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     return None
 
 
+def ecn_input(tcb: TCB, seg: TcpSegment, tos: int) -> None:
+    """The receiver's part of ECN (RFC 3168 6.1.3): a CE mark is echoed with ECE on every
+    segment until one with CWR arrives (Linux: the CWR first, then the new mark)."""
+    if seg.flags & CWR:
+        tcb.ecn_demand_cwr = False
+        tcb.ack_now = True  # the sender's cwnd may be small: ACK at once
+    if tos & ECN_MASK == CE and not tcb.ecn_demand_cwr:
+        tcb.ecn_demand_cwr = True
+        tcb.ack_now = True
+
+
 def accept_syn(stack: Stack, child: TCB, seg: TcpSegment) -> None:
     """A passive connection takes the peer's SYN: SYN-RECEIVED, options, receive sequence space."""
     child.state = SYN_RECEIVED
+    # ECN asked for with ECE and CWR; accepted unless tcp_ecn is 0 (RFC 3168 6.1.1).
+    child.ecn_ok = bool(stack.tcp.config.ecn and seg.flags & ECE and seg.flags & CWR)
     negotiate_options(stack, child, seg, offered=False)
     child.irs = seg.seq
     child.rcv_nxt = seq_add(seg.seq, 1)
@@ -270,6 +288,7 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    tcb.want_ecn = tcb.state == SYN_SENT and stack.tcp.config.ecn == 1
     send_syn(stack, tcb)
     arm_rto(stack, tcb, now)
 
@@ -319,6 +338,7 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         counters.drop("tcp", "syn_sent_no_syn")
         return
     negotiate_options(stack, tcb, seg, offered=True)
+    tcb.ecn_ok = tcb.want_ecn and bool(seg.flags & ECE) and not seg.flags & CWR  # an ECN-setup SYN-ACK
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
@@ -351,6 +371,7 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.retransmits = 0
     # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
     tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
+    tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
     tcb.last_received_at = now
@@ -446,6 +467,9 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         return
     if seq_ge(seg.ack, tcb.snd_una):
         process_ack(stack, tcb, seg, now)
+    elif tcb.sack_ok and seg.options.sack_blocks and recovery.apply_sack(
+            stack, tcb, seg.options.sack_blocks, now, recovery.fack(tcb)):
+        recovery.on_old_ack(stack, tcb)  # a reordered ACK: its SACK blocks still count (Linux)
     if tcb.state == CLOSED:
         return
     fin_acked = tcb.fin_sent and tcb.snd_una == tcb.snd_nxt
@@ -536,11 +560,21 @@ def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
 
 def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
     newly_sacked = 0
+    prior_fack = recovery.fack(tcb)
     if tcb.sack_ok and seg.options.sack_blocks:
-        newly_sacked = recovery.apply_sack(tcb, seg.options.sack_blocks)
+        newly_sacked = recovery.apply_sack(stack, tcb, seg.options.sack_blocks, now, prior_fack)
     window = seg.window << tcb.snd_wscale
+    if tcb.ecn_ok and seg.flags & ECE:
+        recovery.enter_cwr(tcb)  # the peer saw congestion: reduce as for a loss (RFC 3168 6.1.2)
+    if tcb.tlp_high_seq is not None:
+        blocks = seg.options.sack_blocks
+        # RFC 2883: a first block below the cumulative ACK reports a duplicate.
+        dsack_end = blocks[0][1] if blocks and seq_le(blocks[0][1], seg.ack) else None
+        pure_dupack = (seg.ack == tcb.snd_una and not seg.payload and not newly_sacked
+                       and window == tcb.snd_wnd)
+        recovery.process_tlp_ack(stack, tcb, seg.ack, dsack_end, pure_dupack)
     if seq_gt(seg.ack, tcb.snd_una):
-        acknowledge(stack, tcb, seg, now, newly_sacked)
+        acknowledge(stack, tcb, seg, now, newly_sacked, prior_fack)
     elif (
         tcb.rtx
         and not seg.payload
@@ -561,16 +595,27 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
             tcb.persist_backoff = 0
 
 
-def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int) -> None:
+def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int, prior_fack: int) -> None:
     """New data acknowledged: retire segments, sample RTT, free buffer space."""
     ack = seg.ack
     acked_segments = 0
     rtt_sample = None
+    retransmitted_acked = False
+    reord = prior_fack  # the lowest segment delivered late, never retransmitted nor SACKed
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
-        acked_segments += 1
+        acked_segments += not sent.sacked  # newly delivered (a SACKed one was counted then)
+        recovery.rack_advance(tcb, sent, now)
         if sent.retransmits == 0:
             rtt_sample = now - sent.sent_at
+            if not sent.sacked and seq_lt(sent.seq, reord):
+                reord = sent.seq
+        else:
+            retransmitted_acked = True
+    if tcb.sack_ok:
+        recovery.check_reordering(stack, tcb, reord, prior_fack)
+    # The algorithm's sample: the newest segment ACKed, if none was retransmitted (Linux ca_rtt_us).
+    ca_rtt = None if retransmitted_acked else rtt_sample
     if tcb.rtx and seq_lt(tcb.rtx[0].seq, ack):
         tcb.rtx[0].seq = ack  # part of a segment acknowledged
     if tcb.ts_ok and seg.options.ts_ecr:
@@ -591,8 +636,13 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     tcb.retransmits = 0
     tcb.persist_backoff = 0
     tcb.first_unacked_at = now if tcb.rtx else None
+    if ca_rtt is not None:
+        tcb.ca.acked(tcb, int(ca_rtt * 1_000_000), now)
+    tcb.reo_pending = False  # RACK arms it again if it must (Linux: else the RTO replaces it)
     recovery.on_new_ack(stack, tcb, acked_segments, newly_sacked)
-    arm_rto(stack, tcb, now)
+    if not tcb.reo_pending:
+        arm_rto(stack, tcb, now)
+        schedule_loss_probe(stack, tcb, now, True)
     if tcp_writeable(stack, tcb):
         stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
 

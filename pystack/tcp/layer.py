@@ -20,6 +20,7 @@ from ..route import cached_route
 from ..socket import IPPROTO_TCP, SOCK_STREAM, Socket
 from ..wire.ipv4 import HEADER_LEN as IP_HEADER_LEN
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
+from . import congestion
 from .output import send_reset_for
 from .seq import MASK
 from .tcb import CLOSED, LISTEN, SYN_RECEIVED, TCB, TcpConfig
@@ -53,6 +54,8 @@ class TcpLayer:
         cfg = self.config
         tcb = TCB(sock, want_sack=cfg.sack, want_ts=cfg.timestamps, rcv_wscale=cfg.window_scale)
         tcb.cwnd = cfg.initial_cwnd
+        tcb.ca = congestion.algorithm(cfg.congestion_control)
+        tcb.reordering = cfg.reordering
         tcb.rtt.rto_min = cfg.rto_min
         tcb.ts_offset = self.stack.random.getrandbits(32)
         return tcb
@@ -68,6 +71,7 @@ class TcpLayer:
         fresh.user_mss, fresh.nodelay, fresh.cork = tcb.user_mss, tcb.nodelay, tcb.cork
         fresh.keepalive, fresh.keepidle, fresh.keepintvl = tcb.keepalive, tcb.keepidle, tcb.keepintvl
         fresh.keepcnt, fresh.user_timeout, fresh.linger = tcb.keepcnt, tcb.user_timeout, tcb.linger
+        fresh.ca = type(tcb.ca)()  # TCP_CONGESTION stays chosen
         for name, value in vars(fresh).items():  # attribute by attribute: a field's watch sees it
             setattr(tcb, name, value)
 
@@ -117,6 +121,7 @@ class TcpLayer:
         child.nodelay, child.keepalive = listener.nodelay, listener.keepalive
         child.keepidle, child.keepintvl, child.keepcnt = listener.keepidle, listener.keepintvl, listener.keepcnt
         child.user_timeout, child.notsent_lowat = listener.user_timeout, listener.notsent_lowat
+        child.ca = type(listener.ca)()  # the listener's congestion control (Linux inherits it)
         child.iss = self.initial_sequence(child)
         return child
 

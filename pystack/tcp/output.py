@@ -15,10 +15,22 @@ from .. import ip
 from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
-from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
-from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le
-from .tcb import CA_OPEN, CLOSED, DEFAULT_MSS, LISTEN, SYN_RECEIVED, SYN_SENT, TCB, Sent
+from .rtt import RTO_INITIAL
+from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from .tcb import (
+    CA_CWR,
+    CA_OPEN,
+    CAN_SEND,
+    CLOSED,
+    DEFAULT_MSS,
+    LISTEN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TCB,
+    Sent,
+)
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -29,6 +41,10 @@ TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
 GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
+TLP_MIN_TIMEOUT = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a loss probe's slack
+ECN_MASK = 0x03  # the ECN field of the IP TOS byte
+ECT_0 = 0x02
+CE = 0x03
 
 
 def ts_now(stack: Stack, tcb: TCB) -> int:
@@ -62,8 +78,9 @@ def window_to_advertise(tcb: TCB) -> int:
     return min(current, limit)
 
 
-def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> None:
-    """Build one segment with the current ACK, window and options, and send it."""
+def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int, new_data: bool = False) -> None:
+    """Build one segment with the current ACK, window and options, and send it (``new_data``:
+    first sent now, not a retransmission: the only data ECN marks ECN-capable)."""
     if flags & SYN and flags & ACK and tcb.parent is None:
         # Simultaneous open: our SYN again, with everything it offered (Linux tcp_send_synack).
         cfg = stack.tcp.config
@@ -101,6 +118,20 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         # aligns the same way); the rounding is not committed, so it cannot creep.
         window = window_to_advertise(tcb)
         raw_window = min((window + (1 << tcb.rcv_wscale) - 1) >> tcb.rcv_wscale, 0xFFFF)
+    tos = tcb.sock.tos
+    if flags & SYN:
+        if flags & ACK:
+            flags |= ECE if tcb.ecn_ok else 0  # ECN agreed (RFC 3168 6.1.1)
+        elif tcb.want_ecn:
+            flags |= ECE | CWR  # ECN asked for
+    elif tcb.ecn_ok:
+        if payload and new_data:  # new data is ECN-capable; ACKs, retransmissions not
+            tos = (tos & ~ECN_MASK) | ECT_0
+            if tcb.ecn_queue_cwr:
+                tcb.ecn_queue_cwr = False
+                flags |= CWR
+        if tcb.ecn_demand_cwr:
+            flags |= ECE  # a CE mark seen: echoed until the peer's CWR
     ack = tcb.rcv_nxt if flags & ACK else 0
     segment = build_tcp(
         tcb.local_port, tcb.remote_port, seq, ack, flags, raw_window,
@@ -118,10 +149,10 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int) -> No
         if tcb.quickacks:
             tcb.quickacks -= 1
     # Last: over loopback the answer may be processed before this call returns (see send_data_segment).
-    send_segment(stack, tcb, segment)
+    send_segment(stack, tcb, segment, tos)
 
 
-def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
+def send_segment(stack: Stack, tcb: TCB, segment: bytes, tos: int) -> None:
     sock = tcb.sock
     route = cached_route(stack, sock)
     stack.counters.tcp["OutSegs"] += 1
@@ -131,7 +162,7 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes) -> None:
     ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
     try:
         ip.ip_output(stack, sock, route, tcb.local_addr, tcb.remote_addr, PROTO_TCP, segment,
-                     ttl, sock.tos, IP_PMTUDISC_WANT)
+                     ttl, tos, IP_PMTUDISC_WANT)
     except OSError:
         stack.counters.tcp["OutErrors"] += 1  # oversize after a PMTU drop: retransmission resegments
 
@@ -206,10 +237,23 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
     sent_any = sent_new or sent_any
-    # Was the congestion window the limit? (cwnd grows only then: RFC 7661, Linux is_cwnd_limited)
-    tcb.cwnd_limited = in_flight >= tcb.cwnd
+    cwnd_limited = in_flight >= tcb.cwnd
+    if sent_new or cwnd_limited:
+        cwnd_validate(tcb, cwnd_limited)
+    if sent_new:
+        schedule_loss_probe(stack, tcb, now, False)
     if tcb.ack_now and not sent_any:
         send_ack(stack, tcb)
+
+
+def cwnd_validate(tcb: TCB, cwnd_limited: bool) -> None:
+    """Remember whether cwnd was the limit in this window (cwnd grows only then: RFC 7661's
+    spirit, Linux tcp_cwnd_validate); when it was not, the most segments out in the window."""
+    if cwnd_limited or not seq_lt(tcb.snd_una, tcb.cwnd_usage_seq) or (
+            not tcb.is_cwnd_limited and len(tcb.rtx) > tcb.max_packets_out):
+        tcb.is_cwnd_limited = cwnd_limited
+        tcb.max_packets_out = len(tcb.rtx)
+        tcb.cwnd_usage_seq = tcb.snd_nxt
 
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
@@ -228,8 +272,11 @@ def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
     return sent
 
 
-def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
-    """Send a queued segment again (at most one MSS of it: the MSS may have shrunk)."""
+def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float, probe: bool = False) -> None:
+    """Send a queued segment again (at most one MSS of it: the MSS may have shrunk).
+
+    ``probe``: a tail loss probe, which the scoreboard does not count as a retransmission in
+    flight (Linux __tcp_retransmit_skb), though Karn's rule ignores its RTT all the same."""
     length = item.length - (1 if item.flags & SYN else 0) - (1 if item.flags & FIN else 0)
     mss = send_mss(tcb)
     if length > mss and not item.flags & SYN:
@@ -238,7 +285,8 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float) -> None:
     flags = ACK | (item.flags & (SYN | FIN | PSH))
     seq, payload = item.seq, data_at(tcb, item.seq, length)
     item.retransmits += 1  # accounted before it leaves, as in send_data_segment
-    tcb.mark_retransmitted(item)
+    if not probe:
+        tcb.mark_retransmitted(item)
     item.sent_at = now
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
@@ -350,6 +398,9 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     """
     seq = tcb.snd_nxt
     payload = data_at(tcb, seq, size)
+    if not tcb.rtx:
+        tcb.ca.tx_start(tcb, now - tcb.lsndtime)  # sending again after an idle period
+    tcb.lsndtime = now
     end = seq_add(seq, size + (1 if flags & FIN else 0))
     tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
     tcb.snd_nxt = end
@@ -362,7 +413,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.first_unacked_at is None:
         tcb.first_unacked_at = now
     arm_rto(stack, tcb, now, restart=False)
-    transmit(stack, tcb, seq, payload, flags)
+    transmit(stack, tcb, seq, payload, flags, new_data=True)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
@@ -411,13 +462,39 @@ def small_segment_unacked(tcb: TCB) -> bool:
 def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
     if not tcb.rtx:
         tcb.rto_at = math.inf
+        tcb.probe_pending = tcb.reo_pending = False
     elif restart or tcb.rto_at == math.inf:
+        tcb.probe_pending = tcb.reo_pending = False
         tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
         if tcb.user_timeout and tcb.first_unacked_at is not None:
             # TCP_USER_TIMEOUT: fire no later than the moment to give up (Linux
             # tcp_clamp_rto_to_user_timeout).
             tcb.rto_at = min(tcb.rto_at, tcb.first_unacked_at + tcb.user_timeout)
         tcb.persist_at = math.inf
+    stack.tcp.timer_changed(tcb)
+
+
+def schedule_loss_probe(stack: Stack, tcb: TCB, now: float, advancing: bool) -> None:
+    """Arm the tail loss probe in place of the RTO (RFC 8985 7.2; Linux tcp_schedule_loss_probe):
+    two smoothed RTTs (plus the delayed-ACK allowance for a lone segment), not after the RTO.
+
+    Only with SACK, in the Open state, on an established connection; ``advancing``: an ACK
+    just moved snd_una, so the RTO would run a whole RTO from now.
+    """
+    if (stack.tcp.config.early_retrans not in (3, 4) or not tcb.rtx or not tcb.sack_ok
+            or tcb.ca_state not in (CA_OPEN, CA_CWR) or tcb.state not in CAN_SEND):
+        return
+    srtt = tcb.rtt.srtt
+    if tcb.rtt.samples:
+        timeout = 2 * srtt + (tcb.rtt.rto_min if len(tcb.rtx) == 1 else TLP_MIN_TIMEOUT)
+    else:
+        timeout = RTO_INITIAL
+    rto = tcb.rtt.backed_off(tcb.backoff)
+    rto_delta = rto if advancing else tcb.rtx[0].sent_at + rto - now  # when the RTO would fire
+    if rto_delta > 0:
+        timeout = min(timeout, rto_delta)
+    tcb.rto_at = now + timeout
+    tcb.probe_pending = True
     stack.tcp.timer_changed(tcb)
 
 

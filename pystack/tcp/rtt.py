@@ -16,9 +16,11 @@ class RttEstimator:
     rto: float = RTO_INITIAL
     rto_min: float = RTO_MIN
     samples: int = 0
+    min_rtt: float = float("inf")  # the smallest sample (RACK's reordering window is a quarter of it)
 
     def sample(self, rtt: float) -> None:
         rtt = max(rtt, 0.0)
+        self.min_rtt = min(self.min_rtt, rtt)
         if self.samples == 0:
             self.srtt = rtt
             self.rttvar = rtt / 2

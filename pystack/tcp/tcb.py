@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .congestion import Cubic, Reno
 from .ofo import OutOfOrderQueue
 from .rtt import RttEstimator
 
@@ -36,6 +37,8 @@ CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 
 # Congestion states, as Linux's tcp_ca_state.
 CA_OPEN = 0
+CA_DISORDER = 1  # Open, but with segments SACKed, lost or retransmitted (or duplicate ACKs)
+CA_CWR = 2  # reducing cwnd after an ECN echo, with no loss
 CA_RECOVERY = 3
 CA_LOSS = 4
 
@@ -67,9 +70,14 @@ class TcpConfig:
     rmem_default: int = 1 << 20
     wmem_default: int = 1 << 20
     rto_min: float = 0.2
-    reordering: int = 3  # duplicate-ACK threshold
+    reordering: int = 3  # duplicate-ACK threshold, where each connection's starts
+    max_reordering: int = 300  # tcp_max_reordering: the most it grows to as reordering is seen
     syncookies: int = 1  # tcp_syncookies: 0 never, 1 when the SYN queue is full, 2 always
     notsent_lowat: int = 0xFFFFFFFF  # tcp_notsent_lowat: unsent bytes above which a writer is not woken
+    congestion_control: str = "cubic"  # tcp_congestion_control: "cubic" or "reno"
+    early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
+    ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
+    recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
 
 
 @dataclass(eq=False, slots=True)
@@ -160,7 +168,36 @@ class TCB:
     prior_cwnd: int = 0
     prr_delivered: int = 0
     prr_out: int = 0
-    cwnd_limited: bool = False
+    ca: Reno | Cubic = field(default_factory=Cubic)  # the congestion control algorithm's state
+    # Linux's cwnd validation (tcp_cwnd_validate): was cwnd the limit in the window that ends
+    # at cwnd_usage_seq, and the most segments out in it when it was not.
+    is_cwnd_limited: bool = False
+    max_packets_out: int = 0
+    cwnd_usage_seq: int = 0
+    lsndtime: float = 0.0  # when data was last sent (an idle period ends at the next send)
+    # Tail loss probe (RFC 8985 7): rto_at is the probe's time while probe_pending; a probe is
+    # outstanding until snd_nxt at its sending (tlp_high_seq) is ACKed.
+    probe_pending: bool = False
+    reo_pending: bool = False  # rto_at is RACK's reordering timer
+    # RACK (RFC 8985 6): the most recently sent segment delivered (its send time and end), and
+    # the RTT it measured; whether an ACK delivered something since loss was last looked for.
+    rack_sent_at: float = -math.inf
+    rack_end: int = 0
+    rack_rtt: float = 0.0
+    rack_advanced: bool = False
+    # Reordering seen (Linux tcp_check_sack_reordering): the connection's DupThresh grows to the
+    # distance, in segments, that a late segment was below the highest SACKed one.
+    reordering: int = 3
+    reord_seen: int = 0
+    highest_sack: int | None = None  # end of the highest SACKed segment (Linux's fack)
+    tlp_high_seq: int | None = None
+    tlp_retrans: bool = False  # the probe was a retransmission (not new data)
+    # ECN (RFC 3168): asked for in our SYN, agreed; echoing a CE mark (ECE until the peer's
+    # CWR); a CWR due on the next new data segment, after our cwnd was reduced.
+    want_ecn: bool = False
+    ecn_ok: bool = False
+    ecn_demand_cwr: bool = False
+    ecn_queue_cwr: bool = False
     rtt: RttEstimator = field(default_factory=RttEstimator)
     backoff: int = 0
     retransmits: int = 0  # consecutive timeouts of the same data

@@ -7,7 +7,15 @@ import math
 from typing import TYPE_CHECKING
 
 from . import recovery
-from .output import arm_rto, retransmit, send_ack, send_probe, send_window_probe, tcp_output
+from .output import (
+    arm_rto,
+    retransmit,
+    send_ack,
+    send_new_data,
+    send_probe,
+    send_window_probe,
+    tcp_output,
+)
 from .tcb import SYN_RECEIVED, SYN_SENT, SYNCHRONIZED, TCB, TIME_WAIT
 
 if TYPE_CHECKING:
@@ -40,6 +48,14 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     tcb.rto_at = math.inf
     if not tcb.rtx:
         return True
+    if tcb.probe_pending:
+        send_loss_probe(stack, tcb, now)
+        return True
+    if tcb.reo_pending:
+        recovery.rack_reo_timeout(stack, tcb, now)
+        arm_rto(stack, tcb, now)
+        return True
+    tcb.tlp_high_seq = None
     if tcb.state == SYN_SENT:
         limit = cfg.syn_retries
     elif tcb.state == SYN_RECEIVED:
@@ -59,12 +75,31 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     counters.tcp["Timeouts"] += 1
     if tcb.state not in (SYN_SENT, SYN_RECEIVED):
         recovery.on_timeout(stack, tcb)
+    tcb.want_ecn = False  # a SYN sent again asks for no ECN: a path may drop ECN-setup SYNs (Linux)
     tcb.backoff += 1
     tcb.retransmits += 1
     head = tcb.rtx[0]
     retransmit(stack, tcb, head, now)
     arm_rto(stack, tcb, now)
     return True
+
+
+def send_loss_probe(stack: Stack, tcb: TCB, now: float) -> None:
+    """The probe timer fired (RFC 8985 7.3; Linux tcp_send_loss_probe): one new segment if the
+    window allows, else the last segment again, to draw a SACK that reveals a tail loss; then
+    the RTO. One probe at a time."""
+    tcb.probe_pending = False
+    if tcb.tlp_high_seq is None:
+        before = tcb.snd_nxt
+        tcb.nagle_push = True  # the probe goes whatever Nagle or cork would hold
+        send_new_data(stack, tcb, now, tcb.cwnd - 1)
+        tcb.nagle_push = False
+        tcb.tlp_retrans = tcb.snd_nxt == before
+        if tcb.tlp_retrans:
+            retransmit(stack, tcb, tcb.rtx[-1], now, probe=True)
+        tcb.tlp_high_seq = tcb.snd_nxt
+        stack.counters.tcp["TCPLossProbes"] += 1
+    arm_rto(stack, tcb, now)
 
 
 def keepalive_timeout(stack: Stack, tcb: TCB, now: float) -> bool:

@@ -29,8 +29,6 @@ PYSTACK_MISMATCHES = {
                               "recorded (rr ptr=12 [198.18.20.1 198.18.20.1]), RFC 1122 3.2.2.6",
     "ip_option_timestamp": "echo reply drops the Timestamp option; Linux echoes it stamped "
                            "(ts ptr=13, two stamps), RFC 1122 3.2.2.6",
-    "tcp_ack_after_rto": "after an RTO resent the first of two segments, one ACK for both lets pystack send "
-                         "1 new segment; Linux sends 2 (the timeout was spurious: F-RTO, tcp_frto=2)",
     # issue 16 ("TCP as Linux does it"): each the first difference, then why
     # -- PSH, cwnd validation, send buffer
     "psh_window_limited_write": "first window PSH marks: Linux ['1000', '1000P', '1000'], pystack ['1000', '1000', "
