@@ -31,9 +31,6 @@ PYSTACK_MISMATCHES = {
                            "(ts ptr=13, two stamps), RFC 1122 3.2.2.6",
     # issue 16 ("TCP as Linux does it"): each the first difference, then why
     # -- PSH, cwnd validation, send buffer
-    "psh_window_limited_write": "first window PSH marks: Linux ['1000', '1000P', '1000'], pystack ['1000', '1000', "
-                                "'1000']: Linux pushes (PSH) part of a write the window cuts, pystack only a "
-                                "write's last segment",
     "msg_more_full_segments_leave": "PSH marks: Linux ['1000', '1000P', '1000'] (the full segments of a MSG_MORE "
                                     "write, the second pushed), pystack ['1000', '1000', '1000']",
     "cwnd_restart_after_idle": "flight after 0.5 s idle: Linux sends 10 segments (tcp_slow_start_after_idle=1: "
@@ -43,8 +40,6 @@ PYSTACK_MISMATCHES = {
     "sndbuf_blocked_writer_wakeup": "SO_SNDBUF 16384, blocked 40000-byte write: Linux's writer returns after the "
                                     "first ACK, pystack's needs more ACKs (sndbuf doubling and Linux's truesize "
                                     "accounting differ)",
-    "msg_eor_is_not_coalesced": "held by Nagle: Linux sends the MSG_EOR write at once (1 segment), pystack holds it "
-                                "and coalesces it with the next write into one 200-byte segment (MSG_EOR ignored)",
     # -- loss recovery
     "sack_recovery_first_segment_lost": "after dupack 1 (SACK of segment 2): Linux resends segment 1 within 6 ms "
                                         "(RACK, RFC 8985: reordering window min_rtt/4), pystack waits for the 3rd "
@@ -61,37 +56,17 @@ PYSTACK_MISMATCHES = {
                                   "timer) and again at the RTO; pystack resends it once at +100 ms",
     "tlp_tail_loss_probe": "first flight: Linux sends a 6th packet, the tail loss probe (RFC 8985, ~10 ms after "
                            "the flight, PTO = 2*SRTT); pystack has no TLP",
-    "tlp_single_segment": "probe or RTO #1 time: Linux +0.31 s, pystack +0.50 s (Linux probes after PTO, "
-                          "pystack waits for the RTO)",
-    "frto_spurious_rto_with_sack": "after the ACK of both originals (spurious RTO): Linux sends 2 new segments "
-                                   "(F-RTO, RFC 5682), pystack 1",
     "frto_genuine_loss": "after the ACK of the resent segment alone: Linux (F-RTO) sends new segment 4, pystack "
                          "resends segments 2 and 3 at once",
-    "frto_disabled": "tcp_frto=0 (pystack has no such setting): after the ACK of both, Linux sends 2 segments, "
-                     "pystack 1",
     "tcp_user_timeout": "TCP_USER_TIMEOUT 500 ms: Linux retransmits at +0.21 s and +0.66 s before giving up, "
                         "pystack at +0.2 s only (it gives up when the next RTO would pass the timeout)",
     "tcp_synack_wrong_ack": "after a SYN-ACK with a wrong ACK: Linux sends the RST and resends its SYN ~13 ms "
                             "later, pystack only the RST",
     # -- ECN (RFC 3168): pystack has none
-    "ecn_syn_accepted_by_default": "SYN-ACK flags: Linux 'SE.' (tcp_ecn=2 accepts an ECN-setup SYN), pystack 'S.'",
-    "ecn_ce_answered_with_ece": "SYN-ACK flags: Linux 'SE.', pystack 'S.' (then no ECE for CE-marked data)",
-    "ecn_data_is_ect": "SYN-ACK flags: Linux 'SE.', pystack 'S.' (then data not ECT(0): tos 0, Linux 2)",
-    "ecn_ece_makes_cwr": "SYN-ACK flags: Linux 'SE.', pystack 'S.' (then no CWR after ECE)",
-    "ecn_active_open_negotiated": "SYN flags: Linux 'SEW' (tcp_ecn=1 asks for ECN), pystack 'S' (no tcp_ecn)",
-    "ecn_active_open_declined": "SYN flags: Linux 'SEW' (tcp_ecn=1), pystack 'S'",
     # -- socket API pystack does not have
-    "notsent_lowat_socket_option": "setsockopt(TCP_NOTSENT_LOWAT): Linux ok, pystack ENOPROTOOPT",
-    "notsent_lowat_sysctl": "SIOCOUTQNSD: Linux 2400 (the third write still accepted), pystack ENOTTY (no ioctl, "
-                            "no tcp_notsent_lowat)",
-    "siocinq_counts_unread_bytes": "SIOCINQ: Linux 300, pystack ENOTTY (pystack's socket API has no ioctl)",
-    "siocoutq_counts_unacked_bytes": "SIOCOUTQ: Linux 500, pystack ENOTTY (no ioctl)",
-    "siocinq_on_listener": "SIOCINQ on a listener: Linux EINVAL, pystack ENOTTY (no ioctl)",
     "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
                         "returns b'ab' (stops at the mark), pystack b'abc'",
     "tcp_info_after_handshake": "tcp_info advmss: Linux 1448 (the MSS less the timestamp option), pystack 1460",
-    "tcp_info_after_rto": "tcp_info snd_ssthresh after an RTO with 3 in flight: Linux 7 (CUBIC, beta 0.7 of "
-                          "cwnd 10), pystack 5 (NewReno halving)",
     # -- path MTU probing
     "mtu_probing_always_on": "flight 2: Linux's first segment is a 1242-byte probe (tcp_mtu_probing=2, RFC 4821), "
                              "pystack sends 1460 (no probing)",
@@ -99,10 +74,6 @@ PYSTACK_MISMATCHES = {
                               "(tcp_mtu_probing=1 falls back to tcp_base_mss after tcp_retries1 timeouts), "
                               "pystack 1460",
     # -- TIME-WAIT
-    "time_wait_syn_higher_seq": "SYN above rcv_nxt on a TIME-WAIT connection: Linux answers SYN-ACK (a new "
-                                "connection, RFC 6191 / tcp_timewait_state_process), pystack the TIME-WAIT ACK",
-    "time_wait_syn_newer_timestamp": "SYN with a newer timestamp on TIME-WAIT: Linux SYN-ACK, pystack the "
-                                     "TIME-WAIT ACK",
     # -- receive buffer and window
     "rcvbuf_autotuning_grows_window": "largest window above the first: Linux True (509 grows to ~629 as "
                                       "tcp_rcv_space_adjust grows the buffer), pystack False (no autotuning, 512)",
