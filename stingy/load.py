@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tux_like.memnet import deliver_events
+
 from .simulate import Layout, Simulated, build
 
 LATENCY = 50e-6  # one way, a switched LAN
@@ -80,16 +82,7 @@ class _Run:
         while self.events and self.events[0][0] <= self.clock:
             heapq.heappop(self.events)[2]()
         server, net, tracer = self.sim.server, self.sim.net, self.sim.tracer
-        for sock in net.take_ready():
-            server.ready(sock)
-        for ti in server.threads:
-            while ti.work:
-                done = ti.work.popleft()
-                try:
-                    done.result = done.job()
-                except Exception as error:  # noqa: BLE001 - the worker's failure is its request's answer
-                    done.error = error
-                ti.complete(done)
+        deliver_events(server, net)
         before = tracer.cycles()
         runs = tracer.stage_runs
         server.step(EPOCH + self.clock, STEP_BUDGET)

@@ -182,20 +182,25 @@ class MemoryNet:
             yield self.ready.popleft()
 
 
+def deliver_events(server: Any, net: MemoryNet) -> None:
+    """What happened since the last step: readiness to the server, the workers' jobs run inline."""
+    for sock in net.take_ready():
+        server.ready(sock)
+    for ti in server.threads:
+        while ti.work:
+            done = ti.work.popleft()
+            try:
+                done.result = done.job()
+            except Exception as error:  # noqa: BLE001 - a worker's failure is its request's answer
+                done.error = error
+            ti.complete(done)
+
+
 def pump(server: Any, net: MemoryNet, now: float = 0.0, max_rounds: int = 100_000) -> int:
     """Run the server until it has nothing to do at ``now``: readiness, workers (inline),
     stages. Returns the rounds taken; a server that never settles is an error."""
     for rounds in range(max_rounds):
-        for sock in net.take_ready():
-            server.ready(sock)
-        for ti in server.threads:
-            while ti.work:
-                done = ti.work.popleft()
-                try:
-                    done.result = done.job()
-                except Exception as error:  # noqa: BLE001 - a worker's failure is its request's answer
-                    done.error = error
-                ti.complete(done)
+        deliver_events(server, net)
         if not server.step(now) and not net.ready and not any(ti.work for ti in server.threads):
             return rounds
     raise RuntimeError(f"the server did not settle in {max_rounds} rounds")
