@@ -146,7 +146,7 @@ def format_totals(figures: dict[str, object]) -> str:
         parts.append(f"Linux passes {figures['linux_pass']} ({figures['linux_rate']:.0%}, goal >= 90%)")
     if "pystack_on_linux_pass" in figures:
         parts.append(f"pystack passes {figures['pystack_on_linux_pass']} of those "
-                     f"({figures['pystack_rate']:.0%}, goal >= 80%)")
+                     f"({figures['pystack_rate']:.0%}, goal >= 95%)")
     elif "pystack_pass" in figures:
         parts.append(f"pystack passes {figures['pystack_pass']}")
     return "; ".join(parts)
