@@ -62,3 +62,11 @@ class Connection:
             if not data:
                 return
             self.received += data
+
+
+def outcome(call, *args):
+    """What a socket call did: its value, or its errno (the twin tests compare the two worlds')."""
+    try:
+        return ("ok", call(*args))
+    except OSError as exc:
+        return ("error", exc.errno)

@@ -28,16 +28,9 @@ from pystack.stack import Stack
 from pystack.tcp.tcb import ESTABLISHED
 from specializer import do_specialize_send, specialized_send, token_info
 from specializer.system import system_of
-from tests.tcp_world import Connection
+from tests.tcp_world import Connection, outcome
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
-
-
-def outcome(call, *args):
-    try:
-        return ("ok", call(*args))
-    except OSError as exc:
-        return ("error", exc.errno)
 
 
 class Twin:

@@ -28,15 +28,9 @@ from pystack.socket import IPPROTO_TCP, SOCK_STREAM
 from pystack.tcp.api import TCP_CORK, TCP_NODELAY
 from pystack.tcp.tcb import TcpConfig
 from specializer import do_specialize_send, specialized_send, token_info
+from tests.tcp_world import outcome
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
-
-
-def outcome(call, *args):
-    try:
-        return ("ok", call(*args))
-    except OSError as exc:
-        return ("error", exc.errno)
 
 
 class World:

@@ -66,6 +66,19 @@ def cong_avoid_ai(tcb: TCB, w: int, acked: int) -> None:
         tcb.cwnd += delta
 
 
+def slow_start_first(tcb: TCB, acked: int) -> int | None:
+    """The head every algorithm's cong_avoid shares (Linux's tcp_reno_cong_avoid and
+    bictcp_cong_avoid): no growth unless cwnd-limited; below ssthresh, slow start takes what
+    it can. The ACKed segments left for congestion avoidance, or None when nothing is left."""
+    if not is_cwnd_limited(tcb):
+        return None
+    if tcb.cwnd < tcb.ssthresh:
+        acked = slow_start(tcb, acked)
+        if not acked:
+            return None
+    return acked
+
+
 class Reno:
     """NewReno's window (RFC 5681): halve on loss, one segment per window per RTT."""
 
@@ -78,13 +91,9 @@ class Reno:
         return max(tcb.cwnd >> 1, 2)
 
     def cong_avoid(self, tcb: TCB, acked: int, now: float) -> None:
-        if not is_cwnd_limited(tcb):
-            return
-        if tcb.cwnd < tcb.ssthresh:
-            acked = slow_start(tcb, acked)
-            if not acked:
-                return
-        cong_avoid_ai(tcb, tcb.cwnd, acked)
+        left = slow_start_first(tcb, acked)
+        if left is not None:
+            cong_avoid_ai(tcb, tcb.cwnd, left)
 
     def acked(self, tcb: TCB, rtt_us: int, now: float) -> None:
         """An RTT sample from newly ACKed, never retransmitted data (unused by Reno)."""
@@ -172,14 +181,10 @@ class Cubic:
             self.epoch_start += jiffies(idle)
 
     def cong_avoid(self, tcb: TCB, acked: int, now: float) -> None:
-        if not is_cwnd_limited(tcb):
-            return
-        if tcb.cwnd < tcb.ssthresh:
-            acked = slow_start(tcb, acked)
-            if not acked:
-                return
-        self.update(tcb.cwnd, acked, jiffies(now))
-        cong_avoid_ai(tcb, self.cnt, acked)
+        left = slow_start_first(tcb, acked)
+        if left is not None:
+            self.update(tcb.cwnd, left, jiffies(now))
+            cong_avoid_ai(tcb, self.cnt, left)
 
     def update(self, cwnd: int, acked: int, tick: int) -> None:
         """Set ``cnt``, the segments to ACK per cwnd increment, from the cubic curve."""
