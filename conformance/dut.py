@@ -193,6 +193,21 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
     return cfg, unmodelled
 
 
+# Settings of pystack's IP layer that play the part of these sysctls (seconds, for the IP layer).
+_STACK_SYSCTLS = {
+    "net.ipv4.ipfrag_time": lambda stack, seconds: setattr(stack.reassembler, "timeout", float(seconds)),
+}
+
+
+def apply_stack_sysctl(stack: Stack, name: str, value: str) -> bool:
+    """Set what plays the part of an IP-layer sysctl on a pystack stack; False if none does."""
+    setter = _STACK_SYSCTLS.get(name)
+    if setter is None or not _is_numeric(value):
+        return False
+    setter(stack, int(value.split()[0], 0))
+    return True
+
+
 def _is_numeric(value: str) -> bool:
     try:
         [int(v, 0) for v in value.split()]
@@ -1026,8 +1041,9 @@ class PystackDut(Dut):
     def __init__(self, config: DutConfig):
         super().__init__()
         self.mtu = config.mtu
-        tcp_config, self.unapplied = pystack_tcp_config(config.sysctls)
+        tcp_config, unmodelled = pystack_tcp_config(config.sysctls)
         self.stack = Stack(clock=TrioClock(), seed=config.seed, tcp_config=tcp_config)
+        self.unapplied = [n for n in unmodelled if not apply_stack_sysctl(self.stack, n, config.sysctls[n])]
         self.stack.add_interface(IFNAME, DUT_ADDRESS, PREFIXLEN, config.mtu)
         self.link = _BenchLink(self, config.mtu)
         self.network: Network  # set by pystack_dut once the driver runs
@@ -1045,6 +1061,8 @@ class PystackDut(Dut):
         return PystackSocket(self, self.network.socket(_socket.AF_INET, type, proto))
 
     def set_sysctl(self, name: str, value: str) -> bool:
+        if apply_stack_sysctl(self.stack, name, value):
+            return True
         cfg, unmodelled = pystack_tcp_config({name: value})
         if unmodelled:
             return False

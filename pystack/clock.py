@@ -15,6 +15,11 @@ from typing import Protocol
 class Clock(Protocol):
     def now(self) -> float: ...
 
+    def wall(self) -> float:
+        """Seconds since the Unix epoch, for the few values a peer reads as a date (ICMP
+        timestamps); never for timers, which follow ``now``."""
+        ...
+
 
 class VirtualClock:
     """A clock that only moves when told to: deterministic tests."""
@@ -23,6 +28,10 @@ class VirtualClock:
         self._now = start
 
     def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        """Virtual time reads as seconds after the epoch's midnight: deterministic."""
         return self._now
 
     def advance(self, seconds: float) -> float:
@@ -36,6 +45,9 @@ class MonotonicClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self) -> float:
+        return time.time()
+
 
 class TrioClock:
     """trio's notion of now; trio is imported only when one is made, so the core stays trio-free."""
@@ -47,3 +59,6 @@ class TrioClock:
 
     def now(self) -> float:
         return self._current_time()
+
+    def wall(self) -> float:
+        return time.time()

@@ -22,8 +22,8 @@ MIB: dict[str, tuple[str, ...]] = {
     ),
     "Icmp": (
         "InMsgs", "InErrors", "InCsumErrors", "InDestUnreachs", "InTimeExcds", "InParmProbs",
-        "InSrcQuenchs", "InEchos", "InEchoReps", "InOther", "OutMsgs", "OutErrors",
-        "OutDestUnreachs", "OutTimeExcds", "OutParmProbs", "OutEchoReps", "OutOther",
+        "InSrcQuenchs", "InEchos", "InEchoReps", "InTimestamps", "InOther", "OutMsgs", "OutErrors",
+        "OutDestUnreachs", "OutTimeExcds", "OutParmProbs", "OutEchoReps", "OutTimestampReps", "OutOther",
         "OutRateLimitGlobal", "OutRateLimitHost",
     ),
     "Udp": (
@@ -54,7 +54,7 @@ DROP_REASONS: dict[str, tuple[str, ...]] = {
         "frag_too_large",
     ),
     "icmp": (
-        "truncated", "checksum", "echo_to_broadcast", "error_for_unknown_protocol",
+        "truncated", "checksum", "echo_to_broadcast", "timestamp_to_broadcast", "error_for_unknown_protocol",
         "error_no_socket", "error_out_of_window", "error_quote_malformed", "ignored_error_type",
         "ignored_type",
     ),

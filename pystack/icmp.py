@@ -23,6 +23,8 @@ from .wire.icmp import (
     PROTO_UNREACH,
     SOURCE_QUENCH,
     TIME_EXCEEDED,
+    TIMESTAMP_REPLY,
+    TIMESTAMP_REQUEST,
     build_icmp,
     parse_icmp,
 )
@@ -37,6 +39,7 @@ __all__ = ["DEST_UNREACH", "PARAM_PROBLEM", "PORT_UNREACH", "PROTO_UNREACH", "TI
 ERROR_MAX_TOTAL = 576
 IPTOS_TOS_MASK = 0x1E
 IPTOS_PREC_INTERNETCONTROL = 0xC0
+MS_PER_DAY = 86_400_000
 
 # (errno, hard error) for each destination-unreachable code, as Linux's icmp_err_convert.
 UNREACH_ERRORS = {
@@ -63,6 +66,7 @@ _OUT_MIB = {
     DEST_UNREACH: "OutDestUnreachs",
     TIME_EXCEEDED: "OutTimeExcds",
     PARAM_PROBLEM: "OutParmProbs",
+    TIMESTAMP_REPLY: "OutTimestampReps",
 }
 _IN_MIB = {
     ECHO_REPLY: "InEchoReps",
@@ -71,6 +75,7 @@ _IN_MIB = {
     TIME_EXCEEDED: "InTimeExcds",
     PARAM_PROBLEM: "InParmProbs",
     SOURCE_QUENCH: "InSrcQuenchs",
+    TIMESTAMP_REQUEST: "InTimestamps",
 }
 
 
@@ -126,6 +131,8 @@ def icmp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
     counters.icmp[_IN_MIB.get(message.kind, "InOther")] += 1
     if message.kind == ECHO_REQUEST:
         echo_reply(stack, header, message.rest, message.payload)
+    elif message.kind == TIMESTAMP_REQUEST:
+        timestamp_reply(stack, header, message.rest, message.payload)
     elif message.kind in ERROR_TYPES:
         error_input(stack, message.kind, message.code, message.rest, message.payload)
     else:
@@ -137,6 +144,21 @@ def echo_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) -> None
         stack.counters.drop("icmp", "echo_to_broadcast")
         return
     output(stack, header.dst, header.src, ECHO_REPLY, 0, rest, body, header.tos)
+
+
+def timestamp_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) -> None:
+    """RFC 792's timestamp reply, as Linux's icmp_timestamp: the originate time copied, the
+    receive and transmit times both now, in milliseconds since midnight UT."""
+    if header.dst not in stack.local_addresses:  # RFC 1122 3.2.2.8, as for echo
+        stack.counters.drop("icmp", "timestamp_to_broadcast")
+        return
+    if len(body) < 4:
+        stack.counters.icmp["InErrors"] += 1
+        stack.counters.drop("icmp", "truncated")
+        return
+    now = int(stack.clock.wall() * 1000) % MS_PER_DAY
+    times = body[:4] + now.to_bytes(4, "big") * 2
+    output(stack, header.dst, header.src, TIMESTAMP_REPLY, 0, rest, times, header.tos)
 
 
 def error_input(stack: Stack, kind: int, code: int, rest: int, body: bytes) -> None:
@@ -171,8 +193,8 @@ def send_error(stack: Stack, header: IPv4Packet, packet: bytes, kind: int, code:
     counters = stack.counters
     if header.dst == BROADCAST or is_multicast(header.dst) or stack.is_broadcast(header.dst):
         return
-    if header.src == 0 or header.src == BROADCAST or is_multicast(header.src):
-        return
+    if header.src == 0 or stack.is_broadcast(header.src) or is_multicast(header.src):
+        return  # RFC 1122 3.2.2: the source must name a single host
     if header.frag_offset != 0:
         return
     if header.proto == PROTO_ICMP:
@@ -207,9 +229,10 @@ def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, bo
 
 
 def reassembly_timeout(stack: Stack, first: IPv4Packet) -> None:
-    """ICMP time exceeded for a datagram whose reassembly timed out (first fragment seen)."""
+    """ICMP time exceeded for a datagram whose reassembly timed out (first fragment seen),
+    quoting that fragment as far as 576 bytes allow, as Linux's ip_expire does."""
     quoted_header = build_ipv4_header(
         first.src, first.dst, first.proto, len(first.payload), first.ttl, first.tos, first.ident,
         first.flags | (first.frag_offset >> 3), options=first.options,
     )
-    send_error(stack, first, quoted_header + first.payload[:8], TIME_EXCEEDED, EXC_FRAGTIME, 0)
+    send_error(stack, first, quoted_header + first.payload, TIME_EXCEEDED, EXC_FRAGTIME, 0)

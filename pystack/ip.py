@@ -94,8 +94,8 @@ def martian(stack: Stack, header: IPv4Packet, iface: Interface) -> str | None:
     addresses, a broadcast, or a joined multicast group is dropped.
     """
     src, dst = header.src, header.dst
-    if is_multicast(src) or stack.is_broadcast(src) or is_reserved_class_e(src) or src == 0:
-        return "martian_source"  # a subnet broadcast source too (Linux: fib_validate_source)
+    if is_multicast(src) or src == BROADCAST or is_reserved_class_e(src) or src == 0:
+        return "martian_source"  # Linux's ipv4_is_lbcast: a subnet's broadcast address is let through
     if not iface.loopback and (is_loopback(src) or src in stack.local_addresses):
         return "martian_source"
     if dst in stack.local_addresses:

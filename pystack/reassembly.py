@@ -1,7 +1,11 @@
 """IPv4 fragment reassembly with timeouts and limits on memory and queues.
 
-Policy, as Linux since 4.19 (and RFC 5722 for IPv6): an exact duplicate
-fragment is ignored, any other overlap discards the whole datagram.
+Policy, as Linux since 4.19 (and RFC 5722 for IPv6): a fragment that lies
+wholly inside a run of fragments already held is a duplicate and ignored
+(whatever its bytes: the first copy wins), any other overlap discards the
+whole datagram. A run is what Linux's inet_frag_queue_insert calls one:
+fragments that arrived in order, each starting where the tail ended; a
+fragment placed anywhere but at the tail starts a run of its own.
 Queues are bounded in number and in memory; when full, the oldest queue
 is evicted to make room; a queue that more than ``max_dist`` other
 fragments from its source have overtaken starts again (ipfrag_max_dist).
@@ -38,6 +42,8 @@ class FragmentQueue:
     first: IPv4Packet | None = None  # the offset-0 fragment
     starts: list[int] = field(default_factory=list)  # fragment offsets, ascending
     ends: list[int] = field(default_factory=list)  # ascending too: fragments never overlap
+    run_starts: list[int] = field(default_factory=list)  # where each run begins, ascending
+    run_ends: list[int] = field(default_factory=list)  # where each run ends
     pieces: list[bytes] = field(default_factory=list)  # the fragments' data, in offset order
     total: int | None = None  # known once the last fragment (MF clear) arrived
     size: int = 0  # data bytes held
@@ -48,17 +54,32 @@ class FragmentQueue:
         """What the queue costs the stack's fragment memory (Linux: its skbs' truesize)."""
         return self.size + SKB_OVERHEAD * len(self.pieces)
 
-    def place(self, start: int, end: int, payload: bytes) -> int | None:
-        """Where [start, end) goes in the queue; None if it overlaps a fragment held
-        (an exact duplicate raises frag_duplicate)."""
+    def place(self, start: int, end: int) -> int | None:
+        """Where [start, end) goes in the queue; None if it overlaps a fragment held.
+        Raises frag_duplicate if it lies wholly inside a run (Linux's IPFRAG_DUP)."""
+        r = bisect_right(self.run_starts, start) - 1
+        if r >= 0 and end <= self.run_ends[r]:
+            raise Malformed("frag_duplicate")
         i = bisect_right(self.starts, start)
         if i and self.ends[i - 1] > start:
-            if self.starts[i - 1] == start and self.pieces[i - 1] == payload:
-                raise Malformed("frag_duplicate")
             return None
         if i < len(self.starts) and self.starts[i] < end:
             return None
         return i
+
+    def insert(self, index: int, start: int, end: int, payload: bytes) -> None:
+        """Hold a fragment :meth:`place` found room for: it extends the tail's run if it
+        starts where the tail ends, else it begins a run (fragrun_append_to_last / _create)."""
+        if index == len(self.starts) and self.ends and self.ends[-1] == start:
+            self.run_ends[-1] = end
+        else:
+            r = bisect_right(self.run_starts, start)
+            self.run_starts.insert(r, start)
+            self.run_ends.insert(r, end)
+        self.starts.insert(index, start)
+        self.ends.insert(index, end)
+        self.pieces.insert(index, payload)
+        self.size += len(payload)
 
     def complete(self) -> bool:
         return self.total is not None and self.size == self.total
@@ -114,7 +135,7 @@ class Reassembler:
             queue = self.queues[key] = FragmentQueue(key, now + self.timeout)
         if self._too_far(queue, header.src):
             self._reinit(queue, now)
-        index = queue.place(start, end, payload)
+        index = queue.place(start, end)
         if index is None:
             self._discard(key)
             raise Malformed("frag_overlap")
@@ -132,10 +153,7 @@ class Reassembler:
         if self.bytes + cost > self.max_bytes:
             self._discard(key)
             raise Malformed("frag_memory")
-        queue.starts.insert(index, start)
-        queue.ends.insert(index, end)
-        queue.pieces.insert(index, payload)
-        queue.size += len(payload)
+        queue.insert(index, start, end, payload)
         self.bytes += cost
         if start == 0:
             queue.first = header
@@ -191,9 +209,8 @@ class Reassembler:
     def _reinit(self, queue: FragmentQueue, now: float) -> None:
         """Empty a queue and start it again (Linux ip_frag_reinit): the datagram so far failed."""
         self.bytes -= queue.truesize
-        queue.starts.clear()
-        queue.ends.clear()
-        queue.pieces.clear()
+        for held in (queue.starts, queue.ends, queue.run_starts, queue.run_ends, queue.pieces):
+            held.clear()
         queue.size = 0
         queue.total = None
         queue.first = None

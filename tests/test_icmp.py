@@ -9,6 +9,7 @@ from scapy.all import ICMP, IP, UDP, Raw, defragment, fragment
 from scapy.utils import checksum as scapy_checksum
 
 from pystack.socket import SO_ERROR, SOL_SOCKET
+from pystack.wire.icmp import build_icmp
 
 from .core_helpers import ME, NEIGHBOUR, PEER, SUBNET_BCAST, Bench, raw_ipv4, udp_packet
 
@@ -254,3 +255,41 @@ def test_error_for_no_socket_is_counted(bench):
     quote = bytes(IP(src=ME, dst=PEER) / UDP(sport=31000, dport=4000))
     bench.inject(IP(src=PEER, dst=ME) / ICMP(type=3, code=3) / Raw(quote))
     assert bench.counters.drops["icmp.error_no_socket"] == 1
+
+
+# ---------------------------------------------------------------- timestamps, odd sources
+
+
+def test_timestamp_request_is_answered_as_linux(bench):
+    """RFC 792 type 13 -> 14, as Linux's icmp_timestamp: originate copied, receive and
+    transmit both the time now in milliseconds since midnight UT (the clock's wall time)."""
+    bench.clock.advance(86_400 * 3 + 12.345)  # three days and 12.345 s after a midnight
+    bench.inject(IP(src=PEER, dst=ME, tos=0x10) / ICMP(type=13, id=5, seq=9, ts_ori=0x01020304, ts_rx=7, ts_tx=8))
+    (reply,) = bench.sent()
+    icmp = reply[ICMP]
+    assert (reply.src, reply.dst, icmp.type, icmp.code, icmp.id, icmp.seq) == (ME, PEER, 14, 0, 5, 9)
+    assert (icmp.ts_ori, icmp.ts_rx, icmp.ts_tx) == (0x01020304, 12_345, 12_345)
+    assert scapy_checksum(bytes(icmp)) == 0 and reply.tos == 0x10
+    c = bench.counters.icmp
+    assert (c["InTimestamps"], c["OutTimestampReps"], c["InOther"], c["OutOther"]) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("body, dst, drop", [(b"\x01\x02\x03", ME, "icmp.truncated"),
+                                             (bytes(12), SUBNET_BCAST, "icmp.timestamp_to_broadcast")])
+def test_timestamp_request_not_answered(bench, body, dst, drop):
+    bench.inject(IP(src=PEER, dst=dst, proto=1) / Raw(build_icmp(13, 0, 5 << 16 | 9, body)))
+    assert bench.out == [] and bench.drops() == {drop: 1}
+
+
+def test_echo_from_the_subnet_broadcast_address_is_answered(bench):
+    """Linux drops only the limited broadcast as a martian source (ipv4_is_lbcast); an echo
+    from the subnet's broadcast address is answered, to that address."""
+    bench.inject(IP(src=SUBNET_BCAST, dst=ME) / ICMP(type=8, id=1, seq=1))
+    (reply,) = bench.sent()
+    assert (reply.dst, reply[ICMP].type) == (SUBNET_BCAST, 0)
+
+
+def test_no_error_to_the_subnet_broadcast_address(bench):
+    """RFC 1122 3.2.2: an ICMP error never answers a datagram whose source is a broadcast."""
+    bench.inject(IP(src=SUBNET_BCAST, dst=ME) / UDP(sport=9, dport=9999) / Raw(b"x"))
+    assert bench.out == [] and bench.counters.icmp["OutDestUnreachs"] == 0

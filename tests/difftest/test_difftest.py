@@ -93,10 +93,6 @@ PYSTACK_MISMATCHES = {
                                       "queue is stack-wide, 256, not bounded by the backlog)",
     # -- PAWS
     # -- reassembly and the out-of-order queue
-    "frag_exact_duplicate_different_bytes": "a fragment repeated at the same offset with other bytes: Linux "
-                                            "keeps the first and replies, pystack drops the datagram",
-    "frag_reassembly_timeout": "ipfrag_time=1: Linux sends ICMP time exceeded (11/1) after a second, pystack "
-                               "nothing (no ipfrag_time; RFC 792 reassembly timeout message)",
     "ooo_overlapping_segments": "overlapping out-of-order segment: Linux's dupack carries a D-SACK for the "
                                 "overlap ('sack 151:201 101:251'), pystack only the merged block",
     "ooo_one_byte_segments": "the segment filling the holes overlaps queued bytes: Linux's ACK carries a D-SACK "
@@ -106,9 +102,6 @@ PYSTACK_MISMATCHES = {
     # -- RFC 5961, ICMP, IP
     "challenge_ack_rate_limited_per_socket": "four in-window RSTs: Linux sends 1 challenge ACK "
                                              "(tcp_invalid_ratelimit, 500 ms per socket), pystack 4",
-    "icmp_timestamp_request": "ICMP timestamp request: Linux answers (type 14), pystack does not",
-    "ip_source_broadcast": "echo request from the subnet broadcast address: Linux replies (to 198.18.20.255), "
-                           "pystack drops it",
 }
 
 
