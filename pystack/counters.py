@@ -54,7 +54,7 @@ DROP_REASONS: dict[str, tuple[str, ...]] = {
         "frag_too_large",
     ),
     "icmp": (
-        "truncated", "checksum", "echo_to_broadcast", "timestamp_to_broadcast", "error_for_unknown_protocol",
+        "truncated", "checksum", "echo_to_broadcast", "timestamp_to_broadcast", "options_not_echoed", "error_for_unknown_protocol",
         "error_no_socket", "error_out_of_window", "error_quote_malformed", "ignored_error_type",
         "ignored_type",
     ),

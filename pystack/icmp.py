@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from . import ip
 from .addr import BROADCAST, is_multicast
 from .errors import Malformed
+from .ipoptions import NoReply, reply_options
 from .route import MIN_PMTU
 from .socket import IP_PMTUDISC_DONT
 from .wire.icmp import (
@@ -143,7 +144,7 @@ def echo_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) -> None
     if header.dst not in stack.local_addresses:  # icmp_echo_ignore_broadcasts, as Linux
         stack.counters.drop("icmp", "echo_to_broadcast")
         return
-    output(stack, header.dst, header.src, ECHO_REPLY, 0, rest, body, header.tos)
+    output(stack, header.dst, header.src, ECHO_REPLY, 0, rest, body, header.tos, header)
 
 
 def timestamp_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) -> None:
@@ -156,9 +157,8 @@ def timestamp_reply(stack: Stack, header: IPv4Packet, rest: int, body: bytes) ->
         stack.counters.icmp["InErrors"] += 1
         stack.counters.drop("icmp", "truncated")
         return
-    now = int(stack.clock.wall() * 1000) % MS_PER_DAY
-    times = body[:4] + now.to_bytes(4, "big") * 2
-    output(stack, header.dst, header.src, TIMESTAMP_REPLY, 0, rest, times, header.tos)
+    times = body[:4] + ms_since_midnight(stack).to_bytes(4, "big") * 2
+    output(stack, header.dst, header.src, TIMESTAMP_REPLY, 0, rest, times, header.tos, header)
 
 
 def error_input(stack: Stack, kind: int, code: int, rest: int, body: bytes) -> None:
@@ -209,23 +209,44 @@ def send_error(stack: Stack, header: IPv4Packet, packet: bytes, kind: int, code:
     src = header.dst if header.dst in stack.local_addresses else 0
     # Linux: the original TOS bits with precedence "internetwork control" (0xC0).
     tos = (header.tos & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL
-    output(stack, src, header.src, kind, code, rest, quote, tos)
+    output(stack, src, header.src, kind, code, rest, quote, tos, header if kind != PARAM_PROBLEM else None)
 
 
-def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, body: bytes, tos: int) -> None:
+def output(stack: Stack, src: int, dst: int, kind: int, code: int, rest: int, body: bytes, tos: int,
+           answering: IPv4Packet | None = None) -> None:
+    """Send a message; one ``answering`` a datagram echoes its Record Route and Timestamp
+    options (RFC 1122 3.2.2.6), or is not sent where Linux's ip_options_echo fails."""
     route = stack.routes.lookup(dst, stack.clock.now())
     if route is None:
         stack.counters.icmp["OutErrors"] += 1
         stack.counters.ip["OutNoRoutes"] += 1
         return
+    src = src or route.source
+    options = b""
+    if answering is not None and answering.options:
+        try:
+            options = reply_options(answering.options, src, lambda a: _stamps_here(stack, a), ms_since_midnight(stack))
+        except NoReply:
+            stack.counters.drop("icmp", "options_not_echoed")
+            return
     message = build_icmp(kind, code, rest, body)
     stack.counters.icmp["OutMsgs"] += 1
     stack.counters.icmp[_OUT_MIB.get(kind, "OutOther")] += 1
     # Linux's ICMP socket uses IP_PMTUDISC_DONT: replies and errors never carry DF.
     ip.ip_output(
-        stack, None, route, src or route.source, dst, PROTO_ICMP, message, stack.default_ttl, tos,
-        IP_PMTUDISC_DONT,
+        stack, None, route, src, dst, PROTO_ICMP, message, stack.default_ttl, tos, IP_PMTUDISC_DONT, options,
     )
+
+
+def ms_since_midnight(stack: Stack) -> int:
+    """The time ICMP and IP timestamps carry: milliseconds since midnight UT (RFC 792)."""
+    return int(stack.clock.wall() * 1000) % MS_PER_DAY
+
+
+def _stamps_here(stack: Stack, address: int) -> bool:
+    """Whether a prespecified Timestamp hop is this host: anything but a remote unicast
+    address (Linux asks inet_addr_type of its local table)."""
+    return address in stack.local_addresses or address == 0 or stack.is_broadcast(address) or is_multicast(address)
 
 
 def reassembly_timeout(stack: Stack, first: IPv4Packet) -> None:

@@ -27,6 +27,7 @@ from .wire.ipv4 import (
     build_ipv4_header,
     check_options,
     has_source_route,
+    options_for_later_fragments,
     parse_ipv4,
 )
 
@@ -135,17 +136,19 @@ def ip_output(
     ttl: int,
     tos: int,
     pmtudisc: int = IP_PMTUDISC_WANT,
+    options: bytes = b"",
 ) -> None:
     """Send one transport datagram, fragmenting it if it exceeds the path MTU.
 
     DF follows Linux: set when the socket asks for path-MTU discovery and
     the datagram fits; a datagram too big for the path with DF required
-    fails with EMSGSIZE.
+    fails with EMSGSIZE. ``options`` (a multiple of 4 bytes) are the IP
+    options an ICMP reply echoes; sockets send none.
     """
     counters = stack.counters
     counters.ip["OutRequests"] += 1
     mtu = route.path_mtu
-    total = HEADER_LEN + len(data)
+    total = HEADER_LEN + len(options) + len(data)
     if total > MAX_PACKET:
         counters.ip["OutDiscards"] += 1
         raise oserror(errno.EMSGSIZE)
@@ -159,12 +162,12 @@ def ip_output(
         else:
             ident = stack.next_ident()
             flags = 0
-        ip_emit(sock, route, mtu, src, dst, proto, data, ttl, tos, ident, flags)
+        ip_emit(sock, route, mtu, src, dst, proto, data, ttl, tos, ident, flags, options)
         return
     if pmtudisc == IP_PMTUDISC_DO or pmtudisc == IP_PMTUDISC_PROBE:
         counters.ip["FragFails"] += 1
         raise oserror(errno.EMSGSIZE)
-    ip_fragment(stack, sock, route, mtu, src, dst, proto, data, ttl, tos)
+    ip_fragment(stack, sock, route, mtu, src, dst, proto, data, ttl, tos, options)
 
 
 def ip_fragment(
@@ -178,23 +181,28 @@ def ip_fragment(
     data: bytes,
     ttl: int,
     tos: int,
+    options: bytes = b"",
 ) -> None:
     """Send a datagram larger than the path MTU as fragments (Linux ip_fragment).
 
     Its own function, as in Linux, so that a specialization scenario can
     leave this rare path out of line (a datagram whose size is dynamic)
     or unfold it (a committed ADU, whose fragments are known in advance).
+    The first fragment carries the options; the others keep only those
+    marked copied, the rest turned to NOPs (ip_options_fragment).
     """
     counters = stack.counters
     ident = stack.next_ident()
-    chunk = (mtu - HEADER_LEN) & ~7
+    chunk = (mtu - HEADER_LEN - len(options)) & ~7
     offset = 0
     while offset < len(data):
         piece = data[offset : offset + chunk]
         more = FLAG_MF if offset + len(piece) < len(data) else 0
-        ip_emit(sock, route, mtu, src, dst, proto, piece, ttl, tos, ident, more | (offset >> 3))
+        ip_emit(sock, route, mtu, src, dst, proto, piece, ttl, tos, ident, more | (offset >> 3), options)
         counters.ip["FragCreates"] += 1
         offset += len(piece)
+        if options:
+            options = options_for_later_fragments(options)
     counters.ip["FragOKs"] += 1
 
 
@@ -210,11 +218,13 @@ def ip_emit(
     tos: int,
     ident: int,
     flags_fragment: int,
+    options: bytes = b"",
 ) -> None:
     """One packet: allocate its buffer, write the header in place, copy the payload in, transmit."""
-    skb = alloc_skb(HEADER_LEN, len(payload), mtu)
-    build_ipv4_header(src, dst, proto, len(payload), ttl, tos, ident, flags_fragment, skb.data)
-    skb_copy_data(skb, HEADER_LEN, payload)
+    header_length = HEADER_LEN + len(options)
+    skb = alloc_skb(header_length, len(payload), mtu)
+    build_ipv4_header(src, dst, proto, len(payload), ttl, tos, ident, flags_fragment, skb.data, options)
+    skb_copy_data(skb, header_length, payload)
     route.iface.transmit(skb, sock)
 
 

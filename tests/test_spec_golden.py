@@ -105,7 +105,7 @@ def test_no_loop_over_control_messages_and_fragmentation_stays_out_of_line(scena
     # A constant the generic code named (PROTO_UDP) keeps its name: a frozen reference to it.
     folded = [arg.value if isinstance(arg, ast.Constant) else constants[arg.id] for arg in call.args
               if isinstance(arg, ast.Constant) or (isinstance(arg, ast.Name) and type(constants.get(arg.id)) is int)]
-    assert folded == [1500, aton(ME), aton(FAR), 17, TTL, 0]
+    assert folded == [1500, aton(ME), aton(FAR), 17, TTL, 0, b""]  # ..., the TOS and no IP options
     assert "PROTO_UDP" in [arg.id for arg in call.args if isinstance(arg, ast.Name)]
 
 

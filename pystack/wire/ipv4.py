@@ -21,8 +21,11 @@ OFFSET_MASK = 0x1FFF
 
 OPT_EOL = 0
 OPT_NOP = 1
+OPT_RR = 7
+OPT_TIMESTAMP = 68
 OPT_LSRR = 131
 OPT_SSRR = 137
+TS_ONLY, TS_AND_ADDR, TS_PRESPEC = 0, 1, 3  # the Timestamp option's flags
 
 _HEADER = struct.Struct("!BBHHHBBHII")
 
@@ -102,20 +105,61 @@ def _parse(packet: bytes, quoted: bool) -> IPv4Packet:
 
 
 def check_options(options: bytes) -> int | None:
-    """Structural check of IPv4 options; returns the offset of the bad byte, or None.
+    """Check IPv4 options as Linux's ip_options_compile does for a received datagram;
+    returns the offset of the bad byte, or None.
 
     The offset is relative to the start of the options; a caller adds 20 to
-    get the ICMP parameter-problem pointer. Like Linux (ip_options_compile),
-    a bad or missing length points at the option's type byte.
+    get the ICMP parameter-problem pointer. A bad or missing length points at
+    the option's type byte, a second Record Route or Timestamp too; a Record
+    Route or Timestamp whose pointer is out of place points at the pointer,
+    a Timestamp whose overflow count is spent at its flags byte.
     """
-    for offset, _kind, length in _walk_options(options):
+    seen: set[int] = set()
+    for offset, kind, length in _walk_options(options):
         if length is None:
             return offset
+        if kind not in (OPT_RR, OPT_TIMESTAMP):
+            continue
+        if kind in seen:
+            return offset
+        seen.add(kind)
+        bad = _record_option_fault(kind, options[offset : offset + length])
+        if bad is not None:
+            return offset + bad
+    return None
+
+
+def _record_option_fault(kind: int, opt: bytes) -> int | None:
+    """Where a Record Route or Timestamp option (``opt``, whole) is malformed, or None."""
+    smallest, first_slot = (3, 4) if kind == OPT_RR else (4, 5)
+    if len(opt) < smallest:
+        return 1
+    ptr = opt[2]
+    if ptr < first_slot:
+        return 2
+    if kind == OPT_RR:
+        return 2 if ptr <= len(opt) and ptr + 3 > len(opt) else None
+    flag = opt[3] & 0xF
+    if ptr <= len(opt):
+        entry = 4 if flag == TS_ONLY else 8 if flag in (TS_AND_ADDR, TS_PRESPEC) else 0
+        return 2 if entry and ptr + entry - 1 > len(opt) else None
+    if flag != TS_PRESPEC and opt[3] >> 4 == 15:
+        return 3
     return None
 
 
 def has_source_route(options: bytes) -> bool:
     return any(kind in (OPT_LSRR, OPT_SSRR) and length is not None for _, kind, length in _walk_options(options))
+
+
+def options_for_later_fragments(options: bytes) -> bytes:
+    """The options of a fragment after the first: those without the copied flag (0x80)
+    become NOPs, the length unchanged (Linux's ip_options_fragment)."""
+    kept = bytearray(options)
+    for offset, kind, length in _walk_options(options):
+        if length is not None and kind != OPT_NOP and not kind & 0x80:
+            kept[offset : offset + length] = bytes([OPT_NOP]) * length
+    return bytes(kept)
 
 
 def _walk_options(options: bytes) -> Iterator[tuple[int, int, int | None]]:

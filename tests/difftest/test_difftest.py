@@ -25,10 +25,6 @@ PYSTACK_MISMATCHES = {
                      "out of band), recv(MSG_OOB) fails with EINVAL (Linux returns b'c')",
     "tcp_urgent_out": "deliberate: send(MSG_OOB) fails with EOPNOTSUPP; Linux sends PSH|URG, urgent pointer 1",
     # not yet fixed
-    "ip_option_record_route": "echo reply drops the Record Route option; Linux echoes it with its address "
-                              "recorded (rr ptr=12 [198.18.20.1 198.18.20.1]), RFC 1122 3.2.2.6",
-    "ip_option_timestamp": "echo reply drops the Timestamp option; Linux echoes it stamped "
-                           "(ts ptr=13, two stamps), RFC 1122 3.2.2.6",
     # issue 16 ("TCP as Linux does it"): each the first difference, then why
     # -- PSH, cwnd validation, send buffer
     "msg_more_full_segments_leave": "PSH marks: Linux ['1000', '1000P', '1000'] (the full segments of a MSG_MORE "
