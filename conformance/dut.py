@@ -147,8 +147,9 @@ class DutConfig:
     gso_injection: bool = False  # Linux: frame the tun with virtio-net headers, to inject GSO packets
 
 
-# Sysctls that are one number, and the TcpConfig attribute (and type) each sets.
-_SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
+# Sysctls that are one number, and the TcpConfig attribute each sets (and how the number reads).
+_SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
+    "tcp_invalid_ratelimit": ("invalid_ratelimit", lambda ms: ms / 1000),
     "tcp_syn_retries": ("syn_retries", int),
     "tcp_synack_retries": ("synack_retries", int),
     "tcp_early_retrans": ("early_retrans", int),

@@ -38,7 +38,8 @@ MIB: dict[str, tuple[str, ...]] = {
         "Timeouts", "WindowProbes", "KeepAliveProbes", "KeepAliveTimeouts", "AbortOnData",
         "AbortOnClose", "AbortOnLinger", "AbortOnTimeout", "SyncookiesSent", "SyncookiesRecv",
         "SyncookiesFailed", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "OFODrop", "OfoPruned",
-        "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "OFOQueue", "TCPLossProbes",
+        "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "TCPACKSkippedChallenge", "TCPACKSkippedSeq",
+        "TCPACKSkippedTimeWait", "OFOQueue", "TCPLossProbes",
         "TCPLossProbeRecovery",
     ),
 }

@@ -184,8 +184,28 @@ def test_syn_on_an_established_connection_gets_a_challenge_ack(offset):
     assert bench.counters.tcp["ChallengeACK"] == 1
 
 
-def test_challenge_acks_are_rate_limited():
-    bench, conn, tcb = established(TcpConfig(challenge_ack_limit=3))
+def test_challenge_and_out_of_window_acks_share_a_per_socket_limit():
+    """Linux's tcp_invalid_ratelimit (0.5 s): one challenge or out-of-window ACK per socket in
+    that time; data beyond the window is always answered (it cannot be half of an ACK loop)."""
+    bench, conn, tcb = established()
+    bench.advance(1.0)
+    for k in range(4):
+        conn.send("R", seq=conn.seq + 10 + k)
+    assert len(bench.take()) == 1
+    conn.send("A", seq=conn.seq + 50_000_000, advance=False)  # a pure ACK beyond the window
+    assert bench.take() == []
+    conn.send("PA", b"late", seq=conn.seq + 50_000_000, advance=False)
+    assert len(bench.take()) == 1
+    tcp = bench.counters.tcp
+    assert (tcp["ChallengeACK"], tcp["TCPACKSkippedChallenge"], tcp["TCPACKSkippedSeq"]) == (1, 3, 1)
+    bench.advance(0.5)
+    conn.send("A", seq=conn.seq + 50_000_000, advance=False)
+    assert len(bench.take()) == 1
+    assert tcb.state == ESTABLISHED
+
+
+def test_challenge_acks_are_rate_limited_stack_wide_when_a_limit_is_set():
+    bench, conn, tcb = established(TcpConfig(challenge_ack_limit=3, invalid_ratelimit=0))
     bench.advance(1.0)
     for _ in range(5):
         conn.send("R", seq=conn.seq + 10)

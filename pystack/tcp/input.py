@@ -412,6 +412,12 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         if seg.flags & SYN:
             challenge_ack(stack, tcb)  # RFC 5961 4.2: a SYN, whatever its sequence number
         elif not seg.flags & RST:
+            # Linux tcp_oow_rate_limited: a segment without data or FIN may be one side of an
+            # ACK loop, so its duplicate ACK is rate limited per socket.
+            if not (seg.payload or seg.flags & FIN) and oow_rate_limited(
+                stack, tcb, "TCPACKSkippedTimeWait" if tcb.state == TIME_WAIT else "TCPACKSkippedSeq"
+            ):
+                return
             tcb.ack_now = True
             end = seq_add(seg.seq, len(seg.payload))
             if seg.payload and tcb.sack_ok and seq_le(end, tcb.rcv_nxt) and seq_ge(seg.seq, tcb.irs):
@@ -782,8 +788,23 @@ def reset_received(stack: Stack, tcb: TCB) -> None:
         stack.tcp.abort(tcb, errno.EPIPE if tcb.state == CLOSE_WAIT else errno.ECONNRESET)
 
 
+def oow_rate_limited(stack: Stack, tcb: TCB, counter: str) -> bool:
+    """At most one challenge or out-of-window ACK per socket per tcp_invalid_ratelimit
+    (Linux __tcp_oow_rate_limited): two stacks cannot ACK each other in a loop, nor can a
+    forger make one answer at the rate it sends."""
+    now = stack.clock.now()
+    last = tcb.last_oow_ack_at
+    if last is not None and 0 <= now - last < stack.tcp.config.invalid_ratelimit:
+        stack.counters.tcp[counter] += 1
+        return True
+    tcb.last_oow_ack_at = now
+    return False
+
+
 def challenge_ack(stack: Stack, tcb: TCB) -> None:
-    """RFC 5961 challenge ACK, rate-limited stack-wide."""
+    """RFC 5961 challenge ACK, rate-limited per socket, then stack-wide (Linux tcp_send_challenge_ack)."""
+    if oow_rate_limited(stack, tcb, "TCPACKSkippedChallenge"):
+        return
     if stack.tcp.challenge_allowed():
         stack.counters.tcp["ChallengeACK"] += 1
         send_ack(stack, tcb)

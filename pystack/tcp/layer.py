@@ -42,8 +42,8 @@ class TcpLayer:
         self.ports: dict[int, list[Socket]] = {}
         self._heap: list[tuple[float, int, TCB]] = []
         self._order = itertools.count()
-        self._challenges = TokenBucket(self.config.challenge_ack_limit, self.config.challenge_ack_limit,
-                                       self.config.challenge_ack_limit, 0.0)
+        limit = self.config.challenge_ack_limit
+        self._challenges = None if limit is None else TokenBucket(limit, limit, limit, 0.0)
         self._isn_key = stack.random.randbytes(16)
         # Derived, not drawn: drawing would shift every later random value (ISNs, offsets).
         self.cookie_key = hashlib.blake2s(b"syncookies", key=self._isn_key).digest()
@@ -186,7 +186,8 @@ class TcpLayer:
                 del self.ports[sock.local_port]
 
     def challenge_allowed(self) -> bool:
-        return self._challenges.take(self.stack.clock.now())
+        """The stack-wide challenge-ACK budget (tcp_challenge_ack_limit), if one is set."""
+        return self._challenges is None or self._challenges.take(self.stack.clock.now())
 
     # ------------------------------------------------------------ timers
 

@@ -62,7 +62,8 @@ class TcpConfig:
     keepalive_intvl: float = 75.0
     keepalive_probes: int = 9
     max_syn_backlog: int = 256
-    challenge_ack_limit: int = 1000  # per second, stack-wide (RFC 5961)
+    challenge_ack_limit: int | None = None  # per second, stack-wide; None: no limit (Linux >= 6.0's INT_MAX)
+    invalid_ratelimit: float = 0.5  # tcp_invalid_ratelimit: a socket's challenge / out-of-window ACKs
     window_scale: int = 7
     sack: bool = True
     timestamps: bool = True
@@ -156,6 +157,7 @@ class TCB:
     out_of_order: OutOfOrderQueue = field(default_factory=OutOfOrderQueue)
     sack_recent: list[int] = field(default_factory=list)  # recent out-of-order arrivals, newest first
     dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK (RFC 2883 D-SACK)
+    last_oow_ack_at: float | None = None  # when the last challenge or out-of-window ACK left
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
     # Congestion control and loss recovery (segments, as Linux counts).

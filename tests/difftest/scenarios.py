@@ -1879,6 +1879,30 @@ async def challenge_ack_rate_limited_per_socket(tb: Testbench) -> None:
 
 
 @scenario
+async def out_of_window_acks_rate_limited_per_socket(tb: Testbench) -> None:
+    """Pure ACKs beyond the window, 0.3 s apart, then a data segment beyond it: the duplicate
+    ACKs for pure ACKs share the socket's rate limit (tcp_invalid_ratelimit, 0.5 s), data's do not."""
+    peer, _listener, _conn = await tb.passive_open()
+    for k in range(3):
+        peer.send("A", seq=peer.snd_nxt + 200000)
+        await tb.expect(f"answer to out-of-window ACK {k}", within=0.3)
+    peer.send("PA", b"late", seq=peer.snd_nxt + 200000)
+    await tb.expect("answer to out-of-window data", within=0.1)
+
+
+@scenario
+async def challenge_ack_then_out_of_window_ack(tb: Testbench) -> None:
+    """A challenge ACK (in-window RST) and then an out-of-window pure ACK: one limit for both."""
+    peer, _listener, _conn = await tb.passive_open()
+    peer.send("R", seq=peer.snd_nxt + 1000)
+    await tb.expect("challenge ACK", within=0.1)
+    peer.send("A", seq=peer.snd_nxt + 200000)
+    await tb.expect("answer to the out-of-window ACK", within=0.45)
+    peer.send("A", seq=peer.snd_nxt + 200000)
+    await tb.expect("answer to the next one, past the limit", within=0.2)
+
+
+@scenario
 async def challenge_ack_for_too_old_ack(tb: Testbench) -> None:
     """An ACK older than snd_una - max window (RFC 5961 5.2): a challenge ACK, the data is dropped."""
     peer, _listener, conn = await tb.passive_open()

@@ -96,8 +96,6 @@ PYSTACK_MISMATCHES = {
     "ooo_fin_beyond_hole": "dupack for data+FIN beyond a hole: Linux's SACK block covers the FIN "
                            "('101:202'), pystack's stops at the data ('101:201')",
     # -- RFC 5961, ICMP, IP
-    "challenge_ack_rate_limited_per_socket": "four in-window RSTs: Linux sends 1 challenge ACK "
-                                             "(tcp_invalid_ratelimit, 500 ms per socket), pystack 4",
 }
 
 
