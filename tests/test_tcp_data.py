@@ -637,7 +637,7 @@ def test_fin_out_of_order_is_held_until_the_hole_fills():
     base = conn.seq
     conn.send("FA", b"world", seq=base + 6)
     ack = bench.take()[-1]
-    assert ack.ack == base and sack_of(ack) == [(base + 6, base + 11)]
+    assert ack.ack == base and sack_of(ack) == [(base + 6, base + 12)]  # the block ends past the FIN (Linux)
     assert tcb.state != CLOSE_WAIT
     with pytest.raises(BlockingIOError):
         bench.stack.recv(conn.fd, 100)
@@ -647,6 +647,35 @@ def test_fin_out_of_order_is_held_until_the_hole_fills():
     assert tcb.state == CLOSE_WAIT
     assert bench.stack.recv(conn.fd, 100) == b"hello world"
     assert bench.stack.recv(conn.fd, 100) == b""
+
+
+def test_dsack_for_data_partly_held_out_of_order():
+    """RFC 2883 as Linux's tcp_data_queue_ofo: a segment overlapping a queued block is
+    D-SACKed for the overlap (first), beside the merged block."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    base = conn.seq
+    conn.send("PA", b"o" * 100, seq=base + 100, advance=False)
+    assert sack_of(bench.take()[-1]) == [(base + 100, base + 200)]
+    conn.send("PA", b"o" * 100, seq=base + 150, advance=False)
+    assert sack_of(bench.take()[-1]) == [(base + 150, base + 200), (base + 100, base + 250)]
+    conn.send("PA", b"o" * 40, seq=base + 300, advance=False)
+    assert sack_of(bench.take()[-1]) == [(base + 300, base + 340), (base + 100, base + 250)]  # nothing held
+
+
+def test_dsack_when_in_order_data_reaches_queued_bytes():
+    """Linux's tcp_ofo_queue: in-order data that covers queued bytes D-SACKs the first
+    block it reached, up to where the new data ends; one D-SACK block only."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    base = conn.seq
+    for k in range(5):
+        conn.send("PA", b"x", seq=base + 1 + 2 * k, advance=False)
+    bench.take()
+    conn.send("PA", b"y" * 10, seq=base)
+    ack = bench.take()[-1]
+    assert ack.ack == base + 10 and sack_of(ack) == [(base + 1, base + 2)]
+    assert bench.stack.recv(conn.fd, 100) == b"y" * 10
 
 
 def test_right_edge_of_the_scaled_window_never_moves_left():

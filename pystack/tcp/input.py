@@ -673,8 +673,10 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     if seq != tcb.rcv_nxt:
         counters.tcp["OFOQueue"] += 1
         tcb.ack_now = True
-        if tcb.sack_ok and tcb.out_of_order.covers(seq, fin_seq):
-            tcb.dsack = (seq, fin_seq)  # all of it is held already (RFC 2883)
+        if tcb.sack_ok:
+            held = tcb.out_of_order.first_overlap(seq, fin_seq)
+            if held is not None:
+                tcb.dsack = held  # the part held already, all or some (RFC 2883; Linux tcp_data_queue_ofo)
         if not ofo_room(stack, tcb, seq, len(data)):
             counters.tcp["OFODrop"] += 1
             counters.drop("tcp", "ofo_memory")
@@ -687,6 +689,10 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     tcb.recv_buffer += data
     tcb.rcv_nxt = fin_seq
     if had_holes:
+        if tcb.sack_ok:
+            held = tcb.out_of_order.first_overlap(seq, fin_seq)
+            if held is not None:
+                dsack_extend(tcb, *held)  # in-order data reached queued bytes (Linux tcp_ofo_queue)
         merge_in_order(tcb)
     stack.wake(tcb.sock)
     if fin:
@@ -698,6 +704,16 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         tcb.ack_now = True  # a hole was filled (RFC 5681 4.2), or quick-ACK mode
     else:
         schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
+
+
+def dsack_extend(tcb: TCB, start: int, end: int) -> None:
+    """Report [start, end) as a duplicate, grown into the one already noted if they touch
+    (Linux tcp_dsack_extend: one D-SACK block per ACK)."""
+    noted = tcb.dsack
+    if noted is None:
+        tcb.dsack = (start, end)
+    elif seq_le(start, noted[1]) and seq_le(noted[0], end):
+        tcb.dsack = (start if seq_lt(start, noted[0]) else noted[0], end if seq_gt(end, noted[1]) else noted[1])
 
 
 def ofo_room(stack: Stack, tcb: TCB, seq: int, length: int) -> bool:

@@ -57,6 +57,15 @@ class OutOfOrderQueue:
             return seq_add(self.base, self.starts[i]), seq_add(self.base, self.ends[i])
         return None
 
+    def first_overlap(self, seq: int, end: int) -> tuple[int, int] | None:
+        """The part of [seq, end) that the lowest block it overlaps holds already, or None."""
+        start = seq_diff(seq, self.base)
+        stop = start + seq_diff(end, seq)
+        i = bisect_right(self.ends, start)  # the first block ending after the new data's start
+        if i == len(self.starts) or self.starts[i] >= stop:
+            return None
+        return seq_add(self.base, max(start, self.starts[i])), seq_add(self.base, min(stop, self.ends[i]))
+
     def covers(self, seq: int, end: int) -> bool:
         """All of [seq, end) is held already."""
         start = seq_diff(seq, self.base)

@@ -176,7 +176,12 @@ def sack_blocks(tcb: TCB) -> list[tuple[int, int]]:
         block = queue.block_at(point)
         if block is not None and block not in ordered:
             ordered.append(block)
-    return ordered + queue.first_blocks(MAX_SACK_BLOCKS - len(ordered), ordered)
+    blocks = ordered + queue.first_blocks(MAX_SACK_BLOCKS - len(ordered), ordered)
+    fin = tcb.ooo_fin
+    if fin is None:
+        return blocks
+    # A FIN that came out of order ends its block: Linux's skb end_seq counts it.
+    return [(start, seq_add(end, 1) if end == fin else end) for start, end in blocks]
 
 
 def send_ack(stack: Stack, tcb: TCB) -> None:

@@ -89,12 +89,6 @@ PYSTACK_MISMATCHES = {
                                       "queue is stack-wide, 256, not bounded by the backlog)",
     # -- PAWS
     # -- reassembly and the out-of-order queue
-    "ooo_overlapping_segments": "overlapping out-of-order segment: Linux's dupack carries a D-SACK for the "
-                                "overlap ('sack 151:201 101:251'), pystack only the merged block",
-    "ooo_one_byte_segments": "the segment filling the holes overlaps queued bytes: Linux's ACK carries a D-SACK "
-                             "('sack 2:3'), pystack none",
-    "ooo_fin_beyond_hole": "dupack for data+FIN beyond a hole: Linux's SACK block covers the FIN "
-                           "('101:202'), pystack's stops at the data ('101:201')",
     # -- RFC 5961, ICMP, IP
 }
 
