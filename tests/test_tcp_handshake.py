@@ -301,15 +301,19 @@ def test_final_ack_dropped_while_accept_queue_is_full():
     pair = Pair()
     lfd = pair.b.socket(type=SOCK_STREAM)
     pair.b.bind(lfd, ("0.0.0.0", 80))
-    pair.b.listen(lfd, 0)  # room for one connection
+    pair.b.listen(lfd, 1)  # as Linux: the accept queue is full past 1, the SYN queue too
+    connect_from(pair)
+    pair.run(0.01)  # one connection waits to be accepted
     clients = [connect_from(pair) for _ in range(2)]
     pair.run(0.01)
-    # Both SYNs found room; the second handshake's ACK finds the queue full and is dropped
-    # (Linux tcp_v4_syn_recv_sock: ListenOverflows), the child stays in SYN-RECEIVED.
+    # Both SYNs found room (one half-open, one queued: neither queue past 1); the first
+    # handshake's ACK fills the accept queue, so the second's is dropped (Linux
+    # tcp_v4_syn_recv_sock: ListenOverflows) and its child stays in SYN-RECEIVED.
     assert pair.b.counters.tcp["ListenOverflows"] == 1
     states = sorted(t.state for t in pair.b.tcp.conns.values())
-    assert states == [SYN_RECEIVED, ESTABLISHED]
-    assert len(pair.b.sockets[lfd].tcb.accept_queue) == 1
+    assert states == [SYN_RECEIVED, ESTABLISHED, ESTABLISHED]
+    assert len(pair.b.sockets[lfd].tcb.accept_queue) == 2
+    pair.b.accept(lfd)
     pair.b.accept(lfd)
     pair.run(1.0)  # the SYN-ACK retransmission brings an ACK that now fits
     assert len(pair.b.sockets[lfd].tcb.accept_queue) == 1
@@ -318,11 +322,12 @@ def test_final_ack_dropped_while_accept_queue_is_full():
 
 
 def test_syn_queue_limit_drops_syns():
-    """Without SYN cookies (tcp_syncookies=0), a SYN beyond the queue's limit is dropped."""
-    bench = PeerBench(config=TcpConfig(max_syn_backlog=2, syncookies=0))
+    """Without SYN cookies (tcp_syncookies=0), a SYN beyond the queue's limit is dropped: as
+    Linux's inet_csk_reqsk_queue_is_full, the queue is full past the listen backlog."""
+    bench = PeerBench(config=TcpConfig(syncookies=0))
     lfd = bench.stack.socket(type=SOCK_STREAM)
     bench.stack.bind(lfd, ("0.0.0.0", 80))
-    bench.stack.listen(lfd, 128)
+    bench.stack.listen(lfd, 1)
     for port in (40001, 40002, 40003):
         bench.inject(bench.segment(port, 80, "S", 1000, 0, 65535, [("MSS", 1460)]))
     answered = [p.tcp.dport for p in bench.take()]

@@ -147,8 +147,9 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
         counters.drop("tcp", "no_syn_to_listener")
         return None
     want_cookie = False
-    if cfg.syncookies == 2 or listener.syn_queue >= cfg.max_syn_backlog:
-        # Linux tcp_conn_request / tcp_syn_flood_action.
+    if (cfg.syncookies == 2 or listener.syn_queue > listener.backlog) and not isn:
+        # Linux tcp_conn_request / tcp_syn_flood_action: the SYN queue holds as many half-open
+        # connections as the listen backlog (inet_csk_reqsk_queue_is_full).
         if not cfg.syncookies:
             counters.tcp["TCPReqQFullDrop"] += 1
             counters.tcp["ListenDrops"] += 1

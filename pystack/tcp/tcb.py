@@ -61,7 +61,6 @@ class TcpConfig:
     keepalive_time: float = 7200.0
     keepalive_intvl: float = 75.0
     keepalive_probes: int = 9
-    max_syn_backlog: int = 256
     challenge_ack_limit: int | None = None  # per second, stack-wide; None: no limit (Linux >= 6.0's INT_MAX)
     invalid_ratelimit: float = 0.5  # tcp_invalid_ratelimit: a socket's challenge / out-of-window ACKs
     window_scale: int = 7

@@ -82,11 +82,6 @@ PYSTACK_MISMATCHES = {
     "wscale_peer_without_scaling": "ACK window without scaling: Linux 64140, pystack 65435 (Linux's 64240 = 44 "
                                    "MSS, less the 100 bytes held)",
     # -- SYN cookies (RFC 4987): pystack has none
-    "syncookies_when_queue_overflows": "SYN-ACK 3 (listen backlog 2 exceeded): Linux's cookie SYN-ACK has "
-                                       "options 'mss 1460' only (no timestamps to encode SACK), pystack a normal "
-                                       "SYN-ACK with sackOK",
-    "syncookies_off_queue_overflows": "4th SYN with listen backlog 2: Linux drops it, pystack answers (its SYN "
-                                      "queue is stack-wide, 256, not bounded by the backlog)",
     # -- PAWS
     # -- reassembly and the out-of-order queue
     # -- RFC 5961, ICMP, IP
