@@ -110,6 +110,28 @@ def test_bad_ack_in_syn_sent_is_answered_with_rst():
     assert bench.stack.connect_result(fd) == errno.EINPROGRESS
 
 
+def test_bad_ack_in_syn_sent_sends_the_syn_again_soon_once():
+    """Linux: an unacceptable ACK in SYN-SENT may answer an earlier incarnation of the
+    connection, so before any retransmission the SYN goes again after TCP_TIMEOUT_MIN
+    (2 ms), then backs off from the initial RTO as usual."""
+    bench = PeerBench()
+    fd, syn = connecting(bench)
+    start = bench.now
+    bench.inject(bench.segment(80, syn.tcp.sport, "SA", 999, syn.seq + 50, 65535, [("MSS", 1460)]))
+    bench.expect(flags="R", seq=syn.seq + 50)
+    bench.advance(0.01)
+    again = bench.expect(flags="S", seq=syn.seq)
+    assert again.time == pytest.approx(start + 0.002)
+    bench.inject(bench.segment(80, syn.tcp.sport, "SA", 999, syn.seq + 50, 65535, [("MSS", 1460)]))
+    bench.expect(flags="R", seq=syn.seq + 50)
+    bench.advance(1.0)
+    bench.expect_nothing()
+    bench.advance(1.5)
+    third = bench.expect(flags="S", seq=syn.seq)
+    assert third.time == pytest.approx(again.time + 2.0)  # no second shortcut: the backed-off RTO
+    assert bench.stack.connect_result(fd) == errno.EINPROGRESS
+
+
 def test_rst_in_syn_received_drops_the_half_open_connection():
     bench = PeerBench()
     lfd = bench.stack.socket(type=SOCK_STREAM)

@@ -29,6 +29,7 @@ from .output import (
     ts_now,
     window_to_advertise,
 )
+from .rtt import TCP_TIMEOUT_MIN
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import (
     CAN_RECEIVE,
@@ -326,6 +327,10 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     counters = stack.counters
     if seg.flags & ACK and (seq_le(seg.ack, tcb.iss) or seq_gt(seg.ack, tcb.snd_nxt)):
         counters.drop("tcp", "syn_sent_bad_ack")
+        if not tcb.retransmits:
+            # Linux: the ACK may answer an earlier incarnation (its FIN or RST lost), so the
+            # SYN goes again at once rather than after the first RTO.
+            tcb.rto_at = stack.clock.now() + TCP_TIMEOUT_MIN
         if not seg.flags & RST:
             send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
         return

@@ -17,7 +17,7 @@ from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
-from .rtt import RTO_INITIAL
+from .rtt import RTO_INITIAL, TCP_TIMEOUT_MIN
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import (
     CA_CWR,
@@ -41,7 +41,6 @@ TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
 GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
-TLP_MIN_TIMEOUT = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a loss probe's slack
 ECN_MASK = 0x03  # the ECN field of the IP TOS byte
 ECT_0 = 0x02
 CE = 0x03
@@ -491,7 +490,7 @@ def schedule_loss_probe(stack: Stack, tcb: TCB, now: float, advancing: bool) -> 
         return
     srtt = tcb.rtt.srtt
     if tcb.rtt.samples:
-        timeout = 2 * srtt + (tcb.rtt.rto_min if len(tcb.rtx) == 1 else TLP_MIN_TIMEOUT)
+        timeout = 2 * srtt + (tcb.rtt.rto_min if len(tcb.rtx) == 1 else TCP_TIMEOUT_MIN)
     else:
         timeout = RTO_INITIAL
     rto = tcb.rtt.backed_off(tcb.backoff)

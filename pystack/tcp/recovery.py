@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from .rtt import TCP_TIMEOUT_MIN
 from .seq import seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB, Sent
 
 if TYPE_CHECKING:
     from ..stack import Stack
 
-REO_TIMER_SLACK = 0.002  # Linux's TCP_TIMEOUT_MIN: two jiffies added to the reordering timer
 
 
 def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
@@ -184,7 +184,7 @@ def rack_mark_lost(stack: Stack, tcb: TCB) -> None:
     wait = rack_detect_loss(stack, tcb, now)
     if wait:
         # Linux: rounded up to jiffies, plus TCP_TIMEOUT_MIN.
-        tcb.rto_at = now + math.ceil(wait * 1000 - 1e-9) / 1000 + REO_TIMER_SLACK
+        tcb.rto_at = now + math.ceil(wait * 1000 - 1e-9) / 1000 + TCP_TIMEOUT_MIN
         tcb.reo_pending = True
         tcb.probe_pending = False
         stack.tcp.timer_changed(tcb)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 RTO_INITIAL = 1.0
 RTO_MIN = 0.2  # Linux's tcp_rto_min: the floor of the variance term
 RTO_MAX = 120.0
+TCP_TIMEOUT_MIN = 0.002  # Linux's TCP_TIMEOUT_MIN, two jiffies: the shortest timer it arms
 
 
 @dataclass

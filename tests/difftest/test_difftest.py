@@ -56,8 +56,6 @@ PYSTACK_MISMATCHES = {
                          "resends segments 2 and 3 at once",
     "tcp_user_timeout": "TCP_USER_TIMEOUT 500 ms: Linux retransmits at +0.21 s and +0.66 s before giving up, "
                         "pystack at +0.2 s only (it gives up when the next RTO would pass the timeout)",
-    "tcp_synack_wrong_ack": "after a SYN-ACK with a wrong ACK: Linux sends the RST and resends its SYN ~13 ms "
-                            "later, pystack only the RST",
     # -- ECN (RFC 3168): pystack has none
     # -- socket API pystack does not have
     "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
