@@ -118,12 +118,13 @@ def test_tcp_user_timeout_gives_up_exactly_on_time():
     assert bench.stack.getsockopt(conn.fd, IPPROTO_TCP, TCP_USER_TIMEOUT) == 5000
     bench.advance(1.0)
     bench.stack.send(conn.fd, b"lost")
-    bench.advance(4.999)
+    bench.advance(5.199)
     assert bench.stack.tcp.conns
     times = [round(p.time, 9) for p in bench.take()]
     assert times == [1.0, 1.2, 1.6, 2.4, 4.0]  # the next retransmission would be at 7.2
     bench.advance(0.001)
-    # Retransmission timer clamped to the user timeout (Linux): 5 s after the data was sent.
+    # Retransmission timer clamped to the user timeout, counted as Linux counts it (its
+    # retrans_stamp): 5 s after the first retransmission.
     assert not bench.stack.tcp.conns
     bench.expect_nothing()
     with pytest.raises(TimeoutError):

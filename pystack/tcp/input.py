@@ -647,7 +647,7 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         stack.wake(tcb.sock)
     tcb.retransmits = 0
     tcb.persist_backoff = 0
-    tcb.first_unacked_at = now if tcb.rtx else None
+    tcb.first_retransmit_at = None
     if ca_rtt is not None:
         tcb.ca.acked(tcb, int(ca_rtt * 1_000_000), now)
     tcb.reo_pending = False  # RACK arms it again if it must (Linux: else the RTO replaces it)

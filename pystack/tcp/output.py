@@ -17,7 +17,7 @@ from ..socket import IP_PMTUDISC_WANT
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
-from .rtt import RTO_INITIAL, TCP_TIMEOUT_MIN
+from .rtt import JIFFY, RTO_INITIAL, TCP_TIMEOUT_MIN
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import (
     CA_CWR,
@@ -414,8 +414,6 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
         tcb.fin_sent = True
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
-    if tcb.first_unacked_at is None:
-        tcb.first_unacked_at = now
     arm_rto(stack, tcb, now, restart=False)
     transmit(stack, tcb, seq, payload, flags, new_data=True)
 
@@ -470,10 +468,11 @@ def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:
     elif restart or tcb.rto_at == math.inf:
         tcb.probe_pending = tcb.reo_pending = False
         tcb.rto_at = now + tcb.rtt.backed_off(tcb.backoff)
-        if tcb.user_timeout and tcb.first_unacked_at is not None:
-            # TCP_USER_TIMEOUT: fire no later than the moment to give up (Linux
-            # tcp_clamp_rto_to_user_timeout).
-            tcb.rto_at = min(tcb.rto_at, tcb.first_unacked_at + tcb.user_timeout)
+        if tcb.user_timeout and tcb.first_retransmit_at is not None:
+            # TCP_USER_TIMEOUT: fire no later than the moment to give up, counted from the
+            # first retransmission (Linux tcp_clamp_rto_to_user_timeout, retrans_stamp).
+            give_up = tcb.first_retransmit_at + tcb.user_timeout
+            tcb.rto_at = min(tcb.rto_at, give_up if give_up > now else now + JIFFY)
         tcb.persist_at = math.inf
     stack.tcp.timer_changed(tcb)
 

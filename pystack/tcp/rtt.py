@@ -7,7 +7,8 @@ from dataclasses import dataclass
 RTO_INITIAL = 1.0
 RTO_MIN = 0.2  # Linux's tcp_rto_min: the floor of the variance term
 RTO_MAX = 120.0
-TCP_TIMEOUT_MIN = 0.002  # Linux's TCP_TIMEOUT_MIN, two jiffies: the shortest timer it arms
+JIFFY = 0.001  # Linux's timer tick at HZ=1000, as pystack models it
+TCP_TIMEOUT_MIN = 2 * JIFFY  # Linux's TCP_TIMEOUT_MIN: the shortest timer it arms
 
 
 @dataclass

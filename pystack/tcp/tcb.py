@@ -202,7 +202,7 @@ class TCB:
     rtt: RttEstimator = field(default_factory=RttEstimator)
     backoff: int = 0
     retransmits: int = 0  # consecutive timeouts of the same data
-    first_unacked_at: float | None = None  # for TCP_USER_TIMEOUT
+    first_retransmit_at: float | None = None  # of this timeout episode (Linux retrans_stamp): TCP_USER_TIMEOUT
     # Timers: absolute deadlines, math.inf when not armed.
     rto_at: float = math.inf
     delack_at: float = math.inf

@@ -63,8 +63,10 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     else:
         limit = cfg.retries2
     timed_out = tcb.retransmits >= limit
-    if tcb.user_timeout and tcb.first_unacked_at is not None and tcb.state not in (SYN_SENT, SYN_RECEIVED):
-        timed_out = now >= tcb.first_unacked_at + tcb.user_timeout
+    if tcb.user_timeout and tcb.state not in (SYN_SENT, SYN_RECEIVED):
+        # Linux retransmits_timed_out: only once something was retransmitted, counted from then.
+        start = tcb.first_retransmit_at
+        timed_out = start is not None and now - start >= tcb.user_timeout - 1e-9
     if timed_out:
         counters.tcp["AbortOnTimeout"] += 1
         if tcb.state == SYN_RECEIVED and tcb.parent is not None:
@@ -78,6 +80,8 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
     tcb.want_ecn = False  # a SYN sent again asks for no ECN: a path may drop ECN-setup SYNs (Linux)
     tcb.backoff += 1
     tcb.retransmits += 1
+    if tcb.first_retransmit_at is None:
+        tcb.first_retransmit_at = now
     head = tcb.rtx[0]
     retransmit(stack, tcb, head, now)
     arm_rto(stack, tcb, now)

@@ -54,8 +54,6 @@ PYSTACK_MISMATCHES = {
                            "the flight, PTO = 2*SRTT); pystack has no TLP",
     "frto_genuine_loss": "after the ACK of the resent segment alone: Linux (F-RTO) sends new segment 4, pystack "
                          "resends segments 2 and 3 at once",
-    "tcp_user_timeout": "TCP_USER_TIMEOUT 500 ms: Linux retransmits at +0.21 s and +0.66 s before giving up, "
-                        "pystack at +0.2 s only (it gives up when the next RTO would pass the timeout)",
     # -- ECN (RFC 3168): pystack has none
     # -- socket API pystack does not have
     "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
