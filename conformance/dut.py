@@ -150,6 +150,7 @@ class DutConfig:
 # Sysctls that are one number, and the TcpConfig attribute each sets (and how the number reads).
 _SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
     "tcp_invalid_ratelimit": ("invalid_ratelimit", lambda ms: ms / 1000),
+    "tcp_slow_start_after_idle": ("slow_start_after_idle", bool),
     "tcp_syn_retries": ("syn_retries", int),
     "tcp_synack_retries": ("synack_retries", int),
     "tcp_early_retrans": ("early_retrans", int),

@@ -173,3 +173,22 @@ def test_hystart_ack_train_ends_slow_start():
     assert hystart_samples([20] * 9, spacing=0.0015).ssthresh == 20  # a train of 12 ms
     assert hystart_samples([20] * 8, spacing=0.0015).ssthresh == 0x7FFFFFFF  # 10.5 ms
     assert hystart_samples([20] * 9, spacing=0.0021).ssthresh == 0x7FFFFFFF  # not a train
+
+
+# ---------------------------------------------------------------- restart after idle
+
+
+@pytest.mark.parametrize("idle, after_idle, enabled", [(0.5, 10, True), (0.15, 20, True), (0.5, 20, False)])
+def test_cwnd_restarts_after_an_idle_rto(idle, after_idle, enabled):
+    """RFC 5681 4.1, as Linux's tcp_cwnd_restart (tcp_slow_start_after_idle=1 by default):
+    new data after more than an RTO (0.2 s here) with nothing in flight halves cwnd once per
+    RTO idle past the first, down to the initial window; ssthresh does not fall (it keeps
+    at least 3/4 of the old cwnd, and here it is still the initial infinity)."""
+    bench, conn = opened(TcpConfig(slow_start_after_idle=enabled))
+    tcb = tcb_of(bench, conn)
+    sent = send_window(bench, conn, 10)
+    conn.send("A", ack=sent[-1].seq + MSS)  # all acknowledged: cwnd 20, nothing in flight
+    assert tcb.cwnd == 20 and not tcb.rtx
+    bench.advance(idle)
+    assert len(send_window(bench, conn, 40)) == after_idle
+    assert tcb.ssthresh == 0x7FFFFFFF

@@ -37,6 +37,7 @@ from . import congestion
 from .input import start_handshake_segment
 from .output import (
     output_synchronized,
+    restart_after_idle,
     send_ack,
     tcp_output,
     tcp_writeable,
@@ -198,6 +199,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if space <= 0:
         raise would_block()
     taken = data[:space]
+    restart_after_idle(stack, tcb, stack.clock.now())
     start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
     tcb.send_buffer += taken
     if flags & MSG_ZEROCOPY and sock.zerocopy:

@@ -22,6 +22,7 @@ from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import (
     CA_CWR,
     CA_OPEN,
+    CA_RECOVERY,
     CAN_SEND,
     CLOSED,
     DEFAULT_MSS,
@@ -459,6 +460,25 @@ def send_mss(tcb: TCB) -> int:
 def small_segment_unacked(tcb: TCB) -> bool:
     """Minshall's Nagle (Linux tcp_minshall_check): a sub-MSS segment is still unacknowledged."""
     return seq_gt(tcb.snd_sml, tcb.snd_una) and seq_le(tcb.snd_sml, tcb.snd_nxt)
+
+
+def restart_after_idle(stack: Stack, tcb: TCB, now: float) -> None:
+    """New data after more than an RTO with nothing in flight: the window the connection
+    learnt may no longer hold, so cwnd falls back toward the initial window, halved per RTO
+    idle (RFC 5681 4.1; Linux tcp_slow_start_after_idle_check and tcp_cwnd_restart)."""
+    idle = now - tcb.lsndtime
+    rto = tcb.rtt.rto
+    if not stack.tcp.config.slow_start_after_idle or tcb.rtx or idle <= rto:
+        return
+    restart = min(stack.tcp.config.initial_cwnd, tcb.cwnd)
+    if tcb.ca_state not in (CA_CWR, CA_RECOVERY):  # tcp_current_ssthresh
+        tcb.ssthresh = max(tcb.ssthresh, (tcb.cwnd >> 1) + (tcb.cwnd >> 2))
+    cwnd = tcb.cwnd
+    idle -= rto
+    while idle > 0 and cwnd > restart:
+        cwnd >>= 1
+        idle -= rto
+    tcb.cwnd = max(cwnd, restart)
 
 
 def arm_rto(stack: Stack, tcb: TCB, now: float, restart: bool = True) -> None:

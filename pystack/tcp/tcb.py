@@ -55,6 +55,7 @@ class TcpConfig:
     retries2: int = 15
     fin_timeout: float = 60.0
     initial_cwnd: int = 10  # RFC 6928
+    slow_start_after_idle: bool = True  # tcp_slow_start_after_idle: cwnd restarts after an idle RTO
     delack_min: float = 0.04
     delack_max: float = 0.2
     max_quickacks: int = 16

@@ -29,8 +29,6 @@ PYSTACK_MISMATCHES = {
     # -- PSH, cwnd validation, send buffer
     "msg_more_full_segments_leave": "PSH marks: Linux ['1000', '1000P', '1000'] (the full segments of a MSG_MORE "
                                     "write, the second pushed), pystack ['1000', '1000', '1000']",
-    "cwnd_restart_after_idle": "flight after 0.5 s idle: Linux sends 10 segments (tcp_slow_start_after_idle=1: "
-                               "cwnd restarts after an idle RTO, RFC 5681 4.1), pystack 40 (no restart)",
     "sndbuf_initial_size": "non-blocking send of 500000 on a new connection: Linux queues 64240 (tcp_sndbuf_expand "
                            "sizes sndbuf from MSS and cwnd), pystack 16384 (tcp_wmem[1], no growth)",
     "sndbuf_blocked_writer_wakeup": "SO_SNDBUF 16384, blocked 40000-byte write: Linux's writer returns after the "
