@@ -218,6 +218,9 @@ def _is_numeric(value: str) -> bool:
     return bool(value.split())
 
 
+TCPOLEN_TSTAMP_ALIGNED = 12  # Linux takes the timestamp option off tp->advmss once it is agreed
+
+
 # ---------------------------------------------------------------- the interface
 
 
@@ -947,7 +950,7 @@ class PystackSocket(DutSocket):
             "tcpi_snd_wscale": tcb.snd_wscale,
             "tcpi_rcv_wscale": tcb.rcv_wscale,
             "tcpi_snd_mss": tcb.mss,
-            "tcpi_advmss": tcb.advmss,
+            "tcpi_advmss": tcb.advmss - (TCPOLEN_TSTAMP_ALIGNED if tcb.ts_ok else 0),  # Linux's tp->advmss
             "tcpi_unacked": tcb.packets_out(),
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,

@@ -56,7 +56,6 @@ PYSTACK_MISMATCHES = {
     # -- socket API pystack does not have
     "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
                         "returns b'ab' (stops at the mark), pystack b'abc'",
-    "tcp_info_after_handshake": "tcp_info advmss: Linux 1448 (the MSS less the timestamp option), pystack 1460",
     # -- path MTU probing
     "mtu_probing_always_on": "flight 2: Linux's first segment is a 1242-byte probe (tcp_mtu_probing=2, RFC 4821), "
                              "pystack sends 1460 (no probing)",
