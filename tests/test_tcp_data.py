@@ -678,6 +678,24 @@ def test_dsack_when_in_order_data_reaches_queued_bytes():
     assert bench.stack.recv(conn.fd, 100) == b"y" * 10
 
 
+def test_fin_riding_on_data_already_received_is_taken():
+    """Data sent again with a FIN: the FIN is new, so it is taken (CLOSE-WAIT); as Linux's
+    tcp_fin resets the SACK state, the ACK carries no D-SACK, and it is delayed (ping-pong)."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    tcb = bench.stack.sockets[conn.fd].tcb
+    base = conn.seq
+    conn.send("PA", b"d" * 1000)
+    bench.advance(0.05)
+    bench.take()
+    conn.send("FA", b"d" * 1000, seq=base, advance=False)
+    assert tcb.state == CLOSE_WAIT
+    assert bench.take() == []  # the ACK waits for the delayed-ACK timer
+    bench.advance(0.05)
+    ack = bench.take()[-1]
+    assert ack.ack == base + 1001 and sack_of(ack) == []
+
+
 def test_right_edge_of_the_scaled_window_never_moves_left():
     bench = PeerBench()
     conn = passive_open(bench)

@@ -673,7 +673,10 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         data = data[: max(room, 0)]
         fin = 0
     if not data:
-        tcb.ack_now = True
+        if fin:
+            fin_arrived(stack, tcb, seq)  # a FIN right after data we had already
+        else:
+            tcb.ack_now = True
         return
     fin_seq = seq_add(seq, len(data))
     if seq != tcb.rcv_nxt:
@@ -770,6 +773,11 @@ def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
     tcb.ooo_fin = None
     tcb.rcv_nxt = seq_add(tcb.rcv_nxt, 1)
     tcb.fin_received = True
+    # Linux tcp_fin: nothing can follow a FIN, so the out-of-order queue and the SACK state,
+    # a pending D-SACK included, are dropped (tcp_sack_reset).
+    tcb.out_of_order.clear()
+    tcb.sack_recent = []
+    tcb.dsack = None
     if tcb.state in (ESTABLISHED, SYN_RECEIVED):
         tcb.state = CLOSE_WAIT
         if seq_diff(tcb.rcv_nxt, tcb.irs) > 2:
