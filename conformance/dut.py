@@ -62,7 +62,7 @@ from pystack.links.base import Link, LinkStats
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
-from pystack.tcp.output import unsent_bytes
+from pystack.tcp.output import TIMESTAMP_OPTION_LEN, unsent_bytes
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
@@ -216,9 +216,6 @@ def _is_numeric(value: str) -> bool:
     except ValueError:
         return False
     return bool(value.split())
-
-
-TCPOLEN_TSTAMP_ALIGNED = 12  # Linux takes the timestamp option off tp->advmss once it is agreed
 
 
 # ---------------------------------------------------------------- the interface
@@ -950,7 +947,7 @@ class PystackSocket(DutSocket):
             "tcpi_snd_wscale": tcb.snd_wscale,
             "tcpi_rcv_wscale": tcb.rcv_wscale,
             "tcpi_snd_mss": tcb.mss,
-            "tcpi_advmss": tcb.advmss - (TCPOLEN_TSTAMP_ALIGNED if tcb.ts_ok else 0),  # Linux's tp->advmss
+            "tcpi_advmss": tcb.advmss - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0),  # Linux: less the agreed TS option
             "tcpi_unacked": tcb.packets_out(),
             "tcpi_snd_ssthresh": tcb.ssthresh,
             "tcpi_snd_cwnd": tcb.cwnd,

@@ -39,7 +39,7 @@ MIB: dict[str, tuple[str, ...]] = {
         "AbortOnClose", "AbortOnLinger", "AbortOnTimeout", "SyncookiesSent", "SyncookiesRecv",
         "SyncookiesFailed", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "OFODrop", "OfoPruned",
         "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "TCPACKSkippedChallenge", "TCPACKSkippedSeq",
-        "TCPACKSkippedTimeWait", "OFOQueue", "TCPLossProbes",
+        "TCPACKSkippedTimeWait", "BeyondWindow", "OFOQueue", "TCPLossProbes",
         "TCPLossProbeRecovery",
     ),
 }
@@ -65,7 +65,7 @@ DROP_REASONS: dict[str, tuple[str, ...]] = {
         "syn_queue_full", "ack_to_listener", "rst_to_listener", "no_syn_to_listener",
         "syn_sent_bad_ack", "syn_sent_no_syn", "syn_sent_rst_without_ack",
         "syn_received_bad_ack", "out_of_window", "paws", "rst_in_window", "syn_in_window",
-        "no_ack", "ack_too_old", "ack_of_unsent", "data_after_fin", "ofo_memory",
+        "no_ack", "ack_too_old", "ack_of_unsent", "data_after_fin", "ofo_memory", "beyond_window",
     ),
 }
 

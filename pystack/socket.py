@@ -120,6 +120,7 @@ class Socket:
     no_check: bool = False
     sndbuf: int = WMEM_DEFAULT
     rcvbuf: int = RMEM_DEFAULT
+    rcvbuf_locked: bool = False  # set by SO_RCVBUF (Linux SOCK_RCVBUF_LOCK): TCP's window is clamped to it
     ttl: int = -1  # -1: the stack's default TTL
     tos: int = 0
     mc_ttl: int = 1

@@ -448,6 +448,7 @@ class Stack:
                 self.wake(sock)
             elif option == SO_RCVBUF:
                 sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)
+                sock.rcvbuf_locked = True
             elif option == SO_ADU:
                 if not 0 <= number <= MAX_ADU:
                     raise oserror(errno.EINVAL, f"SO_ADU takes 0 to {MAX_ADU} bytes")

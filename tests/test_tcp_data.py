@@ -378,19 +378,20 @@ def test_receiver_silly_window_avoidance():
     conn = passive_open(bench, syn_options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0))],
                         setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, 4096))
     fd = conn.fd
-    # 4096 bytes of window: fill it.
+    # The SYN-ACK offered 4096 bytes of space rounded down to whole segments of the MSS the
+    # data comes in, 1448 with timestamps (Linux tcp_select_initial_window): fill it.
+    assert bench.stack.sockets[fd].tcb.rcv_adv - bench.stack.sockets[fd].tcb.irs - 1 == 2896
     for _ in range(2):
         conn.send("A", bytes(MSS))
-    conn.send("PA", bytes(4096 - 2 * MSS))
     acks = bench.take()
-    assert acks[-1].ack == conn.seq and acks[-1].tcp.window == 0
+    assert acks[-1].ack == conn.seq and acks[-1].tcp.window == 0  # 1200 bytes free: less than an MSS
     # Reading a little does not open a silly window: no update, and a probe still sees 0.
-    assert len(bench.stack.recv(fd, 1000)) == 1000
+    assert len(bench.stack.recv(fd, 200)) == 200
     bench.expect_nothing()
     conn.send("A", seq=conn.seq - 1)  # a zero-window probe
     assert bench.expect(flags="A", ack=conn.seq).tcp.window == 0
     # Once at least one MSS (1460, our advertised MSS) is free the window opens, with an update.
-    assert len(bench.stack.recv(fd, 459)) == 459
+    assert len(bench.stack.recv(fd, 59)) == 59
     bench.expect_nothing()
     assert len(bench.stack.recv(fd, 1)) == 1
     update = bench.expect(flags="A", ack=conn.seq)
@@ -723,3 +724,62 @@ def test_close_after_shutdown_times_out_fin_wait_2():
     assert states(pair) == (["FIN-WAIT-2"], ["CLOSE-WAIT"])
     pair.run(0.002)
     assert states(pair) == ([], ["CLOSE-WAIT"])
+
+
+# ---------------------------------------------------------------- the receive window, as Linux sizes it
+
+
+def synack_of(syn_options: list, rcvbuf: int | None) -> tuple[PeerBench, object]:
+    bench = PeerBench(config=TcpConfig(rmem_default=131072))  # Linux's default tcp_rmem[1]
+    lfd = bench.stack.socket(type=SOCK_STREAM)
+    if rcvbuf is not None:
+        bench.stack.setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, rcvbuf)
+    bench.stack.bind(lfd, ("0.0.0.0", 80))
+    bench.stack.listen(lfd, 4)
+    bench.inject(bench.segment(40000, 80, "S", 5000, 0, 65535, syn_options))
+    return bench, bench.expect(flags="SA")
+
+
+@pytest.mark.parametrize("syn_options, rcvbuf, window, wscale", [
+    # Linux tcp_select_initial_window: the space rounded down to whole MSS (1460, less 12 once
+    # timestamps are agreed), at most 65535; a locked SO_RCVBUF clamps the window scale too.
+    ([("MSS", 1000), ("NOP", None), ("WScale", 7)], 20000, 18980, 0),
+    ([("MSS", 1460)], 8192, 7300, None),
+    ([("MSS", 1460), ("NOP", None), ("WScale", 7)], None, 64240, 7),
+    ([("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)], None, 65160, 7),
+])
+def test_syn_ack_window_and_scale_as_linux(syn_options, rcvbuf, window, wscale):
+    _bench, synack = synack_of(syn_options, rcvbuf)
+    assert synack.tcp.window == window and option(synack.tcp, "WScale") == wscale
+
+
+def test_data_past_the_window_is_taken_whole_only_when_nothing_waits_to_be_read():
+    """Linux tcp_sequence: a segment running past the window is accepted whole while the
+    receive queue is empty, and dropped whole (BeyondWindow, with an ACK) otherwise."""
+    bench = PeerBench()
+    conn = passive_open(bench, syn_options=[("MSS", 1000), ("NOP", None), ("WScale", 7)],
+                        setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, 20000))
+    base = conn.seq
+    conn.send("PA", bytes(4000))
+    bench.take()
+    conn.send("PA", bytes(50000), seq=base + 4000, advance=False)
+    assert bench.take()[-1].ack == base + 4000 and bench.counters.tcp["BeyondWindow"] == 1
+    assert len(bench.stack.recv(conn.fd, 100000)) == 4000
+    conn.send("PA", bytes(50000), seq=base + 4000, advance=False)
+    assert bench.take()[-1].ack == base + 54000
+    assert len(bench.stack.recv(conn.fd, 100000)) == 50000
+
+
+def test_a_bare_fin_passes_a_closed_window():
+    """Linux takes a bare FIN at rcv_nxt even into a zero window (a peer would loop sending
+    it), and with the receive memory spent acknowledges it at once."""
+    bench = PeerBench()
+    conn = passive_open(bench, syn_options=[("MSS", 1000), ("NOP", None), ("WScale", 7)],
+                        setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, 20000))
+    base = conn.seq
+    conn.send("PA", bytes(60000))
+    assert bench.take()[-1].tcp.window == 0
+    conn.send("FA")
+    fin_ack = bench.take()
+    assert fin_ack and fin_ack[-1].ack == base + 60001 and fin_ack[-1].tcp.window == 0
+    assert bench.stack.sockets[conn.fd].tcb.state == CLOSE_WAIT

@@ -36,6 +36,7 @@ from ..socket import (
 from . import congestion
 from .input import start_handshake_segment
 from .output import (
+    offered_wscale,
     output_synchronized,
     restart_after_idle,
     send_ack,
@@ -158,6 +159,7 @@ def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
         raise oserror(errno.EADDRNOTAVAIL)
     sock.dst_cache, sock.dst_generation = route, stack.routes.generation
     stack.tcp.update_mss(tcb)
+    tcb.rcv_wscale = offered_wscale(stack.tcp.config, sock)  # SO_RCVBUF may have come after socket()
     tcb.iss = stack.tcp.initial_sequence(tcb)
     tcb.state = SYN_SENT
     stack.tcp.conns[tcb.key] = tcb

@@ -20,6 +20,7 @@ from .output import (
     CE,
     ECN_MASK,
     arm_rto,
+    offered_wscale,
     schedule_ack,
     schedule_loss_probe,
     send_ack,
@@ -266,7 +267,7 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     child.sack_ok = child.want_sack = sack
     child.want_wscale = wscale is not None
     child.snd_wscale = wscale or 0
-    child.rcv_wscale = cfg.window_scale if wscale is not None else 0
+    child.rcv_wscale = offered_wscale(cfg, child.sock) if wscale is not None else 0
     child.ts_ok = child.want_ts = ts_ok
     if ts_ok:
         child.ts_offset = stack.tcp.stateless_ts_offset(child)
@@ -305,7 +306,7 @@ def negotiate_options(stack: Stack, tcb: TCB, seg: TcpSegment, offered: bool) ->
     tcb.peer_mss = opts.mss if opts.mss else 536
     if opts.wscale is not None and (tcb.want_wscale or not offered):
         tcb.snd_wscale = min(opts.wscale, 14)
-        tcb.rcv_wscale = stack.tcp.config.window_scale if not offered else tcb.rcv_wscale
+        tcb.rcv_wscale = offered_wscale(stack.tcp.config, tcb.sock) if not offered else tcb.rcv_wscale
         tcb.want_wscale = True
     else:
         tcb.snd_wscale = tcb.rcv_wscale = 0
@@ -516,6 +517,8 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             return
     if seg.flags & FIN:
         fin_arrived(stack, tcb, seq_add(seg.seq, len(data)))
+        if len(tcb.recv_buffer) > tcb.sock.rcvbuf:
+            tcb.ack_now = True  # Linux: receive memory exhausted, acknowledged now (ICSK_ACK_NOMEM)
 
 
 def timewait_accepts_syn(tcb: TCB, seg: TcpSegment, now: float) -> bool:
@@ -565,7 +568,9 @@ def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
     if length == 0:
         return offset == 0 if window == 0 else 0 <= offset < window
     if window == 0:
-        return False
+        # Linux lets a bare FIN through a closed window (tcp_sequence allows a FIN one past
+        # it, tcp_data_queue takes it): a peer sending FINs into it would loop otherwise.
+        return offset == 0 and length == 1 and bool(seg.flags & FIN) and not seg.payload
     last = offset + length - 1
     return 0 <= offset < window or 0 <= last < window
 
@@ -670,8 +675,13 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
         seq = tcb.rcv_nxt
     room = seq_diff(tcb.rcv_adv, seq)
     if len(data) > room:
-        data = data[: max(room, 0)]
-        fin = 0
+        # Linux tcp_sequence: data running past the window is taken whole while nothing waits
+        # to be read (the application will make room), else dropped whole, with an ACK.
+        if tcb.recv_buffer or room <= 0:
+            counters.tcp["BeyondWindow"] += 1
+            counters.drop("tcp", "beyond_window")
+            tcb.ack_now = True
+            return
     if not data:
         if fin:
             fin_arrived(stack, tcb, seq)  # a FIN right after data we had already

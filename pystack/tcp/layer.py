@@ -107,7 +107,7 @@ class TcpLayer:
         """A connection's socket and TCB, inheriting the listener's options, in no table (yet)."""
         parent_sock = listener.sock
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
-                      sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf,
+                      sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf, rcvbuf_locked=parent_sock.rcvbuf_locked,
                       ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu,
                       zerocopy=parent_sock.zerocopy)
         sock.local_addr, sock.local_port = laddr, lport

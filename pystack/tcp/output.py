@@ -34,7 +34,9 @@ from .tcb import (
 )
 
 if TYPE_CHECKING:
+    from ..socket import Socket
     from ..stack import Stack
+    from .tcb import TcpConfig
 
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
@@ -55,6 +57,24 @@ def ts_now(stack: Stack, tcb: TCB) -> int:
 def receive_space(tcb: TCB) -> int:
     """Bytes the receive buffer may hold for the window (half the buffer, as Linux)."""
     return tcb.sock.rcvbuf // 2
+
+
+def offered_wscale(config: TcpConfig, sock: Socket) -> int:
+    """The window scale a SYN offers (Linux tcp_select_initial_window): the configured one
+    (from tcp_rmem[2] and rmem_max), or less when a locked SO_RCVBUF clamps the window."""
+    if not sock.rcvbuf_locked:
+        return config.window_scale
+    clamp = sock.rcvbuf // 2  # tcp_full_space: the window clamp of a locked buffer
+    return min(config.window_scale, max(clamp.bit_length() - 1 - 15, 0))
+
+
+def initial_window(tcb: TCB, mss: int) -> int:
+    """The window a SYN or SYN-ACK offers (Linux tcp_select_initial_window): the receive
+    space rounded down to a multiple of ``mss``, at most 65535 (the field is unscaled)."""
+    space = receive_space(tcb)
+    if space > mss:
+        space -= space % mss
+    return min(space, 0xFFFF)
 
 
 def free_window(tcb: TCB, space: int | None = None) -> int:
@@ -91,7 +111,7 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int, new_d
             ts_val=ts_now(stack, tcb) if cfg.timestamps else None,
             ts_ecr=tcb.ts_recent if cfg.timestamps else 0,
         )
-        window = min(window_to_advertise(tcb), 0xFFFF)
+        window = initial_window(tcb, tcb.advmss)
         raw_window = window
     elif flags & SYN:
         options = TcpOptions(
@@ -101,7 +121,8 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int, new_d
             ts_val=ts_now(stack, tcb) if tcb.want_ts else None,
             ts_ecr=tcb.ts_recent if tcb.want_ts and flags & ACK else 0,
         )
-        window = min(window_to_advertise(tcb), 0xFFFF)
+        # Rounded to the MSS the data will come in: less the timestamps a SYN-ACK agreed to.
+        window = initial_window(tcb, tcb.advmss - (TIMESTAMP_OPTION_LEN if flags & ACK and tcb.ts_ok else 0))
         raw_window = window
     else:
         blocks = sack_blocks(tcb) if tcb.sack_ok and tcb.out_of_order else []

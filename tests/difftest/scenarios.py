@@ -1443,7 +1443,9 @@ async def rcvbuf_autotuning_grows_window(tb: Testbench) -> None:
             peer.send("A", b"r" * 1448)
         windows += [s.window for s in _segments(await tb.expect(f"round {round_}", within=0.02, record=False))]
         await drain(conn)
-    tb.note("largest window above the first", bool(first and windows) and max(windows) > first[0].window)
+    # Scaled by 7 on both DUTs here; 64 KiB is the initial receive space (tcp_rmem[1] / 2): only a
+    # receive buffer that grew (tcp_rcv_space_adjust) can advertise more.
+    tb.note("largest window beyond the initial 64 KiB", bool(first and windows) and max(windows) << 7 > 65536)
 
 
 @scenario
