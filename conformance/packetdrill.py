@@ -168,6 +168,7 @@ class PacketSpec:
     icmp_type: str = ""
     icmp_code: str | None = None
     icmp_mtu: int | None = None
+    icmp_echoed: str = ""  # the quoted packet: "tcp" (its range in seq/end_seq/payload_len), or ""
     unsupported: str | None = None  # why the runner cannot run this line
 
     def has(self, flag: str) -> bool:
@@ -484,12 +485,7 @@ class _Parser:
                 self.take()
                 self.integer()
             if self.is_punct("["):
-                depth = 0
-                while self.tok.kind != "eof":
-                    token = self.take()
-                    depth += self.is_punct("[", token) - self.is_punct("]", token)
-                    if depth == 0:
-                        break
+                self.icmp_echoed(spec)
             return spec
         spec.ports = self.port_info()
         spec.flags = self.tcp_flags()
@@ -544,6 +540,28 @@ class _Parser:
                 self.take()
         self.take()
         return info
+
+    def icmp_echoed(self, spec: PacketSpec) -> None:
+        """The packet an ICMP line quotes, ``[seq:end(len)]`` for one of the DUT's TCP segments
+        (its sequence numbers the DUT's, as in outbound lines); any other form is kept as
+        unsupported."""
+        self.expect_punct("[")
+        start = self.tok
+        if start.kind == "int":
+            spec.seq = self.integer()
+            self.expect_punct(":")
+            spec.end_seq = self.integer()
+            self.expect_punct("(")
+            spec.payload_len = self.integer()
+            self.expect_punct(")")
+            self.expect_punct("]")
+            spec.icmp_echoed = "tcp"
+            return
+        depth = 1
+        while self.tok.kind != "eof" and depth:
+            token = self.take()
+            depth += self.is_punct("[", token) - self.is_punct("]", token)
+        spec.unsupported = f"ICMP quoting a packet as [{start.text} ...] is not supported"
 
     def port_info(self) -> tuple[int, int] | None:
         if self.tok.kind == "int" and self.is_punct(">", self.peek()):

@@ -368,7 +368,9 @@ def plan(script: Script) -> DutConfig:
         if isinstance(action, PacketSpec):
             if action.unsupported:
                 raise Skip(event.line, action.unsupported)
-            if action.protocol != "tcp":
+            if action.protocol == "icmp" and action.direction == "<":
+                icmp_numbers(action, event.line)  # raises Skip for what it cannot build
+            elif action.protocol != "tcp":
                 raise Skip(event.line, f"{action.protocol.upper()} packet lines are not supported")
         elif isinstance(action, SyscallSpec):
             if action.name not in SUPPORTED_SYSCALLS:
@@ -696,6 +698,9 @@ class Runner:
     # -- inbound packets
 
     def inbound(self, event: Event, spec: PacketSpec) -> None:
+        if spec.protocol == "icmp":
+            self.inbound_icmp(event, spec)
+            return
         flow = self.flow
         if spec.has("S") and not spec.has(".") and (flow is None or flow.state == "listening"):
             if not self.listening:
@@ -726,6 +731,22 @@ class Runner:
             tos=_tos_byte(spec),
         ), self.gso_size if spec.payload_len > self.gso_size else 0)
         self.log(f"line {event.line}: injected {_spec_text(spec)}")
+
+    def inbound_icmp(self, event: Event, spec: PacketSpec) -> None:
+        """An ICMP error from the remote host about one of the DUT's segments: the quoted
+        segment's sequence numbers are the DUT's (mapped as in outbound lines)."""
+        flow = self.flow
+        if flow is None or flow.state == "listening":
+            raise Failure(event.line, "no connection for the ICMP line to quote")
+        kind, code = icmp_numbers(spec, event.line)
+        quoted = build_segment(flow.local[0], flow.remote[0], flow.local[1], flow.remote[1],
+                               spec.seq + flow.local_offset, 0, 0, 0, 0, b"", b"")
+        # The DUT's IP header with its total length (as sent), then the first 8 bytes of TCP.
+        quoted = quoted[:2] + struct.pack("!H", 40 + spec.payload_len) + quoted[4:28]
+        rest = spec.icmp_mtu or 0 if kind == ICMP_UNREACH else 0
+        self.dut.inject(build_icmp_packet(flow.remote[0], flow.local[0], kind, code, rest, quoted,
+                                          ttl=spec.ip.ttl or 64, tos=_tos_byte(spec)))
+        self.log(f"line {event.line}: injected < icmp {spec.icmp_type} {spec.icmp_code or ''}")
 
     def inbound_option(self, event: Event, flow: Flow, option: TcpOption, has_ack: bool) -> bytes:
         """One option of an inbound segment, as bytes: SACK blocks and TS ecr mapped to live values."""
@@ -1087,7 +1108,9 @@ class Runner:
     async def sys_listen(self, event: Event, spec: SyscallSpec, args: list) -> int:
         self.sock(event, args[0]).listen(args[1] if isinstance(args[1], int) else 1)
         self.listening = True
-        if self.flow is None:
+        if self.flow is None or self.flow.state == "established":
+            # A listener made after a connection ran: the next SYN is a new connection, with
+            # ISNs of its own (packetdrill's new socket under test).
             self.flow = Flow("tcp", "listening", (self.dut.address, self.bound_port), (self.dut.peer, 0))
         await trio.lowlevel.checkpoint()
         return 0
@@ -1580,6 +1603,50 @@ def build_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int
     ip = struct.pack("!BBHHHBBHII", 0x45, tos, 20 + len(segment), 0, 0, ttl, 6, 0, saddr, daddr)
     ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     return ip + segment
+
+
+ICMP_UNREACH = 3
+# packetdrill's names for ICMP types, and for the codes of those with named codes.
+ICMP_TYPES = {"echo_reply": 0, "unreachable": ICMP_UNREACH, "source_quench": 4, "redirect": 5,
+              "echo_request": 8, "time_exceeded": 11, "parameter_problem": 12}
+ICMP_CODES = {
+    ICMP_UNREACH: {"net_unreachable": 0, "host_unreachable": 1, "protocol_unreachable": 2,
+                   "port_unreachable": 3, "frag_needed": 4, "source_route_failed": 5, "net_unknown": 6,
+                   "host_unknown": 7, "source_host_isolated": 8, "net_prohibited": 9,
+                   "host_prohibited": 10, "net_unreachable_for_tos": 11,
+                   "host_unreachable_for_tos": 12, "packet_filtered": 13,
+                   "precedence_violation": 14, "precedence_cutoff": 15},
+    11: {"ttl_exceeded": 0, "fragment_reassembly_time_exceeded": 1},
+}
+
+
+def icmp_numbers(spec: PacketSpec, line: int | None) -> tuple[int, int]:
+    """The type and code of an inbound ICMP line that quotes a TCP segment; Skip otherwise."""
+    if spec.unsupported:
+        raise Skip(line, spec.unsupported)
+    if spec.icmp_echoed != "tcp":
+        raise Skip(line, "an ICMP line must quote a TCP segment ([seq:end(len)]) to be run")
+    kind = ICMP_TYPES.get(spec.icmp_type)
+    if kind is None:
+        raise Skip(line, f"ICMP type {spec.icmp_type} is not supported")
+    if spec.icmp_code is None:
+        return kind, 0
+    if spec.icmp_code.isdigit():
+        return kind, int(spec.icmp_code)
+    code = ICMP_CODES.get(kind, {}).get(spec.icmp_code)
+    if code is None:
+        raise Skip(line, f"ICMP code {spec.icmp_code} is not supported")
+    return kind, code
+
+
+def build_icmp_packet(src: str, dst: str, kind: int, code: int, rest: int, body: bytes,
+                      ttl: int = 64, tos: int = 0) -> bytes:
+    """An IPv4/ICMP packet with correct checksums (struct, as build_segment)."""
+    message = struct.pack("!BBHI", kind, code, 0, rest) + body
+    message = message[:2] + struct.pack("!H", internet_checksum(message)) + message[4:]
+    ip = struct.pack("!BBHHHBBHII", 0x45, tos, 20 + len(message), 0, 0, ttl, 1, 0, aton(src), aton(dst))
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
+    return ip + message
 
 
 def _spec_text(spec: PacketSpec) -> str:

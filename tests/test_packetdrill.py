@@ -162,6 +162,17 @@ def judge(dut: str, name: str, outcome: runner.Outcome, known: dict[str, str],
 # ---------------------------------------------------------------- the parser
 
 
+def test_parser_reads_the_segment_an_icmp_line_quotes():
+    script = parse("""
+   +0 < icmp unreachable frag_needed mtu 1200 [1:1461(1460)]
+   +0 < icmp unreachable port_unreachable [udp (10)]
+""")
+    tcp, udp = (e.action for e in script.events)
+    assert (tcp.protocol, tcp.icmp_type, tcp.icmp_code, tcp.icmp_mtu) == ("icmp", "unreachable", "frag_needed", 1200)
+    assert (tcp.icmp_echoed, tcp.seq, tcp.end_seq, tcp.payload_len, tcp.unsupported) == ("tcp", 1, 1461, 1460, None)
+    assert udp.icmp_echoed == "" and "not supported" in udp.unsupported
+
+
 def test_parses_every_own_script():
     """The shared scripts are parsed by their own cases below, each reporting its parse error."""
     for _, path in OWN_SCRIPTS:
