@@ -53,6 +53,7 @@ import ast
 import errno as _errno
 import operator
 import os
+import re
 import shlex
 import struct
 import subprocess
@@ -238,6 +239,28 @@ Action = tuple  # ("sysctl", name, value), ("qdisc", words), ("route", options),
 #                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value)
 
 
+_ARITHMETIC = re.compile(r"\$\(\(([^()]*(?:\([^()]*\)[^()]*)*)\)\)")
+_ARITH_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+
+
+def _shell_arithmetic(expression: str, line: int | None) -> int:
+    """The value of a shell ``$((...))`` over integers (+ - * / %), as the shell computes it."""
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITH_OPS:
+            return _ARITH_OPS[type(node.op)](value(node.left), value(node.right))
+        raise Skip(line, f"shell arithmetic not emulated: $(({expression}))")
+    try:
+        tree = ast.parse(expression.replace("/", "//"), mode="eval")
+    except SyntaxError:
+        raise Skip(line, f"shell arithmetic not emulated: $(({expression}))") from None
+    return value(tree.body)
+
+
 def command_actions(text: str, line: int | None = None) -> list[Action]:
     """What a packetdrill command stands for, as actions for the DUT; Skip if it is not one we emulate.
 
@@ -254,7 +277,7 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
     a fresh namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
     """
     actions: list[Action] = []
-    text = text.replace("\\\n", " ")
+    text = _ARITHMETIC.sub(lambda m: str(_shell_arithmetic(m.group(1), line)), text.replace("\\\n", " "))
     for raw in text.replace(";", "\n").splitlines():
         try:
             words = shlex.split(raw, comments=True)

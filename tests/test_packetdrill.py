@@ -283,6 +283,16 @@ def test_commands_become_actions_as_the_shell_reads_them():
             command_actions(command)
 
 
+def test_shell_arithmetic_in_commands_is_computed():
+    """The kernel's selftests write sizes as ``$((32*1024*1024))``: computed as the shell does
+    (integer division); anything else in ``$((...))`` is not emulated, never passed on as text."""
+    assert command_actions('sysctl -q net.ipv4.tcp_rmem="4096 131072 $((32*1024*1024))"') == [
+        ("sysctl", "net.ipv4.tcp_rmem", "4096 131072 33554432")]
+    assert command_actions("sysctl -q net.ipv4.tcp_wmem=$((7/2 + -(3 % 2)))")[0][2] == "2"
+    with pytest.raises(Skip, match="arithmetic"):
+        command_actions("sysctl -q net.ipv4.tcp_wmem=$((x*2))")
+
+
 def test_pystack_config_follows_the_sysctls():
     cfg, unmodelled = pystack_tcp_config(PACKETDRILL_DEFAULTS)
     assert cfg.window_scale == 8  # ilog2(15 MB) - 15, as Linux computes it
