@@ -311,12 +311,16 @@ class TokenSystem:
             token.mode = "generic"
             token.events.append(f"not specialized: {why}")
             return False
-        entry = token.entry
+        self.hold(token, token.entry)
+        return True
+
+    def hold(self, token: Token, entry: Specialized) -> None:
+        """The token runs the entry's code from now on; the entry's facts are watched for it."""
+        token.entry = entry
         if not entry.holders:
             self.watch(entry)
         entry.holders.append(token)
-        entry.trusted = entry.complete  # its facts hold now: just made, or checked by lookup
-        return True
+        entry.trusted = entry.complete  # its facts hold now: just made, or checked
 
     def release(self, token: Token) -> None:
         entry = token.entry

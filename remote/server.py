@@ -1,0 +1,152 @@
+"""The specialization server (thesis 4.2.4-4.2.8): ``pystack spec serve``.
+
+:class:`Service` is the helper process and run-time layer, sans-IO: a request's
+bytes in, a reply's bytes out. It rebuilds stand-ins from the device's snapshot
+(remote.context.rebuild: the device emulation), runs the same specializer as local
+specialization on them, and replies with the residual's source, its frozen
+references (as paths into the device's context) and its assumptions, signed. Replies
+are cached by scenario and context digest. Anything wrong with a request (garbage,
+truncated, too large, an unknown scenario, another protocol version, a context the
+specializer cannot use) gets an error reply, and the server goes on.
+
+:func:`serve` is the trio driver: one task per connection, frames in order.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+import trio
+
+from specializer.pe import SpecializationError
+from specializer.scenario import DeclarationError, Scenario, all_scenarios
+from specializer.system import specialize
+
+from .context import ContextError, declared_fields, encoder, rebuild
+from .protocol import (
+    ErrorReply,
+    FrameReader,
+    ProtocolError,
+    Reply,
+    Signer,
+    decode_request,
+    encode_reply,
+    request_number,
+)
+
+CACHE_CAPACITY = 256
+
+
+class Service:
+    """Specialization for remote devices: ``handle(body) -> frame``."""
+
+    def __init__(self, signer: Signer, scenarios: dict[str, Scenario] | None = None, package: str = "pystack"):
+        self.signer = signer
+        self.scenarios = all_scenarios() if scenarios is None else scenarios
+        self.fields = declared_fields(package)
+        self.cache: OrderedDict[str, Reply] = OrderedDict()
+        self.hits = self.misses = self.errors = 0
+        self._globals: dict[int, str] | None = None
+
+    def handle(self, body: bytes) -> bytes:
+        try:
+            reply = self.reply(body)
+        except (ProtocolError, ContextError, SpecializationError, DeclarationError) as why:
+            self.errors += 1
+            return ErrorReply(request_number(body), str(why)).encode()
+        except Exception as why:  # noqa: BLE001 - the evaluator on a device's stand-ins: say so, serve on
+            self.errors += 1
+            return ErrorReply(request_number(body), f"specialization failed: {type(why).__name__}: {why}").encode()
+        return encode_reply(reply, self.signer)
+
+    def reply(self, body: bytes) -> Reply:
+        request = decode_request(body)
+        scenario = self.scenarios.get(request.scenario)
+        if scenario is None:
+            raise ProtocolError(f"unknown scenario {request.scenario!r}")
+        key = request.digest
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.hits += 1
+            self.cache.move_to_end(key)
+            return Reply(request.number, *list(cached.payload().values())[1:])
+        self.misses += 1
+        roots, numbers = rebuild(request.context, self.fields)
+        missing = set(scenario.binding_times) - set(roots) - {n for n, bt in scenario.binding_times.items() if bt == "D"}
+        if missing:
+            raise ContextError(f"the context lacks static parameters {sorted(missing)}")
+        entry = specialize(scenario, roots)
+        encode = encoder(numbers, self.globals_by_id)
+        assumptions = [[encode(a.subject), a.field if a.kind == "field" else encode(a.field), encode(a.value), a.kind]
+                       for a in entry.assumptions]
+        compiled = entry.compiled
+        reply = Reply(request.number, scenario.name, key, compiled.tree.name, compiled.source,
+                      {name: encode(value) for name, value in compiled.constants.items()}, assumptions)
+        self.cache[key] = reply
+        if len(self.cache) > CACHE_CAPACITY:
+            self.cache.popitem(last=False)
+        return reply
+
+    def globals_by_id(self) -> dict[int, str]:
+        """Module-level values of the loaded pystack modules by id (struct codecs, counters'
+        names...), made once: how a constant that is neither a function nor a context
+        object is named for the device."""
+        if self._globals is None:
+            self._globals = {}
+            for module_name, module in list(sys.modules.items()):
+                if module is None or not module_name.startswith("pystack"):
+                    continue
+                for name, value in vars(module).items():
+                    self._globals.setdefault(id(value), f"{module_name}:{name}")
+        return self._globals
+
+
+async def serve_connection(service: Service, stream: trio.abc.Stream) -> None:
+    """Answer every request on one connection, in order, until it closes; a frame that
+    cannot be read (over the size limit) gets an error reply and ends the connection."""
+    reader = FrameReader()
+    async with stream:
+        try:
+            while True:
+                try:
+                    body = reader.next()
+                except ProtocolError as why:
+                    await stream.send_all(ErrorReply(0, str(why)).encode())
+                    return
+                if body is None:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    reader.feed(data)
+                    continue
+                await stream.send_all(service.handle(body))
+                await trio.lowlevel.checkpoint()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+async def serve(service: Service, host: str, port: int, *,
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve on kernel TCP at host:port (port 0: any free one, reported through
+    ``task_status``), one task per connection."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        await serve_connection(service, stream)
+
+    await trio.serve_listeners(handler, listeners)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` -> (address, port); ValueError with the reason."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--listen {text!r}: expected ADDR:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"--listen {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--listen {text!r}: port {port} out of range")
+    return host, port
