@@ -30,13 +30,23 @@ import trio
 from pystack.stack import Stack
 from specializer.residual import CompiledResidual
 from specializer.system import SpecializationSystem, Specialized, Token
-from specializer.values import Assumption, Stats
+from specializer.values import Assumption, Stats, _ItemAssumption, _LookupAssumption
 
 from .context import ContextError, Rebinder, declared_fields, snapshot
-from .protocol import ErrorReply, FrameReader, ProtocolError, Reply, Request, Verifier, decode_reply, digest
+from .protocol import (
+    ErrorReply,
+    FrameReader,
+    ProtocolError,
+    Reply,
+    Request,
+    Verifier,
+    decode_reply,
+    digest,
+)
 
 Done = Callable[[bytes | Exception], None]
 DEFAULT_TIMEOUT = 2.0
+LOOKUPS = frozenset({"lookup:get", "lookup:__getitem__", "lookup:__contains__"})
 
 
 class RemoteFailure(Exception):
@@ -181,12 +191,19 @@ def load(reply: Reply, rebinder: Rebinder, filename: str) -> CompiledResidual:
 
 
 def assumptions_of(reply: Reply, rebinder: Rebinder) -> list[Assumption]:
-    facts = []
-    for subject, name, value, kind in reply.assumptions:
-        if kind not in ("field", "item"):
+    """The facts the reply's code relies on, about the live objects: what the device checks
+    before the first call, and what its guards watch (the same kinds as local code's)."""
+    facts: list[Assumption] = []
+    for subject_data, name, value_data, kind in reply.assumptions:
+        subject, value = rebinder.decode(subject_data), rebinder.decode(value_data)
+        if kind == "field":
+            facts.append(Assumption(subject, name, value))
+        elif kind == "item":
+            facts.append(_ItemAssumption(subject, rebinder.decode(name), value))
+        elif kind in LOOKUPS:
+            facts.append(_LookupAssumption(subject, kind.partition(":")[2], rebinder.decode(name), value))
+        else:
             raise ProtocolError(f"an assumption of kind {kind!r}")
-        facts.append(Assumption(rebinder.decode(subject), name if kind == "field" else rebinder.decode(name),
-                                rebinder.decode(value), kind))
     return facts
 
 

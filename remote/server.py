@@ -15,12 +15,15 @@ specializer cannot use) gets an error reply, and the server goes on.
 from __future__ import annotations
 
 import sys
+import threading
 from collections import OrderedDict
+
 import trio
 
 from specializer.pe import SpecializationError
 from specializer.scenario import DeclarationError, Scenario, all_scenarios
 from specializer.system import specialize
+from specializer.values import Assumption
 
 from .context import ContextError, declared_fields, encoder, rebuild
 from .protocol import (
@@ -77,8 +80,8 @@ class Service:
             raise ContextError(f"the context lacks static parameters {sorted(missing)}")
         entry = specialize(scenario, roots)
         encode = encoder(numbers, self.globals_by_id)
-        assumptions = [[encode(a.subject), a.field if a.kind == "field" else encode(a.field), encode(a.value), a.kind]
-                       for a in entry.assumptions]
+        assumptions = [[encode(a.subject), a.field if a.kind == "field" else encode(a.field), encode(a.value),
+                        assumption_kind(a)] for a in entry.assumptions]
         compiled = entry.compiled
         reply = Reply(request.number, scenario.name, key, compiled.tree.name, compiled.source,
                       {name: encode(value) for name, value in compiled.constants.items()}, assumptions)
@@ -99,6 +102,13 @@ class Service:
                 for name, value in vars(module).items():
                     self._globals.setdefault(id(value), f"{module_name}:{name}")
         return self._globals
+
+
+def assumption_kind(assumption: Assumption) -> str:
+    """``field``, ``item`` (``subject[key] is value``) or ``lookup:get`` and the like (what a
+    lookup method of an invariant container gives): how the device checks it."""
+    method = getattr(assumption, "method", None)
+    return f"lookup:{method}" if method is not None else assumption.kind
 
 
 async def serve_connection(service: Service, stream: trio.abc.Stream) -> None:
@@ -150,3 +160,43 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"--listen {text!r}: port {port} out of range")
     return host, port
+
+
+class ServerThread:
+    """A server on kernel TCP in a thread of its own, for a process that is also the device
+    (tests, the demo, the benchmark): ``with ServerThread(service) as port: ...``. ``stop``
+    and ``start`` again restart it on the same port."""
+
+    def __init__(self, service: Service, host: str = "127.0.0.1", port: int = 0):
+        self.service, self.host, self.port = service, host, port
+        self.thread: threading.Thread | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.scope: trio.CancelScope | None = None
+
+    def start(self) -> int:
+        started = threading.Event()
+
+        async def main() -> None:
+            self.token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as self.scope:
+                async with trio.open_nursery() as nursery:
+                    self.port = await nursery.start(serve, self.service, self.host, self.port)
+                    started.set()
+
+        self.thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+        self.thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the specialization server did not start")
+        return self.port
+
+    def stop(self) -> None:
+        if self.thread is not None and self.token is not None and self.scope is not None:
+            trio.from_thread.run_sync(self.scope.cancel, trio_token=self.token)
+            self.thread.join()
+            self.thread = None
+
+    def __enter__(self) -> int:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

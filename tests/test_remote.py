@@ -1,0 +1,416 @@
+"""Remote specialization (thesis chapter 4): the protocol, the server, the device's
+run-time layer over loopback, and every fault of issue 15 falling back to the generic
+send. Packets of remotely specialized sends equal the generic sends' (tests/spec_worlds)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pystack.socket import IP_TTL, IPPROTO_IP
+from remote.context import declared_fields, snapshot
+from remote.device import RemoteSystem, make_remote_system
+from remote.protocol import (
+    MAX_FRAME,
+    VERSION,
+    ErrorReply,
+    FrameReader,
+    ProtocolError,
+    Reply,
+    Request,
+    Signer,
+    VerificationError,
+    Verifier,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    frame,
+)
+from remote.server import ServerThread, Service
+from specializer import do_specialize_send, specialized_send, token_info
+from tests.spec_worlds import PEER, Worlds
+
+KEY = b"a shared key of thirty-two bytes"
+
+
+@pytest.fixture(scope="module")
+def service() -> Service:
+    return Service(Signer(secret=KEY))
+
+
+@pytest.fixture(scope="module")
+def server(service: Service):
+    with ServerThread(service) as port:
+        yield port
+
+
+def remote_worlds(port: int, key: bytes = KEY, **options) -> tuple[Worlds, RemoteSystem]:
+    """Two worlds whose special one specializes through the server."""
+    worlds = Worlds(**options)
+    system = make_remote_system(worlds.special.stack, server=("127.0.0.1", port), key=key, timeout=1.0)
+    return worlds, system
+
+
+def info(worlds: Worlds) -> dict:
+    return token_info(worlds.special.stack, worlds.special.token)
+
+
+# ------------------------------------------------------------------ the protocol
+
+
+def test_frames_come_out_whole_whatever_the_pieces() -> None:
+    reader = FrameReader()
+    data = frame(b"one") + frame(b"") + frame(b"three")
+    out = []
+    for i in range(len(data)):
+        reader.feed(data[i:i + 1])
+        while (body := reader.next()) is not None:
+            out.append(body)
+    assert out == [b"one", b"", b"three"] and not reader.pending
+
+
+def test_a_frame_over_the_limit_is_refused_from_its_length() -> None:
+    reader = FrameReader()
+    reader.feed((MAX_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        reader.next()
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "too short"),
+    (bytes([VERSION + 1]) + b"Q{}", "version"),
+    (bytes([VERSION]) + b"Q\xff\xfe", "not JSON"),
+    (bytes([VERSION]) + b"Q[]", "not a JSON object"),
+    (bytes([VERSION]) + b'Q{"id": 1}', "needs"),
+    (bytes([VERSION]) + b"R{}", "expected a request"),
+])
+def test_bad_requests_are_protocol_errors(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        decode_request(body)
+
+
+def sample_reply() -> Reply:
+    return Reply(3, "udp_send_connected", "ab" * 32, "f", "def f(data):\n    return 1", {"x": 1}, [])
+
+
+@pytest.mark.parametrize("kind", ["hmac", "ed25519"])
+def test_replies_verify_and_tampering_is_caught(kind: str) -> None:
+    if kind == "hmac":
+        signer, verifier = Signer(secret=KEY), Verifier(KEY)
+    else:
+        private = Ed25519PrivateKey.generate()
+        signer = Signer(private_key=private)
+        verifier = Verifier(private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    body = encode_reply(sample_reply(), signer)[4:]
+    assert decode_reply(body, verifier) == sample_reply()
+    tampered = body.replace(b"return 1", b"return 2")
+    with pytest.raises(VerificationError):
+        decode_reply(tampered, verifier)
+
+
+def test_a_short_shared_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Verifier(b"short")
+
+
+def test_a_key_file_can_be_an_ed25519_private_key(tmp_path) -> None:
+    private = Ed25519PrivateKey.generate()
+    path = tmp_path / "server.pem"
+    path.write_bytes(private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    signer = Signer.from_file(path)
+    public = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    body = encode_reply(sample_reply(), signer)[4:]
+    assert decode_reply(body, Verifier(public)).number == 3
+
+
+# ------------------------------------------------------------------ the server
+
+
+def test_the_service_answers_bad_requests_with_errors_and_serves_on(service: Service) -> None:
+    worlds = Worlds()
+    worlds.open("connected", (PEER, 9))
+    stack = worlds.generic.stack
+    context, _ = snapshot({"self": stack, "fd": worlds.generic.fd, "flags": 0}, declared_fields("pystack"))
+    good = Request(7, "udp_send_connected", context).encode()[4:]
+    bad = [
+        b"garbage",
+        good[:len(good) // 2],  # truncated
+        bytes([VERSION + 1]) + good[1:],
+        Request(8, "no_such_scenario", context).encode()[4:],
+        Request(9, "udp_send_connected", {"roots": {}, "objects": "nonsense"}).encode()[4:],
+        Request(10, "udp_send_connected", {**context, "objects": [{"p": ["self"], "c": "pystack.stack:Stack",
+                                                                  "f": {"secret": 1}}]}).encode()[4:],
+    ]
+    for body in bad:
+        answer = decode_reply(service.handle(body)[4:], Verifier(KEY))
+        assert isinstance(answer, ErrorReply), body[:40]
+    unknown = decode_reply(service.handle(bad[3])[4:], Verifier(KEY))
+    assert unknown.number == 8 and "unknown scenario" in unknown.message
+    reply = decode_reply(service.handle(good)[4:], Verifier(KEY))
+    assert isinstance(reply, Reply) and reply.number == 7 and "def specialized_udp_send_connected" in reply.source
+
+
+def test_the_server_survives_a_huge_frame_and_garbage(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=2) as conn:
+        conn.sendall((MAX_FRAME + 5).to_bytes(4, "big") + b"x" * 100)
+        answer = FrameReader()
+        while (body := answer.next()) is None:
+            answer.feed(conn.recv(4096))
+        assert "over the limit" in decode_reply(body, Verifier(KEY)).message
+    with socket.create_connection(("127.0.0.1", server), timeout=2) as conn:
+        conn.sendall(frame(b"\x00garbage"))
+        answer = FrameReader()
+        while (body := answer.next()) is None:
+            answer.feed(conn.recv(4096))
+        assert isinstance(decode_reply(body, Verifier(KEY)), ErrorReply)
+    worlds, _ = remote_worlds(server)
+    worlds.open("connected", (PEER, 9))
+    assert info(worlds)["mode"] == "specialized"
+
+
+# ------------------------------------------------------------------ the device
+
+
+def test_remote_code_is_the_local_code_and_sends_the_same_packets(server: int) -> None:
+    worlds, system = remote_worlds(server)
+    worlds.open("connected", (PEER, 9))
+    remote = info(worlds)
+    local = Worlds()
+    local.open("connected", (PEER, 9))
+    assert remote["mode"] == "specialized" and "specialized remotely" in remote["events"]
+    assert remote["source"] == info(local)["source"]
+    assert remote["assumptions"] == info(local)["assumptions"]
+    for size in (0, 1, 100, 1472, 1473, 4000):
+        worlds.send(b"x" * size)
+    assert system.requests == 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ttl=st.integers(1, 255), tos=st.sampled_from([0, 0x10, 0xb8]),
+       sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=4), kind=st.sampled_from(["connected", "sendto"]))
+def test_equivalence_over_contexts_and_sizes(server: int, ttl: int, tos: int, sizes: list[int], kind: str) -> None:
+    from pystack.socket import IP_TOS
+
+    worlds, _ = remote_worlds(server)
+    worlds.open(kind, (PEER, 9), options=[(IPPROTO_IP, IP_TTL, ttl), (IPPROTO_IP, IP_TOS, tos)])
+    assert info(worlds)["mode"] == "specialized"
+    for size in sizes:
+        worlds.send(bytes(range(256)) * (size // 256) + bytes(size % 256))
+
+
+def test_the_code_manager_hits_for_the_same_context(server: int) -> None:
+    worlds, system = remote_worlds(server)
+    worlds.open("connected", (PEER, 9))
+    entry = system.token(worlds.special.token).entry
+    worlds.second_token(None)
+    assert system.requests == 1 and system.hits == 1 and entry.refcount == 2
+    worlds.send(b"again", second=True)
+
+
+def test_a_guard_event_respecializes_remotely(server: int) -> None:
+    worlds, system = remote_worlds(server, debug=False)
+    worlds.open("connected", (PEER, 9), policy={"setsockopt": "respecialize"})
+    worlds.setsockopt(IPPROTO_IP, IP_TTL, 9)
+    worlds.send(b"after")  # the next call asks the server again, for TTL 9
+    assert system.requests == 2 and info(worlds)["mode"] == "specialized"
+    assert worlds.special.sent["eth0"][-1][8] == 9
+
+
+# ------------------------------------------------------------------ faults: each falls back
+
+
+def fell_back(worlds: Worlds, why: str) -> None:
+    details = info(worlds)
+    assert details["mode"] == "generic", details
+    assert any(why in event for event in details["events"]), details["events"]
+    for size in (0, 10, 2000):
+        worlds.send(b"y" * size)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_server_down() -> None:
+    worlds, _ = remote_worlds(free_port())
+    worlds.open("connected", (PEER, 9))
+    fell_back(worlds, "ConnectionRefusedError")
+
+
+def test_server_slow_times_out() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        worlds, _ = remote_worlds(silent.getsockname()[1])
+        worlds.open("connected", (PEER, 9))
+    fell_back(worlds, "TimeoutError")
+
+
+def forging_server(answer) -> tuple[ServerThread, int]:
+    """A server whose replies ``answer(request body, service) -> frame`` makes."""
+    service = Service(Signer(secret=KEY))
+    handle = service.handle
+    service.handle = lambda body: answer(body, handle)  # type: ignore[method-assign]
+    thread = ServerThread(service)
+    return thread, thread.start()
+
+
+def test_reply_tampered_is_not_loaded() -> None:
+    thread, port = forging_server(lambda body, handle: handle(body).replace(b"sink(", b"print("))
+    try:
+        worlds, _ = remote_worlds(port)
+        worlds.open("connected", (PEER, 9))
+    finally:
+        thread.stop()
+    fell_back(worlds, "does not verify")
+
+
+def test_key_mismatch() -> None:
+    with ServerThread(Service(Signer(secret=b"the server's own key, not ours!"))) as port:
+        worlds, _ = remote_worlds(port)
+        worlds.open("connected", (PEER, 9))
+    fell_back(worlds, "HMAC-SHA256 does not verify")
+
+
+def test_reply_for_another_context_is_rejected_by_the_assumption_check() -> None:
+    """A server that answers every request with the code of the first context it saw (a
+    cache keyed too coarsely): the device's check of the reply's assumptions refuses it."""
+    first: list[Reply] = []
+
+    def stale_cache(body: bytes, handle) -> bytes:
+        request = decode_request(body)
+        answer = decode_reply(handle(body)[4:], Verifier(KEY))
+        if not first:
+            first.append(answer)
+        reply = Reply(request.number, request.scenario, request.digest, *list(first[0].payload().values())[3:])
+        return encode_reply(reply, Signer(secret=KEY))
+
+    thread, port = forging_server(stale_cache)
+    try:
+        other, _ = remote_worlds(port)
+        other.open("connected", (PEER, 9), options=[(IPPROTO_IP, IP_TTL, 5)])
+        assert info(other)["mode"] == "specialized"
+        worlds, _ = remote_worlds(port)
+        worlds.open("connected", (PEER, 9))
+    finally:
+        thread.stop()
+    fell_back(worlds, "reply rejected: it assumes Socket.ttl == 5")
+
+
+def test_server_restarted_mid_stream(service: Service) -> None:
+    thread = ServerThread(service)
+    port = thread.start()
+    worlds, system = remote_worlds(port, debug=False)
+    worlds.open("connected", (PEER, 9), policy={"setsockopt": "respecialize"})
+    assert info(worlds)["mode"] == "specialized"
+    thread.stop()
+    thread.start()  # same port; the device's kept connection is dead
+    try:
+        worlds.setsockopt(IPPROTO_IP, IP_TTL, 33)
+        worlds.send(b"after the restart")
+    finally:
+        thread.stop()
+    assert system.requests == 2 and info(worlds)["mode"] == "specialized"
+    assert worlds.special.sent["eth0"][-1][8] == 33
+
+
+def test_an_error_reply_falls_back(server: int) -> None:
+    worlds, _ = remote_worlds(server)
+    worlds.open("connected", (PEER, 9))
+    system = worlds.special.stack.extensions["specializer"]
+    token = system.token(worlds.special.token)
+    token.scenario = type(token.scenario)(**{**vars(token.scenario), "name": "no_such_scenario"})
+    system.respecialize(token)
+    fell_back(worlds, "unknown scenario")
+
+
+def test_make_remote_system_after_tokens_is_refused(server: int) -> None:
+    worlds = Worlds()
+    worlds.open("connected", (PEER, 9))
+    with pytest.raises(ValueError, match="already"):
+        make_remote_system(worlds.special.stack, server=("127.0.0.1", server), key=KEY)
+
+
+def test_the_server_serves_devices_concurrently(server: int) -> None:
+    results: list[str] = []
+
+    def device(ttl: int) -> None:
+        worlds, _ = remote_worlds(server)
+        worlds.open("connected", (PEER, 9), options=[(IPPROTO_IP, IP_TTL, ttl)])
+        worlds.send(b"z" * 50)
+        results.append(info(worlds)["mode"])
+
+    threads = [threading.Thread(target=device, args=(ttl,)) for ttl in range(40, 46)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["specialized"] * 6
+
+
+def test_a_send_on_a_remote_token_is_a_send(server: int) -> None:
+    worlds, _ = remote_worlds(server)
+    worlds.open("connected", (PEER, 9))
+    stack = worlds.special.stack
+    with pytest.raises(OSError) as failure:
+        specialized_send(stack, worlds.special.token, b"x" * 70000)
+    assert failure.value.errno == errno.EMSGSIZE
+    assert do_specialize_send  # the application's API is the local one
+
+
+# ------------------------------------------------------------------ pystack spec serve
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--listen", "127.0.0.1", "--key", "KEY"], "expected ADDR:PORT"),
+    (["--listen", "127.0.0.1:http", "--key", "KEY"], "not a number"),
+    (["--listen", "127.0.0.1:70000", "--key", "KEY"], "out of range"),
+    (["--listen", "127.0.0.1:0", "--key", "/nonexistent/key"], "No such file"),
+    (["--listen", "127.0.0.1:0", "--key", "SHORT"], "at least 16 bytes"),
+    (["--listen", "127.0.0.1:0"], "required: --key"),
+])
+def test_spec_serve_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, message) -> None:
+    from pystack.cli import main
+
+    (tmp_path / "KEY").write_bytes(KEY)
+    (tmp_path / "SHORT").write_bytes(b"tiny")
+    argv = [str(tmp_path / a) if a in ("KEY", "SHORT") else a for a in argv]
+    assert main(["spec", "serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_spec_serve_serves_a_device(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "key").write_bytes(KEY)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "pystack.cli", "spec", "serve", "--listen", f"127.0.0.1:{port}",
+                                "--key", str(tmp_path / "key"), "--duration", "20"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert "specialization server on" in process.stdout.readline()
+        worlds, _ = remote_worlds(port)
+        worlds.open("connected", (PEER, 9))
+        assert info(worlds)["mode"] == "specialized"
+        worlds.send(b"from the server's code")
+    finally:
+        process.terminate()
+        started = time.monotonic()
+        assert process.wait(10) == 0 and time.monotonic() - started < 10
