@@ -14,6 +14,7 @@ specializer cannot use) gets an error reply, and the server goes on.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections import OrderedDict
@@ -141,11 +142,12 @@ async def serve(service: Service, host: str, port: int, *,
     ``task_status``), one task per connection."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
+    await serve_listeners(service, listeners)
 
-    async def handler(stream: trio.abc.Stream) -> None:
-        await serve_connection(service, stream)
 
-    await trio.serve_listeners(handler, listeners)
+async def serve_listeners(service: Service, listeners: list[trio.SocketListener]) -> None:
+    """Serve on listeners made elsewhere (a socket inside a network namespace)."""
+    await trio.serve_listeners(functools.partial(serve_connection, service), listeners)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

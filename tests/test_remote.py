@@ -9,6 +9,7 @@ import socket
 import threading
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from pystack.socket import IP_TTL, IPPROTO_IP
 from remote.context import declared_fields, snapshot
-from remote.device import RemoteSystem, make_remote_system
+from remote.device import RemoteSystem, TrioClient, make_remote_system
 from remote.protocol import (
     MAX_FRAME,
     VERSION,
@@ -38,8 +39,9 @@ from remote.protocol import (
     encode_reply,
     frame,
 )
-from remote.server import ServerThread, Service
+from remote.server import ServerThread, Service, serve_listeners
 from specializer import do_specialize_send, specialized_send, token_info
+from tests.kernel_world import KERNEL, kernel_world
 from tests.spec_worlds import PEER, Worlds
 
 KEY = b"a shared key of thirty-two bytes"
@@ -414,3 +416,64 @@ def test_spec_serve_serves_a_device(tmp_path) -> None:
         process.terminate()
         started = time.monotonic()
         assert process.wait(10) == 0 and time.monotonic() - started < 10
+
+
+# ------------------------------------------------------------------ answered later: trio clients
+
+
+async def settled(stack, token: int, timeout: float = 5.0) -> dict:
+    """The token's information once its request is answered."""
+    with trio.fail_after(timeout):
+        while token_info(stack, token)["mode"] == "pending":
+            await trio.sleep(0.005)
+    return token_info(stack, token)
+
+
+async def test_a_guard_event_while_a_request_is_in_flight(server: int) -> None:
+    """The token sends generically while its request is out; an option changed meanwhile
+    makes the reply's assumptions false: the device asks again, for the new context."""
+    async with trio.open_nursery() as nursery:
+        worlds = Worlds()
+        client = TrioClient(lambda: trio.open_tcp_stream("127.0.0.1", server), nursery)
+        system = make_remote_system(worlds.special.stack, server=client, key=KEY)
+        worlds.open("connected", (PEER, 9), policy={"setsockopt": "reject"})
+        assert info(worlds)["mode"] == "pending"
+        worlds.send(b"generic while the request is out")
+        worlds.setsockopt(IPPROTO_IP, IP_TTL, 7)  # not refused: no code relies on the TTL yet
+        details = await settled(worlds.special.stack, worlds.special.token)
+        assert details["mode"] == "stale" and "context changed" in details["events"][-1]
+        worlds.send(b"asks again")
+        details = await settled(worlds.special.stack, worlds.special.token)
+        assert details["mode"] == "specialized" and system.requests == 2
+        worlds.send(b"with TTL 7")
+        assert worlds.special.sent["eth0"][-1][8] == 7
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.tun
+async def test_over_pystack_tcp_on_tun(service: Service) -> None:
+    """The device's requests travel over pystack's own TCP, on TUN, to the server on a kernel
+    socket in the namespace; the code it gets sends to a kernel UDP socket there."""
+    async with kernel_world() as host, trio.open_nursery() as nursery:
+        listener = host.kernel_socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await listener.bind((KERNEL, 7070))
+        listener.listen()
+        nursery.start_soon(serve_listeners, service, [trio.SocketListener(listener)])
+        stack = host.stack
+        client = TrioClient(lambda: host.network.open_tcp_stream(KERNEL, 7070), nursery)
+        system = make_remote_system(stack, server=client, key=KEY)
+        with host.kernel_socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+            await sink.bind((KERNEL, 9999))
+            fd = stack.socket()
+            stack.connect(fd, (KERNEL, 9999))
+            token = do_specialize_send(stack, fd)
+            details = await settled(stack, token)
+            assert details["mode"] == "specialized", details["events"]
+            assert system.requests == 1 and client.sent > 0 and client.received > 0
+            for size in (5, 3000):
+                assert specialized_send(stack, token, b"r" * size) == size
+                with trio.fail_after(5):
+                    data, _ = await sink.recvfrom(65535)
+                assert data == b"r" * size
+        nursery.cancel_scope.cancel()
