@@ -17,7 +17,6 @@ to the server too.
 from __future__ import annotations
 
 import ast
-import builtins
 import functools
 import itertools
 import socket
@@ -28,9 +27,15 @@ from typing import Any
 import trio
 
 from pystack.stack import Stack
-from specializer.residual import CompiledResidual
-from specializer.system import SpecializationSystem, Specialized, Token
-from specializer.values import Assumption, Stats, _ItemAssumption, _LookupAssumption
+from pystack.tokens.facts import Assumption, Stats, _ItemAssumption, _LookupAssumption
+from pystack.tokens.system import (
+    CompiledResidual,
+    SpecializationSystem,
+    Specialized,
+    Token,
+    factory,
+    load_function,
+)
 
 from .context import ContextError, Rebinder, declared_fields, snapshot
 from .protocol import (
@@ -178,16 +183,8 @@ def load(reply: Reply, rebinder: Rebinder, filename: str) -> CompiledResidual:
         raise ProtocolError(f"the reply's source is not one function {reply.name!r}")
     fdef = tree.body[0]
     constants = {name: rebinder.decode(value) for name, value in reply.constants.items()}
-    factory = ast.FunctionDef(
-        name="_factory",
-        args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=k) for k in constants], vararg=None,
-                           kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
-        body=[fdef, ast.Return(value=ast.Name(id=fdef.name, ctx=ast.Load()))],
-        decorator_list=[], returns=None, type_params=[])
-    module = ast.fix_missing_locations(ast.Module(body=[factory], type_ignores=[]))
-    namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": filename}
-    exec(compile(module, filename, "exec"), namespace)
-    return CompiledResidual(namespace["_factory"](*constants.values()), fdef, constants)
+    module = ast.fix_missing_locations(factory(fdef, list(constants)))
+    return CompiledResidual(load_function(module, fdef.name, constants, filename), fdef, constants)
 
 
 def assumptions_of(reply: Reply, rebinder: Rebinder) -> list[Assumption]:

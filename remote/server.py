@@ -21,10 +21,9 @@ from collections import OrderedDict
 
 import trio
 
-from specializer.pe import SpecializationError
-from specializer.scenario import DeclarationError, Scenario, all_scenarios
+from pystack.tokens.facts import Assumption, SpecializationError
+from pystack.tokens.scenario import DeclarationError, Scenario, all_scenarios
 from specializer.system import specialize
-from specializer.values import Assumption
 
 from .context import ContextError, declared_fields, encoder, rebuild
 from .protocol import (

@@ -477,3 +477,24 @@ async def test_over_pystack_tcp_on_tun(service: Service) -> None:
                     data, _ = await sink.recvfrom(65535)
                 assert data == b"r" * size
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ the thin device
+
+
+def test_a_thin_device_gets_specialized_sends_without_the_specializer(server: int, tmp_path) -> None:
+    """A process with pystack and the run-time layer only: ``specializer`` is never imported,
+    and its specialized sends emit the generic sends' packets."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "key").write_bytes(KEY)
+    done = subprocess.run([sys.executable, "-m", "remote.thin_device", f"127.0.0.1:{server}", str(tmp_path / "key")],
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["specializer_loaded"] is False
+    assert report["mode"] == "specialized" and report["events"] == ["specialized remotely"]
+    assert report["same_packets"] is True
