@@ -7,7 +7,9 @@ fields of the objects it meets (``[objects.X] static``/``deep`` in the package's
 way with the path it was reached by. Values are JSON: plain values as they are,
 ``{"b": base64}`` for bytes, ``{"t": [...]}`` for tuples, ``{"r": n}`` for object ``n``,
 ``{"g": "module:name"}`` for a function or class, ``{"M": "module"}`` for a module,
-``{"a": [owner, "name"]}`` for an attribute (a bound method) of another value.
+``{"a": [owner, "name"]}`` for an attribute (a bound method) of another value, and in
+replies ``{"L": [...]}``/``{"D": [[k, v], ...]}`` for a list or dict the specializer made
+(the device makes its own), ``{"Z": format}`` for a struct packer.
 An object record is ``{"p": path, "c": "module:Class"}`` plus the values of its
 declared fields (``"f"``), the items of a container (``"i"``), or the function of a
 bound method (``"m"``); undeclared objects are opaque: only their class and path go.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import struct
 import sys
 import tomllib
 import types
@@ -213,6 +216,12 @@ class Rebinder:
             if module is None:
                 raise ContextError(f"module {data['M']!r} is not loaded")
             return module
+        if "Z" in data:
+            return struct.Struct(data["Z"])
+        if "L" in data:
+            return [self.decode(v) for v in data["L"]]
+        if "D" in data:
+            return {self.decode(k): self.decode(v) for k, v in data["D"]}
         if "a" in data:
             owner, name = data["a"]
             try:
@@ -347,6 +356,12 @@ def encoder(numbers: dict[int, int], globals_by_id: Callable[[], dict[int, str]]
         owner = getattr(value, "__self__", None)
         if owner is not None and not isinstance(owner, types.ModuleType) and hasattr(value, "__name__"):
             return {"a": [encode(owner), value.__name__]}
+        if type(value) is struct.Struct:  # a packer the specializer made for a static format
+            return {"Z": value.format}
+        if type(value) is list:  # made by the specializer (a literal folded): the device makes its own
+            return {"L": [encode(v) for v in value]}
+        if type(value) is dict:
+            return {"D": [[encode(k), encode(v)] for k, v in value.items()]}
         raise ContextError(f"cannot name {value!r} for the device")
 
     return encode

@@ -498,3 +498,48 @@ def test_a_thin_device_gets_specialized_sends_without_the_specializer(server: in
     assert report["specializer_loaded"] is False
     assert report["mode"] == "specialized" and report["events"] == ["specialized remotely"]
     assert report["same_packets"] is True
+
+
+def tcp_world(port: int | None):
+    """A TCP connection on a virtual network; the client specialized remotely (port given),
+    or not at all. Returns the network, the client stack and fd, the server and its fd."""
+    from pystack.links.virtual import VirtualNetwork
+    from pystack.socket import SOCK_STREAM
+
+    net = VirtualNetwork()
+    client, server = net.add_stack(seed=3), net.add_stack(seed=4)
+    net.link(net.attach(client, "eth0", "198.18.0.2"), net.attach(server, "eth0", "198.18.0.1", direction="s"))
+    if port is not None:
+        make_remote_system(client, server=("127.0.0.1", port), key=KEY)
+    listener = server.socket(type=SOCK_STREAM)
+    server.bind(listener, ("0.0.0.0", 80))
+    server.listen(listener)
+    fd = client.socket(type=SOCK_STREAM)
+    accepted = net.establish(client, fd, ("198.18.0.1", 80), server, listener)
+    return net, client, fd, server, accepted
+
+
+def test_tcp_send_and_output_remotely_send_the_generic_segments(server: int) -> None:
+    """The connection's send and its output routine (which sends most segments, on ACKs)
+    both come from the server; the segments are the generic stack's, byte for byte."""
+    worlds = [tcp_world(server), tcp_world(None)]
+    segments: list[list[bytes]] = []
+    for net, _, _, _, _ in worlds:
+        log: list[bytes] = []
+        iface = net.ports["eth0"].iface
+        iface.sink = lambda packet, sink=iface.sink, log=log: (log.append(bytes(packet)), sink(packet))[1]
+        segments.append(log)
+    (remote_net, device, fd, far, far_fd), (generic_net, twin, twin_fd, _, _) = worlds
+    token = do_specialize_send(device, fd)
+    system = device.extensions["specializer"]
+    numbers = (token, *system.token(token).companions)
+    for size in (1, 1000, 5000, 20000):
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        assert specialized_send(device, token, data) == twin.send(twin_fd, data) == size
+        remote_net.run(0.5)
+        generic_net.run(0.5)
+    for number in numbers:
+        assert token_info(device, number)["mode"] == "specialized", token_info(device, number)["events"]
+    assert system.requests == 2 and len(numbers) == 2
+    assert segments[0] == segments[1] and len(segments[0]) > 10
+    assert len(far.recv(far_fd, 1 << 20)) == 26001
