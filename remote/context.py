@@ -276,7 +276,10 @@ def _shell(record: dict[str, Any]) -> Any:
     if cls_name in ("builtins:set", "builtins:frozenset"):
         return set()
     if cls_name == "builtins:method":
-        function = resolve_global(record["m"]) if record.get("m") else None
+        try:
+            function = resolve_global(record["m"]) if record.get("m") else None
+        except ContextError:  # a class the server has not loaded (a link driver): opaque
+            function = None
         owner = _instance(record["of"])
         if not isinstance(function, types.FunctionType) or isinstance(owner, Opaque):
             return Opaque(f"{record['of']} method")

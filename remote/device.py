@@ -183,7 +183,11 @@ def load(reply: Reply, rebinder: Rebinder, filename: str) -> CompiledResidual:
         raise ProtocolError(f"the reply's source is not one function {reply.name!r}")
     fdef = tree.body[0]
     constants = {name: rebinder.decode(value) for name, value in reply.constants.items()}
-    module = ast.fix_missing_locations(factory(fdef, list(constants)))
+    module = factory(fdef, list(constants))
+    wrapper = module.body[0]
+    assert isinstance(wrapper, ast.FunctionDef)
+    for node in (wrapper, *wrapper.args.args, wrapper.body[-1], wrapper.body[-1].value):  # the parsed function is located
+        node.lineno, node.col_offset, node.end_lineno, node.end_col_offset = 1, 0, 1, 0  # type: ignore[union-attr]
     return CompiledResidual(load_function(module, fdef.name, constants, filename), fdef, constants)
 
 

@@ -2,9 +2,9 @@
 
 A frame is a 4-byte big-endian length and a body; a body is the protocol
 version (one byte), the kind (``Q`` request, ``R`` reply, ``E`` error) and a
-payload. A request's payload is JSON: the scenario, the snapshot of its
+payload. Payloads are deflated JSON (``pack``). A request's is: the scenario, the snapshot of its
 static context (remote.context) and the request's number. A reply's payload
-is a signature (two-byte length, then the bytes) and the JSON it signs: the
+is a signature (two-byte length, then the bytes) and the payload it signs: the
 residual's source, its frozen references and its assumptions, for one
 scenario and context digest. An error's payload is JSON with a message: the
 device falls back either way, so errors are not signed.
@@ -22,12 +22,14 @@ import hashlib
 import hmac
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 VERSION = 1
 MAX_FRAME = 1 << 20  # a request or reply above a megabyte is refused before it is read
+MAX_JSON = 8 << 20  # what a payload may inflate to
 MIN_HMAC_KEY = 16
 _LENGTH = struct.Struct(">I")
 _SIGNATURE_LENGTH = struct.Struct(">H")
@@ -98,9 +100,24 @@ def _split(body: bytes) -> tuple[bytes, bytes]:
     return body[1:2], body[2:]
 
 
+def pack(data: Any) -> bytes:
+    """A JSON payload as it travels: canonical, then deflated (the context's field names and
+    the residual's text repeat a lot)."""
+    return zlib.compress(canonical(data), 6)
+
+
 def _json(payload: bytes, what: str) -> dict[str, Any]:
+    inflater = zlib.decompressobj()
     try:
-        data = json.loads(payload)
+        text = inflater.decompress(payload, MAX_JSON)
+    except zlib.error as exc:
+        raise ProtocolError(f"{what} is not deflated JSON ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise ProtocolError(f"{what} inflates to more than {MAX_JSON} bytes")
+    if not inflater.eof:
+        raise ProtocolError(f"{what} is truncated")
+    try:
+        data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"{what} is not JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -118,7 +135,7 @@ class Request:
     context: dict[str, Any]
 
     def encode(self) -> bytes:
-        payload = canonical({"id": self.number, "scenario": self.scenario, "context": self.context})
+        payload = pack({"id": self.number, "scenario": self.scenario, "context": self.context})
         return frame(bytes([VERSION]) + REQUEST + payload)
 
     @property
@@ -154,7 +171,7 @@ class ErrorReply:
     message: str
 
     def encode(self) -> bytes:
-        return frame(bytes([VERSION]) + ERROR + canonical({"id": self.number, "error": self.message}))
+        return frame(bytes([VERSION]) + ERROR + pack({"id": self.number, "error": self.message}))
 
 
 def decode_request(body: bytes) -> Request:
@@ -171,14 +188,14 @@ def decode_request(body: bytes) -> Request:
 def request_number(body: bytes) -> int:
     """The id of a request, if one can be read from it (for the error reply), else 0."""
     try:
-        number = json.loads(body[2:]).get("id", 0)
-    except (ValueError, AttributeError):
+        number = _json(body[2:], "request").get("id", 0)
+    except ProtocolError:
         return 0
     return number if isinstance(number, int) else 0
 
 
 def encode_reply(reply: Reply, signer: Signer) -> bytes:
-    signed = canonical(reply.payload())
+    signed = pack(reply.payload())
     signature = signer.sign(signed)
     return frame(bytes([VERSION]) + REPLY + _SIGNATURE_LENGTH.pack(len(signature)) + signature + signed)
 

@@ -16,12 +16,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import resource
 import sys
 import time
 from typing import Any
 
 SIZES = (0, 1, 100, 1472, 1473, 4000)
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited across exec
+    from the parent's fork)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     report.update(
         specializer_loaded=any(name == "specializer" or name.startswith("specializer.") for name in sys.modules),
         import_seconds=import_seconds,
-        max_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        max_rss_kb=peak_rss_kb(),
         modules=len(sys.modules),
         mode=info["mode"],
         events=info["events"],

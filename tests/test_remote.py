@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+import zlib
 
 import pytest
 import trio
@@ -25,6 +26,7 @@ from remote.context import declared_fields, snapshot
 from remote.device import RemoteSystem, TrioClient, make_remote_system
 from remote.protocol import (
     MAX_FRAME,
+    MAX_JSON,
     VERSION,
     ErrorReply,
     FrameReader,
@@ -93,9 +95,11 @@ def test_a_frame_over_the_limit_is_refused_from_its_length() -> None:
 @pytest.mark.parametrize("body, message", [
     (b"", "too short"),
     (bytes([VERSION + 1]) + b"Q{}", "version"),
-    (bytes([VERSION]) + b"Q\xff\xfe", "not JSON"),
-    (bytes([VERSION]) + b"Q[]", "not a JSON object"),
-    (bytes([VERSION]) + b'Q{"id": 1}', "needs"),
+    (bytes([VERSION]) + b"Q\xff\xfe", "not deflated JSON"),
+    (bytes([VERSION]) + b"Q" + zlib.compress(b"[]"), "not a JSON object"),
+    (bytes([VERSION]) + b"Q" + zlib.compress(b"{}")[:-3], "truncated"),
+    (bytes([VERSION]) + b"Q" + zlib.compress(bytes(MAX_JSON + 1)), "inflates to more than"),
+    (bytes([VERSION]) + b"Q" + zlib.compress(b'{"id": 1}'), "needs"),
     (bytes([VERSION]) + b"R{}", "expected a request"),
 ])
 def test_bad_requests_are_protocol_errors(body: bytes, message: str) -> None:
@@ -117,7 +121,7 @@ def test_replies_verify_and_tampering_is_caught(kind: str) -> None:
         verifier = Verifier(private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     body = encode_reply(sample_reply(), signer)[4:]
     assert decode_reply(body, verifier) == sample_reply()
-    tampered = body.replace(b"return 1", b"return 2")
+    tampered = body[:-1] + bytes([body[-1] ^ 1])
     with pytest.raises(VerificationError):
         decode_reply(tampered, verifier)
 
@@ -271,8 +275,18 @@ def forging_server(answer) -> tuple[ServerThread, int]:
     return thread, thread.start()
 
 
+def tampered(reply_frame: bytes) -> bytes:
+    """The reply with its code changed (every ``sink(`` a ``print(``) and its signature kept."""
+    body = reply_frame[4:]
+    length = int.from_bytes(body[2:4], "big")
+    head, payload = body[:4 + length], body[4 + length:]
+    changed = zlib.compress(zlib.decompress(payload).replace(b"sink(", b"print("))
+    assert changed != payload
+    return frame(head + changed)
+
+
 def test_reply_tampered_is_not_loaded() -> None:
-    thread, port = forging_server(lambda body, handle: handle(body).replace(b"sink(", b"print("))
+    thread, port = forging_server(lambda body, handle: tampered(handle(body)))
     try:
         worlds, _ = remote_worlds(port)
         worlds.open("connected", (PEER, 9))
@@ -543,3 +557,17 @@ def test_tcp_send_and_output_remotely_send_the_generic_segments(server: int) -> 
     assert system.requests == 2 and len(numbers) == 2
     assert segments[0] == segments[1] and len(segments[0]) > 10
     assert len(far.recv(far_fd, 1 << 20)) == 26001
+
+
+def test_stand_ins_for_classes_the_server_has_not_loaded_are_opaque() -> None:
+    """A device's sink may be a method of a link driver the server never imported: the
+    stand-in is an opaque reference (the residual calls it; the specializer does not)."""
+    from remote.context import Opaque, rebuild
+
+    context = {"roots": {"sink": {"r": 0}, "thing": {"r": 1}},
+               "objects": [{"p": ["sink"], "c": "builtins:method", "m": "no.such.module:Port.send",
+                            "of": "no.such.module:Port"},
+                           {"p": ["thing"], "c": "no.such.module:Thing"}]}
+    roots, numbers = rebuild(context, {})
+    assert isinstance(roots["sink"], Opaque) and isinstance(roots["thing"], Opaque)
+    assert numbers[id(roots["sink"])] == 0 and numbers[id(roots["thing"])] == 1
