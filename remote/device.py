@@ -302,6 +302,8 @@ class RemoteSystem(SpecializationSystem):
             raise RemoteFailure(f"the server says: {reply.message}")
         if reply.number != request.number or reply.scenario != request.scenario:
             raise ProtocolError(f"a reply to request {reply.number} ({reply.scenario}), not {request.number}")
+        if reply.digest != request.digest:
+            raise ProtocolError("a reply for another context (its digest differs)")
         rebinder = Rebinder(token.statics, request.context)
         compiled = load(reply, rebinder, f"remote {reply.scenario} #{request.number}")
         return Specialized((), token.scenario, token.statics, compiled, assumptions_of(reply, rebinder),

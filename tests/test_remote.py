@@ -571,3 +571,39 @@ def test_stand_ins_for_classes_the_server_has_not_loaded_are_opaque() -> None:
     roots, numbers = rebuild(context, {})
     assert isinstance(roots["sink"], Opaque) and isinstance(roots["thing"], Opaque)
     assert numbers[id(roots["sink"])] == 0 and numbers[id(roots["thing"])] == 1
+
+
+def test_a_reply_naming_another_context_is_refused() -> None:
+    def relabelled(body: bytes, handle) -> bytes:
+        answer = decode_reply(handle(body)[4:], Verifier(KEY))
+        return encode_reply(Reply(answer.number, answer.scenario, "0" * 64, *list(answer.payload().values())[3:]),
+                            Signer(secret=KEY))
+
+    thread, port = forging_server(relabelled)
+    try:
+        worlds, _ = remote_worlds(port)
+        worlds.open("connected", (PEER, 9))
+    finally:
+        thread.stop()
+    fell_back(worlds, "another context")
+
+
+def test_the_code_manager_evicts_unheld_code_beyond_its_capacity(server: int) -> None:
+    worlds, system = remote_worlds(server)
+    system.capacity = 2
+    stack = worlds.special.stack
+    held = []
+    for ttl in (10, 11, 12, 13):
+        fd = stack.socket()
+        stack.setsockopt(fd, IPPROTO_IP, IP_TTL, ttl)
+        stack.connect(fd, (PEER, 9))
+        held.append(do_specialize_send(stack, fd))
+    assert len(system.cache) == 4  # every entry is held: none may go
+    for token in held[:3]:
+        from pystack.tokens.api import done_specialize_send
+
+        done_specialize_send(stack, token)
+    fd = stack.socket()
+    stack.connect(fd, (PEER, 9))
+    do_specialize_send(stack, fd)
+    assert len(system.cache) == 2 and system.token(held[3]).entry in system.cache.values()
