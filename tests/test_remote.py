@@ -42,7 +42,7 @@ from remote.protocol import (
 )
 from remote.server import ServerThread, Service, serve_listeners
 from tests.kernel_world import KERNEL, kernel_world
-from tests.spec_worlds import PEER, Worlds
+from tests.spec_worlds import FAR, ME, ME1, PEER, PEER1, IfaceConf, RouteConf, Worlds
 
 KEY = b"a shared key of thirty-two bytes"
 
@@ -246,6 +246,33 @@ def test_a_guard_event_respecializes_remotely(server: int) -> None:
     worlds.send(b"after")  # the next call asks the server again, for TTL 9
     assert system.requests == 2 and info(worlds)["mode"] == "specialized"
     assert worlds.special.sent["eth0"][-1][8] == 9
+
+
+def test_a_route_change_reinforces_remote_code_as_local_code(server: int) -> None:
+    """The same guards as local specialization: a route through another interface that
+    changes nothing the code folded steers the remote code's output (its closure cells)."""
+    worlds, system = remote_worlds(server, ifaces=(IfaceConf("eth0", ME), IfaceConf("eth1", ME1)))
+    worlds.open("connected", (FAR, 9), policy={"route": "reinforce"})
+    worlds.send(b"via eth0")
+    worlds.add_route(RouteConf("198.18.7.0", 24, "eth1", gateway=PEER1))
+    assert info(worlds)["events"][-1] == "reinforced: output steered to eth1"
+    worlds.send(b"via eth1")
+    assert len(worlds.special.sent["eth1"]) == 1 and system.requests == 1
+
+
+def test_ed25519_replies_end_to_end(tmp_path) -> None:
+    Ed25519PrivateKey, Encoding, _, _, PublicFormat = ed25519()
+    private = Ed25519PrivateKey.generate()
+    public = tmp_path / "server.pub"
+    public.write_bytes(private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    with ServerThread(Service(Signer(private_key=private))) as port:
+        worlds, _ = remote_worlds(port, key=str(public))
+        worlds.open("connected", (PEER, 9))
+        assert info(worlds)["mode"] == "specialized"
+        impostor, _ = remote_worlds(port, key=other)
+        impostor.open("connected", (PEER, 9))
+    fell_back(impostor, "Ed25519 signature does not verify")
 
 
 # ------------------------------------------------------------------ faults: each falls back
