@@ -280,8 +280,12 @@ class RemoteSystem(SpecializationSystem):
                                     f".{broken.field} == {broken.value!r}")
             token.install()
             return
-        entry.key = key
-        self.cache[key] = entry
+        cached = self.cache.get(key)
+        if cached is not None and all(a.holds() for a in cached.assumptions):
+            entry = cached  # another token's request for the same context came back first: share its code
+        else:
+            entry.key = key
+            self.cache[key] = entry
         entry.refcount += 1
         self.evict()
         self.hold(token, entry)

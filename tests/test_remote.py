@@ -504,6 +504,23 @@ async def test_a_guard_event_while_a_request_is_in_flight(server: int) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_two_tokens_asking_for_one_context_at_once_share_the_code(server: int) -> None:
+    async with trio.open_nursery() as nursery:
+        worlds = Worlds()
+        client = TrioClient(lambda: trio.open_tcp_stream("127.0.0.1", server), nursery)
+        system = make_remote_system(worlds.special.stack, server=client, key=KEY)
+        worlds.open("connected", (PEER, 9))
+        worlds.second_token(None)
+        first = await settled(worlds.special.stack, worlds.special.token)
+        second = await settled(worlds.special.stack, worlds.special.second)
+        assert first["mode"] == second["mode"] == "specialized" and system.requests == 2
+        assert system.token(worlds.special.token).entry is system.token(worlds.special.second).entry
+        assert len(system.cache) == 1
+        worlds.send(b"first")
+        worlds.send(b"second", second=True)
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.tun
 async def test_over_pystack_tcp_on_tun(service: Service) -> None:
     """The device's requests travel over pystack's own TCP, on TUN, to the server on a kernel
