@@ -23,6 +23,7 @@ reply back into live objects, by path.
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import struct
 import sys
@@ -188,25 +189,22 @@ def follow(roots: dict[str, Any], path: list[Any]) -> Any:
     return value
 
 
-class Rebinder:
-    """Decodes a reply's values on the device: references to context objects are taken
-    afresh from the live roots by their paths, names from the loaded modules."""
+class Decoder:
+    """Values back from their encoding. ``reference(n)`` gives object ``n``: a stand-in on
+    the server, the live object on the device. The forms only a reply carries (attributes,
+    lists and dicts the specializer made, struct packers) are refused in a context."""
 
-    def __init__(self, roots: dict[str, Any], context: dict[str, Any]):
-        self.roots = roots
-        self.records = context["objects"]
-        self.bound: dict[int, Any] = {}
+    def __init__(self, count: int, reference: Callable[[int], Any], reply: bool):
+        self.count, self.reference, self.reply = count, reference, reply
 
     def decode(self, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
         if "r" in data:
             number = data["r"]
-            if number not in self.bound:
-                if not isinstance(number, int) or not 0 <= number < len(self.records):
-                    raise ContextError(f"reference to object {number!r}, which the context does not have")
-                self.bound[number] = follow(self.roots, self.records[number]["p"])
-            return self.bound[number]
+            if not isinstance(number, int) or not 0 <= number < self.count:
+                raise ContextError(f"reference to object {number!r}, which the context does not have")
+            return self.reference(number)
         if "t" in data:
             return tuple(self.decode(v) for v in data["t"])
         if "g" in data:
@@ -216,19 +214,29 @@ class Rebinder:
             if module is None:
                 raise ContextError(f"module {data['M']!r} is not loaded")
             return module
-        if "Z" in data:
-            return struct.Struct(data["Z"])
-        if "L" in data:
-            return [self.decode(v) for v in data["L"]]
-        if "D" in data:
-            return {self.decode(k): self.decode(v) for k, v in data["D"]}
-        if "a" in data:
-            owner, name = data["a"]
-            try:
-                return getattr(self.decode(owner), name)
-            except AttributeError as exc:
-                raise ContextError(str(exc)) from None
+        if self.reply:
+            if "Z" in data:
+                return struct.Struct(data["Z"])
+            if "L" in data:
+                return [self.decode(v) for v in data["L"]]
+            if "D" in data:
+                return {self.decode(k): self.decode(v) for k, v in data["D"]}
+            if "a" in data:
+                owner, name = data["a"]
+                try:
+                    return getattr(self.decode(owner), name)
+                except AttributeError as exc:
+                    raise ContextError(str(exc)) from None
         return decode_plain(data)
+
+
+class Rebinder(Decoder):
+    """Decodes a reply's values on the device: references to context objects are taken
+    afresh from the live roots by their paths, names from the loaded modules."""
+
+    def __init__(self, roots: dict[str, Any], context: dict[str, Any]):
+        records = context["objects"]
+        super().__init__(len(records), functools.cache(lambda number: follow(roots, records[number]["p"])), True)
 
 
 # ------------------------------------------------------------------ the server: stand-ins
@@ -258,7 +266,7 @@ def rebuild(context: Any, fields: dict[str, frozenset[str]]) -> tuple[dict[str, 
         if not isinstance(records, list) or not isinstance(roots, dict) or len(records) > MAX_OBJECTS:
             raise ContextError("a context is roots and at most {MAX_OBJECTS} objects")
         shells = [_shell(record) for record in records]
-        values = _Values(shells)
+        values = Decoder(len(shells), shells.__getitem__, False)
         for record, shell in zip(records, shells, strict=True):
             _fill(record, shell, values, fields)
         decoded = {name: values.decode(value) for name, value in roots.items()}
@@ -300,25 +308,7 @@ def _instance(cls_name: str) -> Any:
         return Opaque(cls_name)
 
 
-class _Values:
-    def __init__(self, shells: list[Any]):
-        self.shells = shells
-
-    def decode(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        if "r" in data:
-            return self.shells[data["r"]]
-        if "t" in data:
-            return tuple(self.decode(v) for v in data["t"])
-        if "g" in data:
-            return resolve_global(data["g"])
-        if "M" in data:
-            return sys.modules[data["M"]]
-        return decode_plain(data)
-
-
-def _fill(record: dict[str, Any], shell: Any, values: _Values, fields: dict[str, frozenset[str]]) -> None:
+def _fill(record: dict[str, Any], shell: Any, values: Decoder, fields: dict[str, frozenset[str]]) -> None:
     if "i" in record:
         items = record["i"]
         if isinstance(shell, dict):
