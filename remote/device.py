@@ -258,7 +258,8 @@ class RemoteSystem(SpecializationSystem):
         del self.pending[token.number]
         try:
             entry = self.verified(token, request, outcome)
-        except (ProtocolError, ContextError, RemoteFailure, OSError, SyntaxError, ValueError) as why:
+        except (ProtocolError, ContextError, RemoteFailure, OSError, SyntaxError, ValueError, TypeError, KeyError,
+                AttributeError, IndexError) as why:  # a malformed reply, even signed, is not loaded
             self.failures += 1
             token.mode = "generic"
             token.events.append(f"remote specialization failed: {why}")
