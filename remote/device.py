@@ -323,7 +323,12 @@ def make_remote_system(stack: Stack, *, server: tuple[str, int] | Any, key: byte
     HMAC key or the server's Ed25519 public key (bytes, or a file)."""
     if "specializer" in stack.extensions:
         raise ValueError("the stack has a specialization system already (make it remote before any token)")
-    client = BlockingClient(tuple(server), timeout) if isinstance(server, tuple) else server
+    if isinstance(server, tuple):
+        client: Any = BlockingClient(server, timeout)
+    elif callable(getattr(server, "submit", None)):
+        client = server
+    else:
+        raise TypeError(f"server must be (host, port) or a client such as TrioClient, not {server!r}")
     system = RemoteSystem(stack, client, Verifier(key))
     stack.extensions["specializer"] = system
     return system

@@ -402,6 +402,13 @@ def test_make_remote_system_after_tokens_is_refused(server: int) -> None:
         make_remote_system(worlds.special.stack, server=("127.0.0.1", server), key=KEY)
 
 
+def test_make_remote_system_refuses_a_bad_server_or_key() -> None:
+    with pytest.raises(TypeError, match=r"\(host, port\)"):
+        make_remote_system(Worlds().special.stack, server="127.0.0.1:7070", key=KEY)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        make_remote_system(Worlds().special.stack, server=("127.0.0.1", 7070), key=b"short")
+
+
 def test_the_server_serves_devices_concurrently(server: int) -> None:
     results: list[str] = []
 
