@@ -21,6 +21,7 @@ import functools
 import itertools
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,7 @@ from .protocol import (
 
 Done = Callable[[bytes | Exception], None]
 DEFAULT_TIMEOUT = 2.0
+DIGESTS = 1024  # local keys remembered with their context digests
 LOOKUPS = frozenset({"lookup:get", "lookup:__getitem__", "lookup:__contains__"})
 
 
@@ -218,6 +220,7 @@ class RemoteSystem(SpecializationSystem):
         self.client, self.verifier = client, verifier
         self.fields = declared_fields("pystack")
         self.pending: dict[int, int] = {}  # token number -> its request out
+        self.digests: OrderedDict[tuple, tuple] = OrderedDict()  # local cache key -> (scenario, context digest)
         self._requests = itertools.count(1)
         self.requests = self.failures = 0
         self.latency = 0.0  # of the last reply, request to installed code
@@ -228,6 +231,13 @@ class RemoteSystem(SpecializationSystem):
 
     def attach(self, token: Token) -> bool:
         self.prepare(token.subject)
+        # The thesis's lightweight hash first: the local system's key (the socket, its
+        # generation, the route table's...) remembers which context digest it had; an entry
+        # found that way is used as a local one is, if its facts hold. Else the snapshot.
+        local_key = self.cache_key(token.scenario, token.subject, token.statics)
+        key = self.digests.get(local_key)
+        if key is not None and self._hit(token, key):
+            return True
         try:
             context = self.context(token)
         except ContextError as why:
@@ -235,12 +245,11 @@ class RemoteSystem(SpecializationSystem):
             token.events.append(f"not specialized: {why}")
             return False
         key = (token.scenario.name, digest(token.scenario.name, context))
-        entry = self.cache.get(key)
-        if entry is not None and (entry.trusted or all(a.holds() for a in entry.assumptions)):
-            self.hits += 1
-            self.cache.move_to_end(key)
-            entry.refcount += 1
-            self.hold(token, entry)
+        self.digests[local_key] = key
+        self.digests.move_to_end(local_key)
+        if len(self.digests) > DIGESTS:
+            self.digests.popitem(last=False)
+        if self._hit(token, key):
             return True
         self.misses += 1
         self.requests += 1
@@ -249,6 +258,16 @@ class RemoteSystem(SpecializationSystem):
         self.pending[token.number] = request.number
         self.client.submit(request.encode(), functools.partial(self.arrived, token, request, key, time.perf_counter()))
         return token.mode == "specialized"
+
+    def _hit(self, token: Token, key: tuple) -> bool:
+        entry = self.cache.get(key)
+        if entry is None or not (entry.trusted or all(a.holds() for a in entry.assumptions)):
+            return False
+        self.hits += 1
+        self.cache.move_to_end(key)
+        entry.refcount += 1
+        self.hold(token, entry)
+        return True
 
     def arrived(self, token: Token, request: Request, key: tuple, started: float, outcome: bytes | Exception) -> None:
         """A request's outcome: install the code it brings, if it is what was asked for and
