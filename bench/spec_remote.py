@@ -16,7 +16,8 @@ For ``send`` on a connected UDP socket (udp_send_connected), each request a new 
   timed from the request to the installed code (the token sends generically
   meanwhile); needs root, else skipped;
 - **remote hit**: a second token for the same socket and context while the first holds
-  the code: the device's code manager answers, no request.
+  the code: the device's code manager answers (its lightweight key, then the facts), no
+  request, no snapshot.
 
 Bytes per request and reply are the frames' (4-byte length included); over TUN also
 the IP bytes the TUN carried each way for one request on a kept connection. The thin
@@ -204,7 +205,7 @@ def run(settings: Settings) -> Table:
         note(f"{NAME} #{repeat + 1}: " + ", ".join(f"{k} {median(v[-1]) * 1e3:.2f} ms" for k, v in runs.items()))
 
     table = Table(NAME, "Remote specialization, udp_send_connected (lower is better)",
-                  ["request", "requests", "median ms", "max ms", "goal", "met"])
+                  ["request", "requests", "median ms", "median us", "max ms", "goal", "met"])
     verdicts = []
     for label, samples in runs.items():
         value = median([median(r) for r in samples])
@@ -213,9 +214,9 @@ def run(settings: Settings) -> Table:
         met = ("yes" if value * 1e3 < MISS_GOAL_MS else "NO") if goal else ""
         if goal:
             verdicts.append(f"{label}: {value * 1e3:.1f} ms ({met})")
-        table.add(label, len(flat), value * 1e3, max(flat) * 1e3, goal, met)
+        table.add(label, len(flat), value * 1e3, round(value * 1e6), max(flat) * 1e3, goal, met)
     if tun_reason is not None:
-        table.add("remote miss, pystack TCP on TUN", 0, None, None, f"< {MISS_GOAL_MS:g} ms", "skipped")
+        table.add("remote miss, pystack TCP on TUN", 0, None, None, None, f"< {MISS_GOAL_MS:g} ms", "skipped")
         table.notes.append(f"pystack/TUN skipped: {tun_reason}")
     for where, (request, reply) in bytes_seen.items():
         table.notes.append(f"{where}: bytes per request {request}, per reply {reply} (the last request's frames, "
