@@ -14,6 +14,7 @@ specializer cannot use) gets an error reply, and the server goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import threading
@@ -72,12 +73,13 @@ class Service:
         if cached is not None:
             self.hits += 1
             self.cache.move_to_end(key)
-            return Reply(request.number, *list(cached.payload().values())[1:])
+            return dataclasses.replace(cached, number=request.number)
         self.misses += 1
         roots, numbers = rebuild(request.context, self.fields)
-        missing = set(scenario.binding_times) - set(roots) - {n for n, bt in scenario.binding_times.items() if bt == "D"}
-        if missing:
-            raise ContextError(f"the context lacks static parameters {sorted(missing)}")
+        static = {name for name, bt in scenario.binding_times.items() if bt == "S"}
+        if set(roots) != static:
+            raise ContextError(f"the context's roots {sorted(roots)} are not {scenario.name}'s static "
+                               f"parameters {sorted(static)}")
         entry = specialize(scenario, roots)
         encode = encoder(numbers, self.globals_by_id)
         assumptions = [[encode(a.subject), a.field if a.kind == "field" else encode(a.field), encode(a.value),
