@@ -29,6 +29,7 @@ from . import (
     ofo_flood,
     spec_code_size,
     spec_latency,
+    spec_remote,
     spec_send_path,
     spec_tcp_send,
     spec_tcp_stream,
@@ -41,7 +42,8 @@ from . import (
 )
 
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
-                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_udp_stream,
+                                                 spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_remote,
+                                                 spec_udp_stream,
                                                  ofo_flood, frag_flood, stingy, tux)}
 
 

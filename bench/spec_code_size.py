@@ -20,6 +20,7 @@ for TCP) are judged on bytecode bytes, the analogue of the thesis's compiled siz
 
 from __future__ import annotations
 
+from pystack.tokens.scenario import Scenario, all_scenarios
 from specializer.residual import (
     OTHER_TRANSPORT,
     code_size,
@@ -27,7 +28,6 @@ from specializer.residual import (
     reachable_functions,
     residual_size,
 )
-from specializer.scenario import Scenario, all_scenarios
 from specializer.show import build_world, world_defaults
 from specializer.system import specialize
 

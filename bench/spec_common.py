@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pystack.clock import MonotonicClock
 from pystack.socket import SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
+from pystack.tokens.system import system_of
 from specializer import (
     do_specialize_send,
     do_specialize_sendto,
     specialized_send,
     specialized_sendto,
 )
-from specializer.system import system_of
 
 from .common import KERNEL_ADDR, PREFIXLEN, STACK_ADDR
 

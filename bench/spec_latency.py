@@ -106,7 +106,7 @@ def misses(world: World, op: str, count: int, cpu: list[float] | None = None,
            functions: list[float] | None = None) -> list[float]:
     """``count`` misses; their wall times (their CPU times appended to ``cpu``, and the time
     each residual function of the request took, as the system measured it, to ``functions``)."""
-    from specializer.system import system_of
+    from pystack.tokens.system import system_of
 
     stack = world.stack
     system = system_of(stack)
@@ -153,7 +153,7 @@ class GcWatch:
 
 
 def hits(world: World, op: str, count: int, watch: GcWatch | None = None) -> list[float]:
-    from specializer.system import system_of
+    from pystack.tokens.system import system_of
 
     stack = world.stack
     system = system_of(stack)
@@ -217,7 +217,7 @@ def cold(repeats: int) -> list[dict[str, Any]]:
 
 def run(settings: Settings) -> Table:
     # (imported here, not at the top: the cold probe imports this module and times the import)
-    from specializer.system import system_of
+    from pystack.tokens.system import system_of
 
     miss_count = settings.pick(20, 5)
     hit_count = settings.pick(2_000, 200)

@@ -43,8 +43,8 @@ from typing import Any
 import trio
 
 from pystack.host.tun_host import TunHost
+from pystack.tokens.system import system_of
 from specializer import do_specialize_send, done_specialize_send, specialized_send, token_info
-from specializer.system import system_of
 
 from .common import (
     KERNEL_ADDR,

@@ -70,6 +70,14 @@ def build_parser() -> Parser:
     spec_list = spec_commands.add_parser("list", help="list the declared scenarios")
     spec_show = spec_commands.add_parser("show", help="binding times, residual code, assumptions and figures")
     spec_show.add_argument("scenario")
+    spec_serve = spec_commands.add_parser(
+        "serve", help="serve remote specialization to devices (thesis chapter 4)",
+        description="Specialize for devices that send their context (remote.device.make_remote_system), "
+                    "replying with signed residual code.")
+    spec_serve.add_argument("--listen", required=True, metavar="ADDR:PORT", help="where to listen (kernel TCP)")
+    spec_serve.add_argument("--key", required=True, metavar="FILE",
+                            help="a shared HMAC-SHA256 key (16 bytes or more), or an Ed25519 private key in PEM")
+    spec_serve.add_argument("--duration", type=float, metavar="SECONDS", help="stop by itself after SECONDS")
     for spec_parser in (spec_list, spec_show):
         spec_parser.add_argument("--module", metavar="PKG.MOD",
                                  help="a module with its own scenarios (a .spec.toml beside it) instead of pystack's")
@@ -244,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def spec(args: argparse.Namespace) -> int:
+    if args.spec_command == "serve":
+        return spec_serve(args)
     from specializer import show
 
     if args.module and os.getcwd() not in sys.path:
@@ -257,6 +267,35 @@ def spec(args: argparse.Namespace) -> int:
     except show.UsageError as bad:
         raise UsageError(str(bad)) from None
     return 0
+
+
+def spec_serve(args: argparse.Namespace) -> int:
+    """The specialization server, until a signal (or --duration)."""
+    from remote.protocol import Signer
+    from remote.server import Service, parse_listen, serve
+
+    try:
+        host, port = parse_listen(args.listen)
+        signer = Signer.from_file(args.key)
+    except (OSError, ValueError) as bad:
+        raise UsageError(str(bad)) from None
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration}")
+
+    async def run() -> int:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve, Service(signer), host, port)
+            print(f"pystack: specialization server on {host}:{bound}", flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await wait_for_stop(signals, args.duration)
+            nursery.cancel_scope.cancel()
+        return 0
+
+    try:
+        return trio.run(run)
+    except OSError as exc:
+        print(f"pystack: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
 
 
 def up(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ PMTU_EXPIRES = 600.0
 
 
 # Not slotted: the specializer watches the fields its code assumed from a route, and on an
-# instance dictionary a watched field is still read at full speed (specializer/watch.py).
+# instance dictionary a watched field is still read at full speed (pystack/tokens/watch.py).
 @dataclass(eq=False)
 class Route:
     prefix: int

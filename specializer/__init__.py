@@ -7,11 +7,11 @@ guarded by assumptions. Two ways in:
   ``do_specialize_send`` and the rest, for a socket of a Stack;
 * any importable module, through :func:`specialize`: scenarios declared in a
   ``.spec.toml`` beside the module, guards on the module's own objects and
-  events (:func:`announce`) and on its data (specializer.watch). See
+  events (:func:`announce`) and on its data (pystack.tokens.watch). See
   specializer/user.py and demos/tlv_options.py.
 """
 
-from .api import (
+from pystack.tokens.api import (
     do_default_send,
     do_default_sendto,
     do_specialize_send,
@@ -25,9 +25,10 @@ from .api import (
     specialized_sendto,
     token_info,
 )
+from pystack.tokens.scenario import DeclarationError, Scenario
+from pystack.tokens.system import StaleSpecialization
+
 from .pe import SpecializationError
-from .scenario import DeclarationError, Scenario
-from .system import StaleSpecialization
 from .user import (
     GuardRejected,
     Specialization,

@@ -12,6 +12,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from pystack.tokens.facts import _SIMPLE_TYPES, Diagnostic, _LookupAssumption, same
+
 from .control import (
     Frame,
     _CannotUnfold,
@@ -31,16 +33,7 @@ from .residual_ast import (
     _has_call,
 )
 from .source import _bind_simple, _signature, _suspends
-from .values import (
-    _SIMPLE_TYPES,
-    Diagnostic,
-    Dyn,
-    Static,
-    Value,
-    Virtual,
-    _LookupAssumption,
-    same,
-)
+from .values import Dyn, Static, Value, Virtual
 
 INLINE_DEPTH_LIMIT = 24
 

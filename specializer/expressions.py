@@ -11,6 +11,9 @@ import inspect
 import types
 from typing import Any
 
+from pystack.tokens.facts import _SIMPLE_TYPES, Assumption, _ItemAssumption
+from pystack.tokens.watch import plain_type
+
 from .control import (
     Frame,
     _CannotUnfold,
@@ -42,16 +45,7 @@ from .residual_ast import (
 )
 from .source import _rebound_globals
 from .trace import carry
-from .values import (
-    _SIMPLE_TYPES,
-    Assumption,
-    Dyn,
-    Static,
-    Value,
-    Virtual,
-    _ItemAssumption,
-)
-from .watch import plain_type
+from .values import Dyn, Static, Value, Virtual
 
 
 class Expressions:

@@ -14,7 +14,9 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .values import _SIMPLE_TYPES, Dyn, Static, Value, same
+from pystack.tokens.facts import _SIMPLE_TYPES, same
+
+from .values import Dyn, Static, Value
 
 if TYPE_CHECKING:
     from .control import Frame

@@ -23,6 +23,9 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from pystack.tokens.facts import _SIMPLE_TYPES, Assumption, Diagnostic, SpecializationError, Stats
+from pystack.tokens.scenario import Scenario
+
 from .calls import Calls
 from .control import (
     Frame,
@@ -36,23 +39,11 @@ from .facts import (
     _FreshList,
 )
 from .loops import Loops
-from .scenario import Scenario
 from .source import _suspends, function_ast
 from .statements import Statements
 from .trace import Trace
 from .trace import position as source_position
-from .values import (
-    _SIMPLE_TYPES,
-    Assumption,
-    Constants,
-    Diagnostic,
-    Dyn,
-    SpecializationError,
-    Static,
-    Stats,
-    Value,
-    Virtual,
-)
+from .values import Constants, Dyn, Static, Value, Virtual
 
 
 def evaluate(scenario: Scenario, statics: dict[str, Any]) -> tuple[Evaluator, list[ast.arg], list[ast.stmt]]:

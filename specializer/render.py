@@ -13,6 +13,7 @@ from typing import Any
 
 from pystack.route import Route, RouteTable
 from pystack.socket import Socket
+from pystack.tokens.facts import Assumption
 
 from .source import function_ast
 from .trace import (
@@ -25,7 +26,6 @@ from .trace import (
     Trace,
     position,
 )
-from .values import Assumption
 
 # What each colour means, in the order the legend gives them.
 MEANING = {

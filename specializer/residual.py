@@ -9,13 +9,13 @@ that every frozen object reference is a closure constant of the result.
 from __future__ import annotations
 
 import ast
-import builtins
 import dis
 import struct
 import types
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
+
+from pystack.tokens.system import CompiledResidual, factory, load_function
 
 from .trace import carry
 
@@ -437,18 +437,6 @@ def _inner_blocks(stmt: ast.AST) -> list[list[Any]]:
     return [inner for attr in _BLOCK_FIELDS[type(stmt)] if isinstance(inner := getattr(stmt, attr, None), list)]
 
 
-@dataclass
-class CompiledResidual:
-    function: types.FunctionType
-    tree: ast.FunctionDef
-    constants: dict[str, Any]
-
-    @property
-    def source(self) -> str:
-        """The residual code as Python text, made when someone asks (a third of compile time)."""
-        return ast.unparse(self.tree)
-
-
 def compile_residual(name: str, params: list[str], body: list[ast.stmt], constants: dict[str, Any],
                      filename: str, used: set[str] | None = None) -> CompiledResidual:
     """Compile ``def name(params): body`` with ``constants`` as closure variables.
@@ -463,15 +451,8 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
     if used is None:
         used = _names_used(fdef.body)
     closure = {k: v for k, v in constants.items() if k in used}
-    factory = ast.FunctionDef(
-        name="_factory",
-        args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=k) for k in closure], vararg=None,
-                           kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
-        body=[fdef, ast.Return(value=ast.Name(id=name, ctx=ast.Load()))],
-        decorator_list=[], returns=None, type_params=[],
-    )
-    module = ast.Module(body=[factory], type_ignores=[])
-    factory.lineno = fdef.lineno = 1
+    module = factory(fdef, list(closure))
+    module.body[0].lineno = fdef.lineno = 1
     _number_lines(fdef.body, 2)
     try:
         _fix_missing_locations(module, 1, 0, 1, _WHOLE_LINE)
@@ -479,10 +460,7 @@ def compile_residual(name: str, params: list[str], body: list[ast.stmt], constan
         ast.fix_missing_locations(module)
     # A traceback through the residual code shows its lines: linecache asks the module's
     # loader for the source (unparsed only then) under a file name that is not <...>.
-    namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": filename,
-                                 "__loader__": _ResidualSource(fdef)}
-    exec(compile(module, filename, "exec"), namespace)
-    function = namespace["_factory"](*closure.values())
+    function = load_function(module, name, closure, filename, _ResidualSource(fdef))
     return CompiledResidual(function, fdef, closure)
 
 

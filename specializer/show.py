@@ -38,6 +38,7 @@ from pystack.socket import (
 )
 from pystack.stack import Stack
 from pystack.tcp import api as tcp_api
+from pystack.tokens.scenario import DeclarationError, Scenario, all_scenarios
 
 from . import render
 from .pe import SpecializationError
@@ -48,7 +49,6 @@ from .residual import (
     reachable_functions,
     residual_size,
 )
-from .scenario import DeclarationError, Scenario, all_scenarios
 from .system import specialize
 from .user import build_statics, check_statics, scenario_of, scenarios
 

@@ -10,7 +10,7 @@ import types
 import weakref
 from typing import Any
 
-from .values import SpecializationError
+from pystack.tokens.facts import SpecializationError
 
 _MODULE_FUNCTIONS: dict[str, dict[int, ast.FunctionDef]] = {}
 

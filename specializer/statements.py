@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from pystack.tokens.facts import Diagnostic
+
 from .control import (
     Frame,
     _Bind,
@@ -40,13 +42,7 @@ from .residual_ast import (
     _load,
 )
 from .trace import position as source_position
-from .values import (
-    Diagnostic,
-    Dyn,
-    Static,
-    Value,
-    Virtual,
-)
+from .values import Dyn, Static, Value, Virtual
 
 
 class Statements:

@@ -15,7 +15,7 @@ Guards work as for the stack's socket tokens: an announced event gets the
 policy the declaration (or ``policy=``) gives it: ``reject`` refuses the change
 (:class:`GuardRejected`, raised by :func:`announce` before the change is made),
 ``fallback`` switches to the generic code, ``respecialize`` specializes again
-at the next call. Guards also sit on the data (specializer.watch): a write
+at the next call. Guards also sit on the data (pystack.tokens.watch): a write
 to a field the code assumed, announced or not, makes the next call check the
 assumptions and specialize again if one broke.
 """
@@ -27,9 +27,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .scenario import DeclarationError, Scenario, check_policies, module_scenarios
-from .system import Token, TokenSystem
-from .watch import plain_type
+from pystack.tokens.scenario import DeclarationError, Scenario, check_policies, module_scenarios
+from pystack.tokens.system import Token, TokenSystem
+from pystack.tokens.watch import plain_type
 
 USER_POLICIES = ("reject", "fallback", "respecialize")  # "reinforce" is the stack's, for routes
 

@@ -37,6 +37,7 @@ from pystack.links.virtual import VirtualNetwork
 from pystack.route import Route
 from pystack.socket import F_SETFL, O_NONBLOCK, Socket
 from pystack.stack import Stack
+from pystack.tokens.system import StaleSpecialization, system_of
 from specializer import (
     do_specialize_send,
     do_specialize_sendto,
@@ -48,7 +49,6 @@ from specializer import (
     specialized_sendto,
     token_info,
 )
-from specializer.system import StaleSpecialization, system_of
 
 Address = tuple[str, int]
 

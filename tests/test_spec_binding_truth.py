@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pystack.tokens.scenario import all_scenarios
 from specializer import render
-from specializer.scenario import all_scenarios
 from specializer.show import build_world, world_defaults
 from specializer.system import specialize
 from specializer.trace import SHOWN_BOTH, SHOWN_DEAD, SHOWN_DYNAMIC, SHOWN_STATIC

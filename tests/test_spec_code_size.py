@@ -6,13 +6,13 @@ import ast
 import subprocess
 import sys
 
+from pystack.tokens.scenario import all_scenarios
 from specializer.residual import OTHER_TRANSPORT, reachable_functions
-from specializer.scenario import all_scenarios
 
 PROBE = """
 import sys
 from specializer.residual import OTHER_TRANSPORT, reachable_functions
-from specializer.scenario import all_scenarios
+from pystack.tokens.scenario import all_scenarios
 {imports}
 scenario = all_scenarios()["{name}"]
 found = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT[scenario.protocol])

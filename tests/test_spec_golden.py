@@ -29,8 +29,8 @@ from pystack.links.virtual import VirtualNetwork
 from pystack.route import RouteTable, cached_route
 from pystack.socket import IP_TTL, IPPROTO_IP, SO_ADU, SOL_SOCKET
 from pystack.stack import Stack
+from pystack.tokens.system import system_of
 from specializer import do_specialize_send, do_specialize_sendto, specialized_send, token_info
-from specializer.system import system_of
 
 GOLDEN = Path(__file__).parent / "golden" / "udp_send_connected.py.txt"
 ME, GATEWAY, FAR = "198.18.0.2", "198.18.0.1", "198.18.7.9"

@@ -6,7 +6,7 @@ connect and do_specialize_send, an ICMP quoting acknowledged data, the
 handshake under a token taken after EINPROGRESS, the trio driver replacing
 an interface's sink. The last tests show the mechanism that makes such
 bugs impossible: a write to any field a live token assumes, from anywhere,
-makes the guard act (specializer/watch.py), and a guard acting during
+makes the guard act (pystack/tokens/watch.py), and a guard acting during
 packet input never raises out of it.
 """
 
@@ -26,8 +26,8 @@ from pystack.links.virtual import Transmission, VirtualNetwork
 from pystack.socket import SOCK_STREAM, SOL_SOCKET
 from pystack.stack import Stack
 from pystack.tcp.tcb import ESTABLISHED
+from pystack.tokens.system import system_of
 from specializer import do_specialize_send, specialized_send, token_info
-from specializer.system import system_of
 from tests.tcp_world import Connection, outcome
 
 ME, PEER = "198.18.0.2", "198.18.0.1"
@@ -303,7 +303,7 @@ def test_a_misspelt_policy_or_event_is_refused_with_the_valid_ones(policy, named
 
 
 def test_the_declaration_loader_checks_policies_the_same_way(tmp_path):
-    from specializer.scenario import DeclarationError, load_scenarios
+    from pystack.tokens.scenario import DeclarationError, load_scenarios
 
     data = {"scenario": {"s": {"entry": "pystack.stack:Stack.send", "params": {"self": "S", "fd": "S", "data": "D",
                                                                                 "flags": "S"},
@@ -315,7 +315,7 @@ def test_the_declaration_loader_checks_policies_the_same_way(tmp_path):
 def test_the_watch_works_on_slotted_classes_and_refuses_builtins():
     from dataclasses import dataclass
 
-    from specializer.watch import plain_type, unwatch, watch, watchers_of
+    from pystack.tokens.watch import plain_type, unwatch, watch, watchers_of
 
     @dataclass(slots=True)
     class Point:

@@ -30,6 +30,7 @@ from pystack.socket import (
     SOL_SOCKET,
 )
 from pystack.stack import Stack
+from pystack.tokens.system import StaleSpecialization, system_of
 from specializer import (
     do_default_send,
     do_specialize_send,
@@ -41,7 +42,6 @@ from specializer import (
     specialized_sendto,
     token_info,
 )
-from specializer.system import StaleSpecialization, system_of
 from tests.spec_worlds import FAR, ME, ME1, PEER, PEER1, IfaceConf, Rejected, RouteConf, Worlds
 
 FAR_NET = "198.18.7.0"

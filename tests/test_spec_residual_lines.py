@@ -9,8 +9,8 @@ import traceback
 import pytest
 
 from pystack.links.virtual import VirtualNetwork
+from pystack.tokens.scenario import all_scenarios
 from specializer import do_specialize_send, specialized_send
-from specializer.scenario import all_scenarios
 from specializer.show import build_world, world_defaults
 from specializer.system import specialize
 

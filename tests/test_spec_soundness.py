@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import tests.spec_user_module as user
+from pystack.tokens.scenario import Scenario
 from specializer.pe import SpecializationError
-from specializer.scenario import Scenario
 from specializer.system import specialize
 
 

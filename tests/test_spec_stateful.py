@@ -44,8 +44,8 @@ from pystack.socket import (
     SO_SNDBUF,
     SOL_SOCKET,
 )
-from specializer.scenario import POLICIES
-from specializer.system import system_of
+from pystack.tokens.scenario import POLICIES
+from pystack.tokens.system import system_of
 from tests.spec_worlds import FAR, ME, ME1, PEER, PEER1, IfaceConf, Rejected, RouteConf, Worlds
 
 EVENTS = ("setsockopt", "fcntl", "connect", "bind", "shutdown", "close", "route")

@@ -135,8 +135,8 @@ def test_committed_adu_folds_the_size_checks_and_stays_equivalent():
 def test_segments_clocked_out_by_acks_run_the_specialized_output():
     """A bulk send leaves most segments to the ACKs: the token installs the connection's
     output routine (scenario tcp_output), which the stack runs on every arriving segment."""
+    from pystack.tokens.system import system_of
     from specializer import done_specialize_send
-    from specializer.system import system_of
 
     generic = World(nodelay=True, sack=True, timestamps=True)
     special = World(nodelay=True, sack=True, timestamps=True)
@@ -162,7 +162,7 @@ def test_segments_clocked_out_by_acks_run_the_specialized_output():
 
 
 def test_the_output_routine_falls_back_when_the_connection_closes():
-    from specializer.system import system_of
+    from pystack.tokens.system import system_of
 
     world = World(nodelay=True, sack=True, timestamps=True)
     token = do_specialize_send(world.stack, world.fd)
@@ -183,7 +183,7 @@ def test_a_path_mtu_drop_makes_both_routines_respecialize_for_the_new_mss():
     specialize again for the new MSS, and the segments stay those of the generic stack."""
     from scapy.all import ICMP, IP
 
-    from specializer.system import system_of
+    from pystack.tokens.system import system_of
 
     generic = World(nodelay=True, sack=True, timestamps=True)
     special = World(nodelay=True, sack=True, timestamps=True)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specializer.scenario import Scenario
+from pystack.tokens.scenario import Scenario
 from specializer.system import specialize
 
 
