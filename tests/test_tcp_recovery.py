@@ -147,6 +147,28 @@ def test_initial_window_is_ten_segments():
     bench.expect_nothing()
 
 
+def test_psh_of_retransmissions_is_that_of_the_packet_they_leave_in():
+    """Linux sets PSH on the last segment of a GSO packet of several on the copy it transmits, not
+    on the queued skb: a segment retransmitted alone has no PSH, a lost packet retransmitted whole
+    as far as cwnd allows has it on its last segment (__tcp_transmit_skb, tcp_xmit_retransmit_queue)."""
+    bench, conn = opened(RTO_ONLY, rtt=0.1)
+    sent = send_window(bench, conn, 14)
+    index = {p.seq: i for i, p in enumerate(sent)}
+    assert [p.flags for p in sent] == ["A", "PA"] * 5  # packets of two segments: 0-1, 2-3, ...
+
+    def retransmitted():
+        return [(index[p.seq], p.flags) for p in bench.take()]
+
+    bench.advance(0.3)
+    assert retransmitted() == [(0, "A")]  # the RTO: cwnd 1, every segment out is lost
+    conn.send("A", ack=sent[1].seq)
+    assert retransmitted() == [(1, "A"), (2, "A")]  # cwnd 2: the tail of 0-1, then 2 alone
+    conn.send("A", ack=sent[2].seq)
+    assert retransmitted() == [(3, "A"), (4, "A")]
+    conn.send("A", ack=sent[4].seq)
+    assert retransmitted() == [(5, "A"), (6, "A"), (7, "PA"), (8, "A")]  # 6-7 whole: PSH on 7
+
+
 def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
     bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)

@@ -86,12 +86,13 @@ class Sent:
 
     seq: int
     end: int  # seq + data length + SYN + FIN
-    flags: int  # SYN / FIN / PSH carried (a retransmission keeps the flags it had, as Linux)
+    flags: int  # SYN / FIN / PSH of Linux's skb (a retransmission keeps them, as Linux)
     sent_at: float
     retransmits: int = 0
     sacked: bool = False
     lost: bool = False
     in_retransmit: bool = False  # retransmitted and not yet acknowledged or marked lost again
+    packet_end: bool = False  # last segment of the GSO packet it left in (where Linux's skb ended)
 
     @property
     def length(self) -> int:
