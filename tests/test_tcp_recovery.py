@@ -18,6 +18,7 @@ NO_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("Timestamp", (1, 0)), (
 RENO = TcpConfig(congestion_control="reno")  # the tests of the NewReno arithmetic (halving on loss)
 RTO_ONLY = TcpConfig(early_retrans=0)  # no tail loss probe (RFC 8985 TLP): the tests of the RTO alone
 DUPTHRESH = TcpConfig(recovery=0)  # RFC 6675's DupThresh finds the losses, not RACK (tcp_recovery=0)
+NO_FRTO = TcpConfig(early_retrans=0, frto=0)  # the RTO alone, and no F-RTO (RFC 5682) after it
 NO_TS = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
 
@@ -151,7 +152,7 @@ def test_psh_of_retransmissions_is_that_of_the_packet_they_leave_in():
     """Linux sets PSH on the last segment of a GSO packet of several on the copy it transmits, not
     on the queued skb: a segment retransmitted alone has no PSH, a lost packet retransmitted whole
     as far as cwnd allows has it on its last segment (__tcp_transmit_skb, tcp_xmit_retransmit_queue)."""
-    bench, conn = opened(RTO_ONLY, rtt=0.1)
+    bench, conn = opened(NO_FRTO, rtt=0.1)  # go-back-N after the RTO
     sent = send_window(bench, conn, 14)
     index = {p.seq: i for i, p in enumerate(sent)}
     assert [p.flags for p in sent] == ["A", "PA"] * 5  # packets of two segments: 0-1, 2-3, ...
@@ -264,7 +265,8 @@ def test_limited_transmit_with_sack():
 
 
 def test_rto_in_recovery_enters_loss_and_restarts_from_one_segment():
-    bench, conn = opened(RENO, syn_options=NO_SACK)
+    # Without F-RTO, which would send new data at the first ACK (see the F-RTO tests below).
+    bench, conn = opened(TcpConfig(congestion_control="reno", frto=0), syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
     s = [p.seq for p in send_window(bench, conn, 12)]
     bench.advance(0.2)
@@ -274,6 +276,60 @@ def test_rto_in_recovery_enters_loss_and_restarts_from_one_segment():
     conn.send("A", ack=s[1])  # go-back-N, slow start from 1
     assert [p.seq for p in bench.take()] == [s[1], s[2]]
     assert tcb.cwnd == 2
+
+
+# ---------------------------------------------------------------- F-RTO (RFC 5682, Linux tcp_frto=2)
+
+
+def rto_then_first_ack(syn_options: list | None = None, segments: int = 14):
+    """Ten segments out, the RTO retransmits the first; its ACK comes. F-RTO (on by default, as in
+    Linux) sends new data for that ACK instead of retransmitting the next segment (step 2b)."""
+    bench, conn = opened(RTO_ONLY, rtt=0.1, syn_options=syn_options)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, segments)]
+    s += [s[-1] + MSS * i for i in range(1, segments - len(s) + 1)]
+    assert tcb.cwnd == 10 and tcb.ssthresh == 0x7FFFFFFF
+    bench.advance(0.3)
+    assert [p.seq for p in bench.take()] == [s[0]]
+    assert tcb.ca_state == CA_LOSS and tcb.cwnd == 1 and tcb.ssthresh == 7  # CUBIC: 0.7 of 10
+    conn.send("A", ack=s[1])
+    assert [p.seq for p in bench.take()] == [s[10], s[11]]  # new data, not s[1] again
+    assert tcb.ca_state == CA_LOSS and tcb.cwnd == 2
+    return bench, conn, tcb, s
+
+
+@pytest.mark.parametrize("syn_options", [None, NO_SACK], ids=["sack", "no-sack"])
+def test_frto_undoes_a_spurious_rto(syn_options):
+    """The next ACK covers data that was never retransmitted: the original segments were only
+    delayed, the RTO was spurious, and cwnd and ssthresh are what they were (step 3b)."""
+    bench, conn, tcb, s = rto_then_first_ack(syn_options)
+    conn.send("A", ack=s[2])
+    assert tcb.ca_state == CA_OPEN and tcb.lost_out == 0
+    assert tcb.cwnd >= 10 and tcb.ssthresh == 0x7FFFFFFF  # Linux: max(cwnd, prior), max(ssthresh, prior)
+    assert bench.counters.tcp["TCPSpuriousRTOs"] == 1 and bench.counters.tcp["TCPLossUndo"] == 1
+    # Nothing more is retransmitted: the rest of the first flight is not lost after all.
+    assert all(p.seq >= s[12] for p in bench.take())
+
+
+def test_frto_sees_a_real_loss_and_goes_on_retransmitting():
+    """A SACK for the new data while the rest of the flight stays unacknowledged: the loss was
+    real (step 3a); retransmissions go on and cwnd stays reduced."""
+    bench, conn, tcb, s = rto_then_first_ack()
+    conn.send("A", ack=s[1], sack=[(s[10], s[11] + MSS)])
+    assert not tcb.frto and tcb.ca_state == CA_LOSS
+    assert [p.seq for p in bench.take()][:1] == [s[1]]  # the lost segments again, from the first
+    assert tcb.cwnd < 10 and bench.counters.tcp["TCPSpuriousRTOs"] == 0
+
+
+def test_without_frto_the_first_ack_after_an_rto_is_go_back_n():
+    bench, conn = opened(NO_FRTO, rtt=0.1)
+    s = [p.seq for p in send_window(bench, conn, 14)]
+    bench.advance(0.3)
+    assert [p.seq for p in bench.take()] == [s[0]]
+    conn.send("A", ack=s[1])
+    assert [p.seq for p in bench.take()] == [s[1], s[2]]
+    conn.send("A", ack=s[3])
+    assert tcb_of(bench, conn).ca_state == CA_LOSS and bench.counters.tcp["TCPSpuriousRTOs"] == 0
 
 
 # ---------------------------------------------------------------- congestion control

@@ -602,6 +602,7 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     rtt_sample = None
     retransmitted_acked = False
     reord = prior_fack  # the lowest segment delivered late, never retransmitted nor SACKed
+    frto = tcb.frto
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
         acked_segments += not sent.sacked  # newly delivered (a SACKed one was counted then)
@@ -610,6 +611,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
             rtt_sample = now - sent.sent_at
             if not sent.sacked and seq_lt(sent.seq, reord):
                 reord = sent.seq
+            if frto and not sent.sacked and seq_le(sent.end, tcb.recover):
+                tcb.frto_delivered = True
         else:
             retransmitted_acked = True
     if tcb.sack_ok:

@@ -234,8 +234,14 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
-    sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
+    frto_new = tcb.frto_new  # F-RTO's new data first: retransmissions only if none could go
+    tcb.frto_new = False
+    sent_any = tcb.lost_out > 0 and not frto_new and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
+    if frto_new and not sent_new:
+        tcb.frto = False  # conventional recovery after all (Linux tcp_xmit_recovery)
+        sent_any = retransmit_lost(stack, tcb, now)
+        in_flight = tcb.in_flight()
     sent_any = sent_new or sent_any
     cwnd_limited = in_flight >= tcb.cwnd
     if sent_new or cwnd_limited:

@@ -78,6 +78,7 @@ class TcpConfig:
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
     recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
+    frto: int = 2  # tcp_frto: F-RTO (RFC 5682, SACK-enhanced) finds spurious timeouts and undoes them; 0 off
 
 
 @dataclass(eq=False, slots=True)
@@ -167,6 +168,13 @@ class TCB:
     recover: int = 0
     dupacks: int = 0
     prior_cwnd: int = 0
+    prior_ssthresh: int = 0  # ssthresh before an RTO, restored if it proves spurious (0: nothing to restore)
+    # F-RTO (RFC 5682; Linux tp->frto) after an RTO: the timeout may yet prove spurious; the next
+    # output sends new data in place of retransmissions (its step 2b); this ACK (S)ACKed data
+    # below ``recover`` that was never retransmitted (Linux FLAG_ORIG_SACK_ACKED).
+    frto: bool = False
+    frto_new: bool = False
+    frto_delivered: bool = False
     prr_delivered: int = 0
     prr_out: int = 0
     ca: Reno | Cubic = field(default_factory=Cubic)  # the congestion control algorithm's state
