@@ -276,7 +276,8 @@ def test_pystack_config_follows_the_sysctls():
     cfg, unmodelled = pystack_tcp_config(PACKETDRILL_DEFAULTS)
     assert cfg.window_scale == 8  # ilog2(15 MB) - 15, as Linux computes it
     assert (cfg.rmem_default, cfg.wmem_default, cfg.syn_retries) == (540000, 262144, 5)
-    assert cfg.congestion_control == "cubic" and "net.ipv4.tcp_frto" in unmodelled
+    assert cfg.congestion_control == "cubic" and cfg.frto == 2 and "net.ipv4.tcp_frto" not in unmodelled
+    assert "net.ipv4.tcp_dsack" in unmodelled
     reno, unmodelled = pystack_tcp_config({"net.ipv4.tcp_congestion_control": "reno"})
     assert reno.congestion_control == "reno" and not unmodelled
     assert pystack_tcp_config({"net.ipv4.tcp_congestion_control": "bbr"})[1] == ["net.ipv4.tcp_congestion_control"]
