@@ -66,10 +66,6 @@ PYSTACK_MISMATCHES = {
                                    "queue falls to 2/3 of the send buffer (sk_stream_min_wspace); pystack "
                                    "counts payload bytes against SO_SNDBUF where Linux counts skb memory "
                                    "(truesize), so the rest of the write fits sooner on pystack",
-    "limited_transmit/limited-transmit-no-sack.pkt": "line 39: after the undo (reordering, not loss) pystack "
-                                                     "sends 12001:15001 at the ACK of 3001 (0.33 s); Linux's "
-                                                     "cwnd allows 2 segments then, and 14001:15001 waits for "
-                                                     "the ACK of 5001 (0.35 s)",
 }
 
 

@@ -251,6 +251,22 @@ def test_sack_recovery_retransmits_several_holes_in_one_round_trip():
     assert bench.counters.tcp.get("Timeouts", 0) == 0
 
 
+def test_without_sack_an_ack_after_duplicate_acks_counts_only_the_new_delivery():
+    """Reordering without SACK: each duplicate ACK was counted delivered when it came, so the ACK
+    that covers three segments after two of them delivers one more, and slow start grows cwnd by
+    one (Linux tcp_remove_reno_sacks; packetdrill's limited-transmit-no-sack.pkt)."""
+    bench, conn = opened(syn_options=NO_SACK)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 15)]
+    s += [s[-1] + MSS * i for i in range(1, 6)]
+    for i in (10, 11):
+        conn.send("A", ack=s[0])
+        bench.expect(seq=s[i])  # limited transmit
+    conn.send("A", ack=s[3])
+    assert tcb.ca_state == CA_OPEN and tcb.cwnd == 11
+    assert [p.seq for p in bench.take()] == [s[12], s[13]]  # 11 - 9 in flight
+
+
 def test_limited_transmit_with_sack():
     bench, conn = opened(DUPTHRESH)
     s = [p.seq for p in send_window(bench, conn)]

@@ -28,9 +28,11 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
         frto_ack(stack, tcb, True, newly_sacked > 0)
     lost_before = tcb.lost_out
     if not tcb.sack_ok and acked_segments:
-        # One segment filled the hole; the others had each earned a duplicate ACK (Linux
-        # tcp_remove_reno_sacks).
+        # One segment filled the hole; the others had each earned a duplicate ACK, and were
+        # counted delivered then: only the rest are delivered now (Linux tcp_remove_reno_sacks).
+        delivered = max(acked_segments - tcb.dupacks, 1)
         tcb.dupacks = max(tcb.dupacks - (acked_segments - 1), 0)
+        acked_segments = delivered
     if tcb.ca_state <= CA_DISORDER:
         tcb.dupacks = 0
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
