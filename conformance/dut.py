@@ -153,6 +153,7 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
     "tcp_synack_retries": ("synack_retries", int),
     "tcp_early_retrans": ("early_retrans", int),
     "tcp_frto": ("frto", int),
+    "tcp_recovery": ("recovery", int),
     "tcp_reordering": ("reordering", int),
     "tcp_fin_timeout": ("fin_timeout", float),
     "tcp_keepalive_time": ("keepalive_time", float),

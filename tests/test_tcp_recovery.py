@@ -333,8 +333,21 @@ def test_frto_sees_a_real_loss_and_goes_on_retransmitting():
     bench, conn, tcb, s = rto_then_first_ack()
     conn.send("A", ack=s[1], sack=[(s[10], s[11] + MSS)])
     assert not tcb.frto and tcb.ca_state == CA_LOSS
+    assert tcb.backoff == 0  # the SACKed segment, never resent, is an RTT sample (Linux)
     assert [p.seq for p in bench.take()][:1] == [s[1]]  # the lost segments again, from the first
     assert tcb.cwnd < 10 and bench.counters.tcp["TCPSpuriousRTOs"] == 0
+
+
+def test_without_sack_the_loss_state_holds_until_data_above_recover_is_acked():
+    """An ACK of exactly what was out at the RTO (or at F-RTO's new data) keeps the Loss state
+    without SACK, also after an undo: a duplicate ACK then could be for a resent segment (Linux
+    tcp_is_non_sack_preventing_reopen); the next ACK above ends it."""
+    bench, conn, tcb, s = rto_then_first_ack(NO_SACK)
+    conn.send("A", ack=s[10])  # the whole first flight: the RTO was spurious, undone
+    assert bench.counters.tcp["TCPSpuriousRTOs"] == 1 and tcb.cwnd >= 10
+    assert tcb.ca_state == CA_LOSS
+    conn.send("A", ack=s[11])
+    assert tcb.ca_state == CA_OPEN
 
 
 def test_without_frto_the_first_ack_after_an_rto_is_go_back_n():

@@ -36,8 +36,8 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
     if tcb.ca_state <= CA_DISORDER:
         tcb.dupacks = 0
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
-    elif tcb.ca_state == CA_CWR and tcb.snd_una == tcb.recover:
-        pass  # CWR holds until data above high_seq is ACKed: the CWR flag reached the peer (Linux)
+    elif state_holds(tcb):
+        pass
     elif seq_ge(tcb.snd_una, tcb.recover):
         was_loss = tcb.ca_state == CA_LOSS
         finish_recovery(stack, tcb)
@@ -108,6 +108,14 @@ def on_old_ack(stack: Stack, tcb: TCB) -> None:
             rack_mark_lost(stack, tcb)
         else:
             mark_lost_by_sack(stack, tcb)
+
+
+def state_holds(tcb: TCB) -> bool:
+    """An ACK of exactly ``recover`` ends neither CWR (until data above it is ACKed, the CWR flag
+    has not surely reached the peer) nor, without SACK, Loss (a duplicate ACK then could be for a
+    resent segment: RFC 6582's care; Linux tcp_is_non_sack_preventing_reopen)."""
+    return tcb.snd_una == tcb.recover and (
+        tcb.ca_state == CA_CWR or (tcb.ca_state == CA_LOSS and not tcb.sack_ok))
 
 
 def keep_open(tcb: TCB) -> None:
@@ -369,7 +377,8 @@ def undo_loss(stack: Stack, tcb: TCB) -> None:
     tcb.prior_ssthresh = 0
     tcb.frto = tcb.frto_new = False
     tcb.retransmits = 0
-    tcb.ca_state = CA_OPEN
+    if not state_holds(tcb):
+        tcb.ca_state = CA_OPEN
     stack.counters.tcp["TCPLossUndo"] += 1
     stack.counters.tcp["TCPSpuriousRTOs"] += 1
 
@@ -391,9 +400,13 @@ def check_reordering(stack: Stack, tcb: TCB, low_seq: int, prior_fack: int) -> N
     tcb.reord_seen += 1
 
 
-def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float, prior_fack: int) -> int:
-    """Mark queued segments covered by SACK blocks; returns how many became SACKed."""
+def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float,
+               prior_fack: int) -> tuple[int, float | None]:
+    """Mark queued segments covered by SACK blocks; returns how many became SACKed, and when the
+    earliest of them that was never retransmitted was sent (an RTT sample, as Linux takes one
+    from SACKed data: tcp_sacktag_one's first_sackt), None if none."""
     newly = 0
+    first_sent = None
     reord = prior_fack
     for start, end in blocks:
         if not (seq_gt(end, start) and seq_ge(start, tcb.snd_una) and seq_le(end, tcb.snd_nxt)):
@@ -404,11 +417,14 @@ def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float
             tcb.mark_sacked(item)
             rack_advance(tcb, item, now)
             newly += 1
-            if tcb.frto and not item.retransmits and seq_le(item.end, tcb.recover):
-                tcb.frto_delivered = True
+            if not item.retransmits:
+                if first_sent is None or item.sent_at < first_sent:
+                    first_sent = item.sent_at
+                if tcb.frto and seq_le(item.end, tcb.recover):
+                    tcb.frto_delivered = True
             if not item.retransmits and seq_lt(item.seq, reord):
                 reord = item.seq
             if tcb.highest_sack is None or seq_gt(item.end, tcb.highest_sack):
                 tcb.highest_sack = item.end
     check_reordering(stack, tcb, reord, prior_fack)
-    return newly
+    return newly, first_sent

@@ -56,8 +56,6 @@ PYSTACK_MISMATCHES = {
                                   "timer) and again at the RTO; pystack resends it once at +100 ms",
     "tlp_tail_loss_probe": "first flight: Linux sends a 6th packet, the tail loss probe (RFC 8985, ~10 ms after "
                            "the flight, PTO = 2*SRTT); pystack has no TLP",
-    "frto_genuine_loss": "after the ACK of the resent segment alone: Linux (F-RTO) sends new segment 4, pystack "
-                         "resends segments 2 and 3 at once",
     "tcp_user_timeout": "TCP_USER_TIMEOUT 500 ms: Linux retransmits at +0.21 s and +0.66 s before giving up, "
                         "pystack at +0.2 s only (it gives up when the next RTO would pass the timeout)",
     "tcp_synack_wrong_ack": "after a SYN-ACK with a wrong ACK: Linux sends the RST and resends its SYN ~13 ms "
