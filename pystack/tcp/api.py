@@ -77,6 +77,8 @@ TCP_NOTSENT_LOWAT = 25
 TCP_INQ = 36  # recvmsg reports the bytes left to read in a TCP_CM_INQ control message
 TCP_CM_INQ = TCP_INQ
 TCP_CA_NAME_MAX = 16
+MAX_SKB_FRAGS = 17  # Linux's net.core.max_skb_frags default: page frags per skb
+PAGE_SIZE = 4096
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
@@ -179,8 +181,9 @@ def tcb_take_error(tcb: TCB) -> int:
     return error
 
 
-def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
-    """Queue data for sending; returns how much was taken (all of it, unless space ran out)."""
+def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: list[int] | None = None) -> int:
+    """Queue data for sending; returns how much was taken (all of it, unless space ran out).
+    ``pieces``: the lengths of the buffers ``data`` was gathered from (sendmsg's iovec)."""
     tcb: TCB = sock.tcb
     if flags & MSG_OOB:
         raise oserror(errno.EOPNOTSUPP, "urgent data is not supported")
@@ -202,6 +205,8 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     tcb.send_buffer += taken
     if flags & MSG_ZEROCOPY and sock.zerocopy:
         zerocopy_send(tcb, sock, start)
+        if pieces:
+            end_full_skbs(tcb, start, pieces, len(taken))
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
@@ -209,6 +214,22 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
     return len(taken)
+
+
+def end_full_skbs(tcb: TCB, start: int, pieces: list[int], taken: int) -> None:
+    """MSG_ZEROCOPY pins the pages of each buffer as frags of an skb, and an skb holds at most
+    MAX_SKB_FRAGS: Linux then pushes it (PSH) and starts another (tcp_sendmsg_locked), so no
+    segment spans the boundary, as none spans a record's end (MSG_EOR)."""
+    frags = offset = 0
+    for length in pieces:
+        pages = max(1, -(-length // PAGE_SIZE))
+        if frags and frags + pages > MAX_SKB_FRAGS:
+            if offset >= taken:
+                return
+            tcb.eor_ends.append(seq_add(start, offset))
+            frags = 0
+        frags += pages
+        offset += length
 
 
 def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
