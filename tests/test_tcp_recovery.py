@@ -4,12 +4,15 @@ congestion avoidance, path MTU decrease."""
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 from scapy.all import ICMP, IP
 
 from pystack.socket import IPPROTO_TCP
 from pystack.tcp.api import TCP_USER_TIMEOUT
 from pystack.tcp.tcb import CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TcpConfig
+from pystack.wire.tcp import PSH
 
 from .tcp_harness import PEER, PeerBench, passive_open
 
@@ -168,6 +171,49 @@ def test_psh_of_retransmissions_is_that_of_the_packet_they_leave_in():
     assert retransmitted() == [(3, "A"), (4, "A")]
     conn.send("A", ack=sent[4].seq)
     assert retransmitted() == [(5, "A"), (6, "A"), (7, "PA"), (8, "A")]  # 6-7 whole: PSH on 7
+
+
+def after_an_rto_with_cwnd_2():
+    """One segment, lost to the RTO and then acknowledged: cwnd 2, Open, nothing in flight (as in
+    packetdrill's cubic-rto-ss-ca-cwnd-bump.pkt)."""
+    bench, conn = opened(RTO_ONLY, rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    bench.stack.send(conn.fd, bytes(1000))
+    (first,) = bench.take()
+    bench.advance(0.3)
+    assert len(bench.take()) == 1
+    conn.send("A", ack=first.seq + 1000)
+    assert (tcb.cwnd, tcb.ca_state, tcb.rtx) == (2, CA_OPEN, deque())
+    return bench, conn, tcb
+
+
+def test_a_gso_packet_takes_at_most_half_of_cwnd():
+    """Linux keeps two packets in flight: a packet takes at most half of cwnd (tcp_cwnd_test), so
+    with cwnd 2 the two segments leave as two packets of one, neither with PSH."""
+    bench, conn, _tcb = after_an_rto_with_cwnd_2()
+    bench.stack.send(conn.fd, bytes(MSS * 10))
+    assert [p.flags for p in bench.take()] == ["A", "A"]
+
+
+def test_psh_is_forced_where_a_write_passes_half_the_peers_window():
+    """Linux marks PSH, as it queues a write, on the full skb (a GSO packet's worth) that takes
+    the data queued since the last PSH past half the peer's largest window (forced_push); the
+    segment that ends there keeps it, also when retransmitted."""
+    bench, conn, tcb = after_an_rto_with_cwnd_2()
+    half = tcb.max_snd_wnd // 2
+    goal = 2 * MSS  # two segments per GSO packet at this rate (tcp_tso_autosize's minimum)
+    start = tcb.snd_nxt
+    bench.stack.send(conn.fd, bytes(MSS * 60))
+    first = (half // goal + 1) * goal  # the first skb to end past half the window
+    second = ((first + half) // goal + 1) * goal
+    assert second < 60 * MSS < ((second + half) // goal + 1) * goal
+    ends = set()  # where the queued segments carry PSH of their own (what a retransmission has)
+    sent = bench.take()
+    while sent:  # ACK each flight, until the whole write is out
+        ends |= {(item.end - start) & 0xFFFFFFFF for item in tcb.rtx if item.flags & PSH}
+        conn.send("A", ack=sent[-1].seq + len(sent[-1].payload))
+        sent = bench.take()
+    assert sorted(ends) == [first, second, 60 * MSS]  # the last: where the write ends
 
 
 def test_newreno_limited_transmit_then_fast_retransmit_then_prr():

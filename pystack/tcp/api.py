@@ -36,8 +36,10 @@ from ..socket import (
 from . import congestion
 from .input import start_handshake_segment
 from .output import (
+    gso_segments,
     output_synchronized,
     send_ack,
+    send_mss,
     tcp_output,
     tcp_writeable,
     window_to_advertise,
@@ -210,10 +212,36 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: lis
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
+    mark_forced_pushes(tcb, start, len(taken))
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
     return len(taken)
+
+
+def mark_forced_pushes(tcb: TCB, start: int, length: int) -> None:
+    """Linux queues a write in skbs of its size goal (the GSO packet size at the pacing rate, not
+    bound by the peer's window: a window-limited write of a few segments is one skb on Linux
+    6.18), and marks PSH on a full one, not the write's last, that ends more than half the peer's
+    largest window past the last mark (forced_push); then the write's end is marked, unless
+    MSG_MORE (tcp_push). Each write is taken to start an skb; a mark is a PSH where a segment
+    ends there."""
+    half = tcb.max_snd_wnd >> 1
+    threshold = seq_diff(seq_add(tcb.pushed_seq, half), start)  # marks go on skbs ending past it
+    if threshold < length:
+        mss = send_mss(tcb)
+        goal = gso_segments(tcb, mss, window_bound=False) * mss
+        end = (max(threshold, 0) // goal + 1) * goal
+        while end < length:
+            tcb.push_marks.append(seq_add(start, end))
+            tcb.pushed_seq = seq_add(start, end)
+            end = ((end + half) // goal + 1) * goal
+    write_seq = seq_add(start, length)
+    if not tcb.more:
+        tcb.pushed_seq = write_seq  # the PSH where the queued data ends (segment_flags)
+    elif seq_gt(write_seq, seq_add(tcb.pushed_seq, half)):
+        tcb.push_marks.append(write_seq)  # forced, MSG_MORE or not
+        tcb.pushed_seq = write_seq
 
 
 def end_full_skbs(tcb: TCB, start: int, pieces: list[int], taken: int) -> None:

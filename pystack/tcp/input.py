@@ -257,7 +257,7 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
     child.state = SYN_RECEIVED
     child.iss = child.snd_una = child.snd_sml = iss
-    child.snd_nxt = child.snd_buf_seq = seg.ack
+    child.snd_nxt = child.snd_buf_seq = child.pushed_seq = seg.ack
     child.irs = peer_isn
     child.rcv_nxt = child.rcv_wup = seg.seq
     child.peer_mss = mss
@@ -284,7 +284,7 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     now = stack.clock.now()
     tcb.snd_una = tcb.iss
     tcb.snd_nxt = seq_add(tcb.iss, 1)
-    tcb.snd_buf_seq = tcb.snd_nxt
+    tcb.snd_buf_seq = tcb.pushed_seq = tcb.snd_nxt
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))

@@ -340,7 +340,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     """
     sent = False
     mss = send_mss(tcb)
-    gso = gso_segments(tcb, mss)
+    # At most half of cwnd per packet, so that two are in flight (Linux tcp_cwnd_test's quota).
+    gso = min(gso_segments(tcb, mss), max(tcb.cwnd >> 1, 1))
     packet = 0  # segments so far in the current GSO packet
     while True:
         unsent = unsent_bytes(tcb)
@@ -397,20 +398,35 @@ def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
 
 def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool) -> int:
     """The flags a new segment keeps for its retransmissions (Linux's skb flags). PSH as Linux
-    marks it (tcp_mark_push): where the queued data ends (unless the write said MSG_MORE) and
-    where a record ends (MSG_EOR)."""
-    push = size and ((last and not tcb.more) or record_end)
+    marks it (tcp_mark_push): where the queued data ends (unless the write said MSG_MORE), where
+    a record ends (MSG_EOR), and where a forced push was marked."""
+    push = size and ((last and not tcb.more) or record_end or (tcb.push_marks and marked_push(tcb, size)))
     return ACK | (PSH if push else 0) | (FIN if fin else 0)
 
 
-def gso_segments(tcb: TCB, mss: int) -> int:
+def marked_push(tcb: TCB, size: int) -> bool:
+    """Whether the next ``size`` bytes end where a PSH was marked as the write was queued (Linux's
+    forced push: see mark_forced_pushes); the marks passed are dropped."""
+    end = seq_add(tcb.snd_nxt, size)
+    marks = tcb.push_marks
+    while marks and seq_lt(marks[0], end):
+        marks.popleft()
+    if marks and marks[0] == end:
+        marks.popleft()
+        return True
+    return False
+
+
+def gso_segments(tcb: TCB, mss: int, window_bound: bool = True) -> int:
     """Segments per GSO packet, as Linux sizes them (tcp_tso_autosize): about a millisecond at the
     pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least two (tcp_min_tso_segs),
-    and no more than half the peer's largest window (tcp_xmit_size_goal)."""
+    and no more than half the peer's largest window (tcp_xmit_size_goal) unless not
+    ``window_bound`` (the skbs a write is queued in: see mark_forced_pushes)."""
     ratio = 2.0 if tcb.cwnd < tcb.ssthresh // 2 else 1.2
     srtt = max(tcb.rtt.srtt, 1e-6)  # Linux keeps microseconds
     per_ms = int(ratio * max(tcb.cwnd, len(tcb.rtx)) / srtt / 1024)
-    return max(2, min(per_ms, min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) // mss))
+    most = min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) if window_bound else GSO_MAX_SIZE
+    return max(2, min(per_ms, most // mss))
 
 
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int,

@@ -143,6 +143,10 @@ class TCB:
     snd_buf_seq: int = 0
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
+    # Linux's forced push (tcp_sendmsg_locked): PSH marked, as a write is queued, where the data
+    # queued since the last mark (pushed_seq) passes half the peer's largest window.
+    pushed_seq: int = 0
+    push_marks: deque[int] = field(default_factory=deque)  # such marks not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
     zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
     fin_queued: bool = False
