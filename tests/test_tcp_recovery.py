@@ -247,6 +247,21 @@ def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
     assert bench.counters.tcp.get("Timeouts", 0) == 0
 
 
+def test_fast_retransmit_of_the_head_restarts_the_rto():
+    """Resending the first unacknowledged segment restarts the retransmission timer (Linux
+    tcp_xmit_retransmit_queue): the RTO due 50 ms later does not resend it again at once."""
+    bench, conn = opened(RENO, syn_options=NO_SACK)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    for _ in range(3):
+        bench.advance(0.05)
+        conn.send("A", ack=s[0])
+    assert [p.seq for p in bench.take()] == [s[0]]  # fast retransmit at 0.15 s; the RTO was due at 0.2 s
+    bench.advance(0.19)
+    bench.expect_nothing()
+    bench.advance(0.02)
+    assert [p.seq for p in bench.take()] == [s[0]]  # a whole RTO (200 ms) after the resend
+
+
 def test_newreno_partial_ack_retransmits_the_next_hole_at_once():
     bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)

@@ -282,6 +282,8 @@ def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
         ends = (item.packet_end or index == len(tcb.rtx) or not retransmit_due(tcb.rtx[index])
                 or tcb.in_flight() + 1 >= tcb.cwnd)
         retransmit(stack, tcb, item, now, gso_end=ends and run > 0)
+        if item is tcb.rtx[0] and not tcb.reo_pending:
+            arm_rto(stack, tcb, now)  # the head resent: a whole RTO from now (Linux)
         run = 0 if ends else run + 1
         sent = True
     return sent
