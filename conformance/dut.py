@@ -154,6 +154,8 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
     "tcp_syn_retries": ("syn_retries", int),
     "tcp_synack_retries": ("synack_retries", int),
     "tcp_early_retrans": ("early_retrans", int),
+    "tcp_frto": ("frto", int),
+    "tcp_recovery": ("recovery", int),
     "tcp_reordering": ("reordering", int),
     "tcp_fin_timeout": ("fin_timeout", float),
     "tcp_keepalive_time": ("keepalive_time", float),

@@ -345,9 +345,10 @@ class Stack:
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
-        data = b"".join(bytes(b) for b in buffers)
+        buffers = [bytes(b) for b in buffers]
+        data = b"".join(buffers)
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, data, flags)
+            return tcp_api.tcp_sendmsg(self, sock, data, flags, [len(b) for b in buffers])
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, data, flags, dest, [(lv, kd, bytes(v)) for lv, kd, v in ancdata])
 

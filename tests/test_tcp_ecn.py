@@ -104,6 +104,7 @@ def test_sacked_segments_make_the_state_disorder_without_reducing_cwnd():
     bench, conn = opened(rtt=0.1)  # RACK waits a quarter of it before calling segment 0 lost
     tcb = tcb_of(bench, conn)
     s = [p.seq for p in send_window(bench, conn, 4)]
+    bench.advance(0.1)  # the round trip (the SACKed segment's RTT is a sample too)
     conn.send("A", ack=s[0], sack=[(s[1], s[1] + MSS)])
     assert tcb.ca_state == CA_DISORDER and tcb.cwnd == 10
     conn.send("A", ack=s[3] + MSS)

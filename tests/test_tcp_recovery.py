@@ -4,12 +4,15 @@ congestion avoidance, path MTU decrease."""
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 from scapy.all import ICMP, IP
 
 from pystack.socket import IPPROTO_TCP
 from pystack.tcp.api import TCP_USER_TIMEOUT
 from pystack.tcp.tcb import CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TcpConfig
+from pystack.wire.tcp import PSH
 
 from .tcp_harness import PEER, PeerBench, passive_open
 
@@ -18,6 +21,7 @@ NO_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("Timestamp", (1, 0)), (
 RENO = TcpConfig(congestion_control="reno")  # the tests of the NewReno arithmetic (halving on loss)
 RTO_ONLY = TcpConfig(early_retrans=0)  # no tail loss probe (RFC 8985 TLP): the tests of the RTO alone
 DUPTHRESH = TcpConfig(recovery=0)  # RFC 6675's DupThresh finds the losses, not RACK (tcp_recovery=0)
+NO_FRTO = TcpConfig(early_retrans=0, frto=0)  # the RTO alone, and no F-RTO (RFC 5682) after it
 NO_TS = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b""), ("NOP", None), ("WScale", 7)]
 
 
@@ -148,6 +152,71 @@ def test_initial_window_is_ten_segments():
     bench.expect_nothing()
 
 
+def test_psh_of_retransmissions_is_that_of_the_packet_they_leave_in():
+    """Linux sets PSH on the last segment of a GSO packet of several on the copy it transmits, not
+    on the queued skb: a segment retransmitted alone has no PSH, a lost packet retransmitted whole
+    as far as cwnd allows has it on its last segment (__tcp_transmit_skb, tcp_xmit_retransmit_queue)."""
+    bench, conn = opened(NO_FRTO, rtt=0.1)  # go-back-N after the RTO
+    sent = send_window(bench, conn, 14)
+    index = {p.seq: i for i, p in enumerate(sent)}
+    assert [p.flags for p in sent] == ["A", "PA"] * 5  # packets of two segments: 0-1, 2-3, ...
+
+    def retransmitted():
+        return [(index[p.seq], p.flags) for p in bench.take()]
+
+    bench.advance(0.3)
+    assert retransmitted() == [(0, "A")]  # the RTO: cwnd 1, every segment out is lost
+    conn.send("A", ack=sent[1].seq)
+    assert retransmitted() == [(1, "A"), (2, "A")]  # cwnd 2: the tail of 0-1, then 2 alone
+    conn.send("A", ack=sent[2].seq)
+    assert retransmitted() == [(3, "A"), (4, "A")]
+    conn.send("A", ack=sent[4].seq)
+    assert retransmitted() == [(5, "A"), (6, "A"), (7, "PA"), (8, "A")]  # 6-7 whole: PSH on 7
+
+
+def after_an_rto_with_cwnd_2():
+    """One segment, lost to the RTO and then acknowledged: cwnd 2, Open, nothing in flight (as in
+    packetdrill's cubic-rto-ss-ca-cwnd-bump.pkt)."""
+    bench, conn = opened(RTO_ONLY, rtt=0.1)
+    tcb = tcb_of(bench, conn)
+    bench.stack.send(conn.fd, bytes(1000))
+    (first,) = bench.take()
+    bench.advance(0.3)
+    assert len(bench.take()) == 1
+    conn.send("A", ack=first.seq + 1000)
+    assert (tcb.cwnd, tcb.ca_state, tcb.rtx) == (2, CA_OPEN, deque())
+    return bench, conn, tcb
+
+
+def test_a_gso_packet_takes_at_most_half_of_cwnd():
+    """Linux keeps two packets in flight: a packet takes at most half of cwnd (tcp_cwnd_test), so
+    with cwnd 2 the two segments leave as two packets of one, neither with PSH."""
+    bench, conn, _tcb = after_an_rto_with_cwnd_2()
+    bench.stack.send(conn.fd, bytes(MSS * 10))
+    assert [p.flags for p in bench.take()] == ["A", "A"]
+
+
+def test_psh_is_forced_where_a_write_passes_half_the_peers_window():
+    """Linux marks PSH, as it queues a write, on the full skb (a GSO packet's worth) that takes
+    the data queued since the last PSH past half the peer's largest window (forced_push); the
+    segment that ends there keeps it, also when retransmitted."""
+    bench, conn, tcb = after_an_rto_with_cwnd_2()
+    half = tcb.max_snd_wnd // 2
+    goal = 2 * MSS  # two segments per GSO packet at this rate (tcp_tso_autosize's minimum)
+    start = tcb.snd_nxt
+    bench.stack.send(conn.fd, bytes(MSS * 60))
+    first = (half // goal + 1) * goal  # the first skb to end past half the window
+    second = ((first + half) // goal + 1) * goal
+    assert second < 60 * MSS < ((second + half) // goal + 1) * goal
+    ends = set()  # where the queued segments carry PSH of their own (what a retransmission has)
+    sent = bench.take()
+    while sent:  # ACK each flight, until the whole write is out
+        ends |= {(item.end - start) & 0xFFFFFFFF for item in tcb.rtx if item.flags & PSH}
+        conn.send("A", ack=sent[-1].seq + len(sent[-1].payload))
+        sent = bench.take()
+    assert sorted(ends) == [first, second, 60 * MSS]  # the last: where the write ends
+
+
 def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
     bench, conn = opened(RENO, syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
@@ -177,6 +246,21 @@ def test_newreno_limited_transmit_then_fast_retransmit_then_prr():
     conn.send("A", ack=una + 14 * MSS)
     assert tcb.ca_state == CA_OPEN and tcb.cwnd == 5
     assert bench.counters.tcp.get("Timeouts", 0) == 0
+
+
+def test_fast_retransmit_of_the_head_restarts_the_rto():
+    """Resending the first unacknowledged segment restarts the retransmission timer (Linux
+    tcp_xmit_retransmit_queue): the RTO due 50 ms later does not resend it again at once."""
+    bench, conn = opened(RENO, syn_options=NO_SACK)
+    s = [p.seq for p in send_window(bench, conn, 10)]
+    for _ in range(3):
+        bench.advance(0.05)
+        conn.send("A", ack=s[0])
+    assert [p.seq for p in bench.take()] == [s[0]]  # fast retransmit at 0.15 s; the RTO was due at 0.2 s
+    bench.advance(0.19)
+    bench.expect_nothing()
+    bench.advance(0.02)
+    assert [p.seq for p in bench.take()] == [s[0]]  # a whole RTO (200 ms) after the resend
 
 
 def test_newreno_partial_ack_retransmits_the_next_hole_at_once():
@@ -229,6 +313,22 @@ def test_sack_recovery_retransmits_several_holes_in_one_round_trip():
     assert bench.counters.tcp.get("Timeouts", 0) == 0
 
 
+def test_without_sack_an_ack_after_duplicate_acks_counts_only_the_new_delivery():
+    """Reordering without SACK: each duplicate ACK was counted delivered when it came, so the ACK
+    that covers three segments after two of them delivers one more, and slow start grows cwnd by
+    one (Linux tcp_remove_reno_sacks; packetdrill's limited-transmit-no-sack.pkt)."""
+    bench, conn = opened(syn_options=NO_SACK)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, 15)]
+    s += [s[-1] + MSS * i for i in range(1, 6)]
+    for i in (10, 11):
+        conn.send("A", ack=s[0])
+        bench.expect(seq=s[i])  # limited transmit
+    conn.send("A", ack=s[3])
+    assert tcb.ca_state == CA_OPEN and tcb.cwnd == 11
+    assert [p.seq for p in bench.take()] == [s[12], s[13]]  # 11 - 9 in flight
+
+
 def test_limited_transmit_with_sack():
     bench, conn = opened(DUPTHRESH)
     s = [p.seq for p in send_window(bench, conn)]
@@ -243,7 +343,8 @@ def test_limited_transmit_with_sack():
 
 
 def test_rto_in_recovery_enters_loss_and_restarts_from_one_segment():
-    bench, conn = opened(RENO, syn_options=NO_SACK)
+    # Without F-RTO, which would send new data at the first ACK (see the F-RTO tests below).
+    bench, conn = opened(TcpConfig(congestion_control="reno", frto=0), syn_options=NO_SACK)
     tcb = tcb_of(bench, conn)
     s = [p.seq for p in send_window(bench, conn, 12)]
     bench.advance(0.2)
@@ -253,6 +354,73 @@ def test_rto_in_recovery_enters_loss_and_restarts_from_one_segment():
     conn.send("A", ack=s[1])  # go-back-N, slow start from 1
     assert [p.seq for p in bench.take()] == [s[1], s[2]]
     assert tcb.cwnd == 2
+
+
+# ---------------------------------------------------------------- F-RTO (RFC 5682, Linux tcp_frto=2)
+
+
+def rto_then_first_ack(syn_options: list | None = None, segments: int = 14):
+    """Ten segments out, the RTO retransmits the first; its ACK comes. F-RTO (on by default, as in
+    Linux) sends new data for that ACK instead of retransmitting the next segment (step 2b)."""
+    bench, conn = opened(RTO_ONLY, rtt=0.1, syn_options=syn_options)
+    tcb = tcb_of(bench, conn)
+    s = [p.seq for p in send_window(bench, conn, segments)]
+    s += [s[-1] + MSS * i for i in range(1, segments - len(s) + 1)]
+    assert tcb.cwnd == 10 and tcb.ssthresh == 0x7FFFFFFF
+    bench.advance(0.3)
+    assert [p.seq for p in bench.take()] == [s[0]]
+    assert tcb.ca_state == CA_LOSS and tcb.cwnd == 1 and tcb.ssthresh == 7  # CUBIC: 0.7 of 10
+    conn.send("A", ack=s[1])
+    assert [p.seq for p in bench.take()] == [s[10], s[11]]  # new data, not s[1] again
+    assert tcb.ca_state == CA_LOSS and tcb.cwnd == 2
+    return bench, conn, tcb, s
+
+
+@pytest.mark.parametrize("syn_options", [None, NO_SACK], ids=["sack", "no-sack"])
+def test_frto_undoes_a_spurious_rto(syn_options):
+    """The next ACK covers data that was never retransmitted: the original segments were only
+    delayed, the RTO was spurious, and cwnd and ssthresh are what they were (step 3b)."""
+    bench, conn, tcb, s = rto_then_first_ack(syn_options)
+    conn.send("A", ack=s[2])
+    assert tcb.ca_state == CA_OPEN and tcb.lost_out == 0
+    assert tcb.cwnd >= 10 and tcb.ssthresh == 0x7FFFFFFF  # Linux: max(cwnd, prior), max(ssthresh, prior)
+    assert bench.counters.tcp["TCPSpuriousRTOs"] == 1 and bench.counters.tcp["TCPLossUndo"] == 1
+    # Nothing more is retransmitted: the rest of the first flight is not lost after all.
+    assert all(p.seq >= s[12] for p in bench.take())
+
+
+def test_frto_sees_a_real_loss_and_goes_on_retransmitting():
+    """A SACK for the new data while the rest of the flight stays unacknowledged: the loss was
+    real (step 3a); retransmissions go on and cwnd stays reduced."""
+    bench, conn, tcb, s = rto_then_first_ack()
+    conn.send("A", ack=s[1], sack=[(s[10], s[11] + MSS)])
+    assert not tcb.frto and tcb.ca_state == CA_LOSS
+    assert tcb.backoff == 0  # the SACKed segment, never resent, is an RTT sample (Linux)
+    assert [p.seq for p in bench.take()][:1] == [s[1]]  # the lost segments again, from the first
+    assert tcb.cwnd < 10 and bench.counters.tcp["TCPSpuriousRTOs"] == 0
+
+
+def test_without_sack_the_loss_state_holds_until_data_above_recover_is_acked():
+    """An ACK of exactly what was out at the RTO (or at F-RTO's new data) keeps the Loss state
+    without SACK, also after an undo: a duplicate ACK then could be for a resent segment (Linux
+    tcp_is_non_sack_preventing_reopen); the next ACK above ends it."""
+    bench, conn, tcb, s = rto_then_first_ack(NO_SACK)
+    conn.send("A", ack=s[10])  # the whole first flight: the RTO was spurious, undone
+    assert bench.counters.tcp["TCPSpuriousRTOs"] == 1 and tcb.cwnd >= 10
+    assert tcb.ca_state == CA_LOSS
+    conn.send("A", ack=s[11])
+    assert tcb.ca_state == CA_OPEN
+
+
+def test_without_frto_the_first_ack_after_an_rto_is_go_back_n():
+    bench, conn = opened(NO_FRTO, rtt=0.1)
+    s = [p.seq for p in send_window(bench, conn, 14)]
+    bench.advance(0.3)
+    assert [p.seq for p in bench.take()] == [s[0]]
+    conn.send("A", ack=s[1])
+    assert [p.seq for p in bench.take()] == [s[1], s[2]]
+    conn.send("A", ack=s[3])
+    assert tcb_of(bench, conn).ca_state == CA_LOSS and bench.counters.tcp["TCPSpuriousRTOs"] == 0
 
 
 # ---------------------------------------------------------------- congestion control

@@ -32,7 +32,7 @@ from pystack.socket import (
     SOL_SOCKET,
 )
 from pystack.stack import Stack
-from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NOTSENT_LOWAT
+from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NODELAY, TCP_NOTSENT_LOWAT
 
 from .tcp_harness import PeerBench, passive_open
 
@@ -239,6 +239,22 @@ def test_msg_zerocopy_completions_come_from_the_error_queue_when_acknowledged():
     assert (data, msg_flags, level, kind) == (b"", MSG_ERRQUEUE, IPPROTO_IP, IP_RECVERR)
     assert (errno_, origin, code, lo, hi) == (0, SO_EE_ORIGIN_ZEROCOPY, SO_EE_CODE_ZEROCOPY_COPIED, 0, 1)
     assert not stack.poll(fd) & POLLERR
+
+
+def test_msg_zerocopy_skb_full_of_frags_ends_a_segment_with_psh():
+    """Each buffer of a MSG_ZEROCOPY sendmsg is a page frag of its own, 17 at most per skb: the
+    18th starts a segment, and the first ends with PSH (Linux; packetdrill's zerocopy/maxfrags.pkt).
+    Copied, the same buffers make one segment."""
+    bench = PeerBench()
+    conn = passive_open(bench, setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, 1))
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1)
+    stack.sendmsg(fd, [b"c"] * 18)
+    (copied,) = bench.take()
+    assert (len(copied.payload), copied.flags) == (18, "PA")
+    conn.send("A", ack=copied.seq + 18)
+    stack.sendmsg(fd, [b"z"] * 18, flags=MSG_ZEROCOPY)
+    assert [(len(p.payload), p.flags) for p in bench.take()] == [(17, "PA"), (1, "PA")]
 
 
 def test_tcp_inq_reports_what_is_left_to_read_and_a_fin_as_one():

@@ -36,10 +36,12 @@ from ..socket import (
 from . import congestion
 from .input import start_handshake_segment
 from .output import (
+    gso_segments,
     offered_wscale,
     output_synchronized,
     restart_after_idle,
     send_ack,
+    send_mss,
     tcp_output,
     tcp_writeable,
     window_to_advertise,
@@ -79,6 +81,8 @@ TCP_NOTSENT_LOWAT = 25
 TCP_INQ = 36  # recvmsg reports the bytes left to read in a TCP_CM_INQ control message
 TCP_CM_INQ = TCP_INQ
 TCP_CA_NAME_MAX = 16
+MAX_SKB_FRAGS = 17  # Linux's net.core.max_skb_frags default: page frags per skb
+PAGE_SIZE = 4096
 SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
@@ -182,8 +186,9 @@ def tcb_take_error(tcb: TCB) -> int:
     return error
 
 
-def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
-    """Queue data for sending; returns how much was taken (all of it, unless space ran out)."""
+def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: list[int] | None = None) -> int:
+    """Queue data for sending; returns how much was taken (all of it, unless space ran out).
+    ``pieces``: the lengths of the buffers ``data`` was gathered from (sendmsg's iovec)."""
     tcb: TCB = sock.tcb
     if flags & MSG_OOB:
         raise oserror(errno.EOPNOTSUPP, "urgent data is not supported")
@@ -206,13 +211,57 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     tcb.send_buffer += taken
     if flags & MSG_ZEROCOPY and sock.zerocopy:
         zerocopy_send(tcb, sock, start)
+        if pieces:
+            end_full_skbs(tcb, start, pieces, len(taken))
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
+    mark_forced_pushes(tcb, start, len(taken))
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
     return len(taken)
+
+
+def mark_forced_pushes(tcb: TCB, start: int, length: int) -> None:
+    """Linux queues a write in skbs of its size goal (the GSO packet size at the pacing rate, not
+    bound by the peer's window: a window-limited write of a few segments is one skb on Linux
+    6.18), and marks PSH on a full one, not the write's last, that ends more than half the peer's
+    largest window past the last mark (forced_push); then the write's end is marked, unless
+    MSG_MORE (tcp_push). Each write is taken to start an skb; a mark is a PSH where a segment
+    ends there."""
+    half = tcb.max_snd_wnd >> 1
+    threshold = seq_diff(seq_add(tcb.pushed_seq, half), start)  # marks go on skbs ending past it
+    if threshold < length:
+        mss = send_mss(tcb)
+        goal = gso_segments(tcb, mss, window_bound=False) * mss
+        end = (max(threshold, 0) // goal + 1) * goal
+        while end < length:
+            tcb.push_marks.append(seq_add(start, end))
+            tcb.pushed_seq = seq_add(start, end)
+            end = ((end + half) // goal + 1) * goal
+    write_seq = seq_add(start, length)
+    if not tcb.more:
+        tcb.pushed_seq = write_seq  # the PSH where the queued data ends (segment_flags)
+    elif seq_gt(write_seq, seq_add(tcb.pushed_seq, half)):
+        tcb.push_marks.append(write_seq)  # forced, MSG_MORE or not
+        tcb.pushed_seq = write_seq
+
+
+def end_full_skbs(tcb: TCB, start: int, pieces: list[int], taken: int) -> None:
+    """MSG_ZEROCOPY pins the pages of each buffer as frags of an skb, and an skb holds at most
+    MAX_SKB_FRAGS: Linux then pushes it (PSH) and starts another (tcp_sendmsg_locked), so no
+    segment spans the boundary, as none spans a record's end (MSG_EOR)."""
+    frags = offset = 0
+    for length in pieces:
+        pages = max(1, -(-length // PAGE_SIZE))
+        if frags and frags + pages > MAX_SKB_FRAGS:
+            if offset >= taken:
+                return
+            tcb.eor_ends.append(seq_add(start, offset))
+            frags = 0
+        frags += pages
+        offset += length
 
 
 def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:

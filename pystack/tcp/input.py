@@ -260,7 +260,7 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     child = stack.tcp.new_child(listener, header.dst, seg.dport, header.src, seg.sport)
     child.state = SYN_RECEIVED
     child.iss = child.snd_una = child.snd_sml = iss
-    child.snd_nxt = child.snd_buf_seq = seg.ack
+    child.snd_nxt = child.snd_buf_seq = child.pushed_seq = seg.ack
     child.irs = peer_isn
     child.rcv_nxt = child.rcv_wup = seg.seq
     child.peer_mss = mss
@@ -287,7 +287,7 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     now = stack.clock.now()
     tcb.snd_una = tcb.iss
     tcb.snd_nxt = seq_add(tcb.iss, 1)
-    tcb.snd_buf_seq = tcb.snd_nxt
+    tcb.snd_buf_seq = tcb.pushed_seq = tcb.snd_nxt
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
@@ -481,7 +481,7 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     if seq_ge(seg.ack, tcb.snd_una):
         process_ack(stack, tcb, seg, now)
     elif tcb.sack_ok and seg.options.sack_blocks and recovery.apply_sack(
-            stack, tcb, seg.options.sack_blocks, now, recovery.fack(tcb)):
+            stack, tcb, seg.options.sack_blocks, now, recovery.fack(tcb))[0]:
         recovery.on_old_ack(stack, tcb)  # a reordered ACK: its SACK blocks still count (Linux)
     if tcb.state == CLOSED:
         return
@@ -576,10 +576,10 @@ def acceptable(tcb: TCB, seg: TcpSegment) -> bool:
 
 
 def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
-    newly_sacked = 0
+    newly_sacked, sacked_sent = 0, None
     prior_fack = recovery.fack(tcb)
     if tcb.sack_ok and seg.options.sack_blocks:
-        newly_sacked = recovery.apply_sack(stack, tcb, seg.options.sack_blocks, now, prior_fack)
+        newly_sacked, sacked_sent = recovery.apply_sack(stack, tcb, seg.options.sack_blocks, now, prior_fack)
     window = seg.window << tcb.snd_wscale
     if tcb.ecn_ok and seg.flags & ECE:
         recovery.enter_cwr(tcb)  # the peer saw congestion: reduce as for a loss (RFC 3168 6.1.2)
@@ -591,17 +591,16 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
                        and window == tcb.snd_wnd)
         recovery.process_tlp_ack(stack, tcb, seg.ack, dsack_end, pure_dupack)
     if seq_gt(seg.ack, tcb.snd_una):
-        acknowledge(stack, tcb, seg, now, newly_sacked, prior_fack)
-    elif (
-        tcb.rtx
-        and not seg.payload
-        and not seg.flags & (SYN | FIN)
-        and window == tcb.snd_wnd
-    ):
-        stack.counters.tcp["DupAcks"] += 1
-        recovery.on_duplicate_ack(stack, tcb, newly_sacked)
-    elif newly_sacked:
-        recovery.on_duplicate_ack(stack, tcb, newly_sacked)
+        acknowledge(stack, tcb, seg, now, newly_sacked, prior_fack, sacked_sent)
+    else:
+        if sacked_sent is not None:
+            tcb.rtt.sample(now - sacked_sent)  # an RTT from SACKed data alone (Linux tcp_ack_update_rtt)
+            tcb.backoff = 0
+        if tcb.rtx and not seg.payload and not seg.flags & (SYN | FIN) and window == tcb.snd_wnd:
+            stack.counters.tcp["DupAcks"] += 1
+            recovery.on_duplicate_ack(stack, tcb, newly_sacked)
+        elif newly_sacked:
+            recovery.on_duplicate_ack(stack, tcb, newly_sacked)
     if seq_lt(tcb.snd_wl1, seg.seq) or (tcb.snd_wl1 == seg.seq and seq_le(tcb.snd_wl2, seg.ack)):
         tcb.snd_wnd = window
         tcb.snd_wl1 = seg.seq
@@ -612,13 +611,16 @@ def process_ack(stack: Stack, tcb: TCB, seg: TcpSegment, now: float) -> None:
             tcb.persist_backoff = 0
 
 
-def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int, prior_fack: int) -> None:
-    """New data acknowledged: retire segments, sample RTT, free buffer space."""
+def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacked: int, prior_fack: int,
+                sacked_sent: float | None = None) -> None:
+    """New data acknowledged: retire segments, sample RTT, free buffer space (``sacked_sent``: when
+    the earliest segment this ACK newly SACKed was sent, the sample if none acked gives one)."""
     ack = seg.ack
     acked_segments = 0
     rtt_sample = None
     retransmitted_acked = False
     reord = prior_fack  # the lowest segment delivered late, never retransmitted nor SACKed
+    frto = tcb.frto
     while tcb.rtx and seq_le(tcb.rtx[0].end, ack):
         sent = tcb.retire_head()
         acked_segments += not sent.sacked  # newly delivered (a SACKed one was counted then)
@@ -627,6 +629,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
             rtt_sample = now - sent.sent_at
             if not sent.sacked and seq_lt(sent.seq, reord):
                 reord = sent.seq
+            if frto and not sent.sacked and seq_le(sent.end, tcb.recover):
+                tcb.frto_delivered = True
         else:
             retransmitted_acked = True
     if tcb.sack_ok:
@@ -635,6 +639,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     ca_rtt = None if retransmitted_acked else rtt_sample
     if tcb.rtx and seq_lt(tcb.rtx[0].seq, ack):
         tcb.rtx[0].seq = ack  # part of a segment acknowledged
+    if rtt_sample is None and sacked_sent is not None:
+        rtt_sample = now - sacked_sent
     if tcb.ts_ok and seg.options.ts_ecr:
         rtt_sample = max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000
     if rtt_sample is not None:

@@ -260,8 +260,14 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
-    sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
+    frto_new = tcb.frto_new  # F-RTO's new data first: retransmissions only if none could go
+    tcb.frto_new = False
+    sent_any = tcb.lost_out > 0 and not frto_new and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
+    if frto_new and not sent_new:
+        tcb.frto = False  # conventional recovery after all (Linux tcp_xmit_recovery)
+        sent_any = retransmit_lost(stack, tcb, now)
+        in_flight = tcb.in_flight()
     sent_any = sent_new or sent_any
     cwnd_limited = in_flight >= tcb.cwnd
     if sent_new or cwnd_limited:
@@ -283,32 +289,50 @@ def cwnd_validate(tcb: TCB, cwnd_limited: bool) -> None:
 
 
 def retransmit_lost(stack: Stack, tcb: TCB, now: float) -> bool:
-    """Retransmit the segments marked lost, as the congestion window allows."""
+    """Retransmit the segments marked lost, as the congestion window allows.
+
+    The lost rest of a packet goes out again as one GSO packet (Linux retransmits a lost skb
+    whole, as far as cwnd allows: tcp_xmit_retransmit_queue), so its last segment carries PSH
+    when it has several (see send_data_segment)."""
     sent = False
     index = 0
+    run = 0  # segments so far in the packet being retransmitted
     while index < len(tcb.rtx):  # by index: retransmit() may split a segment (smaller MSS)
         item = tcb.rtx[index]
         index += 1
-        if not item.lost or item.in_retransmit or item.sacked:
+        if not retransmit_due(item):
+            run = 0
             continue
         if tcb.in_flight() >= tcb.cwnd:
             break
-        retransmit(stack, tcb, item, now)
+        ends = (item.packet_end or index == len(tcb.rtx) or not retransmit_due(tcb.rtx[index])
+                or tcb.in_flight() + 1 >= tcb.cwnd)
+        retransmit(stack, tcb, item, now, gso_end=ends and run > 0)
+        if item is tcb.rtx[0] and not tcb.reo_pending:
+            arm_rto(stack, tcb, now)  # the head resent: a whole RTO from now (Linux)
+        run = 0 if ends else run + 1
         sent = True
     return sent
 
 
-def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float, probe: bool = False) -> None:
+def retransmit_due(item: Sent) -> bool:
+    """Marked lost, and neither SACKed nor retransmitted since."""
+    return item.lost and not item.in_retransmit and not item.sacked
+
+
+def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float, probe: bool = False,
+               gso_end: bool = False) -> None:
     """Send a queued segment again (at most one MSS of it: the MSS may have shrunk).
 
     ``probe``: a tail loss probe, which the scoreboard does not count as a retransmission in
-    flight (Linux __tcp_retransmit_skb), though Karn's rule ignores its RTT all the same."""
+    flight (Linux __tcp_retransmit_skb), though Karn's rule ignores its RTT all the same.
+    ``gso_end``: the segment ends a retransmitted packet of several segments (PSH on the wire)."""
     length = item.length - (1 if item.flags & SYN else 0) - (1 if item.flags & FIN else 0)
     mss = send_mss(tcb)
     if length > mss and not item.flags & SYN:
         split(tcb, item, mss)
         length = mss
-    flags = ACK | (item.flags & (SYN | FIN | PSH))
+    flags = ACK | (item.flags & (SYN | FIN | PSH)) | (PSH if gso_end else 0)
     seq, payload = item.seq, data_at(tcb, item.seq, length)
     item.retransmits += 1  # accounted before it leaves, as in send_data_segment
     if not probe:
@@ -325,12 +349,14 @@ def retransmit(stack: Stack, tcb: TCB, item: Sent, now: float, probe: bool = Fal
 
 
 def split(tcb: TCB, item: Sent, length: int) -> None:
-    """Cut a queued segment after ``length`` bytes (after a path MTU decrease)."""
+    """Cut a queued segment after ``length`` bytes (after a path MTU decrease); as Linux's
+    tcp_fragment, FIN and PSH stay with the tail, and each part is a packet of its own."""
     index = tcb.rtx.index(item)
     rest = Sent(seq_add(item.seq, length), item.end, item.flags & (FIN | PSH), item.sent_at,
-                item.retransmits, item.sacked, item.lost, False)
+                item.retransmits, item.sacked, item.lost, False, item.packet_end)
     item.end = seq_add(item.seq, length)
     item.flags &= ~(FIN | PSH)
+    item.packet_end = True
     tcb.queue_segment(rest, index + 1)
 
 
@@ -342,7 +368,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
     """
     sent = False
     mss = send_mss(tcb)
-    gso = gso_segments(tcb, mss)
+    # At most half of cwnd per packet, so that two are in flight (Linux tcp_cwnd_test's quota).
+    gso = min(gso_segments(tcb, mss), max(tcb.cwnd >> 1, 1))
     packet = 0  # segments so far in the current GSO packet
     while True:
         unsent = unsent_bytes(tcb)
@@ -374,8 +401,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
                 break
         packet += 1
         packet_end = packet == gso or in_flight + 1 >= tcb.cwnd or size >= window_left
-        flags = segment_flags(tcb, size, last and fin_due, last, record_end, packet > 1 and packet_end)
-        send_data_segment(stack, tcb, size, flags, now, mss)
+        flags = segment_flags(tcb, size, last and fin_due, last, record_end)
+        send_data_segment(stack, tcb, size, flags, now, mss, packet if packet_end else 0)
         if record_end:
             tcb.eor_ends.popleft()
         if packet_end:
@@ -384,6 +411,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[b
         in_flight += 1
         if flags & FIN:
             break
+    if packet and tcb.rtx:
+        tcb.rtx[-1].packet_end = True  # the burst ended inside a GSO packet: it ends there
     return sent, in_flight
 
 
@@ -395,28 +424,48 @@ def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
     return (to_end, True) if to_end <= size else (size, False)
 
 
-def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool, gso_end: bool) -> int:
-    """The flags of a new segment. PSH as Linux sets it: where the queued data ends (unless the
-    write said MSG_MORE), where a record ends (MSG_EOR), and at the end of a GSO packet of several
-    segments (``gso_end``: a full one, or the last one a burst sends)."""
-    push = size and ((last and not tcb.more) or record_end or gso_end)
+def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool) -> int:
+    """The flags a new segment keeps for its retransmissions (Linux's skb flags). PSH as Linux
+    marks it (tcp_mark_push): where the queued data ends (unless the write said MSG_MORE), where
+    a record ends (MSG_EOR), and where a forced push was marked."""
+    push = size and ((last and not tcb.more) or record_end or (tcb.push_marks and marked_push(tcb, size)))
     return ACK | (PSH if push else 0) | (FIN if fin else 0)
 
 
-def gso_segments(tcb: TCB, mss: int) -> int:
+def marked_push(tcb: TCB, size: int) -> bool:
+    """Whether the next ``size`` bytes end where a PSH was marked as the write was queued (Linux's
+    forced push: see mark_forced_pushes); the marks passed are dropped."""
+    end = seq_add(tcb.snd_nxt, size)
+    marks = tcb.push_marks
+    while marks and seq_lt(marks[0], end):
+        marks.popleft()
+    if marks and marks[0] == end:
+        marks.popleft()
+        return True
+    return False
+
+
+def gso_segments(tcb: TCB, mss: int, window_bound: bool = True) -> int:
     """Segments per GSO packet, as Linux sizes them (tcp_tso_autosize): about a millisecond at the
     pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least two (tcp_min_tso_segs),
-    and no more than half the peer's largest window (tcp_xmit_size_goal)."""
+    and no more than half the peer's largest window (tcp_xmit_size_goal) unless not
+    ``window_bound`` (the skbs a write is queued in: see mark_forced_pushes)."""
     ratio = 2.0 if tcb.cwnd < tcb.ssthresh // 2 else 1.2
     srtt = max(tcb.rtt.srtt, 1e-6)  # Linux keeps microseconds
     per_ms = int(ratio * max(tcb.cwnd, len(tcb.rtx)) / srtt / 1024)
-    return max(2, min(per_ms, min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) // mss))
+    most = min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) if window_bound else GSO_MAX_SIZE
+    return max(2, min(per_ms, most // mss))
 
 
-def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int) -> None:
+def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int,
+                      packet: int = 1) -> None:
     """Send ``size`` new bytes from snd_nxt (and a FIN if flagged) and queue them for retransmission.
 
     ``mss``: send_mss(tcb), computed once by the caller for all its segments (Linux's mss_now).
+    ``packet``: the segments of the GSO packet the segment ends (0: it does not end one). Linux
+    sends the last segment of a packet of several with PSH (__tcp_transmit_skb, to flush the
+    receiver's GRO) on the copy it transmits, not on the queued skb: a retransmission of the
+    segment alone carries no PSH for it.
     The segment is accounted for (snd_nxt, the queue, the timer) before it
     leaves: a peer on the same stack (loopback) answers it before transmit
     returns, and its ACK must find the segment sent (Linux holds the socket
@@ -428,7 +477,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
         tcb.ca.tx_start(tcb, now - tcb.lsndtime)  # sending again after an idle period
     tcb.lsndtime = now
     end = seq_add(seq, size + (1 if flags & FIN else 0))
-    tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now))
+    tcb.queue_segment(Sent(seq, end, flags & (FIN | PSH), now, packet_end=packet > 0))
     tcb.snd_nxt = end
     if size < mss:
         tcb.snd_sml = end
@@ -437,7 +486,7 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
     arm_rto(stack, tcb, now, restart=False)
-    transmit(stack, tcb, seq, payload, flags, new_data=True)
+    transmit(stack, tcb, seq, payload, flags | (PSH if packet > 1 else 0), new_data=True)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:

@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .rtt import TCP_TIMEOUT_MIN
-from .seq import seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB, Sent
 
 if TYPE_CHECKING:
@@ -24,16 +24,20 @@ if TYPE_CHECKING:
 
 def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -> None:
     """Data was cumulatively acknowledged: grow cwnd, or progress/finish recovery."""
+    if tcb.frto:
+        frto_ack(stack, tcb, True, newly_sacked > 0)
     lost_before = tcb.lost_out
     if not tcb.sack_ok and acked_segments:
-        # One segment filled the hole; the others had each earned a duplicate ACK (Linux
-        # tcp_remove_reno_sacks).
+        # One segment filled the hole; the others had each earned a duplicate ACK, and were
+        # counted delivered then: only the rest are delivered now (Linux tcp_remove_reno_sacks).
+        delivered = max(acked_segments - tcb.dupacks, 1)
         tcb.dupacks = max(tcb.dupacks - (acked_segments - 1), 0)
+        acked_segments = delivered
     if tcb.ca_state <= CA_DISORDER:
         tcb.dupacks = 0
         tcb.ca.cong_avoid(tcb, acked_segments + newly_sacked, stack.clock.now())
-    elif tcb.ca_state == CA_CWR and tcb.snd_una == tcb.recover:
-        pass  # CWR holds until data above high_seq is ACKed: the CWR flag reached the peer (Linux)
+    elif state_holds(tcb):
+        pass
     elif seq_ge(tcb.snd_una, tcb.recover):
         was_loss = tcb.ca_state == CA_LOSS
         finish_recovery(stack, tcb)
@@ -67,6 +71,8 @@ def on_new_ack(stack: Stack, tcb: TCB, acked_segments: int, newly_sacked: int) -
 
 def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
     """A duplicate ACK (or one that only SACKs): count it, enter recovery at the threshold."""
+    if tcb.frto:
+        frto_ack(stack, tcb, False, True)
     if not tcb.sack_ok:
         tcb.dupacks += 1
     if tcb.ca_state <= CA_CWR:
@@ -92,6 +98,8 @@ def on_duplicate_ack(stack: Stack, tcb: TCB, newly_sacked: int) -> None:
 def on_old_ack(stack: Stack, tcb: TCB) -> None:
     """An ACK below snd_una (reordered) that SACKs new data: it may reveal losses, but it is no
     duplicate ACK and feeds neither PRR nor cwnd growth (Linux: no congestion control for it)."""
+    if tcb.frto:
+        frto_ack(stack, tcb, False, True)
     if tcb.ca_state <= CA_CWR:
         if loss_suspected(stack, tcb):
             enter_recovery(stack, tcb)
@@ -100,6 +108,14 @@ def on_old_ack(stack: Stack, tcb: TCB) -> None:
             rack_mark_lost(stack, tcb)
         else:
             mark_lost_by_sack(stack, tcb)
+
+
+def state_holds(tcb: TCB) -> bool:
+    """An ACK of exactly ``recover`` ends neither CWR (until data above it is ACKed, the CWR flag
+    has not surely reached the peer) nor, without SACK, Loss (a duplicate ACK then could be for a
+    resent segment: RFC 6582's care; Linux tcp_is_non_sack_preventing_reopen)."""
+    return tcb.snd_una == tcb.recover and (
+        tcb.ca_state == CA_CWR or (tcb.ca_state == CA_LOSS and not tcb.sack_ok))
 
 
 def keep_open(tcb: TCB) -> None:
@@ -274,6 +290,7 @@ def finish_recovery(stack: Stack, tcb: TCB) -> None:
     if tcb.ca_state in (CA_RECOVERY, CA_CWR):
         tcb.cwnd = tcb.ssthresh
     tcb.ca_state = CA_OPEN
+    tcb.frto = False
     tcb.dupacks = 0
     if tcb.lost_out:
         for item in tcb.rtx:
@@ -301,7 +318,17 @@ def process_tlp_ack(stack: Stack, tcb: TCB, ack: int, dsack_end: int | None, pur
 
 
 def on_timeout(stack: Stack, tcb: TCB) -> None:
-    """RTO expired: everything outstanding is lost, restart from one segment (RFC 5681 3.1)."""
+    """RTO expired: everything outstanding is lost, restart from one segment (RFC 5681 3.1).
+
+    F-RTO watches the ACKs that follow (RFC 5682 3.1 step 1; Linux tcp_enter_loss): unless the
+    timeout interrupted a recovery, though a repeated timeout of one is watched (its 3.2)."""
+    tcb.frto = bool(stack.tcp.config.frto) and (tcb.ca_state < CA_RECOVERY or tcb.retransmits > 0)
+    tcb.frto_new = False
+    if tcb.ca_state <= CA_DISORDER:
+        tcb.prior_ssthresh = max(tcb.ssthresh, (tcb.cwnd >> 1) + (tcb.cwnd >> 2))  # tcp_current_ssthresh
+        tcb.prior_cwnd = tcb.cwnd
+    elif tcb.ca_state != CA_LOSS:
+        tcb.prior_ssthresh = 0  # reducing already: an undo keeps cwnd (Linux)
     if tcb.ca_state != CA_LOSS:
         tcb.ssthresh = tcb.ca.ssthresh(tcb) if tcb.ca_state <= CA_DISORDER else tcb.ssthresh
         tcb.recover = tcb.snd_nxt
@@ -314,6 +341,46 @@ def on_timeout(stack: Stack, tcb: TCB) -> None:
         tcb.mark_retransmitted(item, False)
         if not item.sacked:
             tcb.mark_lost(item)
+
+
+def frto_ack(stack: Stack, tcb: TCB, una_advanced: bool, sacked_or_dupack: bool) -> None:
+    """An ACK in the Loss state, as F-RTO reads it (RFC 5682 3.1, SACK-enhanced; Linux
+    tcp_process_loss). Never-retransmitted data (S)ACKed: the RTO was spurious, undo it (3b).
+    The first ACK that moves snd_una short of ``recover``: send new data, not retransmissions
+    (2b). After that, a SACK or duplicate ACK: the loss was real (3a)."""
+    delivered, tcb.frto_delivered = tcb.frto_delivered, False
+    if tcb.ca_state != CA_LOSS:
+        return
+    if delivered:
+        undo_loss(stack, tcb)
+    elif seq_gt(tcb.snd_nxt, tcb.recover):
+        if sacked_or_dupack:
+            tcb.frto = False
+    elif una_advanced and seq_lt(tcb.snd_una, tcb.recover):
+        tcb.recover = tcb.snd_nxt
+        unsent = len(tcb.send_buffer) - seq_diff(tcb.snd_nxt, tcb.snd_buf_seq)
+        if unsent > 0 and seq_gt(seq_add(tcb.snd_una, tcb.snd_wnd), tcb.snd_nxt):
+            tcb.frto_new = True
+        else:
+            tcb.frto = False  # no new data to send: conventional recovery
+
+
+def undo_loss(stack: Stack, tcb: TCB) -> None:
+    """A spurious RTO: nothing is lost, cwnd and ssthresh go back to what they were before it
+    (Linux tcp_try_undo_loss, tcp_undo_cwnd_reduction; CUBIC's undo is Reno's)."""
+    if tcb.lost_out:
+        for item in tcb.rtx:
+            tcb.mark_lost(item, False)
+    if tcb.prior_ssthresh:
+        tcb.cwnd = max(tcb.cwnd, tcb.prior_cwnd)
+        tcb.ssthresh = max(tcb.ssthresh, tcb.prior_ssthresh)
+    tcb.prior_ssthresh = 0
+    tcb.frto = tcb.frto_new = False
+    tcb.retransmits = 0
+    if not state_holds(tcb):
+        tcb.ca_state = CA_OPEN
+    stack.counters.tcp["TCPLossUndo"] += 1
+    stack.counters.tcp["TCPSpuriousRTOs"] += 1
 
 
 def fack(tcb: TCB) -> int:
@@ -333,9 +400,13 @@ def check_reordering(stack: Stack, tcb: TCB, low_seq: int, prior_fack: int) -> N
     tcb.reord_seen += 1
 
 
-def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float, prior_fack: int) -> int:
-    """Mark queued segments covered by SACK blocks; returns how many became SACKed."""
+def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float,
+               prior_fack: int) -> tuple[int, float | None]:
+    """Mark queued segments covered by SACK blocks; returns how many became SACKed, and when the
+    earliest of them that was never retransmitted was sent (an RTT sample, as Linux takes one
+    from SACKed data: tcp_sacktag_one's first_sackt), None if none."""
     newly = 0
+    first_sent = None
     reord = prior_fack
     for start, end in blocks:
         if not (seq_gt(end, start) and seq_ge(start, tcb.snd_una) and seq_le(end, tcb.snd_nxt)):
@@ -346,9 +417,14 @@ def apply_sack(stack: Stack, tcb: TCB, blocks: list[tuple[int, int]], now: float
             tcb.mark_sacked(item)
             rack_advance(tcb, item, now)
             newly += 1
+            if not item.retransmits:
+                if first_sent is None or item.sent_at < first_sent:
+                    first_sent = item.sent_at
+                if tcb.frto and seq_le(item.end, tcb.recover):
+                    tcb.frto_delivered = True
             if not item.retransmits and seq_lt(item.seq, reord):
                 reord = item.seq
             if tcb.highest_sack is None or seq_gt(item.end, tcb.highest_sack):
                 tcb.highest_sack = item.end
     check_reordering(stack, tcb, reord, prior_fack)
-    return newly
+    return newly, first_sent

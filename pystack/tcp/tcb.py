@@ -79,6 +79,7 @@ class TcpConfig:
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
     recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
+    frto: int = 2  # tcp_frto: F-RTO (RFC 5682, SACK-enhanced) finds spurious timeouts and undoes them; 0 off
 
 
 @dataclass(eq=False, slots=True)
@@ -87,12 +88,13 @@ class Sent:
 
     seq: int
     end: int  # seq + data length + SYN + FIN
-    flags: int  # SYN / FIN / PSH carried (a retransmission keeps the flags it had, as Linux)
+    flags: int  # SYN / FIN / PSH of Linux's skb (a retransmission keeps them, as Linux)
     sent_at: float
     retransmits: int = 0
     sacked: bool = False
     lost: bool = False
     in_retransmit: bool = False  # retransmitted and not yet acknowledged or marked lost again
+    packet_end: bool = False  # last segment of the GSO packet it left in (where Linux's skb ended)
 
     @property
     def length(self) -> int:
@@ -142,6 +144,10 @@ class TCB:
     snd_buf_seq: int = 0
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
+    # Linux's forced push (tcp_sendmsg_locked): PSH marked, as a write is queued, where the data
+    # queued since the last mark (pushed_seq) passes half the peer's largest window.
+    pushed_seq: int = 0
+    push_marks: deque[int] = field(default_factory=deque)  # such marks not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
     zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
     fin_queued: bool = False
@@ -168,6 +174,13 @@ class TCB:
     recover: int = 0
     dupacks: int = 0
     prior_cwnd: int = 0
+    prior_ssthresh: int = 0  # ssthresh before an RTO, restored if it proves spurious (0: nothing to restore)
+    # F-RTO (RFC 5682; Linux tp->frto) after an RTO: the timeout may yet prove spurious; the next
+    # output sends new data in place of retransmissions (its step 2b); this ACK (S)ACKed data
+    # below ``recover`` that was never retransmitted (Linux FLAG_ORIG_SACK_ACKED).
+    frto: bool = False
+    frto_new: bool = False
+    frto_delivered: bool = False
     prr_delivered: int = 0
     prr_out: int = 0
     ca: Reno | Cubic = field(default_factory=Cubic)  # the congestion control algorithm's state

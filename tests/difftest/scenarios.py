@@ -1019,6 +1019,47 @@ async def frto_genuine_loss(tb: Testbench) -> None:
     await tb.expect("after a dup ACK", within=0.1)
 
 
+async def frto_first_ack_after_rto(tb: Testbench, options: list) -> tuple[TcpPeer, object, int]:
+    """Ten segments out and none acknowledged: the RTO resends segment 1, whose ACK comes alone;
+    F-RTO (step 2b) answers it with new data, not with segment 2 again."""
+    peer, conn, base, _packets = await sending_flight(tb, 20000, options=options)
+    await tb.expect("the RTO resend", within=0.35)
+    ack_dut(peer, base, 1000)
+    await tb.expect("after the ACK of segment 1", within=0.1)
+    return peer, conn, base
+
+
+@scenario(sysctls=NO_TLP)
+async def frto_spurious_rto_undone(tb: Testbench) -> None:
+    """F-RTO step 3b: the next ACK covers the rest of the first flight, never resent: the RTO was
+    spurious, cwnd and ssthresh are undone and the state is Open again. (All of it: a segment of
+    it left unacknowledged would be lost to RACK at once, sent before the resend seen delivered,
+    once its reordering window passed: a quarter of the minimum RTT, zero in virtual time.)"""
+    peer, conn, base = await frto_first_ack_after_rto(tb, SYN_MSS_1000_SACK)
+    ack_dut(peer, base, 10000)
+    await tb.expect("after the ACK of originals", within=0.1)
+    note_tcp_info(tb, "tcp_info after the undo", conn)
+
+
+@scenario
+async def frto_spurious_rto_undone_without_sack(tb: Testbench) -> None:
+    """F-RTO without SACK (RFC 5682's basic algorithm): the same spurious RTO, undone alike."""
+    peer, conn, base = await frto_first_ack_after_rto(tb, SYN_MSS_1000)
+    ack_dut(peer, base, 10000)
+    await tb.expect("after the ACK of originals", within=0.1)
+    note_tcp_info(tb, "tcp_info after the undo", conn)
+
+
+@scenario(sysctls=NO_TLP)
+async def frto_sack_shows_real_loss(tb: Testbench) -> None:
+    """F-RTO step 3a: the next ACK only SACKs the new data: the loss was real, the resends go on
+    and cwnd stays reduced."""
+    peer, conn, base = await frto_first_ack_after_rto(tb, SYN_MSS_1000_SACK)
+    ack_dut(peer, base, 1000, options=sack_option(base, (10000, 11000)))
+    await tb.expect("after the SACK of new data", within=0.1)
+    note_tcp_info(tb, "tcp_info in loss recovery", conn)
+
+
 @scenario(sysctls={"net.ipv4.tcp_frto": "0"})
 async def frto_disabled(tb: Testbench) -> None:
     """tcp_frto=0: after the RTO, one ACK for both originals; what conventional recovery sends."""

@@ -35,9 +35,6 @@ PYSTACK_MISMATCHES = {
                                     "first ACK, pystack's needs more ACKs (sndbuf doubling and Linux's truesize "
                                     "accounting differ)",
     # -- loss recovery
-    "sack_recovery_first_segment_lost": "after dupack 1 (SACK of segment 2): Linux resends segment 1 within 6 ms "
-                                        "(RACK, RFC 8985: reordering window min_rtt/4), pystack waits for the 3rd "
-                                        "dupack-equivalent (50 ms later here)",
     "sack_recovery_prr_sequence": "after dupack 1: Linux sends new segment 11 and (RACK) resends segment 1; pystack "
                                   "sends only new data, resends at dupack 3, then takes an RTO (ca_state 4, "
                                   "ssthresh 5) where Linux stays in recovery (ca_state 3, ssthresh 7: CUBIC beta 0.7)",
@@ -46,12 +43,8 @@ PYSTACK_MISMATCHES = {
                                "partial ACK",
     "sack_dup_acks_without_sack": "after dupack 3 (no SACK): Linux sends nothing, pystack one new segment "
                                   "(limited transmit / NewReno accounting differs)",
-    "sack_rack_reordering_timer": "one dupack SACKing segment 3: Linux resends segment 1 after 5 ms (RACK reordering "
-                                  "timer) and again at the RTO; pystack resends it once at +100 ms",
     "tlp_tail_loss_probe": "first flight: Linux sends a 6th packet, the tail loss probe (RFC 8985, ~10 ms after "
                            "the flight, PTO = 2*SRTT); pystack has no TLP",
-    "frto_genuine_loss": "after the ACK of the resent segment alone: Linux (F-RTO) sends new segment 4, pystack "
-                         "resends segments 2 and 3 at once",
     # -- ECN (RFC 3168): pystack has none
     # -- socket API pystack does not have
     "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
