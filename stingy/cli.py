@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .sweep import FULL, QUICK
+from .sweep import FULL, PROGRAMS, QUICK
 
 DEFAULT_TARGETS = ["tux_like"]
 # The socket layers and drivers a server runs on are not its stages (in C they were the kernel).
@@ -52,7 +52,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        f"{','.join(map(str, FULL))}; quick: {','.join(map(str, QUICK))})")
     sweep.add_argument("--concurrency", type=_concurrencies, help="the points, as N,N,...")
     sweep.add_argument("--json", metavar="FILE", required=True, help="write the records here")
-    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop)")
+    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop, "
+                       "tux_like only)")
+    sweep.add_argument("--program", choices=PROGRAMS, default="tux_like",
+                       help="the server: tux_like (default) or the second program, demos/thttpd_like.py")
 
 
 def _concurrencies(text: str) -> list[int]:
@@ -109,9 +112,12 @@ def _stingygen(args: argparse.Namespace, report) -> int:
 
 def _stingify(args: argparse.Namespace, report, exclude: list[str]) -> int:
     from .memwalk import module_files
-    from .stingify import stingify, write
+    from .stingify import StingifyError, stingify, write
 
-    rewrites = stingify(report, args.targets, exclude)
+    try:
+        rewrites = stingify(report, args.targets, exclude)
+    except StingifyError as bad:
+        raise StingyUsageError(str(bad)) from None
     top = module_files(args.targets, exclude)[0][1].parent
     package = top if (top / "__init__.py").exists() else None
     while package is not None and (package.parent / "__init__.py").exists():
@@ -135,7 +141,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     points = args.concurrency or (QUICK if args.quick else FULL)
-    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf)
+    if args.httperf and args.program != "tux_like":
+        raise StingyUsageError("--httperf needs the tux_like program (the second program has no arrivals)")
+    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf, program=args.program)
     Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     for variant, rate in peaks.items():
         print(f"httperf peak {variant}: {rate:.0f} requests/s")
