@@ -98,13 +98,14 @@ class _Run:
 
     def collect(self) -> list[tuple[Any, bytes]]:
         """The connections the server answered since the last call, and what each got; each
-        client closes (its FIN reaches the server one transit later)."""
+        client closes when the answer reaches it (one transit), its FIN reaching the server
+        one transit after that."""
         done = []
         for sock in self.answered:
             data = sock.client.recv()
             done.append((sock, data))
             if not sock.closed and not sock.client_closed_write:
-                self.at(self.clock + LATENCY, sock.client.shutdown_write)
+                self.at(self.clock + 2 * LATENCY, sock.client.shutdown_write)
         self.answered.clear()
         return done
 
@@ -131,11 +132,13 @@ def _measure(run: _Run, variant: str, concurrency: int, rate: float, warmup: int
         run.step()
         for sock, data in run.collect():
             started = run.started.pop(sock, run.clock)
-            if run.clock - started > timeout:
+            answers += 1
+            if answers <= warmup:
+                pass  # not measured: late or failed answers count among the measured ones only
+            elif run.clock - started + 2 * LATENCY > timeout:  # as the client sees it: both transits
                 timed_out += 1
             elif not data.startswith(b"HTTP/1.1 200 "):
                 errors += 1
-            answers += 1
             if answers == warmup:
                 l1, l2 = cache.misses()
                 mark = (run.clock, l1, l2)
@@ -168,8 +171,9 @@ def closed_loop(variant: str, concurrency: int, requests: int, root: Path, targe
 def open_loop(variant: str, rate: float, requests: int, root: Path, targets: list[str],
               layout: Layout | None = None, timeout: float = 1e-3, seed: int = 1) -> Result:
     """httperf --rate ``rate``: ``requests`` connections at fixed intervals (the first tenth
-    not measured); an answer later than ``timeout`` (a millisecond: the runs are short, a
-    backlog that grows for their length shows in it) counts as failed, as httperf's."""
+    not measured); an answer the client gets later than ``timeout`` after sending its request
+    (a millisecond: the runs are short, a backlog that grows for their length shows in it)
+    counts as failed, as httperf's."""
     if rate <= 0 or requests < 1:
         raise ValueError("rate and requests must be positive")
     run = _start(variant, root, targets, layout, seed)

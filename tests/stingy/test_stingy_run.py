@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stingy.heap import GeneralMalloc
-from stingy.load import closed_loop, open_loop
+from stingy.load import LATENCY, _start, closed_loop, open_loop
 from stingy.scheduler import StingyScheduler
 from stingy.simulate import Tracer, document_root, tux_layout
 from stingy.sweep import peak
@@ -167,3 +167,24 @@ def test_sweep_command_refuses_bad_points(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pystack.cli", "stingy", "sweep", "--concurrency", "0,x",
                            "--json", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and not Path(tmp_path / "x.json").exists()
+
+
+def test_an_answer_is_late_by_what_the_client_sees_including_both_transits(www, layout):
+    """No client sees an answer sooner than two transits after sending: a timeout of exactly
+    that makes every request late, however quickly the server answers."""
+    root, targets = www
+    result = open_loop("original", 5_000, 100, root, targets, layout, timeout=2 * LATENCY)
+    assert result.timed_out == result.requests
+
+
+def test_the_clients_fin_reaches_the_server_two_transits_after_its_answer(www, layout):
+    root, targets = www
+    run = _start("original", root, targets, layout, seed=1)
+    run.request()
+    while not run.answered:
+        run.step()
+    answered_at = run.clock
+    [(sock, data)] = run.collect()
+    assert data.startswith(b"HTTP/1.1 200 ")
+    [(when, _, action)] = run.events
+    assert when == pytest.approx(answered_at + 2 * LATENCY) and action.__name__ == "shutdown_write"
