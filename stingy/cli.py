@@ -130,7 +130,10 @@ def _stingify(args: argparse.Namespace, report, exclude: list[str]) -> int:
     if args.out:
         if package is None:
             raise StingyUsageError("--out needs a package to copy")
-        written = write(rewrites, Path(args.out), package)
+        try:
+            written = write(rewrites, Path(args.out), package)
+        except OSError as bad:
+            raise StingyUsageError(f"--out {args.out}: {bad.strerror or bad}") from None
         print(f"# written: {', '.join(str(p) for p in written)}")
     return 0
 
@@ -143,8 +146,13 @@ def _sweep(args: argparse.Namespace) -> int:
     points = args.concurrency or (QUICK if args.quick else FULL)
     if args.httperf and args.program != "tux_like":
         raise StingyUsageError("--httperf needs the tux_like program (the second program has no arrivals)")
-    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf, program=args.program)
-    Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    try:
+        out = open(args.json, "w")  # opened first: a bad path fails before the sweep, not after it
+    except OSError as bad:
+        raise StingyUsageError(f"--json {args.json}: {bad.strerror or bad}") from None
+    with out:
+        records, peaks = sweep(points, quick=args.quick, peaks=args.httperf, program=args.program)
+        out.write(json.dumps(records, indent=1) + "\n")
     for variant, rate in peaks.items():
         print(f"httperf peak {variant}: {rate:.0f} requests/s")
     print(f"{len(records)} records written to {args.json}")
@@ -153,8 +161,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _pictures(args: argparse.Namespace, dot: str) -> None:
     if args.dot:
-        Path(args.dot).write_text(dot)
+        try:
+            Path(args.dot).write_text(dot)
+        except OSError as bad:
+            raise StingyUsageError(f"--dot {args.dot}: {bad.strerror or bad}") from None
     if args.png:
         if shutil.which("dot") is None:
             raise StingyUsageError("--png needs graphviz's dot (apt-get install graphviz); --dot writes the source")
-        subprocess.run(["dot", "-Tpng", "-o", args.png], input=dot, text=True, check=True)
+        done = subprocess.run(["dot", "-Tpng", "-o", args.png], input=dot, text=True, capture_output=True)
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or ["dot failed"]
+            raise StingyUsageError(f"--png {args.png}: {lines[-1]}")

@@ -188,3 +188,18 @@ def test_the_clients_fin_reaches_the_server_two_transits_after_its_answer(www, l
     assert data.startswith(b"HTTP/1.1 200 ")
     [(when, _, action)] = run.events
     assert when == pytest.approx(answered_at + 2 * LATENCY) and action.__name__ == "shutdown_write"
+
+
+@pytest.mark.parametrize("command", [
+    ["sweep", "--concurrency", "1", "--json", "{missing}/x.json"],
+    ["memwalk", "--dot", "{missing}/x.dot"],
+    ["stingify", "--out", "{file}"],
+])
+def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, command):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    args = [part.format(missing=tmp_path / "missing", file=a_file) for part in command]
+    done = subprocess.run([sys.executable, "-m", "pystack.cli", "stingy", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "ab " not in done.stderr  # the sweep refused before running
