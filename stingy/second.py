@@ -26,6 +26,7 @@ from types import ModuleType
 from .cache import PENTIUM_III, Machine
 from .load import Result
 from .simulate import (
+    INSTRUCTIONS_PER_STAGE,
     Layout,
     TracedMalloc,
     TracedStingy,
@@ -86,7 +87,9 @@ def closed_loop(variant: str, concurrency: int, requests: int, layout: Layout | 
         raise RuntimeError(f"objects left live after serving: {heap.live}")
     l1, l2 = tracer.cache.misses()
     served = sum(len(lines) for lines in wanted)
-    return Result(variant, concurrency, 0.0, served, machine.cost.seconds(tracer.cycles()), l2, l1, errors, 0)
+    return Result(variant, concurrency, 0.0, served, machine.cost.seconds(tracer.cycles()), l2, l1, errors, 0,
+                  tracer.stage_runs, machine.cost.cycles(tracer.stage_runs * INSTRUCTIONS_PER_STAGE, 0, 0),
+                  machine.cost.cycles(0, l1, l2))
 
 
 def _wrong(program: ModuleType, sent: bytes, paths: list[str]) -> int:

@@ -57,14 +57,18 @@ def sweep(concurrencies: Iterable[int], quick: bool = False, progress: TextIO | 
                           "l2_misses_per_request": round(result.l2_misses_per_request, 2)}
                 records.append(record)
                 _say(progress, f"ab      {variant:<8} c={concurrency:<5} {record['requests_per_second']:>10.0f} req/s "
-                               f"{record['l2_misses_per_request']:>8.2f} L2 misses/req")
+                               f"{record['l2_misses_per_request']:>8.2f} L2 misses/req, misses "
+                               f"{result.miss_share:>4.0%} of busy time")
         if peaks:
             for variant in VARIANTS:
                 def answers(rate: float, variant: str = variant) -> bool:
                     result = open_loop(variant, rate, 600 if quick else 2000, root, targets, layout)
                     ok = result.timed_out + result.errors <= result.requests // 20
                     _say(progress, f"httperf {variant:<8} rate={rate:>9.0f}/s "
-                                   f"{result.timed_out + result.errors:>5} late or failed: {'ok' if ok else 'over'}")
+                                   f"{result.timed_out + result.errors:>5} late or failed: {'ok' if ok else 'over'} "
+                                   f"({result.stage_runs / result.requests:.2f} stage runs/req, "
+                                   f"{result.l2_misses_per_request:.2f} L2 misses/req, misses "
+                                   f"{result.miss_share:.0%} of busy time)")
                     return ok
                 peak_rates[variant] = round(peak(answers, steps=5 if quick else 8), 0)
     return records, peak_rates

@@ -128,6 +128,10 @@ def test_both_variants_serve_every_request_and_stingy_misses_less_at_high_concur
         assert result.errors == 0 and result.requests >= 400 and result.seconds > 0
     assert stingy.l2_misses_per_request < original.l2_misses_per_request / 2
     assert stingy.requests_per_second > original.requests_per_second
+    for result in (original, stingy):  # every measured stage run and miss is in the busy time
+        assert result.stage_runs >= result.requests and 0 < result.miss_share < 1
+        assert result.seconds >= (result.instruction_cycles + result.miss_cycles) / 1.4e9 * 0.999
+    assert stingy.miss_share < original.miss_share
 
 
 def test_low_concurrency_is_bound_by_the_network_not_the_server(www, layout):
