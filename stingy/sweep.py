@@ -27,8 +27,10 @@ PROGRAMS = ("tux_like", "thttpd_like")
 
 
 def sweep(concurrencies: Iterable[int], quick: bool = False, progress: TextIO | None = sys.stderr,
-          peaks: bool = False, program: str = "tux_like") -> tuple[list[dict], dict[str, float]]:
-    """One record per (variant, concurrency); with ``peaks``, httperf's peak rate per variant."""
+          peaks: bool = False, program: str = "tux_like",
+          probes: list[dict] | None = None) -> tuple[list[dict], dict[str, float]]:
+    """One record per (variant, concurrency); with ``peaks``, httperf's peak rate per variant,
+    and each rate it tried appended to ``probes`` (offered against served: figure 7.7(c))."""
     if program not in PROGRAMS:
         raise ValueError(f"unknown program {program!r} (known: {', '.join(PROGRAMS)})")
     if peaks and program != "tux_like":
@@ -64,6 +66,9 @@ def sweep(concurrencies: Iterable[int], quick: bool = False, progress: TextIO | 
                 def answers(rate: float, variant: str = variant) -> bool:
                     result = open_loop(variant, rate, 600 if quick else 2000, root, targets, layout)
                     ok = result.timed_out + result.errors <= result.requests // 20
+                    if probes is not None:
+                        probes.append({"variant": variant, "rate": round(rate, 1), "ok": ok,
+                                       "requests_per_second": round(result.requests_per_second, 1)})
                     _say(progress, f"httperf {variant:<8} rate={rate:>9.0f}/s "
                                    f"{result.timed_out + result.errors:>5} late or failed: {'ok' if ok else 'over'} "
                                    f"({result.stage_runs / result.requests:.2f} stage runs/req, "

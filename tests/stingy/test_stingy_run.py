@@ -13,7 +13,7 @@ from stingy.heap import GeneralMalloc
 from stingy.load import LATENCY, _start, closed_loop, open_loop
 from stingy.scheduler import StingyScheduler
 from stingy.simulate import Tracer, document_root, tux_layout
-from stingy.sweep import peak
+from stingy.sweep import peak, sweep
 from tux_like.core import Request
 from tux_like.http import RECV_BUFFER
 
@@ -207,3 +207,16 @@ def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, 
                           timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "ab " not in done.stderr  # the sweep refused before running
+
+
+def test_the_peak_is_the_highest_rate_tried_that_was_served_in_time():
+    probes: list[dict] = []
+    records, peaks = sweep([1], quick=True, peaks=True, probes=probes, progress=None)
+    assert len(records) == 2 and set(peaks) == {"original", "stingy"}
+    for variant, rate in peaks.items():
+        tried = [p for p in probes if p["variant"] == variant]
+        assert len(tried) == 5 and any(not p["ok"] for p in tried)
+        assert rate == pytest.approx(max(p["rate"] for p in tried if p["ok"]), abs=1)
+        for probe in tried:  # below the peak, what is offered is served
+            if probe["ok"]:
+                assert probe["requests_per_second"] > 0.9 * probe["rate"]
