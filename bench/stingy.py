@@ -56,7 +56,7 @@ def run(settings: Settings) -> Table:
                        f"(goal >= +40%: {'met' if met['throughput'] else 'NOT met'})")
     table.notes.append(f"httperf peak: original {peaks['original']:,.0f}/s, stingy {peaks['stingy']:,.0f}/s, "
                        f"{achieved['peak']:+.0f}% (goal >= +21%: {'met' if met['peak'] else 'NOT met'})"
-                       + (" (--quick: a 5-step bisection, rates about 10% apart near the peaks: only the full "
+                       + (" (--quick: a 5-step bisection, its last two rates 21% apart: only the full "
                           "run's 8 steps measure the goal)" if settings.quick else ""))
     table.notes.append(THESIS)
     pictures = _pictures(records, peaks, probes, points)
