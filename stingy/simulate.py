@@ -345,7 +345,9 @@ def layout_of(targets: list[str], exclude: list[str], cache_size: int | None = N
     solution = solve(problem_from(report, cache_size - stack - finals))
     memory = memory_map(report, solution.counts, cache_size)
     labels = {info.site.label: name for name, info in report.objects.items()}
-    needs = {entry.rsplit(".", 1)[-1]: {o: 1 for o in stage.allocates}
+    # A stage run holds one instance of each object it allocates past its end; one it also
+    # frees (thttpd's log line) is back before the next run of the batch starts: no need.
+    needs = {entry.rsplit(".", 1)[-1]: {o: 0 if o in stage.frees else 1 for o in stage.allocates}
              for entry, stage in report.stages.items()}
     frames = {entry.rsplit(".", 1)[-1]: stage.stack for entry, stage in report.stages.items()}
     return Layout(memory, labels, needs, stage_order(report), frames)

@@ -118,3 +118,13 @@ def test_sweep_runs_the_second_program(tmp_path):
     assert main(["stingy", "sweep", "--program", "thttpd_like", "--concurrency", "2", "--json", str(out)]) == 0
     assert {r["variant"] for r in json.loads(out.read_text())} == {"original", "stingy"}
     assert main(["stingy", "sweep", "--program", "thttpd_like", "--httperf", "--json", str(out)]) == 2
+
+
+def test_an_object_freed_in_the_stage_that_allocates_it_does_not_bound_the_batch(layout):
+    """handle_linger's log line is back before the next linger runs: a batch of lingers needs one."""
+    assert layout.memory.counts["LOG_LINE"] == 1
+    assert layout.needs["handle_linger"] == {"LOG_LINE": 0}
+    assert layout.needs["handle_read"] == {"READ_BUF": 0, "RESPONSE": 1}
+    allocator = StingyAllocator(layout.memory, layout.labels, layout.needs)
+    assert allocator.headroom("handle_linger") > 1 and allocator.dyn_check("handle_linger", batch=50)
+    assert allocator.headroom("handle_read") == layout.memory.counts["RESPONSE"]
