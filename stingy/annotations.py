@@ -15,6 +15,10 @@ stored in, as the C attributes annotated the declaration::
 Python never evaluates a local variable's annotation, so they cost nothing
 at run time; ``memwalk`` reads them from the source, and ``stingify`` turns a
 ``stingy_size`` into the size guard of figure 6.5.
+
+``stingy_user_wrapper`` marks the programmer's wrapper of 7.4.4 (figure 7.5)
+for a ``Malloc`` or ``Free`` function whose callers expect more than the
+allocator's memory (a count kept, a structure set up around it).
 """
 
 from __future__ import annotations
@@ -46,3 +50,19 @@ def stingy_size(estimate: int) -> int:
 def stingy_count(instances: int) -> int:
     """How many instances of an object one task may hold (read from the source)."""
     return instances
+
+
+def stingy_user_wrapper(of: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark the user wrapper of the ``Malloc``/``Free`` function named ``of``.
+
+    The wrapper takes what the Stingy call returned (the object, or ``None`` for a
+    free) followed by the original call's arguments, and returns what the server
+    expects from the original call; ``stingify`` rewrites ``of(args)`` to
+    ``wrapper(StingyAlloc(context, SITE), args)`` (figure 7.5's ``stingy_usr_wrapper``).
+    """
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__stingy_user_wrapper__ = of  # type: ignore[attr-defined]
+        return function
+
+    return mark

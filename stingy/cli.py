@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .sweep import FULL, QUICK
+from .sweep import FULL, PROGRAMS, QUICK
 
 DEFAULT_TARGETS = ["tux_like"]
 # The socket layers and drivers a server runs on are not its stages (in C they were the kernel).
@@ -52,7 +52,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        f"{','.join(map(str, FULL))}; quick: {','.join(map(str, QUICK))})")
     sweep.add_argument("--concurrency", type=_concurrencies, help="the points, as N,N,...")
     sweep.add_argument("--json", metavar="FILE", required=True, help="write the records here")
-    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop)")
+    sweep.add_argument("--httperf", action="store_true", help="also search each variant's peak rate (open loop, "
+                       "tux_like only)")
+    sweep.add_argument("--program", choices=PROGRAMS, default="tux_like",
+                       help="the server: tux_like (default) or the second program, demos/thttpd_like.py")
 
 
 def _concurrencies(text: str) -> list[int]:
@@ -109,9 +112,12 @@ def _stingygen(args: argparse.Namespace, report) -> int:
 
 def _stingify(args: argparse.Namespace, report, exclude: list[str]) -> int:
     from .memwalk import module_files
-    from .stingify import stingify, write
+    from .stingify import StingifyError, stingify, write
 
-    rewrites = stingify(report, args.targets, exclude)
+    try:
+        rewrites = stingify(report, args.targets, exclude)
+    except StingifyError as bad:
+        raise StingyUsageError(str(bad)) from None
     top = module_files(args.targets, exclude)[0][1].parent
     package = top if (top / "__init__.py").exists() else None
     while package is not None and (package.parent / "__init__.py").exists():
@@ -124,7 +130,10 @@ def _stingify(args: argparse.Namespace, report, exclude: list[str]) -> int:
     if args.out:
         if package is None:
             raise StingyUsageError("--out needs a package to copy")
-        written = write(rewrites, Path(args.out), package)
+        try:
+            written = write(rewrites, Path(args.out), package)
+        except OSError as bad:
+            raise StingyUsageError(f"--out {args.out}: {bad.strerror or bad}") from None
         print(f"# written: {', '.join(str(p) for p in written)}")
     return 0
 
@@ -135,8 +144,15 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     points = args.concurrency or (QUICK if args.quick else FULL)
-    records, peaks = sweep(points, quick=args.quick, peaks=args.httperf)
-    Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    if args.httperf and args.program != "tux_like":
+        raise StingyUsageError("--httperf needs the tux_like program (the second program has no arrivals)")
+    try:
+        out = open(args.json, "w")  # opened first: a bad path fails before the sweep, not after it
+    except OSError as bad:
+        raise StingyUsageError(f"--json {args.json}: {bad.strerror or bad}") from None
+    with out:
+        records, peaks = sweep(points, quick=args.quick, peaks=args.httperf, program=args.program)
+        out.write(json.dumps(records, indent=1) + "\n")
     for variant, rate in peaks.items():
         print(f"httperf peak {variant}: {rate:.0f} requests/s")
     print(f"{len(records)} records written to {args.json}")
@@ -145,8 +161,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _pictures(args: argparse.Namespace, dot: str) -> None:
     if args.dot:
-        Path(args.dot).write_text(dot)
+        try:
+            Path(args.dot).write_text(dot)
+        except OSError as bad:
+            raise StingyUsageError(f"--dot {args.dot}: {bad.strerror or bad}") from None
     if args.png:
         if shutil.which("dot") is None:
             raise StingyUsageError("--png needs graphviz's dot (apt-get install graphviz); --dot writes the source")
-        subprocess.run(["dot", "-Tpng", "-o", args.png], input=dot, text=True, check=True)
+        done = subprocess.run(["dot", "-Tpng", "-o", args.png], input=dot, text=True, capture_output=True)
+        if done.returncode:
+            lines = done.stderr.strip().splitlines() or ["dot failed"]
+            raise StingyUsageError(f"--png {args.png}: {lines[-1]}")

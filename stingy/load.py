@@ -26,7 +26,7 @@ from typing import Any
 
 from tux_like.memnet import deliver_events
 
-from .simulate import Layout, Simulated, build
+from .simulate import INSTRUCTIONS_PER_STAGE, Layout, Simulated, build
 
 LATENCY = 50e-6  # one way, a switched LAN
 DELAY = 20e-6  # ab's tiny random pause between a client's requests (at most)
@@ -45,6 +45,15 @@ class Result:
     l1_misses: int
     errors: int  # answers that were not 200
     timed_out: int  # open loop: requests not answered within the timeout
+    stage_runs: int  # stages run while they were measured
+    instruction_cycles: float  # the server's busy cycles then: its stages' instructions...
+    miss_cycles: float  # ...and its cache misses
+
+    @property
+    def miss_share(self) -> float:
+        """The fraction of the server's busy time spent in cache misses."""
+        busy = self.instruction_cycles + self.miss_cycles
+        return self.miss_cycles / busy if busy else 0.0
 
     @property
     def requests_per_second(self) -> float:
@@ -82,12 +91,12 @@ class _Run:
         while self.events and self.events[0][0] <= self.clock:
             heapq.heappop(self.events)[2]()
         server, net, tracer = self.sim.server, self.sim.net, self.sim.tracer
-        deliver_events(server, net)
-        before = tracer.cycles()
+        before = tracer.cycles()  # the readiness and workers' accesses are the server's time too
         runs = tracer.stage_runs
+        deliver_events(server, net)
         server.step(EPOCH + self.clock, STEP_BUDGET)
+        self.clock += tracer.machine.cost.seconds(tracer.cycles() - before)
         if tracer.stage_runs != runs or net.ready:
-            self.clock += tracer.machine.cost.seconds(tracer.cycles() - before)
             return
         upcoming = [when for when in (self.events[0][0] if self.events else None,
                                       _deadline(server)) if when is not None]
@@ -98,13 +107,14 @@ class _Run:
 
     def collect(self) -> list[tuple[Any, bytes]]:
         """The connections the server answered since the last call, and what each got; each
-        client closes (its FIN reaches the server one transit later)."""
+        client closes when the answer reaches it (one transit), its FIN reaching the server
+        one transit after that."""
         done = []
         for sock in self.answered:
             data = sock.client.recv()
             done.append((sock, data))
             if not sock.closed and not sock.client_closed_write:
-                self.at(self.clock + LATENCY, sock.client.shutdown_write)
+                self.at(self.clock + 2 * LATENCY, sock.client.shutdown_write)
         self.answered.clear()
         return done
 
@@ -125,28 +135,32 @@ def _measure(run: _Run, variant: str, concurrency: int, rate: float, warmup: int
              on_answer: Callable[[Any], None], timeout: float = float("inf")) -> Result:
     """Run until ``warmup + requests`` answers; measure the last ``requests`` of them."""
     answers = errors = timed_out = 0
-    mark: tuple[float, int, int] | None = None
-    cache = run.sim.tracer.cache
+    mark: tuple[float, int, int, int] | None = None
+    tracer = run.sim.tracer
+    cache = tracer.cache
     while True:
         run.step()
         for sock, data in run.collect():
             started = run.started.pop(sock, run.clock)
-            if run.clock - started > timeout:
+            answers += 1
+            if answers <= warmup:
+                pass  # not measured: late or failed answers count among the measured ones only
+            elif run.clock - started + 2 * LATENCY > timeout:  # as the client sees it: both transits
                 timed_out += 1
             elif not data.startswith(b"HTTP/1.1 200 "):
                 errors += 1
-            answers += 1
             if answers == warmup:
-                l1, l2 = cache.misses()
-                mark = (run.clock, l1, l2)
+                mark = (run.clock, *cache.misses(), tracer.stage_runs)
             on_answer(sock)
         if answers >= warmup + requests:
             break
-    l1, l2 = cache.misses()
     if mark is None:
-        mark = (0.0, 0, 0)
-    return Result(variant, concurrency, rate, answers - warmup, run.clock - mark[0], l2 - mark[2], l1 - mark[1],
-                  errors, timed_out)
+        mark = (0.0, 0, 0, 0)
+    l1, l2 = cache.misses()
+    l1, l2, runs = l1 - mark[1], l2 - mark[2], tracer.stage_runs - mark[3]
+    cost = tracer.machine.cost
+    return Result(variant, concurrency, rate, answers - warmup, run.clock - mark[0], l2, l1, errors, timed_out,
+                  runs, cost.cycles(runs * INSTRUCTIONS_PER_STAGE, 0, 0), cost.cycles(0, l1, l2))
 
 
 def closed_loop(variant: str, concurrency: int, requests: int, root: Path, targets: list[str],
@@ -168,8 +182,9 @@ def closed_loop(variant: str, concurrency: int, requests: int, root: Path, targe
 def open_loop(variant: str, rate: float, requests: int, root: Path, targets: list[str],
               layout: Layout | None = None, timeout: float = 1e-3, seed: int = 1) -> Result:
     """httperf --rate ``rate``: ``requests`` connections at fixed intervals (the first tenth
-    not measured); an answer later than ``timeout`` (a millisecond: the runs are short, a
-    backlog that grows for their length shows in it) counts as failed, as httperf's."""
+    not measured); an answer the client gets later than ``timeout`` after sending its request
+    (a millisecond: the runs are short, a backlog that grows for their length shows in it)
+    counts as failed, as httperf's."""
     if rate <= 0 or requests < 1:
         raise ValueError("rate and requests must be positive")
     run = _start(variant, root, targets, layout, seed)

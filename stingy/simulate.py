@@ -278,7 +278,7 @@ class TracedStingy(StingyAllocator):
         self.tracer.released(obj, address)
 
 
-def _tracing(base: type) -> type:
+def traced_scheduler(base: type) -> type:
     """``base`` scheduler, telling the tracer each stage it elects."""
 
     def elect(self: Any) -> Any:
@@ -290,8 +290,8 @@ def _tracing(base: type) -> type:
     return type(f"Traced{base.__name__}", (base,), {"elect": elect})
 
 
-TracedScheduler = _tracing(Scheduler)
-TracedStingyScheduler = _tracing(StingyScheduler)
+TracedScheduler = traced_scheduler(Scheduler)
+TracedStingyScheduler = traced_scheduler(StingyScheduler)
 
 
 class SimNet(MemoryNet):
@@ -334,23 +334,41 @@ class Layout:
     frames: dict[str, int]
 
 
-def tux_layout(cache_size: int | None = None, targets: tuple[str, ...] = ("tux_like",)) -> Layout:
-    """memwalk and stingygen on tux_like's HTTP server (its socket layer, driver and FTP left out);
-    a stingified tux_like is read with ``stingy.allocator`` beside it (where StingyAlloc is marked)."""
-    from .cli import DEFAULT_EXCLUDE
+def layout_of(targets: list[str], exclude: list[str], cache_size: int | None = None) -> Layout:
+    """memwalk and stingygen on a program: the map, its labels, each stage's allocations."""
     from .memwalk import memwalk
     from .stingygen import fixed_regions, memory_map, problem_from, solve
 
     cache_size = cache_size or PENTIUM_III.l2.size
-    report = memwalk(list(targets), exclude=[*DEFAULT_EXCLUDE, "tux_like.ftp"])
+    report = memwalk(targets, exclude=exclude)
     stack, finals = fixed_regions(report)
     solution = solve(problem_from(report, cache_size - stack - finals))
     memory = memory_map(report, solution.counts, cache_size)
     labels = {info.site.label: name for name, info in report.objects.items()}
-    needs = {entry.rsplit(".", 1)[-1]: {o: 1 for o in stage.allocates}
+    # A stage run holds one instance of each object it allocates past its end; one it also
+    # frees (thttpd's log line) is back before the next run of the batch starts: no need.
+    needs = {entry.rsplit(".", 1)[-1]: {o: 0 if o in stage.frees else 1 for o in stage.allocates}
              for entry, stage in report.stages.items()}
     frames = {entry.rsplit(".", 1)[-1]: stage.stack for entry, stage in report.stages.items()}
     return Layout(memory, labels, needs, stage_order(report), frames)
+
+
+def tux_layout(cache_size: int | None = None, targets: tuple[str, ...] = ("tux_like",)) -> Layout:
+    """memwalk and stingygen on tux_like's HTTP server (its socket layer, driver and FTP left out);
+    a stingified tux_like is read with ``stingy.allocator`` beside it (where StingyAlloc is marked)."""
+    from .cli import DEFAULT_EXCLUDE
+
+    return layout_of(list(targets), [*DEFAULT_EXCLUDE, "tux_like.ftp"], cache_size)
+
+
+def tracer_for(variant: str, layout: Layout | None, machine: Machine = PENTIUM_III) -> Tracer:
+    """The variant's tracer: Stingy's stack at the bottom of the cache slab, the original's apart."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    if variant == "stingy":
+        return Tracer(machine, stack_base=layout.memory.cache_slab + layout.memory.regions[0].size,
+                      frames=layout.frames)
+    return Tracer(machine, frames=layout.frames if layout else None)
 
 
 # ---------------------------------------------------------------- a server in simulated memory
@@ -384,16 +402,11 @@ def build(variant: str, root: Path, answered: Callable[[Any], None], layout: Lay
     server's log would not weigh), no connection limit (ab's thousands of clients are
     all let in, as TUX with a large max_connect) and timeouts long enough that a slow
     answer is measured, not cut off."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
     config = make_config({"document_root": str(root), "listen": "198.18.0.2:80", "logging": False,
                           "max_connect": 1 << 20, "keepalive_timeout": 600.0, "request_timeout": 600.0})
     if variant == "stingy":
         layout = layout or tux_layout(machine.l2.size)
-        tracer = Tracer(machine, stack_base=layout.memory.cache_slab + layout.memory.regions[0].size,
-                        frames=layout.frames)
-    else:
-        tracer = Tracer(machine, frames=layout.frames if layout else None)
+    tracer = tracer_for(variant, layout, machine)
     net = SimNet(tracer, answered)
     server = Server(config, net)
     for ti in server.threads:

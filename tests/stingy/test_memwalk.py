@@ -143,13 +143,13 @@ def test_an_object_freed_before_its_cycle_comes_back_is_bounded() -> None:
 
 
 def test_the_thttpd_like_program_runs_and_frees_everything() -> None:
-    from demos.thttpd_like import Connection, serve
+    from demos.thttpd_like import Connection, Heap, serve
 
     conns = [Connection(b"GET /\nGET /about\n"), Connection(b"GET /nope\n")]
-    heap: dict[str, int] = {}
+    heap = Heap()
     serve(conns, heap)
     assert conns[0].sent.count(b"200 OK") == 2 and b"404" in conns[1].sent
-    assert not any(heap.values())
+    assert not any(heap.live.values()) and heap.allocator.live_objects() == 0
 
 
 def test_a_free_through_any_target_of_a_chained_assignment_matches_its_site(tmp_path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from stingy.heap import GeneralMalloc
-from stingy.load import closed_loop, open_loop
+from stingy.load import LATENCY, _start, closed_loop, open_loop
 from stingy.scheduler import StingyScheduler
 from stingy.simulate import Tracer, document_root, tux_layout
-from stingy.sweep import peak
+from stingy.sweep import peak, sweep
 from tux_like.core import Request
 from tux_like.http import RECV_BUFFER
 
@@ -128,6 +128,10 @@ def test_both_variants_serve_every_request_and_stingy_misses_less_at_high_concur
         assert result.errors == 0 and result.requests >= 400 and result.seconds > 0
     assert stingy.l2_misses_per_request < original.l2_misses_per_request / 2
     assert stingy.requests_per_second > original.requests_per_second
+    for result in (original, stingy):  # every measured stage run and miss is in the busy time
+        assert result.stage_runs >= result.requests and 0 < result.miss_share < 1
+        assert result.seconds >= (result.instruction_cycles + result.miss_cycles) / 1.4e9 * 0.999
+    assert stingy.miss_share < original.miss_share
 
 
 def test_low_concurrency_is_bound_by_the_network_not_the_server(www, layout):
@@ -167,3 +171,52 @@ def test_sweep_command_refuses_bad_points(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pystack.cli", "stingy", "sweep", "--concurrency", "0,x",
                            "--json", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and not Path(tmp_path / "x.json").exists()
+
+
+def test_an_answer_is_late_by_what_the_client_sees_including_both_transits(www, layout):
+    """No client sees an answer sooner than two transits after sending: a timeout of exactly
+    that makes every request late, however quickly the server answers."""
+    root, targets = www
+    result = open_loop("original", 5_000, 100, root, targets, layout, timeout=2 * LATENCY)
+    assert result.timed_out == result.requests
+
+
+def test_the_clients_fin_reaches_the_server_two_transits_after_its_answer(www, layout):
+    root, targets = www
+    run = _start("original", root, targets, layout, seed=1)
+    run.request()
+    while not run.answered:
+        run.step()
+    answered_at = run.clock
+    [(sock, data)] = run.collect()
+    assert data.startswith(b"HTTP/1.1 200 ")
+    [(when, _, action)] = run.events
+    assert when == pytest.approx(answered_at + 2 * LATENCY) and action.__name__ == "shutdown_write"
+
+
+@pytest.mark.parametrize("command", [
+    ["sweep", "--concurrency", "1", "--json", "{missing}/x.json"],
+    ["memwalk", "--dot", "{missing}/x.dot"],
+    ["stingify", "--out", "{file}"],
+])
+def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, command):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    args = [part.format(missing=tmp_path / "missing", file=a_file) for part in command]
+    done = subprocess.run([sys.executable, "-m", "pystack.cli", "stingy", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "ab " not in done.stderr  # the sweep refused before running
+
+
+def test_the_peak_is_the_highest_rate_tried_that_was_served_in_time():
+    probes: list[dict] = []
+    records, peaks = sweep([1], quick=True, peaks=True, probes=probes, progress=None)
+    assert len(records) == 2 and set(peaks) == {"original", "stingy"}
+    for variant, rate in peaks.items():
+        tried = [p for p in probes if p["variant"] == variant]
+        assert len(tried) == 5 and any(not p["ok"] for p in tried)
+        assert rate == pytest.approx(max(p["rate"] for p in tried if p["ok"]), abs=1)
+        for probe in tried:  # below the peak, what is offered is served
+            if probe["ok"]:
+                assert probe["requests_per_second"] > 0.9 * probe["rate"]
