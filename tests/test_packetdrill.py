@@ -115,7 +115,7 @@ KNOWN_PASSES = frozenset({
     "ts_recent/fin_tsval.pkt",
     # ../shared/packetdrill-extra
     "eor/no-coalesce-large.pkt", "eor/no-coalesce-small.pkt", "eor/no-coalesce-subsequent.pkt",
-    "epoll/epoll_in_edge.pkt", "sack/sack-route-refresh-ip-tos.pkt",
+    "epoll/epoll_in_edge.pkt", "inq/client.pkt", "inq/server.pkt", "sack/sack-route-refresh-ip-tos.pkt",
     "validate/validate-established-no-flags.pkt", "zerocopy/basic.pkt", "zerocopy/client.pkt",
     "zerocopy/closed.pkt",
     "zerocopy/epoll_edge.pkt", "zerocopy/epoll_exclusive.pkt", "zerocopy/epoll_oneshot.pkt", "zerocopy/maxfrags.pkt",

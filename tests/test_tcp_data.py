@@ -783,3 +783,18 @@ def test_a_bare_fin_passes_a_closed_window():
     fin_ack = bench.take()
     assert fin_ack and fin_ack[-1].ack == base + 60001 and fin_ack[-1].tcp.window == 0
     assert bench.stack.sockets[conn.fd].tcb.state == CLOSE_WAIT
+
+
+def test_one_large_segment_is_acknowledged_at_once_even_with_a_fin():
+    """Linux counts bytes, not segments, for its immediate ACK: more than one MSS received
+    since the last ACK (a GRO'd segment of several) is acknowledged at once, even when a FIN
+    on it puts the connection in ping-pong mode (inq/client.pkt)."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    conn.send("PA", bytes(100))
+    bench.advance(0.1)
+    bench.take()
+    assert bench.stack.recv(conn.fd, 1000) == bytes(100)
+    conn.send("FA", bytes(5 * MSS))
+    acks = bench.take()
+    assert acks and acks[-1].ack == conn.seq  # at once, not after the delayed-ACK timer

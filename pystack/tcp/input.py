@@ -728,7 +728,7 @@ def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> Non
     if had_holes or len(data) < tcb.mss and tcb.quickacks:
         tcb.ack_now = True  # a hole was filled (RFC 5681 4.2), or quick-ACK mode
     else:
-        schedule_ack(stack, tcb, full_segment=len(data) >= tcb.mss)
+        schedule_ack(stack, tcb, len(data))
 
 
 def dsack_extend(tcb: TCB, start: int, end: int) -> None:
@@ -800,7 +800,7 @@ def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
             # Linux tcp_fin enters ping-pong mode: once data has flowed in, the FIN's ACK
             # waits for the delayed-ACK timer (our own FIN may ride on it).
             tcb.quickacks = 0
-            schedule_ack(stack, tcb, full_segment=False)
+            schedule_ack(stack, tcb, 0)
         else:
             tcb.ack_now = True  # nothing received before: acknowledged at once (Linux)
     elif tcb.state == FIN_WAIT_1:

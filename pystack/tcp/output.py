@@ -597,11 +597,13 @@ def arm_persist(stack: Stack, tcb: TCB, now: float) -> None:
         stack.tcp.timer_changed(tcb)
 
 
-def schedule_ack(stack: Stack, tcb: TCB, full_segment: bool) -> None:
-    """Delayed ACK (40 ms, every second full segment at once, quick ACKs at first)."""
-    if full_segment:
-        tcb.ack_pending += 1
-    if tcb.quickacks or tcb.ack_pending >= 2:
+def schedule_ack(stack: Stack, tcb: TCB, received: int) -> None:
+    """Delayed ACK (40 ms; quick ACKs at first). ``received``: bytes of the segment just taken,
+    counted when it is a full one: more than one MSS of them unacknowledged is acknowledged at
+    once, two full segments as one large (GRO) segment (Linux __tcp_ack_snd_check counts bytes)."""
+    if received >= tcb.mss:
+        tcb.ack_pending += received
+    if tcb.quickacks or tcb.ack_pending > tcb.mss:
         tcb.ack_now = True
         return
     if tcb.delack_at == math.inf:

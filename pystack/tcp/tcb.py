@@ -228,7 +228,7 @@ class TCB:
     persist_backoff: int = 0
     keepalive_probes_out: int = 0
     # ACK policy.
-    ack_pending: int = 0  # full segments received and not yet acknowledged
+    ack_pending: int = 0  # bytes of full segments received and not yet acknowledged
     quickacks: int = 0
     ack_now: bool = False
     last_received_at: float = 0.0
