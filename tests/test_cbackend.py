@@ -1,0 +1,187 @@
+"""The C backend against the Python residual it was translated from.
+
+Two stacks identical down to their seed, each with one UDP socket set up for the same
+random context (addresses in 198.18.0.0/15, ports, TTL, TOS, MTU, UDP checksum on or
+off, connected or sending to a fixed destination); both are specialized; one runs the
+Python residual, the other its C (from a filled template, or compiled for the context).
+Every send must agree exactly: the result or the error, the packets byte for byte, the
+counters and the socket's state, including the rare paths the C hands back to Python
+(fragmentation, pending errors, a full send buffer, oversized payloads).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pystack.clock import VirtualClock
+from pystack.socket import IP_TOS, IP_TTL, IPPROTO_IP, SO_NO_CHECK, SOL_SOCKET
+from pystack.stack import Stack
+from specializer import cbackend
+from specializer.cbackend import CannotTranslate, Template, TemplateMismatch, translate
+from specializer.scenario import all_scenarios
+from specializer.system import specialize
+
+pytestmark = pytest.mark.skipif(cbackend.compiler_problem() is not None, reason="no C toolchain here")
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SIZES = [0, 1, 2, 63, 64, 1023, 1472, 1473, 4000, 65507, 65508]
+
+
+@st.composite
+def contexts(draw: st.DrawFn) -> dict:
+    net = draw(st.integers(0, 511))  # a /24 of 198.18.0.0/15
+    third = net & 255
+    second = 18 + (net >> 8)
+    return {
+        "scenario": draw(st.sampled_from(["udp_send_connected", "udp_sendto_fixed"])),
+        "me": f"198.{second}.{third}.2",
+        "peer": f"198.{second}.{third}.{draw(st.sampled_from([1, 77, 254]))}",
+        "far": draw(st.booleans()),  # the destination through the gateway instead
+        "local_port": draw(st.integers(1, 65535)),
+        "remote_port": draw(st.integers(1, 65535)),
+        "ttl": draw(st.integers(1, 255)),
+        "tos": draw(st.integers(0, 255)),
+        "mtu": draw(st.sampled_from([576, 1500, 9000])),
+        "no_check": draw(st.booleans()),
+        "sizes": draw(st.lists(st.one_of(st.sampled_from(SIZES), st.integers(0, 3000)), min_size=1, max_size=6)),
+    }
+
+
+class World:
+    """One stack, one socket set up for the context, its packets and its residual."""
+
+    def __init__(self, ctx: dict):
+        self.packets: list[bytes] = []
+        self.stack = stack = Stack(clock=VirtualClock(), seed=5)
+        stack.add_interface("eth0", ctx["me"], 24, mtu=ctx["mtu"], sink=self.packets.append)
+        gateway = ctx["peer"]
+        stack.add_route("0.0.0.0", 0, "eth0", gateway=gateway)
+        self.fd = fd = stack.socket()
+        stack.bind(fd, (ctx["me"], ctx["local_port"]))
+        stack.setsockopt(fd, IPPROTO_IP, IP_TTL, ctx["ttl"])
+        stack.setsockopt(fd, IPPROTO_IP, IP_TOS, ctx["tos"])
+        if ctx["no_check"]:
+            stack.setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, 1)
+        destination = ("198.18.200.9" if ctx["far"] and not ctx["me"].startswith("198.18.200.") else ctx["peer"],
+                       ctx["remote_port"])
+        statics = {"self": stack, "fd": fd, "flags": 0}
+        if ctx["scenario"] == "udp_send_connected":
+            stack.connect(fd, destination)
+        else:
+            statics["address"] = destination
+        self.compiled = specialize(all_scenarios()[ctx["scenario"]], statics).compiled
+        self.sock = stack.sockfd_lookup(fd)
+
+    def observe(self, send, data: bytes) -> tuple:
+        try:
+            outcome: tuple = ("returned", send(data))
+        except OSError as error:
+            outcome = ("raised", type(error).__name__, error.errno)
+        packets = list(map(bytes, self.packets))
+        self.packets.clear()
+        counters = self.stack.counters
+        return (outcome, packets, dict(counters.ip), dict(counters.udp), self.sock.ip_id, self.sock.error,
+                self.stack.interfaces["eth0"].tx_packets)
+
+
+_templates: list[Template] = []
+
+
+def filled(compiled):
+    """The C of ``compiled`` from a template of its shape (compiled on first sight of the shape)."""
+    for template in _templates:
+        try:
+            return template.fill(compiled)
+        except TemplateMismatch:
+            continue
+    _templates.append(Template.compile(compiled))
+    return _templates[-1].fill(compiled)
+
+
+def compare(ctx: dict, make_c) -> None:
+    python, native = World(ctx), World(ctx)
+    send_c = make_c(native.compiled)
+    payloads = [(bytes(range(256)) * (size // 256 + 1))[:size] for size in ctx["sizes"]]
+    for step, data in enumerate(payloads):
+        if step == 1:  # a pending asynchronous error, reported once
+            python.sock.error = native.sock.error = errno.ECONNREFUSED
+        if step == 2:  # the send buffer full
+            python.sock.wmem = native.sock.wmem = 1 << 30
+        if step == 3:
+            python.sock.wmem = native.sock.wmem = 0
+        expected = python.observe(python.compiled.function, data)
+        assert native.observe(send_c, data) == expected, f"{ctx['scenario']} of {len(data)} bytes, step {step}"
+
+
+@SETTINGS
+@given(contexts())
+def test_template_c_sends_what_python_sends(ctx):
+    compare(ctx, filled)
+
+
+@pytest.mark.parametrize("ctx", [
+    {"scenario": "udp_send_connected", "me": "198.18.0.2", "peer": "198.18.0.1", "far": False, "local_port": 40001,
+     "remote_port": 9, "ttl": 64, "tos": 0, "mtu": 1500, "no_check": False, "sizes": [0, 1, 64, 1472, 1473, 65508]},
+    {"scenario": "udp_sendto_fixed", "me": "198.19.3.2", "peer": "198.19.3.254", "far": True, "local_port": 65535,
+     "remote_port": 1, "ttl": 1, "tos": 255, "mtu": 576, "no_check": True, "sizes": [5, 548, 549, 3000]},
+])
+def test_c_compiled_for_the_context_sends_what_python_sends(ctx):
+    compare(ctx, lambda compiled: cbackend.load(translate(compiled.tree, compiled.constants), compiled))
+
+
+def test_the_c_names_what_goes_back_to_python():
+    ctx = {"scenario": "udp_send_connected", "me": "198.18.0.2", "peer": "198.18.0.1", "far": False,
+           "local_port": 40001, "remote_port": 9, "ttl": 64, "tos": 0, "mtu": 1500, "no_check": False}
+    program = translate(World(ctx).compiled.tree, World(ctx).compiled.constants)
+    assert [reason.split(":")[0] for reason in program.exits] == ["line 5", "line 10", "line 13", "line 35", "line 53"]
+    assert "ip_fragment" in program.exits[-1]
+    assert "goto python;" in program.source
+    assert "40001" in program.source  # the port, folded into the C
+    assert len(program.paths) == 1  # the one path that sends a packet
+
+
+def test_a_template_has_holes_and_refuses_another_shape():
+    base = {"scenario": "udp_send_connected", "me": "198.18.0.2", "peer": "198.18.0.1", "far": False,
+            "local_port": 40001, "remote_port": 9, "ttl": 64, "tos": 0, "mtu": 1500, "no_check": False}
+    first = World(base).compiled
+    template = Template.compile(first)
+    assert "40001" not in template.program.source and "K[" in template.program.source
+    other = World({**base, "local_port": 5000, "ttl": 9}).compiled
+    assert 5000 in translate(other.tree, other.constants, holes=True).holes
+    template.fill(other)  # same shape: no compiler
+    with pytest.raises(TemplateMismatch):
+        template.fill(World({**base, "no_check": True}).compiled)
+
+
+def test_tcp_send_has_no_path_in_c_and_says_why():
+    from specializer.show import build_world
+
+    scenario = all_scenarios()["tcp_send"]
+    compiled = specialize(scenario, build_world(scenario, {})[1]).compiled
+    with pytest.raises(CannotTranslate, match="no path of the residual runs in C: line"):
+        translate(compiled.tree, compiled.constants)
+
+
+def test_a_missing_compiler_falls_back_to_python_said_once(monkeypatch):
+    ctx = {"scenario": "udp_send_connected", "me": "198.18.0.2", "peer": "198.18.0.1", "far": False,
+           "local_port": 40123, "remote_port": 9, "ttl": 33, "tos": 0, "mtu": 1500, "no_check": False}
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(cbackend, "_said", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = World(ctx).compiled, World({**ctx, "ttl": 34}).compiled
+        assert cbackend.native(first) is first.function
+        assert cbackend.native(second) is second.function
+    said = [w for w in caught if issubclass(w.category, cbackend.CBackendUnavailable)]
+    assert len(said) == 1
+    assert "/nonexistent/cc" in str(said[0].message) and "runs as Python" in str(said[0].message)
+    monkeypatch.delenv("CC")
+    assert os.environ.get("CC") is None
+    assert cbackend.native(first) is not first.function  # with the compiler back: C
