@@ -11,6 +11,7 @@ counters and the socket's state, including the rare paths the C hands back to Py
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import warnings
@@ -185,3 +186,55 @@ def test_a_missing_compiler_falls_back_to_python_said_once(monkeypatch):
     monkeypatch.delenv("CC")
     assert os.environ.get("CC") is None
     assert cbackend.native(first) is not first.function  # with the compiler back: C
+
+
+ARITHMETIC = """
+def arithmetic(data):
+    data_1 = bytes(data)
+    x = box.x
+    y = box.y
+    box.q = x // y
+    box.m = x % y
+    box.s = x << (y & 63)
+    box.r = x >> (y & 127)
+    box.p = x * y - y
+    box.big = (int_from_bytes(data_1, 'big') + x) % 65535
+    box.eq = int_from_bytes(data_1, 'big') + x == y
+    box.b = x > y or (x & 1) == 0
+    return -x if x < 0 else ~y
+"""
+
+
+class Box:
+    def __init__(self, x: int, y: int):
+        self.x, self.y = x, y
+
+
+def arithmetic_on(box: Box):
+    from specializer.residual import compile_residual
+
+    tree = ast.parse(ARITHMETIC).body[0]
+    return compile_residual("arithmetic", ["data"], tree.body, {"box": box, "int_from_bytes": int.from_bytes},
+                            "<arithmetic>")
+
+
+INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
+
+
+@SETTINGS
+@given(st.one_of(INT64, st.integers(-5, 70), st.just(1 << 64), st.just(True)), st.one_of(INT64, st.integers(-5, 70)),
+       st.binary(max_size=40))
+def test_c_integers_are_python_integers(x, y, data):
+    """Floor division and modulo, shifts, overflow past 64 bits (back to Python), the
+    big-endian remainder of odd and even byte strings, and the types of what is written."""
+    python, native = Box(x, y), Box(x, y)
+    compiled = arithmetic_on(native)
+    send = cbackend.load(translate(compiled.tree, compiled.constants), compiled)
+    outcomes = []
+    for box, function in ((python, arithmetic_on(python).function), (native, send)):
+        try:
+            outcomes.append(("returned", function(data), type(function(data))))
+        except (ZeroDivisionError, ValueError, OverflowError) as error:
+            outcomes.append(("raised", type(error)))
+        outcomes.append({k: (v, type(v)) for k, v in vars(box).items()})
+    assert outcomes[:2] == outcomes[2:]

@@ -13,6 +13,7 @@ on Python objects in order; whatever the C cannot express runs the Python residu
 
 from __future__ import annotations
 
+import struct
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -87,8 +88,8 @@ def _bind(factory: Callable[..., Any], program: CProgram, module: Any, compiled:
           holes: list[int]) -> Callable[..., Any]:
     """One instance of the shell: its own buffers, the hole values, the frozen objects."""
     ffi = module.ffi
-    out = bytearray(OUT_CAPACITY)
+    out, io = bytearray(OUT_CAPACITY), bytearray(8 * program.slots)
     objects = [compiled.constants[name] for name in frozen_names(program)]
-    return factory(getattr(module.lib, program.name), ffi.new("int64_t[]", max(len(program.inputs), 1)),
-                   ffi.new("int64_t[]", program.slots), out, memoryview(out), ffi.from_buffer(out),
+    return factory(getattr(module.lib, program.name), io, ffi.from_buffer("int64_t[]", io),
+                   struct.Struct(f"={program.slots}q").unpack_from, out, memoryview(out), ffi.from_buffer(out),
                    ffi.new("int64_t[]", holes or [0]), compiled.function, *objects)

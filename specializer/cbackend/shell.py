@@ -1,4 +1,4 @@
-"""The Python side of a translated residual: load the fields the C reads, call it, then do
+"""The Python side of a translated residual: read the fields the C reads, call it, then do
 the effects of the path it took, in the residual's order (or run the Python residual when
 the C says "back to Python"). Generated per program shape, as a factory of closures."""
 
@@ -13,39 +13,33 @@ OUT_CAPACITY = 65536 + 64  # the largest packet and then some: bigger ones go ba
 
 
 def shell_source(program: CProgram) -> str:
-    """``_cb_factory(...)``: returns a function with the residual's signature."""
+    """``_cb_factory(...)``: returns a function with the residual's signature. The io slots
+    come back as one tuple (``_cb_unpack``), read before any effect: a call may re-enter."""
     objects = frozen_names(program)
     converted = ", ".join(v for v, _ in program.prologue)
-    lines = ["def _cb_factory(_cb_f, _cb_in, _cb_io, _cb_out, _cb_outmv, _cb_outp, _cb_K, _cb_python"
+    back = f"return _cb_python({converted})"
+    inputs = [f"_cb_i{i}" for i in range(len(program.inputs))]
+    lines = ["def _cb_factory(_cb_f, _cb_io, _cb_iop, _cb_unpack, _cb_out, _cb_outmv, _cb_outp, _cb_K, _cb_python"
              + "".join(f", {name}" for name in objects) + "):",
              f"    def {program.name}({', '.join(program.params)}):"]
     lines += [f"        {var} = bytes({param})" for var, param in program.prologue]
-    if program.inputs:
+    if inputs:
         lines.append("        try:")
-        lines += [f"            _cb_i{i} = {obj}.{name}" for i, (obj, name) in enumerate(program.inputs)]
-        exact = " and ".join(f"type(_cb_i{i}) is int" for i in range(len(program.inputs)))
-        lines.append(f"            _cb_ok = {exact}  # a bool or anything else: the Python residual")
-        lines.append("            if _cb_ok:")
-        lines += [f"                _cb_in[{i}] = _cb_i{i}" for i in range(len(program.inputs))]
-        lines += ["        except (AttributeError, OverflowError):", "            _cb_ok = False",
-                  "        if not _cb_ok:", f"            return _cb_python({converted})"]
-    args = "".join(f"{v}, len({v}), " for v, _ in program.prologue)
-    lines.append(f"        _cb_mask = _cb_f({args}_cb_in, _cb_io, _cb_outp, {OUT_CAPACITY}, _cb_K)")
+        lines += [f"            {var} = {obj}.{name}" for var, (obj, name) in zip(inputs, program.inputs, strict=True)]
+        lines += ["        except AttributeError:", f"            {back}"]
+        exact = " or ".join(f"type({var}) is not int" for var in inputs)
+        lines += [f"        if {exact}:  # a bool, or not an integer: the Python residual", f"            {back}"]
+    args = "".join(f"{v}, len({v}), " for v, _ in program.prologue) + "".join(f"{var}, " for var in inputs)
+    lines += ["        try:", f"            _cb_mask = _cb_f({args}_cb_iop, _cb_outp, {OUT_CAPACITY}, _cb_K)",
+              "        except OverflowError:  # a field past 64 bits", f"            {back}"]
     effects = {e.index: e for e in program.effects}
     for path in program.paths:
-        mask = sum(1 << i for i in path.effects)
-        lines.append(f"        if _cb_mask == {mask}:")
-        slots = sorted({slot + k for i in path.effects for kind, slot in effects[i].args
-                        for k in range(2 if kind in (BYTES, BYTEARRAY) else 1)})
-        if path.result != NONE:
-            slots.insert(0, 0)
-        if slots:  # read before any effect: a call may re-enter the same code
-            lines.append(f"            {', '.join(f'_cb_v{s}' for s in slots)}, = "
-                         f"{', '.join(f'_cb_io[{s}]' for s in slots)},")
+        lines.append(f"        if _cb_mask == {sum(1 << i for i in path.effects)}:")
+        if program.slots > 1 or path.result != NONE:
+            lines.append("            _cb_v = _cb_unpack(_cb_io)")
         lines += [f"            {_effect(effects[i])}  # residual line {effects[i].line}" for i in path.effects]
-        result = {NONE: "None", BOOL: "bool(_cb_v0)"}.get(path.result, "_cb_v0")
-        lines.append(f"            return {result}")
-    lines += ["        if _cb_mask < 0:", f"            return _cb_python({converted})",
+        lines.append(f"            return {_value(path.result, 0) if path.result != NONE else 'None'}")
+    lines += ["        if _cb_mask < 0:", f"            {back}",
               f"        raise AssertionError(f'the C of {program.name} took no known path: mask {{_cb_mask}}')",
               f"    return {program.name}"]
     return "\n".join(lines) + "\n"
@@ -59,10 +53,10 @@ def frozen_names(program: CProgram) -> list[str]:
 
 def _value(kind: str, slot: int) -> str:
     if kind == BYTEARRAY:
-        return f"_cb_out[_cb_v{slot}:_cb_v{slot} + _cb_v{slot + 1}]"
+        return f"_cb_out[_cb_v[{slot}]:_cb_v[{slot}] + _cb_v[{slot + 1}]]"
     if kind == BYTES:
-        return f"bytes(_cb_outmv[_cb_v{slot}:_cb_v{slot} + _cb_v{slot + 1}])"
-    return f"bool(_cb_v{slot})" if kind == BOOL else f"_cb_v{slot}"
+        return f"bytes(_cb_outmv[_cb_v[{slot}]:_cb_v[{slot}] + _cb_v[{slot + 1}]])"
+    return f"bool(_cb_v[{slot}])" if kind == BOOL else f"_cb_v[{slot}]"
 
 
 def _effect(effect: Effect) -> str:

@@ -76,7 +76,7 @@ class CProgram:
     source: str  # the C function (the runtime helpers not included)
     params: list[str]  # the residual's parameters, each made bytes by its first statements
     prologue: list[tuple[str, str]]  # (variable, parameter): ``variable = bytes(parameter)``
-    inputs: list[tuple[str, str]]  # (frozen reference, field): ``in``, loaded before the call
+    inputs: list[tuple[str, str]]  # (frozen reference, field): arguments, read before the call
     effects: list[Effect]
     paths: list[Path]
     slots: int  # io[0] is the result, if any
@@ -87,8 +87,8 @@ class CProgram:
     @property
     def signature(self) -> str:
         args = "".join(f"const char *{v}_p, int64_t {v}_n, " for v, _ in self.prologue)
-        return (f"int64_t {self.name}({args}const int64_t *in, int64_t *io, char *out, int64_t out_cap, "
-                "const int64_t *K)")
+        args += "".join(f"int64_t in{i}, " for i in range(len(self.inputs)))
+        return f"int64_t {self.name}({args}int64_t *io, char *out, int64_t out_cap, const int64_t *K)"
 
 
 def translate(tree: ast.FunctionDef, constants: dict[str, Any], *, holes: bool = False) -> CProgram:
@@ -153,7 +153,7 @@ class _Translator:
         decls = [f"    cb_buf {var}_b; int64_t {var}_k;" if kind == BIG else f"    {self._ctype(kind)} {var};"
                  for var, kind in self.kinds.items() if var not in dict(prologue)]
         loads = [f"    int64_t {self._field_var(obj, f)} = "
-                 + (f"in[{self.inputs.index((obj, f))}];  /* {obj}.{f} */" if (obj, f) in self.inputs else "0;")
+                 + (f"in{self.inputs.index((obj, f))};  /* {obj}.{f} */" if (obj, f) in self.inputs else "0;")
                  for obj, f in self.fields]
         head = [f"    cb_buf {v} = {{(uint8_t *)(uintptr_t){v}_p, {v}_n}};" for v, _ in prologue]
         program = CProgram(name, "", params, prologue, self.inputs, self.effects, self.paths, self.slots,
@@ -163,7 +163,7 @@ class _Translator:
             "    cb_arena arena = {{0}, 0};",
             "    int64_t mask = 0, result = -1, out_used = 0;",
             *head, *loads, *decls,
-            "    (void)in; (void)K; (void)out; (void)out_cap; (void)out_used;",
+            "    (void)K; (void)out; (void)out_cap; (void)out_used;",
             *self.lines,
             "python:",
             "    result = -1;",
