@@ -238,3 +238,19 @@ def test_c_integers_are_python_integers(x, y, data):
             outcomes.append(("raised", type(error)))
         outcomes.append({k: (v, type(v)) for k, v in vars(box).items()})
     assert outcomes[:2] == outcomes[2:]
+
+
+def test_spec_show_backend_c_prints_the_c_or_says_why_not():
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pystack.cli", "spec", "show"]
+    shown = subprocess.run([*command, "udp_send_connected", "--backend", "c", "--context", "ttl=77"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "int64_t specialized_udp_send_connected(const char *data_1_p" in shown.stdout
+    assert "cb_fits(INT64_C(77), 1, 0)" in shown.stdout  # the TTL, folded into the IP header's C
+    assert "ip_fragment(stack, sock, dst_cache" in shown.stdout and "Python objects as arguments" in shown.stdout
+    refused = subprocess.run([*command, "tcp_send", "--backend", "c"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "tcp_send cannot be translated to C: no path of the residual runs in C" in refused.stderr

@@ -369,6 +369,9 @@ class _Translator:
         name = self._object_name(call.func)
         if name is None or not callable(func) or _builtin(func):
             raise _Untranslatable("a call the C cannot make")
+        objects = [a.id for a in call.args if self._object_name(a) is not None]
+        if objects:
+            raise _Untranslatable(f"a call with Python objects as arguments ({', '.join(objects)})")
         args = []
         for arg in call.args:
             value = self._expr(arg, depth)
