@@ -69,14 +69,20 @@ def build(program: CProgram, *, fresh: bool = False) -> types.ModuleType:
     ffi.set_source(name, source, extra_compile_args=["-O2", "-Wno-unused-label", "-Wno-unused-variable",
                                                     "-Wno-unused-but-set-variable"])
     try:
-        path = ffi.compile(tmpdir=_directory(), verbose=False)
+        module = load_module(ffi, name)
     except (cffi.VerificationError, OSError) as failed:
         raise CompileFailed(f"the C of {program.name} did not compile: {failed}") from None
+    if not fresh:
+        _modules[digest] = module
+    return module
+
+
+def load_module(ffi: object, name: str) -> types.ModuleType:
+    """Compile the cffi module ``name`` (its source set) in this process's build directory, import it."""
+    path = ffi.compile(tmpdir=_directory(), verbose=False)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not fresh:
-        _modules[digest] = module
     return module
 
 

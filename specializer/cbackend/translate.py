@@ -141,9 +141,6 @@ class _Translator:
         if sorted(p for _, p in prologue) != sorted(params):
             raise CannotTranslate("the C backend takes residuals whose parameters are byte strings "
                                   "(each made bytes by the first statements)")
-        used = {n.id for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
-        if used & set(params):
-            raise CannotTranslate("a parameter is used after its conversion to bytes")
         self._close(self._block(body, [()], 1), NONE, 1)  # falling off the end returns None
         if not self.paths:
             raise CannotTranslate("no path of the residual runs in C: " + "; ".join(self.exits))
