@@ -254,3 +254,13 @@ def test_spec_show_backend_c_prints_the_c_or_says_why_not():
     refused = subprocess.run([*command, "tcp_send", "--backend", "c"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert "tcp_send cannot be translated to C: no path of the residual runs in C" in refused.stderr
+
+
+def test_the_demo_shows_the_c_and_equal_packets(capsys):
+    from demos import c_backend_demo
+
+    assert c_backend_demo.main() == 0
+    shown = capsys.readouterr().out
+    assert "int64_t specialized_udp_send_connected(" in shown
+    assert shown.count("byte-identical to Python") == 2 * len(c_backend_demo.PAYLOADS)
+    assert "all packets byte-identical" in shown

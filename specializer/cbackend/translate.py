@@ -647,7 +647,9 @@ class _Translator:
     # -- small helpers ------------------------------------------------------------------
 
     def _truth(self, value: Value, depth: int) -> str:
-        if value.kind in (INT, BOOL):
+        if value.kind == BOOL:
+            return value.c
+        if value.kind == INT:
             return f"{value.c} != 0"
         if value.kind in (BYTES, BYTEARRAY):
             return f"{value.c}.n != 0"
