@@ -96,6 +96,14 @@ static inline int cb_be_eq(const uint8_t *p, int64_t n, int64_t v) {
     return low == (uint64_t)v;
 }
 
+/* Python's adjustment of a slice's bounds (step 1) to a sequence of n items */
+static inline void cb_bounds(int64_t n, int has_lo, int64_t lo, int has_hi, int64_t hi, int64_t *start, int64_t *stop) {
+    if (!has_lo) lo = 0; else if (lo < 0) { lo += n; if (lo < 0) lo = 0; } else if (lo > n) lo = n;
+    if (!has_hi) hi = n; else if (hi < 0) { hi += n; if (hi < 0) hi = 0; } else if (hi > n) hi = n;
+    *start = lo;
+    *stop = hi < lo ? lo : hi;
+}
+
 static inline void cb_put(uint8_t *p, int size, uint64_t v) {
     for (int i = size - 1; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
 }

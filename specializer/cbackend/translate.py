@@ -9,8 +9,8 @@ statement the translation cannot express (a raise, a call with Python objects, a
 an integer past 64 bits at run time) is simply a ``goto python``: that call runs the
 Python residual instead, from the start, which is exact because nothing was changed yet.
 
-Kinds of values: ``int`` and ``bool`` (int64_t), ``bytes`` and ``bytearray`` (a pointer
-and a length), and ``big``: ``int.from_bytes(b, 'big') + k``, kept symbolic because only
+Kinds of values: ``int`` and ``bool`` (int64_t), ``bytes``, ``bytearray`` and
+``memoryview`` (of bytes only: a pointer and a length), and ``big``: ``int.from_bytes(b, 'big') + k``, kept symbolic because only
 its remainder and its comparison with an integer are ever needed (the checksum).
 """
 
@@ -23,7 +23,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-INT, BOOL, BYTES, BYTEARRAY, BIG, NONE = "int", "bool", "bytes", "bytearray", "big", "None"
+INT, BOOL, BYTES, BYTEARRAY, MEMORYVIEW, BIG, NONE = "int", "bool", "bytes", "bytearray", "memoryview", "big", "None"
+BUFFERS = (BYTES, BYTEARRAY, MEMORYVIEW)
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_EFFECTS = 62  # one bit each in the path mask
 MAX_PATHS = 64
@@ -86,7 +87,7 @@ class CProgram:
 
     @property
     def signature(self) -> str:
-        args = "".join(f"const char *{v}_p, int64_t {v}_n, " for v, _ in self.prologue)
+        args = "".join(f"const char *p_{v}, int64_t n_{v}, " for v, _ in self.prologue)
         args += "".join(f"int64_t in{i}, " for i in range(len(self.inputs)))
         return f"int64_t {self.name}({args}int64_t *io, char *out, int64_t out_cap, const int64_t *K)"
 
@@ -117,7 +118,8 @@ class _Translator:
     tree: ast.FunctionDef
     constants: dict[str, Any]
     holes_mode: bool
-    kinds: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # the residual's local names (py_NAME in the C)
+    temp_types: dict[str, str] = field(default_factory=dict)  # the C's own temporaries: their C types
     inputs: list[tuple[str, str]] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     holes: list[int] = field(default_factory=list)
@@ -147,12 +149,13 @@ class _Translator:
         if len(self.effects) > MAX_EFFECTS:
             raise CannotTranslate(f"more than {MAX_EFFECTS} effects on Python objects")
         name = self.tree.name
-        decls = [f"    cb_buf {var}_b; int64_t {var}_k;" if kind == BIG else f"    {self._ctype(kind)} {var};"
+        decls = [f"    cb_buf bigb_{var}; int64_t bigk_{var};" if kind == BIG else f"    {self._ctype(kind)} py_{var};"
                  for var, kind in self.kinds.items() if var not in dict(prologue)]
+        decls += [f"    {ctype} {var};" for var, ctype in self.temp_types.items()]
         loads = [f"    int64_t {self._field_var(obj, f)} = "
                  + (f"in{self.inputs.index((obj, f))};  /* {obj}.{f} */" if (obj, f) in self.inputs else "0;")
                  for obj, f in self.fields]
-        head = [f"    cb_buf {v} = {{(uint8_t *)(uintptr_t){v}_p, {v}_n}};" for v, _ in prologue]
+        head = [f"    cb_buf py_{v} = {{(uint8_t *)(uintptr_t)p_{v}, n_{v}}};" for v, _ in prologue]
         program = CProgram(name, "", params, prologue, self.inputs, self.effects, self.paths, self.slots,
                            self.holes, self.exits, max(self.allocs, 1))
         source = "\n".join([
@@ -285,9 +288,9 @@ class _Translator:
             value = self._expr(value_node, depth)
             self._bind(target.id, value.kind)
             if value.kind == BIG:  # the bytes and the integer added to their value
-                self.lines.append(f"{pad}{target.id}_b = {value.c}; {target.id}_k = {value.addend};")
+                self.lines.append(f"{pad}bigb_{target.id} = {value.c}; bigk_{target.id} = {value.addend};")
             else:
-                self.lines.append(f"{pad}{target.id} = {value.c};")
+                self.lines.append(f"{pad}py_{target.id} = {value.c};")
             return paths
         obj = self._object_name(target.value) if isinstance(target, ast.Attribute) else None
         if obj is not None:
@@ -298,34 +301,62 @@ class _Translator:
             return self._effect("set", obj, target.attr, [(value.kind, slot)], target, paths, depth)
         if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
                 and self.kinds.get(target.value.id) == BYTEARRAY and isinstance(target.slice, ast.Slice)
-                and target.slice.upper is None and target.slice.step is None and target.slice.lower is not None):
-            return self._slice_assign(target.value.id, target.slice.lower, value_node, paths, depth)
+                and target.slice.step is None):
+            return self._slice_assign(f"py_{target.value.id}", target.slice, value_node, paths, depth)
         raise _Untranslatable("an assignment to something other than a name or a field")
 
-    def _slice_assign(self, var: str, lower: ast.expr, value_node: ast.expr, paths: list, depth: int) -> list:
-        """``var[lower:] = value``: the bytearray becomes var[:lower] + value (as Python resizes)."""
+    def _slice_assign(self, var: str, bounds: ast.Slice, value_node: ast.expr, paths: list, depth: int) -> list:
+        """``var[lo:hi] = value``: the bytearray becomes var[:lo] + value + var[hi:], resized
+        when the lengths differ (as Python does; the bounds adjusted as Python adjusts them)."""
         pad = "    " * depth
-        lo = self._int_value(lower, depth).c
+        start, stop = self._bounds(var, bounds, depth)
         value = self._expr(value_node, depth)
-        if value.kind not in (BYTES, BYTEARRAY):
+        if value.kind not in BUFFERS:
             raise _Untranslatable("a slice assigned from something other than bytes")
-        start, size, grown = self._int_temp(), self._int_temp(), self._temp()
+        size, grown = self._int_temp(), self._temp()
         self.allocs += 1
         self.lines += [
-            f"{pad}{start} = {lo} < 0 ? {lo} + {var}.n : {lo};",
-            f"{pad}if ({start} < 0) {start} = 0;",
-            f"{pad}if ({start} > {var}.n) {start} = {var}.n;",
-            f"{pad}if (__builtin_add_overflow({start}, {value.c}.n, &{size})) goto python;",
+            f"{pad}{size} = {start} + {value.c}.n + ({var}.n - {stop});",
             f"{pad}if ({size} != {var}.n) {{  /* Python resizes the bytearray */",
             f"{pad}    uint8_t *{grown}_p = cb_alloc(&arena, {size});",
             f"{pad}    if (!{grown}_p) goto python;",
             f"{pad}    memcpy({grown}_p, {var}.p, (size_t){start});",
+            f"{pad}    memcpy({grown}_p + {start}, {value.c}.p, (size_t){value.c}.n);",
+            f"{pad}    memcpy({grown}_p + {start} + {value.c}.n, {var}.p + {stop}, (size_t)({var}.n - {stop}));",
             f"{pad}    {var}.p = {grown}_p;",
             f"{pad}    {var}.n = {size};",
+            f"{pad}}} else {{",
+            f"{pad}    memmove({var}.p + {start}, {value.c}.p, (size_t){value.c}.n);",
             f"{pad}}}",
-            f"{pad}memmove({var}.p + {start}, {value.c}.p, (size_t){value.c}.n);",
         ]
         return paths
+
+    def _bounds(self, var: str, bounds: ast.Slice, depth: int) -> tuple[str, str]:
+        """C variables holding Python's adjusted ``start`` and ``stop`` of ``var[lower:upper]``."""
+        lower = self._int_value(bounds.lower, depth).c if bounds.lower is not None else "0"
+        upper = self._int_value(bounds.upper, depth).c if bounds.upper is not None else "0"
+        start, stop = self._int_temp(), self._int_temp()
+        self.lines.append(f"{'    ' * depth}cb_bounds({var}.n, {int(bounds.lower is not None)}, {lower}, "
+                          f"{int(bounds.upper is not None)}, {upper}, &{start}, &{stop});")
+        return start, stop
+
+    def _subscript(self, node: ast.Subscript, depth: int) -> Value:
+        """A slice of bytes or of a memoryview is a view; of a bytearray, a new bytearray."""
+        value = self._expr(node.value, depth)
+        if value.kind not in BUFFERS or not isinstance(node.slice, ast.Slice) or node.slice.step is not None:
+            raise _Untranslatable("a subscript other than a slice of bytes")
+        pad = "    " * depth
+        start, stop = self._bounds(value.c, node.slice, depth)
+        var = self._temp()
+        self._declare_temp(var, "cb_buf")
+        self.lines.append(f"{pad}{var}.n = {stop} - {start};")
+        if value.kind != BYTEARRAY:
+            self.lines.append(f"{pad}{var}.p = {value.c}.p + {start};")
+            return Value(value.kind, var)
+        self.allocs += 1
+        self.lines += [f"{pad}if (!({var}.p = cb_alloc(&arena, {var}.n))) goto python;",
+                       f"{pad}memcpy({var}.p, {value.c}.p + {start}, (size_t){var}.n);"]
+        return Value(BYTEARRAY, var)
 
     def _augassign(self, stmt: ast.AugAssign, paths: list, depth: int) -> list:
         pad = "    " * depth
@@ -375,7 +406,7 @@ class _Translator:
             if value.kind in (INT, BOOL):
                 slot = self._slot()
                 self.lines.append(f"{pad}io[{slot}] = {value.c};")
-            elif value.kind in (BYTES, BYTEARRAY):
+            elif value.kind in (BYTES, BYTEARRAY):  # (a memoryview would come back as another type)
                 slot = self._slot()
                 self._slot()
                 self.lines += [
@@ -398,7 +429,7 @@ class _Translator:
         if len(args) != 2 + len(fields) or not isinstance(args[0], ast.Name) or \
                 self.kinds.get(args[0].id) != BYTEARRAY:
             raise _Untranslatable("pack_into other than into a bytearray variable")
-        buf = args[0].id
+        buf = f"py_{args[0].id}"
         offset = self._temp()
         self._declare_temp(offset, "int64_t")
         self.lines += [
@@ -438,16 +469,16 @@ class _Translator:
             return self._constant(node.value)
         translator = {ast.Name: self._name, ast.Attribute: self._attribute, ast.BinOp: self._binop,
                       ast.UnaryOp: self._unary, ast.Compare: self._compare, ast.BoolOp: self._boolop,
-                      ast.IfExp: self._ifexp, ast.Call: self._call}.get(type(node))
+                      ast.IfExp: self._ifexp, ast.Call: self._call, ast.Subscript: self._subscript}.get(type(node))
         if translator is None:
             raise _Untranslatable(f"a {type(node).__name__} expression")
         return translator(node, depth)
 
     def _name(self, node: ast.Name, depth: int) -> Value:
         if self.kinds.get(node.id) == BIG:
-            return Value(BIG, f"{node.id}_b", f"{node.id}_k")
+            return Value(BIG, f"bigb_{node.id}", f"bigk_{node.id}")
         if node.id in self.kinds:
-            return Value(self.kinds[node.id], node.id)
+            return Value(self.kinds[node.id], f"py_{node.id}")
         if node.id in self.constants:
             return self._constant(self.constants[node.id])
         raise _Untranslatable(f"the name {node.id}")
@@ -515,7 +546,7 @@ class _Translator:
         op = BINOPS.get(type(node.op))
         if op is None:
             raise _Untranslatable(f"the operator {type(node.op).__name__}")
-        if left.kind in (BYTES, BYTEARRAY) and right.kind in (BYTES, BYTEARRAY) and op == "add":
+        if left.kind in (BYTES, BYTEARRAY) and right.kind in BUFFERS and op == "add":
             var = self._temp()
             self._declare_temp(var, "cb_buf")
             self.allocs += 1
@@ -606,13 +637,17 @@ class _Translator:
         pad = "    " * depth
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise _Untranslatable("a call with keywords or *args")
-        if isinstance(node.func, ast.Name) and node.func.id in ("len", "bytearray") \
+        if isinstance(node.func, ast.Name) and node.func.id in ("len", "bytearray", "memoryview") \
                 and node.func.id not in self.constants and node.func.id not in self.kinds and len(node.args) == 1:
             arg = self._expr(node.args[0], depth)
             if node.func.id == "len":
-                if arg.kind not in (BYTES, BYTEARRAY):
+                if arg.kind not in BUFFERS:
                     raise _Untranslatable(f"len of a {arg.kind}")
                 return Value(INT, f"{arg.c}.n")
+            if node.func.id == "memoryview":
+                if arg.kind not in (BYTES, MEMORYVIEW):  # a view of a bytearray would pin its size
+                    raise _Untranslatable(f"a memoryview of a {arg.kind}")
+                return Value(MEMORYVIEW, arg.c)
             if arg.kind != INT:
                 raise _Untranslatable("bytearray of something other than a size")
             var = self._temp()
@@ -628,7 +663,7 @@ class _Translator:
         if getattr(func, "__self__", None) is int and func.__name__ == "from_bytes" and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) \
                 and node.args[1].value == "big":
             arg = self._expr(node.args[0], depth)
-            if arg.kind not in (BYTES, BYTEARRAY):
+            if arg.kind not in BUFFERS:
                 raise _Untranslatable("int.from_bytes of something other than bytes")
             return Value(BIG, arg.c, "0")
         if _struct_method(func, "pack"):
@@ -651,7 +686,7 @@ class _Translator:
             return value.c
         if value.kind == INT:
             return f"{value.c} != 0"
-        if value.kind in (BYTES, BYTEARRAY):
+        if value.kind in BUFFERS:
             return f"{value.c}.n != 0"
         if value.kind == BIG:
             target = Value(INT, self._int_temp())
@@ -676,7 +711,7 @@ class _Translator:
         return f"t{self.temps}"
 
     def _declare_temp(self, var: str, ctype: str) -> None:
-        self.kinds[var] = {"int64_t": INT, "cb_buf": BYTES}[ctype]
+        self.temp_types[var] = ctype
 
     def _bind(self, name: str, kind: str) -> None:
         known = self.kinds.get(name)
@@ -700,13 +735,13 @@ class _Translator:
         if (obj, name) not in self.fields:
             self.fields.append((obj, name))
 
-    @staticmethod
-    def _field_var(obj: str, name: str) -> str:
-        return f"f_{obj}_{name}"
+    def _field_var(self, obj: str, name: str) -> str:
+        """The C variable of a field (numbered: ``a_b.c`` and ``a.b_c`` must not meet)."""
+        return f"f{self.fields.index((obj, name))}_{obj}_{name}"
 
     @staticmethod
     def _ctype(kind: str) -> str:
-        return "cb_buf" if kind in (BYTES, BYTEARRAY) else "int64_t"
+        return "cb_buf" if kind in BUFFERS else "int64_t"
 
     def _is_constant_name(self, name: str) -> bool:
         return name in self.constants
