@@ -306,3 +306,26 @@ def test_c_slices_are_python_slices(lo, hi, data):
             else compiled.function
         results.append((function(data), [(type(p), bytes(p)) for p in sent]))
     assert results[0] == results[1]
+
+
+def test_a_call_into_python_may_reenter_the_same_c():
+    """The sink sends again through the same code while the first call still has effects to do."""
+    from specializer.residual import compile_residual
+
+    results = []
+    for native in (False, True):
+        box, sent = Box(10, -3), []  # two packets out of the buffer, the second not empty
+        reentered = []
+
+        def sink(packet, sent=sent, reentered=reentered):
+            sent.append((type(packet), bytes(packet)))
+            if not reentered:
+                reentered.append(True)
+                sent.append(("inner", function(b"inner call")))
+
+        compiled = compile_residual("slices", ["data"], ast.parse(SLICES).body[0].body, {"box": box, "sink": sink},
+                                    "<slices>")
+        function = cbackend.load(translate(compiled.tree, compiled.constants), compiled) if native \
+            else compiled.function
+        results.append((function(b"outer call, longer"), sent))
+    assert results[0] == results[1]

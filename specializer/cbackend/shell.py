@@ -14,7 +14,9 @@ OUT_CAPACITY = 65536 + 64  # the largest packet and then some: bigger ones go ba
 
 def shell_source(program: CProgram) -> str:
     """``_cb_factory(...)``: returns a function with the residual's signature. The io slots
-    come back as one tuple (``_cb_unpack``), read before any effect: a call may re-enter."""
+    come back as one tuple (``_cb_unpack``) and the bytes are copied out of the buffer, both
+    before any effect: a call into Python may re-enter the same code. One thread at a time
+    per instance (the buffers are the instance's), as for the stack itself."""
     objects = frozen_names(program)
     converted = ", ".join(v for v, _ in program.prologue)
     back = f"return _cb_python({converted})"
@@ -37,6 +39,8 @@ def shell_source(program: CProgram) -> str:
         lines.append(f"        if _cb_mask == {sum(1 << i for i in path.effects)}:")
         if program.slots > 1 or path.result != NONE:
             lines.append("            _cb_v = _cb_unpack(_cb_io)")
+        buffers = [(kind, slot) for i in path.effects for kind, slot in effects[i].args if kind in (BYTES, BYTEARRAY)]
+        lines += [f"            _cb_b{slot} = {_value(kind, slot)}" for kind, slot in buffers]
         lines += [f"            {_effect(effects[i])}  # residual line {effects[i].line}" for i in path.effects]
         lines.append(f"            return {_value(path.result, 0) if path.result != NONE else 'None'}")
     lines += ["        if _cb_mask < 0:", f"            {back}",
@@ -60,7 +64,8 @@ def _value(kind: str, slot: int) -> str:
 
 
 def _effect(effect: Effect) -> str:
-    values = [_value(kind, slot) for kind, slot in effect.args]
+    """The effect in Python; its bytes were copied out of the buffer before the first effect."""
+    values = [f"_cb_b{slot}" if kind in (BYTES, BYTEARRAY) else _value(kind, slot) for kind, slot in effect.args]
     if effect.kind == "set":
         return f"{effect.obj}.{effect.name} = {values[0]}"
     if effect.kind == "add":
