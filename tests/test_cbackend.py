@@ -315,17 +315,17 @@ def test_a_call_into_python_may_reenter_the_same_c():
     results = []
     for native in (False, True):
         box, sent = Box(10, -3), []  # two packets out of the buffer, the second not empty
-        reentered = []
+        code: list = []  # the function under test, once made
 
-        def sink(packet, sent=sent, reentered=reentered):
+        def sink(packet, sent=sent, code=code):
             sent.append((type(packet), bytes(packet)))
-            if not reentered:
-                reentered.append(True)
-                sent.append(("inner", function(b"inner call")))
+            if len(code) == 1:
+                code.append("re-entered")
+                sent.append(("inner", code[0](b"inner call")))
 
         compiled = compile_residual("slices", ["data"], ast.parse(SLICES).body[0].body, {"box": box, "sink": sink},
                                     "<slices>")
-        function = cbackend.load(translate(compiled.tree, compiled.constants), compiled) if native \
-            else compiled.function
-        results.append((function(b"outer call, longer"), sent))
+        code.append(cbackend.load(translate(compiled.tree, compiled.constants), compiled) if native
+                    else compiled.function)
+        results.append((code[0](b"outer call, longer"), sent))
     assert results[0] == results[1]
