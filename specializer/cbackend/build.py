@@ -46,6 +46,8 @@ def compiler_problem() -> str | None:
     compiler = shlex.split(command)[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler!r} not found; set CC or install gcc)"
+    if importlib.util.find_spec("setuptools") is None and importlib.util.find_spec("distutils") is None:
+        return "no setuptools (cffi compiles with it since Python 3.12; pip install setuptools)"
     headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if not os.path.exists(headers):
         return f"no Python headers ({headers} missing; install the python3-dev package)"
