@@ -9,6 +9,12 @@ RUNTIME = r"""
 #include <stdlib.h>
 #include <string.h>
 
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define CB_BE64(x) __builtin_bswap64(x)
+#else
+#define CB_BE64(x) (x)
+#endif
+
 typedef struct { uint8_t *p; int64_t n; } cb_buf;
 typedef struct { void *blocks[CB_ARENA]; int count; } cb_arena;
 
@@ -68,15 +74,21 @@ static inline int cb_rshift(int64_t x, int64_t s, int64_t *r) {
     return 1;
 }
 
-/* int.from_bytes(p[:n], 'big') % m, for m > 0: 65536 is 1 mod 65535, so for the
-   checksum's modulus the big-endian 16-bit words just add up. */
+/* int.from_bytes(p[:n], 'big') % m, for m > 0. For the checksum's modulus 65535,
+   2**64 is 1 mod 65535: the value's big-endian 64-bit words (counted from its end) just
+   add up, the first one short if n is not a multiple of 8. */
 static inline int cb_be_mod(const uint8_t *p, int64_t n, int64_t m, int64_t *r) {
     if (m <= 0) return 0;
     if (m == 65535) {
-        uint64_t sum = 0;
+        unsigned __int128 sum = 0;
+        uint64_t word = 0;
         int64_t i = 0;
-        if (n & 1) sum = p[i++];
-        for (; i < n; i += 2) sum += (uint64_t)p[i] << 8 | p[i + 1];
+        for (; i < n % 8; i++) word = word << 8 | p[i];
+        sum = word;
+        for (; i < n; i += 8) {
+            memcpy(&word, p + i, 8);
+            sum += CB_BE64(word);
+        }
         *r = (int64_t)(sum % 65535);
         return 1;
     }
