@@ -100,20 +100,6 @@ def translate(tree: ast.FunctionDef, constants: dict[str, Any], *, holes: bool =
 
 
 @dataclass
-class _State:
-    """What one statement may change, to undo when it turns out to stay in Python."""
-
-    kinds: dict[str, str]
-    inputs: int
-    fields: int
-    effects: int
-    slots: int
-    holes: int
-    temps: int
-    allocs: int
-
-
-@dataclass
 class _Translator:
     tree: ast.FunctionDef
     constants: dict[str, Any]
@@ -195,28 +181,23 @@ class _Translator:
         return paths
 
     def _statement(self, stmt: ast.stmt, paths: list[tuple[int, ...]], depth: int) -> list[tuple[int, ...]]:
+        """One statement's C, or, if it cannot be C, a ``goto python`` and what it changed undone
+        (a name is bound only by a statement that succeeds: the names need no undoing)."""
         pad = "    " * depth
-        state = _State(dict(self.kinds), len(self.inputs), len(self.fields), len(self.effects), self.slots,
-                       len(self.holes), self.temps, self.allocs)
-        saved_lines, saved_paths, saved_after = self.lines, len(self.paths), self.after_call
-        self.lines = []
+        marks = (len(self.lines), len(self.inputs), len(self.fields), len(self.effects), len(self.holes),
+                 len(self.paths), self.slots, self.allocs, self.after_call)
+        where = self._where(stmt)
+        self.lines.append(f"{pad}/* {where} */")
         try:
-            self.lines.append(f"{pad}/* {self._where(stmt)} */")
-            paths = self._translate(stmt, paths, depth)
+            return self._translate(stmt, paths, depth)
         except _Untranslatable as why:
-            self.kinds = state.kinds
-            del self.inputs[state.inputs:]
-            del self.fields[state.fields:]
-            del self.effects[state.effects:]
-            del self.holes[state.holes:]
-            del self.paths[saved_paths:]
-            self.slots, self.temps, self.allocs, self.after_call = state.slots, state.temps, state.allocs, saved_after
-            self.exits.append(f"line {_line_of(stmt)}: {_first_line(stmt)} ({why})")
-            self.lines = [f"{pad}/* back to Python: {self._where(stmt)} ({why}) */", f"{pad}goto python;"]
-            paths = []
-        saved_lines.extend(self.lines)
-        self.lines = saved_lines
-        return paths
+            for kept, mark in zip((self.lines, self.inputs, self.fields, self.effects, self.holes, self.paths), marks,
+                                  strict=False):
+                del kept[mark:]
+            self.slots, self.allocs, self.after_call = marks[6:]
+            self.exits.append(f"{where} ({why})")
+            self.lines += [f"{pad}/* back to Python: {where} ({why}) */", f"{pad}goto python;"]
+            return []
 
     def _where(self, stmt: ast.stmt) -> str:
         """The residual line a piece of C comes from: with its text, unless the integers are
@@ -467,12 +448,10 @@ class _Translator:
         """C computing ``node`` (its statements appended to the current lines), and its value."""
         if isinstance(node, ast.Constant):
             return self._constant(node.value)
-        translator = {ast.Name: self._name, ast.Attribute: self._attribute, ast.BinOp: self._binop,
-                      ast.UnaryOp: self._unary, ast.Compare: self._compare, ast.BoolOp: self._boolop,
-                      ast.IfExp: self._ifexp, ast.Call: self._call, ast.Subscript: self._subscript}.get(type(node))
+        translator = _EXPRESSIONS.get(type(node))
         if translator is None:
             raise _Untranslatable(f"a {type(node).__name__} expression")
-        return translator(node, depth)
+        return translator(self, node, depth)
 
     def _name(self, node: ast.Name, depth: int) -> Value:
         if self.kinds.get(node.id) == BIG:
@@ -715,10 +694,8 @@ class _Translator:
 
     def _bind(self, name: str, kind: str) -> None:
         known = self.kinds.get(name)
-        if known is not None and known != kind and {known, kind} != {INT, BOOL}:
+        if known is not None and known != kind:
             raise _Untranslatable(f"{name} holds a {known} and a {kind}")
-        if known in (INT, BOOL) and known != kind:
-            raise _Untranslatable(f"{name} holds an int and a bool")
         self.kinds[name] = kind
 
     def _slot(self) -> int:
@@ -759,6 +736,11 @@ class _Translator:
         if isinstance(value, int | str | bytes | float | tuple | types.ModuleType | type) or value is None:
             return None
         return node.id
+
+
+_EXPRESSIONS = {ast.Name: _Translator._name, ast.Attribute: _Translator._attribute, ast.BinOp: _Translator._binop,
+                ast.UnaryOp: _Translator._unary, ast.Compare: _Translator._compare, ast.BoolOp: _Translator._boolop,
+                ast.IfExp: _Translator._ifexp, ast.Call: _Translator._call, ast.Subscript: _Translator._subscript}
 
 
 def _struct_method(func: Any, name: str) -> bool:
