@@ -284,7 +284,7 @@ def show_c(name: str, pairs: Iterable[str], module: str | None = None) -> str:
              "-- the Python shell: reads the fields, calls the C, does the effects of its path in order",
              cbackend.shell_source(program).rstrip(), "",
              f"-- {len(program.paths)} path(s) in C; back to Python (the whole call runs the Python residual):"]
-    lines += [f"  {exit}" for exit in program.exits] or ["  nothing"]
+    lines += [f"  {reason}" for reason in program.exits] or ["  nothing"]
     return "\n".join(lines) + "\n"
 
 

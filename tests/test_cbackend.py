@@ -329,3 +329,22 @@ def test_a_call_into_python_may_reenter_the_same_c():
                     else compiled.function)
         results.append((code[0](b"outer call, longer"), sent))
     assert results[0] == results[1]
+
+
+def test_a_field_computed_when_read_stays_in_python():
+    """The shell reads fields before the call: only stored ones, whose reading runs no code."""
+
+    class Counted(Box):
+        @property
+        def x(self):
+            return 5
+
+        @x.setter
+        def x(self, value):
+            pass
+
+    compiled = arithmetic_on(Counted(1, 2))
+    with pytest.raises(CannotTranslate, match=r"box\.x is computed when read"):
+        translate(compiled.tree, compiled.constants)
+    assert translate(arithmetic_on(Box(1, 2)).tree, arithmetic_on(Box(1, 2)).constants).inputs == [("box", "x"),
+                                                                                                 ("box", "y")]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import struct
 import types
 from dataclasses import dataclass, field
@@ -703,8 +704,14 @@ class _Translator:
         return self.slots - 1
 
     def _input(self, obj: str, name: str) -> None:
-        """A field the code reads: loaded by the shell before the call (reads change nothing)."""
+        """A field the code reads: loaded by the shell before the call, which is the same only
+        if reading it changes nothing and runs no code: a stored field, not a computed one."""
         if (obj, name) not in self.inputs:
+            cls = type(self.constants[obj])
+            found = inspect.getattr_static(cls, name, None)
+            if (cls.__getattribute__ is not object.__getattribute__ or hasattr(cls, "__getattr__")
+                    or (hasattr(type(found), "__get__") and not isinstance(found, types.MemberDescriptorType))):
+                raise _Untranslatable(f"{obj}.{name} is computed when read")
             self.inputs.append((obj, name))
         self._field(obj, name)
 
