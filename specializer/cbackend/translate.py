@@ -106,7 +106,7 @@ class _Translator:
     constants: dict[str, Any]
     holes_mode: bool
     kinds: dict[str, str] = field(default_factory=dict)  # the residual's local names (py_NAME in the C)
-    temp_types: dict[str, str] = field(default_factory=dict)  # the C's own temporaries: their C types
+    temps_declared: dict[str, str] = field(default_factory=dict)  # the C's own temporaries: their declarations
     inputs: list[tuple[str, str]] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     holes: list[int] = field(default_factory=list)
@@ -138,7 +138,7 @@ class _Translator:
         name = self.tree.name
         decls = [f"    cb_buf bigb_{var}; int64_t bigk_{var};" if kind == BIG else f"    {self._ctype(kind)} py_{var};"
                  for var, kind in self.kinds.items() if var not in dict(prologue)]
-        decls += [f"    {ctype} {var};" for var, ctype in self.temp_types.items()]
+        decls += [f"    {declaration}" for declaration in self.temps_declared.values()]
         loads = [f"    int64_t {self._field_var(obj, f)} = "
                  + (f"in{self.inputs.index((obj, f))};  /* {obj}.{f} */" if (obj, f) in self.inputs else "0;")
                  for obj, f in self.fields]
@@ -513,10 +513,9 @@ class _Translator:
                 return Value(INT, f"K[{len(self.holes) - 1}]")
             return Value(INT, f"INT64_C({value})" if value >= 0 else f"(-INT64_C({-value - 1}) - 1)")
         if isinstance(value, bytes):
-            var = self._temp()
+            var = self._temp()  # initialized where it is declared
             literal = "".join(f"\\x{b:02x}" for b in value)
-            self._declare_temp(var, "cb_buf")
-            self.lines.append(f"    {var} = (cb_buf){{(uint8_t *)\"{literal}\", {len(value)}}};")
+            self.temps_declared[var] = f"cb_buf {var} = {{(uint8_t *)\"{literal}\", {len(value)}}};"
             return Value(BYTES, var)
         raise _Untranslatable(f"a constant of type {type(value).__name__}")
 
@@ -691,7 +690,7 @@ class _Translator:
         return f"t{self.temps}"
 
     def _declare_temp(self, var: str, ctype: str) -> None:
-        self.temp_types[var] = ctype
+        self.temps_declared[var] = f"{ctype} {var};"
 
     def _bind(self, name: str, kind: str) -> None:
         known = self.kinds.get(name)
