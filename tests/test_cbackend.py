@@ -348,3 +348,17 @@ def test_a_field_computed_when_read_stays_in_python():
         translate(compiled.tree, compiled.constants)
     assert translate(arithmetic_on(Box(1, 2)).tree, arithmetic_on(Box(1, 2)).constants).inputs == [("box", "x"),
                                                                                                  ("box", "y")]
+
+
+def test_a_bytearray_changed_after_python_got_it_stays_in_python():
+    """Python's sink holds the object the residual goes on changing; the C could only pass a copy."""
+    from specializer.residual import compile_residual
+
+    source = "def escape(data):\n    data_1 = bytes(data)\n    out = bytearray(4)\n    sink(out)\n" \
+             "    out[0:] = data_1\n    return len(out)\n"
+    sent: list = []
+    compiled = compile_residual("escape", ["data"], ast.parse(source).body[0].body, {"sink": sent.append}, "<escape>")
+    with pytest.raises(CannotTranslate, match="changes the bytearray out after handing it to Python"):
+        translate(compiled.tree, compiled.constants)
+    compiled.function(b"later")
+    assert sent == [bytearray(b"later")]  # what the C, with its copy, could not have matched

@@ -118,6 +118,7 @@ class _Translator:
     allocs: int = 0
     lines: list[str] = field(default_factory=list)
     after_call: bool = False  # a Python call happened on the way here: fields may have changed
+    escaped: set[str] = field(default_factory=set)  # bytearrays handed to Python: it may hold them
 
     def run(self) -> CProgram:
         params = [a.arg for a in self.tree.args.args]
@@ -284,6 +285,7 @@ class _Translator:
         if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
                 and self.kinds.get(target.value.id) == BYTEARRAY and isinstance(target.slice, ast.Slice)
                 and target.slice.step is None):
+            self._not_escaped(target.value.id)
             return self._slice_assign(f"py_{target.value.id}", target.slice, value_node, paths, depth)
         raise _Untranslatable("an assignment to something other than a name or a field")
 
@@ -389,6 +391,8 @@ class _Translator:
                 slot = self._slot()
                 self.lines.append(f"{pad}io[{slot}] = {value.c};")
             elif value.kind in (BYTES, BYTEARRAY):  # (a memoryview would come back as another type)
+                if value.kind == BYTEARRAY and isinstance(arg, ast.Name):
+                    self.escaped.add(arg.id)
                 slot = self._slot()
                 self._slot()
                 self.lines += [
@@ -411,6 +415,7 @@ class _Translator:
         if len(args) != 2 + len(fields) or not isinstance(args[0], ast.Name) or \
                 self.kinds.get(args[0].id) != BYTEARRAY:
             raise _Untranslatable("pack_into other than into a bytearray variable")
+        self._not_escaped(args[0].id)
         buf = f"py_{args[0].id}"
         offset = self._temp()
         self._declare_temp(offset, "int64_t")
@@ -698,6 +703,12 @@ class _Translator:
             raise _Untranslatable(f"{name} holds a {known} and a {kind}")
         self.kinds[name] = kind
 
+    def _not_escaped(self, name: str) -> None:
+        """Python got a copy of this bytearray, the residual the object itself: changing it now
+        would change what Python holds there and not here."""
+        if name in self.escaped:
+            raise _Untranslatable(f"changes the bytearray {name} after handing it to Python")
+
     def _slot(self) -> int:
         self.slots += 1
         return self.slots - 1
@@ -709,6 +720,7 @@ class _Translator:
             cls = type(self.constants[obj])
             found = inspect.getattr_static(cls, name, None)
             if (cls.__getattribute__ is not object.__getattribute__ or hasattr(cls, "__getattr__")
+                    or cls.__setattr__ is not object.__setattr__  # a write might store something else
                     or (hasattr(type(found), "__get__") and not isinstance(found, types.MemberDescriptorType))):
                 raise _Untranslatable(f"{obj}.{name} is computed when read")
             self.inputs.append((obj, name))
