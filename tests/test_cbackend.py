@@ -362,3 +362,19 @@ def test_a_bytearray_changed_after_python_got_it_stays_in_python():
         translate(compiled.tree, compiled.constants)
     compiled.function(b"later")
     assert sent == [bytearray(b"later")]  # what the C, with its copy, could not have matched
+
+
+def test_one_object_under_two_names_is_one_object_in_c():
+    """The residual writes a field under one frozen name and reads it under another."""
+    from specializer.residual import compile_residual
+
+    source = "def alias(data):\n    data_1 = bytes(data)\n    first.x = len(data_1)\n    return second.x + 1\n"
+    results = []
+    for native in (False, True):
+        box = Box(7, 0)
+        compiled = compile_residual("alias", ["data"], ast.parse(source).body[0].body, {"first": box, "second": box},
+                                    "<alias>")
+        function = cbackend.load(translate(compiled.tree, compiled.constants), compiled) if native \
+            else compiled.function
+        results.append((function(b"four"), box.x))
+    assert results[0] == results[1] == (5, 4)

@@ -119,6 +119,11 @@ class _Translator:
     lines: list[str] = field(default_factory=list)
     after_call: bool = False  # a Python call happened on the way here: fields may have changed
     escaped: set[str] = field(default_factory=set)  # bytearrays handed to Python: it may hold them
+    first_names: dict[int, str] = field(default_factory=dict)  # id of a frozen value -> its first name
+
+    def __post_init__(self) -> None:
+        for name, value in reversed(self.constants.items()):
+            self.first_names[id(value)] = name
 
     def run(self) -> CProgram:
         params = [a.arg for a in self.tree.args.args]
@@ -747,13 +752,14 @@ class _Translator:
         raise _Untranslatable("a call of something not frozen")
 
     def _object_name(self, node: ast.expr) -> str | None:
-        """The name of a frozen Python object whose dynamic fields the code reads or writes."""
+        """The name of a frozen Python object whose dynamic fields the code reads or writes:
+        its first name, if it has several (a field written under one is read under another)."""
         if not isinstance(node, ast.Name) or node.id not in self.constants:
             return None
         value = self.constants[node.id]
         if isinstance(value, int | str | bytes | float | tuple | types.ModuleType | type) or value is None:
             return None
-        return node.id
+        return self.first_names[id(value)]
 
 
 _EXPRESSIONS = {ast.Name: _Translator._name, ast.Attribute: _Translator._attribute, ast.BinOp: _Translator._binop,
