@@ -378,3 +378,19 @@ def test_one_object_under_two_names_is_one_object_in_c():
             else compiled.function
         results.append((function(b"four"), box.x))
     assert results[0] == results[1] == (5, 4)
+
+
+def test_a_template_is_not_filled_for_effects_on_other_counters():
+    """Same C, other counters: the shape a template must match includes where effects go."""
+    from specializer.residual import compile_residual
+
+    def counting(key: str, counters: dict):
+        source = f"def count(data):\n    data_1 = bytes(data)\n    counters[{key!r}] += len(data_1)\n"
+        return compile_residual("count", ["data"], ast.parse(source).body[0].body, {"counters": counters}, "<count>")
+
+    template = Template.compile(counting("InDatagrams", {"InDatagrams": 0}))
+    counters = {"OutDatagrams": 0}
+    with pytest.raises(TemplateMismatch):
+        template.fill(counting("OutDatagrams", counters))
+    template.fill(counting("InDatagrams", counters := {"InDatagrams": 1}))(b"abc")
+    assert counters == {"InDatagrams": 4}

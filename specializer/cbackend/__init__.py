@@ -79,7 +79,7 @@ class Template:
         """The C of ``compiled`` from this template, without the compiler: translate with
         holes, check the shape is the template's, and bind the new integers and objects."""
         program = translate(compiled.tree, compiled.constants, holes=True)
-        if program.source != self.program.source:
+        if program.shape != self.program.shape:
             raise TemplateMismatch(f"{program.name} has another shape than the template")
         return _bind(self.factory, program, self.module, compiled, program.holes)
 

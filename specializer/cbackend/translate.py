@@ -87,6 +87,14 @@ class CProgram:
     arena: int  # allocations in the worst path (the arena's size)
 
     @property
+    def shape(self) -> tuple:
+        """All of the program but its integers (its holes): what a template must match. The C
+        alone is not enough: it does not say which field or counter an effect goes to."""
+        return (self.source, tuple(self.params), tuple(self.prologue), tuple(self.inputs),
+                tuple((e.kind, e.obj, e.name, tuple(e.args)) for e in self.effects),
+                tuple((p.effects, p.result) for p in self.paths), self.slots, self.arena)
+
+    @property
     def signature(self) -> str:
         args = "".join(f"const char *p_{v}, int64_t n_{v}, " for v, _ in self.prologue)
         args += "".join(f"int64_t in{i}, " for i in range(len(self.inputs)))
