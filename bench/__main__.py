@@ -27,6 +27,7 @@ from . import (
     frag_flood,
     icmp_rtt,
     ofo_flood,
+    spec_c,
     spec_code_size,
     spec_latency,
     spec_remote,
@@ -44,7 +45,7 @@ from . import (
 BENCHMARKS = {module.NAME: module for module in (icmp_rtt, udp_send_path, udp_stream, tcp_stream, spec_send_path,
                                                  spec_tcp_send, spec_tcp_stream, spec_code_size, spec_latency, spec_remote,
                                                  spec_udp_stream,
-                                                 ofo_flood, frag_flood, stingy, tux)}
+                                                 ofo_flood, frag_flood, stingy, tux, spec_c)}
 
 
 class UsageError(Exception):

@@ -1,7 +1,7 @@
 """Code size: the generic code against the residual code, for every declared scenario.
 
 The figures ``pystack spec show SCENARIO`` prints, for each scenario of
-``specializer.scenario.all_scenarios()``, in its default context (the
+``pystack.tokens.scenario.all_scenarios()``, in its default context (the
 world ``spec show`` builds: one interface, MTU 1500 unless the scenario's
 context says otherwise (udp_send_adu: an 8000-byte ADU on a 9000-byte MTU), a socket set up for
 the scenario, peer 198.18.0.1:9):

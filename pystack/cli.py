@@ -86,6 +86,8 @@ def build_parser() -> Parser:
                                 "with --module, an argument of the declaration's world hook")
     spec_show.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     spec_show.add_argument("--html", metavar="FILE", help="also write the view as one self-contained HTML page")
+    spec_show.add_argument("--backend", choices=("python", "c"), default="python",
+                           help="c: the residual translated to C, its Python shell and what stays in Python")
     from stingy.cli import add_parser as add_stingy_parser
 
     add_stingy_parser(commands)
@@ -261,6 +263,11 @@ def spec(args: argparse.Namespace) -> int:
     try:
         if args.spec_command == "list":
             print(show.list_scenarios(args.module))
+            return 0
+        if args.backend == "c":
+            if args.html:
+                raise UsageError("--html shows the Python residual; leave it out with --backend c")
+            print(show.show_c(args.scenario, args.context, args.module), end="")
             return 0
         colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
         print(show.show(args.scenario, args.context, colour, args.module, args.html), end="")

@@ -267,6 +267,27 @@ def show(name: str, pairs: Iterable[str], colour: bool, module: str | None = Non
     return out.getvalue()
 
 
+def show_c(name: str, pairs: Iterable[str], module: str | None = None) -> str:
+    """The scenario's residual translated to C (cbackend), the Python shell that drives it,
+    and what stays in Python; a UsageError saying why when no path of it can be C."""
+    from . import cbackend
+
+    scenario, statics = stack_world(name, pairs) if module is None else user_world(module, name, pairs)
+    try:
+        compiled = specialize(scenario, statics).compiled
+        program = cbackend.translate(compiled.tree, compiled.constants)
+    except (SpecializationError, cbackend.CannotTranslate) as why:
+        raise UsageError(f"{name} cannot be translated to C: {why}") from None
+    title = f"scenario {scenario.name} in C: {scenario.description}"
+    lines = [title, "=" * min(len(title), 100), f"context: {_describe_context(statics)}", "",
+             "-- the C (the helpers cb_* are in specializer/cbackend/runtime.py)", program.source, "",
+             "-- the Python shell: reads the fields, calls the C, does the effects of its path in order",
+             cbackend.shell_source(program).rstrip(), "",
+             f"-- {len(program.paths)} path(s) in C; back to Python (the whole call runs the Python residual):"]
+    lines += [f"  {reason}" for reason in program.exits] or ["  nothing"]
+    return "\n".join(lines) + "\n"
+
+
 def figures_table(scenario: Scenario, entry: Any) -> str:
     reachable = reachable_functions(scenario.entry_function(), exclude=OTHER_TRANSPORT.get(scenario.protocol, ()),
                                     package=scenario.package)
