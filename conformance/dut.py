@@ -59,7 +59,7 @@ from pystack.clock import TrioClock
 from pystack.host.netns import Namespace, NeedsNetAdmin, why_not
 from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
-from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
+from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP, BadUserBuffer
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
 from pystack.tcp.output import unsent_bytes
@@ -961,7 +961,9 @@ class PystackSocket(DutSocket):
         raise Unsupported("pystack has no splice")
 
     async def null_buffer(self, call: str, count: int, flags: int) -> int:
-        raise Unsupported(f"pystack has no user-space pointers: {call}() cannot be given a NULL buffer")
+        if call == "send":
+            return await self.sock.send(BadUserBuffer(count), flags)
+        return await self.sock.recv_into(BadUserBuffer(count), count, flags)
 
 
 class PystackEpoll(DutEpoll):

@@ -10,12 +10,15 @@ specializer can treat them as static fields of a partially static object.
 
 from __future__ import annotations
 
+import errno
 import socket as _k
 import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .errors import oserror
 
 if TYPE_CHECKING:
     from .route import Route
@@ -38,6 +41,7 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+SO_MARK = 36  # Linux: the packets' firewall mark (kept and reported; pystack has no policy routing)
 SO_ZEROCOPY = 60  # Linux: MSG_ZEROCOPY sends allowed (accepted; pystack copies anyway)
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
 SO_ADU = 0x4144
@@ -46,6 +50,7 @@ MAX_ADU = 65507  # the largest UDP payload: an ADU is sent as one datagram
 IP_TOS = int(_k.IP_TOS)
 IP_TTL = int(_k.IP_TTL)
 IP_PKTINFO = 8
+IP_FREEBIND = 15  # bind to an address that is not (yet) local
 IP_MTU_DISCOVER = 10
 IP_MTU = 14
 IP_MULTICAST_IF = int(_k.IP_MULTICAST_IF)
@@ -99,6 +104,28 @@ SOCK_MIN_SNDBUF = 4608
 SKB_OVERHEAD = 768
 
 
+@dataclass(frozen=True)
+class BadUserBuffer:
+    """A user buffer of ``length`` bytes that the kernel cannot read or write (NULL, unmapped).
+
+    The fd API takes it where a call takes or fills a buffer. The call makes
+    its own checks first (a closed socket still says EPIPE, an empty queue
+    EAGAIN); the copy itself fails with EFAULT, as Linux's copy_from_user
+    and copy_to_user make the call fail when nothing was copied yet.
+    """
+
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: object) -> bytes:
+        raise oserror(errno.EFAULT, "bad user buffer")
+
+    def __bytes__(self) -> bytes:
+        raise oserror(errno.EFAULT, "bad user buffer")
+
+
 @dataclass(eq=False)
 class Socket:
     fd: int
@@ -128,6 +155,8 @@ class Socket:
     pmtudisc: int = IP_PMTUDISC_WANT
     adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
     zerocopy: bool = False  # SO_ZEROCOPY
+    mark: int = 0  # SO_MARK
+    freebind: bool = False  # IP_FREEBIND
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.
     rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)

@@ -32,6 +32,7 @@ from .socket import (
     F_SETFL,
     IP_ADD_MEMBERSHIP,
     IP_DROP_MEMBERSHIP,
+    IP_FREEBIND,
     IP_MTU,
     IP_MTU_DISCOVER,
     IP_MULTICAST_IF,
@@ -46,6 +47,7 @@ from .socket import (
     MAX_ADU,
     MSG_DONTWAIT,
     MSG_ERRQUEUE,
+    MSG_PEEK,
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
@@ -54,6 +56,7 @@ from .socket import (
     SO_EE_CODE_ZEROCOPY_COPIED,
     SO_EE_ORIGIN_ZEROCOPY,
     SO_ERROR,
+    SO_MARK,
     SO_NO_CHECK,
     SO_RCVBUF,
     SO_REUSEADDR,
@@ -68,6 +71,7 @@ from .socket import (
     SOCK_STREAM,
     SOL_SOCKET,
     WMEM_MAX,
+    BadUserBuffer,
     Socket,
 )
 from .tcp import api as tcp_api
@@ -155,6 +159,11 @@ class Stack:
         return self.routes.add(
             Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu)
         )
+
+    def bindable(self, sock: Socket, addr: int) -> bool:
+        """Whether ``sock`` may bind to ``addr``: a local address, the wildcard, or any with
+        IP_FREEBIND (Linux inet_addr_valid_or_nonlocal)."""
+        return addr == ANY or addr in self.local_addresses or sock.freebind
 
     def is_broadcast(self, addr: int) -> bool:
         return addr == BROADCAST or addr in self.broadcast_addresses
@@ -314,22 +323,22 @@ class Stack:
             raise oserror(errno.EOPNOTSUPP)
         return sock
 
-    def send(self, fd: int, data: bytes, flags: int = 0) -> int:
+    def send(self, fd: int, data: bytes | BadUserBuffer, flags: int = 0) -> int:
         """Send on a connected socket: a datagram, or bytes queued on a TCP connection."""
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
+            return tcp_api.tcp_sendmsg(self, sock, _stream_data(data), flags)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, None, [])
 
-    def sendto(self, fd: int, data: bytes, flags: int = 0, address: Address | None = None) -> int:
+    def sendto(self, fd: int, data: bytes | BadUserBuffer, flags: int = 0, address: Address | None = None) -> int:
         """Send a datagram to ``address`` (or the connected peer when None)."""
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
+            return tcp_api.tcp_sendmsg(self, sock, _stream_data(data), flags)
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, dest, [])
 
@@ -360,6 +369,21 @@ class Stack:
 
     def recv(self, fd: int, bufsize: int, flags: int = 0) -> bytes:
         return self.recvfrom(fd, bufsize, flags)[0]
+
+    def recv_into(self, fd: int, buffer: bytearray | memoryview | BadUserBuffer, nbytes: int = 0,
+                  flags: int = 0) -> int:
+        """As Python's socket.recv_into. A BadUserBuffer fails with EFAULT once there is something
+        to copy: TCP leaves the data queued (Linux tcp_recvmsg copied nothing, so consumed
+        nothing), a datagram is dropped (udp_recvmsg frees it)."""
+        size = nbytes or len(buffer)
+        if isinstance(buffer, BadUserBuffer):
+            stream = self.sockfd_lookup(fd).type == SOCK_STREAM
+            if self.recv(fd, size, (flags | MSG_PEEK) if stream else flags):
+                raise oserror(errno.EFAULT, "bad user buffer")
+            return 0
+        data = self.recv(fd, size, flags)
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
 
     def recvfrom(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
         data, _ancdata, _msg_flags, source = self.recvmsg(fd, bufsize, flags)
@@ -454,6 +478,8 @@ class Stack:
                 sock.adu = number
             elif option == SO_ZEROCOPY:
                 sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
+            elif option == SO_MARK:
+                sock.mark = number & 0xFFFFFFFF
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -488,6 +514,8 @@ class Stack:
             if not 0 <= number <= 5:
                 raise oserror(errno.EINVAL)
             sock.pmtudisc = number
+        elif option == IP_FREEBIND:
+            sock.freebind = bool(number)
         elif option in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
             if not isinstance(value, bytes) or len(value) < 8:
                 raise oserror(errno.EINVAL)
@@ -532,6 +560,7 @@ class Stack:
                 SO_RCVBUF: sock.rcvbuf,
                 SO_ADU: sock.adu,
                 SO_ZEROCOPY: int(sock.zerocopy),
+                SO_MARK: sock.mark,
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:
@@ -553,10 +582,16 @@ class Stack:
                 IP_MULTICAST_LOOP: int(sock.mc_loop),
                 IP_MULTICAST_IF: sock.mc_if,
                 IP_MTU_DISCOVER: sock.pmtudisc,
+                IP_FREEBIND: int(sock.freebind),
             }
             if option in values:
                 return values[option]
         raise oserror(errno.ENOPROTOOPT)
+
+
+def _stream_data(data: bytes | BadUserBuffer) -> bytes | BadUserBuffer:
+    """What TCP queues from: the bytes, or a bad buffer that faults when TCP copies from it."""
+    return data if isinstance(data, BadUserBuffer) else bytes(data)
 
 
 def _option_int(value: int | bytes) -> int:

@@ -13,11 +13,14 @@ import pytest
 from pystack.clock import VirtualClock
 from pystack.socket import (
     EXTENDED_ERR,
+    F_SETFL,
+    IP_FREEBIND,
     IP_RECVERR,
     IPPROTO_IP,
     IPPROTO_TCP,
     MSG_ERRQUEUE,
     MSG_ZEROCOPY,
+    O_NONBLOCK,
     POLLERR,
     POLLOUT,
     SIOCINQ,
@@ -25,11 +28,13 @@ from pystack.socket import (
     SIOCOUTQNSD,
     SO_EE_CODE_ZEROCOPY_COPIED,
     SO_EE_ORIGIN_ZEROCOPY,
+    SO_MARK,
     SO_SNDBUF,
     SO_ZEROCOPY,
     SOCK_DGRAM,
     SOCK_STREAM,
     SOL_SOCKET,
+    BadUserBuffer,
 )
 from pystack.stack import Stack
 from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NOTSENT_LOWAT
@@ -264,3 +269,58 @@ def test_send_on_a_socket_never_connected_is_epipe():
     with pytest.raises(OSError) as never:
         bench.stack.send(fd, b"x")
     assert never.value.errno == errno.EPIPE  # Linux sk_stream_wait_connect
+
+
+def test_so_mark_and_ip_freebind_are_kept_and_freebind_allows_a_nonlocal_bind():
+    stack = PeerBench().stack
+    fd = stack.socket(type=SOCK_STREAM)
+    stack.setsockopt(fd, SOL_SOCKET, SO_MARK, 666)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_MARK) == 666
+    with pytest.raises(OSError) as nonlocal_address:
+        stack.bind(fd, ("198.18.99.1", 80))
+    assert nonlocal_address.value.errno == errno.EADDRNOTAVAIL
+    stack.setsockopt(fd, IPPROTO_IP, IP_FREEBIND, 1)
+    assert stack.getsockopt(fd, IPPROTO_IP, IP_FREEBIND) == 1
+    stack.bind(fd, ("198.18.99.1", 80))
+    assert stack.getsockname(fd) == ("198.18.99.1", 80)
+    udp = stack.socket(type=SOCK_DGRAM)
+    stack.setsockopt(udp, IPPROTO_IP, IP_FREEBIND, 1)
+    stack.bind(udp, ("198.18.99.1", 53))
+
+
+def test_a_bad_user_buffer_fails_with_efault_after_the_sockets_own_checks():
+    """Linux: EFAULT where the copy from or to user space fails; nothing sent, nothing consumed."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    for send in (lambda: stack.send(fd, BadUserBuffer(1000)), lambda: stack.sendto(fd, BadUserBuffer(1000))):
+        with pytest.raises(OSError) as fault:
+            send()
+        assert fault.value.errno == errno.EFAULT
+    assert stack.send(fd, BadUserBuffer(0)) == 0  # nothing to copy
+    assert not bench.take() and stack.ioctl(fd, SIOCOUTQ) == 0
+    with pytest.raises(BlockingIOError):  # nothing to read: no copy is tried
+        stack.recv_into(fd, BadUserBuffer(1000))
+    conn.send("PA", payload=b"d" * 1000)
+    with pytest.raises(OSError) as fault:
+        stack.recv_into(fd, BadUserBuffer(1000), 1000)
+    assert fault.value.errno == errno.EFAULT
+    buffer = bytearray(1000)
+    assert stack.recv_into(fd, buffer) == 1000 and buffer == b"d" * 1000  # the data stayed queued
+    stack.shutdown(fd, SHUT_WR)
+    with pytest.raises(OSError) as shut:
+        stack.send(fd, BadUserBuffer(1000))
+    assert shut.value.errno == errno.EPIPE  # the state is checked before the buffer
+
+
+def test_a_bad_user_buffer_drops_the_datagram_it_could_not_take():
+    stack = PeerBench().stack
+    fd = stack.socket(type=SOCK_DGRAM)
+    stack.bind(fd, ("127.0.0.1", 5000))
+    for payload in (b"first", b"second"):
+        stack.sendto(stack.socket(type=SOCK_DGRAM), payload, 0, ("127.0.0.1", 5000))
+    with pytest.raises(OSError) as fault:
+        stack.recv_into(fd, BadUserBuffer(100))
+    assert fault.value.errno == errno.EFAULT
+    assert stack.recv(fd, 100) == b"second"  # as Linux udp_recvmsg, which frees the skb

@@ -86,7 +86,7 @@ MSG_EOR = 0x80  # Linux: this write ends a record; later writes never join its l
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     if sock.local_port or sock.tcb.state != CLOSED:
         raise oserror(errno.EINVAL, "socket already bound")
-    if addr != ANY and addr not in stack.local_addresses:
+    if not stack.bindable(sock, addr):
         raise oserror(errno.EADDRNOTAVAIL)
     sock.local_port = ports.bind(stack.tcp.ports, sock, addr, port, stack.random)
     sock.local_addr = addr
