@@ -39,11 +39,13 @@ import fcntl
 import itertools
 import math
 import os
+import re
 import select
 import shutil
 import socket as _socket
 import struct
 import subprocess
+import tempfile
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -59,11 +61,12 @@ from pystack.clock import TrioClock
 from pystack.host.netns import Namespace, NeedsNetAdmin, why_not
 from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
+from pystack.procfs import proc_net_tcp, proc_net_tcp6
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP, BadUserBuffer
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
 from pystack.tcp.output import unsent_bytes
-from pystack.tcp.tcb import STATE_NAMES, TcpConfig
+from pystack.tcp.tcb import LINUX_STATES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
 T = TypeVar("T")
@@ -918,12 +921,8 @@ class PystackSocket(DutSocket):
         tcb = self.stack.sockfd_lookup(self.fd).tcb
         if tcb is None:
             raise OSError(errno.EOPNOTSUPP, "not a TCP socket")
-        linux_states = {  # tcp_info reports Linux's TCP_* state numbers
-            "ESTABLISHED": 1, "SYN-SENT": 2, "SYN-RECEIVED": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
-            "TIME-WAIT": 6, "CLOSED": 7, "CLOSE-WAIT": 8, "LAST-ACK": 9, "LISTEN": 10, "CLOSING": 11,
-        }
         return {
-            "tcpi_state": linux_states[STATE_NAMES[tcb.state]],
+            "tcpi_state": LINUX_STATES[tcb.state],
             "tcpi_ca_state": tcb.ca_state,
             "tcpi_retransmits": tcb.retransmits,
             "tcpi_backoff": tcb.backoff,
@@ -1100,7 +1099,15 @@ class PystackDut(Dut):
         return not any(features.values())
 
     def inspect(self, command: str) -> None:
-        raise Unsupported(f"pystack has no /proc: cannot run `{command}`")
+        """The command run against pystack's /proc/net/tcp and tcp6, written to a folder of its own."""
+        if re.sub(r"/proc/net/tcp6?\b", "", command).count("/proc/"):
+            raise Unsupported(f"pystack has no such /proc file: cannot run `{command}`")
+        with tempfile.TemporaryDirectory(prefix="pystack-proc-") as folder:
+            for name, text in (("tcp", proc_net_tcp(self.stack)), ("tcp6", proc_net_tcp6())):
+                with open(os.path.join(folder, name), "w") as file:
+                    file.write(text)
+            local = re.sub(r"/proc/net/(tcp6?)\b", lambda m: os.path.join(folder, m.group(1)), command)
+            subprocess.run(["sh", "-c", local], capture_output=True, check=True)
 
 
 @asynccontextmanager

@@ -114,7 +114,7 @@ KNOWN_PASSES = frozenset({
     "ts_recent/fin_tsval.pkt",
     # ../shared/packetdrill-extra
     "eor/no-coalesce-large.pkt", "eor/no-coalesce-small.pkt", "eor/no-coalesce-subsequent.pkt",
-    "epoll/epoll_in_edge.pkt", "sack/sack-route-refresh-ip-tos.pkt", "syscall_bad_arg/syscall-invalid-buf-ptr.pkt",
+    "epoll/epoll_in_edge.pkt", "md5/md5-only-on-client-ack.pkt", "sack/sack-route-refresh-ip-tos.pkt", "syscall_bad_arg/syscall-invalid-buf-ptr.pkt",
     "validate/validate-established-no-flags.pkt", "zerocopy/basic.pkt", "zerocopy/client.pkt",
     "zerocopy/batch.pkt", "zerocopy/closed.pkt",
     "zerocopy/epoll_edge.pkt", "zerocopy/epoll_exclusive.pkt", "zerocopy/epoll_oneshot.pkt", "zerocopy/small.pkt",
@@ -427,6 +427,20 @@ def test_pystack_dut_is_given_a_null_buffer_as_a_bad_user_buffer():
     wrong = run_on("pystack", run_on_dut, parse(_ESTABLISHED + null.replace("-1 EFAULT (Bad address)", "1000", 1)),
                    "pystack")
     assert wrong.status == "fail" and "write() returned -1 (EFAULT); expected 1000" in wrong.message, explain(wrong)
+
+
+@pytest.mark.parametrize("command, line", [
+    ('`grep " 0A " /proc/net/tcp /proc/net/tcp6 | grep ":1F90"`', None),  # the listener on 8080
+    ('`grep " 01 " /proc/net/tcp | grep ":1F90 "`', None),  # the connection accepted
+    ('`grep " 0A " /proc/net/tcp | grep ":1F91"`', 10),  # no listener on 8081
+    ("`cat /proc/net/udp`", 10),
+])
+def test_pystack_dut_shows_its_sockets_in_proc_net_tcp(command, line):
+    outcome = run_on("pystack", run_on_dut, parse(_ESTABLISHED + f"   +0 {command}\n"), "pystack")
+    if line is None:
+        assert outcome.passed, explain(outcome)
+    else:
+        assert outcome.status == "fail" and outcome.line == line, explain(outcome)
 
 
 def test_sendfile_sends_a_file_the_script_made_in_the_runners_own_tmp():

@@ -11,6 +11,7 @@ import struct
 import pytest
 
 from pystack.clock import VirtualClock
+from pystack.procfs import proc_net_tcp
 from pystack.socket import (
     EXTENDED_ERR,
     F_SETFL,
@@ -324,3 +325,27 @@ def test_a_bad_user_buffer_drops_the_datagram_it_could_not_take():
         stack.recv_into(fd, BadUserBuffer(100))
     assert fault.value.errno == errno.EFAULT
     assert stack.recv(fd, 100) == b"second"  # as Linux udp_recvmsg, which frees the skb
+
+
+def test_proc_net_tcp_shows_listeners_and_connections_as_linux_prints_them():
+    bench = PeerBench()
+    conn = passive_open(bench, port=8080)
+    stack, fd = bench.stack, conn.fd
+    conn.send("PA", payload=b"r" * 300)
+    stack.send(fd, b"w" * 100)
+    lines = proc_net_tcp(stack).splitlines(keepends=True)
+    assert all(len(line) == 150 for line in lines)  # padded as seq_pad pads them
+    assert lines[0].startswith("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt")
+    fields = [line.split() for line in lines[1:]]
+    # The listener on 0.0.0.0:8080 (state 0A), then 198.18.0.2:8080 to 198.18.0.1:40000, established (01),
+    # 100 bytes unacknowledged, 300 unread, the retransmission timer (1) armed, in clock ticks.
+    assert fields[0][:6] == ["0:", "00000000:1F90", "00000000:0000", "0A", "00000000:00000000", "00:00000000"]
+    assert fields[1][:5] == ["1:", "020012C6:1F90", "010012C6:9C40", "01", "00000064:0000012C"]
+    assert fields[1][5].startswith("01:") and fields[1][-2:] == ["10", "-1"]  # cwnd; ssthresh: initial
+    stack.recv(fd, 300)
+    stack.close(fd)
+    fin = bench.take()[-1]
+    assert "F" in fin.flags
+    conn.send("FA", ack=fin.seq + 1)  # our FIN acknowledged with the peer's: TIME-WAIT
+    time_wait = proc_net_tcp(stack).splitlines()[2].split()
+    assert time_wait[3:6] == ["06", "00000000:00000000", "03:00001770"]  # 60 s left, in ticks

@@ -31,6 +31,8 @@ STATE_NAMES = (
     "CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
     "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT",
 )
+# Linux's TCP_* numbers of the states, by pystack state (what tcp_info and /proc/net/tcp show).
+LINUX_STATES = (7, 10, 2, 3, 1, 4, 5, 8, 11, 9, 6)
 SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT})
 CAN_SEND = frozenset({ESTABLISHED, CLOSE_WAIT})
 CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
