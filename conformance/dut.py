@@ -46,6 +46,7 @@ import socket as _socket
 import struct
 import subprocess
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -318,6 +319,11 @@ class Dut(ABC):
 
     def now(self) -> float:
         return trio.current_time()
+
+    def timestamp_clock(self) -> float:
+        """The time on the clock the DUT's SO_TIMESTAMPING reports are stamped with: the kernel's
+        CLOCK_REALTIME (pystack's is its own clock)."""
+        return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until ``deadline``; in real time, spin through the last millisecond (as packetdrill)."""
@@ -1044,6 +1050,9 @@ class PystackDut(Dut):
 
     def socket(self, type: int, proto: int = 0) -> DutSocket:
         return PystackSocket(self, self.network.socket(_socket.AF_INET, type, proto))
+
+    def timestamp_clock(self) -> float:
+        return self.stack.clock.now()
 
     def set_sysctl(self, name: str, value: str) -> bool:
         cfg, unmodelled = pystack_tcp_config({name: value})

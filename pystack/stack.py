@@ -51,9 +51,12 @@ from .socket import (
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
+    SCM_TIMESTAMPING,
+    SCM_TIMESTAMPING_DATA,
     SO_ADU,
     SO_BROADCAST,
     SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_TIMESTAMPING,
     SO_EE_ORIGIN_ZEROCOPY,
     SO_ERROR,
     SO_MARK,
@@ -61,6 +64,7 @@ from .socket import (
     SO_RCVBUF,
     SO_REUSEADDR,
     SO_SNDBUF,
+    SO_TIMESTAMPING,
     SO_TYPE,
     SO_ZEROCOPY,
     SOCK_CLOEXEC,
@@ -69,6 +73,13 @@ from .socket import (
     SOCK_MIN_SNDBUF,
     SOCK_NONBLOCK,
     SOCK_STREAM,
+    SOF_TIMESTAMPING_BIND_PHC,
+    SOF_TIMESTAMPING_MASK,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_OPT_STATS,
+    SOF_TIMESTAMPING_OPT_TSONLY,
+    SOF_TIMESTAMPING_SOFTWARE,
     SOL_SOCKET,
     WMEM_MAX,
     BadUserBuffer,
@@ -323,22 +334,22 @@ class Stack:
             raise oserror(errno.EOPNOTSUPP)
         return sock
 
-    def send(self, fd: int, data: bytes | BadUserBuffer, flags: int = 0) -> int:
+    def send(self, fd: int, data: bytes, flags: int = 0) -> int:
         """Send on a connected socket: a datagram, or bytes queued on a TCP connection."""
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, _stream_data(data), flags)
+            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, None, [])
 
-    def sendto(self, fd: int, data: bytes | BadUserBuffer, flags: int = 0, address: Address | None = None) -> int:
+    def sendto(self, fd: int, data: bytes, flags: int = 0, address: Address | None = None) -> int:
         """Send a datagram to ``address`` (or the connected peer when None)."""
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, _stream_data(data), flags)
+            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, dest, [])
 
@@ -393,7 +404,7 @@ class Stack:
         """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
         sock = self.sockfd_lookup(fd)
         if flags & MSG_ERRQUEUE:
-            return self._recv_errqueue(sock)
+            return self._recv_errqueue(sock, bufsize)
         if sock.type == SOCK_STREAM:
             if sock.nonblocking:
                 flags |= MSG_DONTWAIT
@@ -407,13 +418,25 @@ class Stack:
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 
     @staticmethod
-    def _recv_errqueue(sock: Socket) -> tuple[bytes, list, int, Address]:
-        """The next MSG_ZEROCOPY completion, as Linux's IP_RECVERR message; EAGAIN if none (never waits)."""
+    def _recv_errqueue(sock: Socket, bufsize: int) -> tuple[bytes, list, int, Address]:
+        """The next report of the error queue as Linux's ip_recv_error gives it; EAGAIN if none (never
+        waits). A MSG_ZEROCOPY completion: its IP_RECVERR message. A transmit timestamp: the packet,
+        SCM_TIMESTAMPING (the stack clock's time, with SOF_TIMESTAMPING_SOFTWARE), IP_RECVERR."""
         if not sock.errqueue:
             raise would_block()
-        first, last = sock.errqueue.popleft()
-        info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
-        return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
+        entry = sock.errqueue.popleft()
+        if isinstance(entry, list):
+            first, last = entry
+            info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
+            return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
+        ancillary = []
+        if sock.tsflags & SOF_TIMESTAMPING_SOFTWARE:
+            seconds, nanoseconds = divmod(round(entry.stamp * 1e9), 1_000_000_000)
+            ancillary.append((SOL_SOCKET, SCM_TIMESTAMPING, SCM_TIMESTAMPING_DATA.pack(seconds, nanoseconds)))
+        info = EXTENDED_ERR.pack(errno.ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, 0, 0, 0, entry.tstype, entry.key)
+        ancillary.append((IPPROTO_IP, IP_RECVERR, info))
+        flags = MSG_ERRQUEUE | (MSG_TRUNC if len(entry.packet) > bufsize else 0)
+        return entry.packet[:bufsize], ancillary, flags, ("0.0.0.0", 0)
 
     def poll(self, fd: int) -> int:
         """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
@@ -480,6 +503,8 @@ class Stack:
                 sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
             elif option == SO_MARK:
                 sock.mark = number & 0xFFFFFFFF
+            elif option == SO_TIMESTAMPING:
+                self._set_timestamping(sock, number)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -489,6 +514,18 @@ class Stack:
         else:
             raise oserror(errno.ENOPROTOOPT)
         sock.generation += 1
+
+    @staticmethod
+    def _set_timestamping(sock: Socket, flags: int) -> None:
+        """SO_TIMESTAMPING's checks (Linux sock_set_timestamping); OPT_ID, newly set, starts the keys
+        (a TCP socket must be connected or connecting: its keys are sequence numbers)."""
+        if (flags & ~SOF_TIMESTAMPING_MASK or flags & SOF_TIMESTAMPING_BIND_PHC
+                or (flags & SOF_TIMESTAMPING_OPT_ID_TCP and not flags & SOF_TIMESTAMPING_OPT_ID)
+                or (flags & SOF_TIMESTAMPING_OPT_STATS and not flags & SOF_TIMESTAMPING_OPT_TSONLY)):
+            raise oserror(errno.EINVAL)
+        if flags & SOF_TIMESTAMPING_OPT_ID and not sock.tsflags & SOF_TIMESTAMPING_OPT_ID:
+            sock.tskey = tcp_api.timestamping_key(sock, flags) if sock.type == SOCK_STREAM else 0
+        sock.tsflags = flags
 
     def _set_ip_option(self, sock: Socket, option: int, value: int | bytes, number: int) -> None:
         if option == IP_TTL:
@@ -561,6 +598,7 @@ class Stack:
                 SO_ADU: sock.adu,
                 SO_ZEROCOPY: int(sock.zerocopy),
                 SO_MARK: sock.mark,
+                SO_TIMESTAMPING: sock.tsflags,
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:
@@ -587,11 +625,6 @@ class Stack:
             if option in values:
                 return values[option]
         raise oserror(errno.ENOPROTOOPT)
-
-
-def _stream_data(data: bytes | BadUserBuffer) -> bytes | BadUserBuffer:
-    """What TCP queues from: the bytes, or a bad buffer that faults when TCP copies from it."""
-    return data if isinstance(data, BadUserBuffer) else bytes(data)
 
 
 def _option_int(value: int | bytes) -> int:

@@ -135,7 +135,7 @@ class PyStackSocket:
         self._stack.shutdown(self._fd, how)
         self._network.driver.timers_changed()
 
-    async def send(self, data: bytes | BadUserBuffer, flags: int = 0) -> int:
+    async def send(self, data: bytes, flags: int = 0) -> int:
         return await self._call(flags, lambda: self._stack.send(self._fd, data, flags))
 
     async def sendto(self, data: bytes, flags_or_address: int | Address, address: Address | None = None) -> int:

@@ -20,20 +20,35 @@ from pystack.socket import (
     IPPROTO_IP,
     IPPROTO_TCP,
     MSG_ERRQUEUE,
+    MSG_TRUNC,
     MSG_ZEROCOPY,
     O_NONBLOCK,
     POLLERR,
     POLLOUT,
+    SCM_TIMESTAMPING,
+    SCM_TSTAMP_ACK,
+    SCM_TSTAMP_SCHED,
+    SCM_TSTAMP_SND,
     SIOCINQ,
     SIOCOUTQ,
     SIOCOUTQNSD,
     SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_TIMESTAMPING,
     SO_EE_ORIGIN_ZEROCOPY,
     SO_MARK,
     SO_SNDBUF,
+    SO_TIMESTAMPING,
     SO_ZEROCOPY,
     SOCK_DGRAM,
     SOCK_STREAM,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_OPT_STATS,
+    SOF_TIMESTAMPING_OPT_TSONLY,
+    SOF_TIMESTAMPING_SOFTWARE,
+    SOF_TIMESTAMPING_TX_ACK,
+    SOF_TIMESTAMPING_TX_SCHED,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
     SOL_SOCKET,
     BadUserBuffer,
 )
@@ -315,12 +330,16 @@ def test_a_bad_user_buffer_fails_with_efault_after_the_sockets_own_checks():
     assert shut.value.errno == errno.EPIPE  # the state is checked before the buffer
 
 
-def test_a_bad_user_buffer_drops_the_datagram_it_could_not_take():
+def test_a_bad_user_buffer_faults_a_datagram_and_drops_the_one_it_could_not_take():
     stack = PeerBench().stack
     fd = stack.socket(type=SOCK_DGRAM)
     stack.bind(fd, ("127.0.0.1", 5000))
+    sender = stack.socket(type=SOCK_DGRAM)
+    with pytest.raises(OSError) as sent:
+        stack.sendto(sender, BadUserBuffer(5), 0, ("127.0.0.1", 5000))
+    assert sent.value.errno == errno.EFAULT
     for payload in (b"first", b"second"):
-        stack.sendto(stack.socket(type=SOCK_DGRAM), payload, 0, ("127.0.0.1", 5000))
+        stack.sendto(sender, payload, 0, ("127.0.0.1", 5000))
     with pytest.raises(OSError) as fault:
         stack.recv_into(fd, BadUserBuffer(100))
     assert fault.value.errno == errno.EFAULT
@@ -349,3 +368,98 @@ def test_proc_net_tcp_shows_listeners_and_connections_as_linux_prints_them():
     conn.send("FA", ack=fin.seq + 1)  # our FIN acknowledged with the peer's: TIME-WAIT
     time_wait = proc_net_tcp(stack).splitlines()[2].split()
     assert time_wait[3:6] == ["06", "00000000:00000000", "03:00001770"]  # 60 s left, in ticks
+
+
+TX_ALL = SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_ACK
+
+
+def errqueue(stack: Stack, fd: int, bufsize: int = 0) -> list[tuple]:
+    """Every report on the error queue: (type, key, stamp or None, packet length, msg_flags)."""
+    reports = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            data, ancillary, flags, _ = stack.recvmsg(fd, bufsize, MSG_ERRQUEUE)
+            stamp = None
+            for level, kind, value in ancillary:
+                if (level, kind) == (SOL_SOCKET, SCM_TIMESTAMPING):
+                    seconds, nanoseconds = struct.unpack_from("qq", value)
+                    stamp = seconds + nanoseconds / 1e9
+            level, kind, info = ancillary[-1]
+            assert (level, kind) == (IPPROTO_IP, IP_RECVERR)
+            ee_errno, origin, _, _, _, info_, key = EXTENDED_ERR.unpack(info)
+            assert (ee_errno, origin) == (errno.ENOMSG, SO_EE_ORIGIN_TIMESTAMPING)
+            reports.append((info_, key, stamp, len(data), flags))
+    return reports
+
+
+def test_so_timestamping_reports_each_writes_last_byte_when_sent_and_when_acknowledged():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, TX_ALL | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING) == TX_ALL | 0x90
+    bench.advance(0.01)
+    stack.send(fd, b"a" * 2896)  # two full segments each: no Nagle
+    stack.send(fd, b"b" * 2896)
+    first = bench.take()[0].seq
+    sent_at = bench.now
+    assert stack.poll(fd) & POLLERR
+    # The keys count from snd_una when OPT_ID was set: the last bytes of the writes are 2895 and 5791.
+    assert errqueue(stack, fd) == [
+        (SCM_TSTAMP_SCHED, 2895, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SND, 2895, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SCHED, 5791, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SND, 5791, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+    ]
+    bench.advance(0.01)
+    conn.send("A", ack=first + 2895)  # short of the first write's last byte
+    assert errqueue(stack, fd) == []
+    conn.send("A", ack=first + 5792)
+    acked = [(SCM_TSTAMP_ACK, key, bench.now, 1448, MSG_ERRQUEUE) for key in (2895, 5791)]
+    assert errqueue(stack, fd, 2000) == acked  # the segment that carried the byte, read whole
+
+
+def test_so_timestamping_without_opt_id_software_or_with_tsonly():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY)
+    stack.send(fd, b"a" * 100)
+    assert errqueue(stack, fd, 100) == [(SCM_TSTAMP_SND, 0, None, 0, MSG_ERRQUEUE)]  # no key, stamp, packet
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, 0)
+    stack.send(fd, b"a" * 100)
+    assert errqueue(stack, fd) == []
+
+
+def test_so_timestamping_reports_a_write_held_by_the_window_when_it_leaves():
+    bench = PeerBench()
+    conn = passive_open(bench, window=1000)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_ID)
+    stack.send(fd, b"a" * 1500)
+    first = bench.take()
+    start, end = first[0].seq, first[-1].seq + len(first[-1].payload)
+    assert end - start < 1500 and errqueue(stack, fd) == []  # the write's last byte, 1499, waits
+    while end - start < 1500:
+        bench.advance(0.05)
+        conn.send("A", ack=end)
+        sent = bench.take()
+        end = sent[-1].seq + len(sent[-1].payload)
+        assert errqueue(stack, fd) == ([(SCM_TSTAMP_SND, 1499, None, 0, MSG_ERRQUEUE | MSG_TRUNC)]
+                                       if end - start == 1500 else [])
+
+
+@pytest.mark.parametrize("flags", [
+    0x40000,  # not a flag Linux knows
+    SOF_TIMESTAMPING_OPT_ID_TCP,  # without OPT_ID
+    SOF_TIMESTAMPING_OPT_STATS,  # without OPT_TSONLY
+])
+def test_so_timestamping_refuses_what_linux_refuses(flags):
+    bench = PeerBench()
+    conn = passive_open(bench)
+    with pytest.raises(OSError) as bad:
+        bench.stack.setsockopt(conn.fd, SOL_SOCKET, SO_TIMESTAMPING, flags)
+    assert bad.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as listener:  # OPT_ID counts sequence numbers: a connection's
+        bench.stack.setsockopt(conn.listener, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_OPT_ID)
+    assert listener.value.errno == errno.EINVAL

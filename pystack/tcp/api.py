@@ -31,6 +31,8 @@ from ..socket import (
     SIOCINQ,
     SIOCOUTQ,
     SIOCOUTQNSD,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_TX_RECORD_MASK,
     Socket,
 )
 from . import congestion
@@ -202,6 +204,9 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     tcb.send_buffer += taken
     if flags & MSG_ZEROCOPY and sock.zerocopy:
         zerocopy_send(tcb, sock, start)
+    if sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK:
+        # Linux tcp_tx_timestamp: the write's last byte is the one reported on.
+        tcb.tx_stamps.append([seq_add(start, len(taken) - 1), sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK, None])
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
@@ -221,6 +226,17 @@ def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
     else:
         pending.append((end, sock.zckey, sock.zckey))
     sock.zckey = (sock.zckey + 1) & 0xFFFFFFFF
+
+
+def timestamping_key(sock: Socket, flags: int) -> int:
+    """Where SO_TIMESTAMPING's OPT_ID keys count from: snd_una, or with OPT_ID_TCP the end of what
+    was written (write_seq); EINVAL before the connection starts or on a listener (Linux)."""
+    tcb: TCB = sock.tcb
+    if tcb.state in (CLOSED, LISTEN):
+        raise oserror(errno.EINVAL, "SOF_TIMESTAMPING_OPT_ID needs a connection")
+    if flags & SOF_TIMESTAMPING_OPT_ID_TCP:
+        return seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+    return tcb.snd_una
 
 
 def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:

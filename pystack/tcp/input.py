@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
-from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
+from ..socket import IP_PMTUDISC_WANT, SCM_TSTAMP_ACK, SKB_OVERHEAD, SOF_TIMESTAMPING_TX_ACK
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
 from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
 from . import recovery, syncookies
@@ -629,6 +629,10 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
+    while tcb.tx_stamps and seq_lt(tcb.tx_stamps[0][0], ack):
+        key, flags, packet = tcb.tx_stamps.popleft()
+        if flags & SOF_TIMESTAMPING_TX_ACK:
+            tcb.sock.tx_timestamp(now, SCM_TSTAMP_ACK, key, packet or b"")  # Linux tcp_ack_tstamp
     while tcb.zerocopy_sends and seq_le(tcb.zerocopy_sends[0][0], ack):
         _, first, last = tcb.zerocopy_sends.popleft()
         tcb.sock.zerocopy_completed(first, last)  # MSG_ZEROCOPY: its data is acknowledged

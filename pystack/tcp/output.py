@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from .. import ip
 from ..route import cached_route
-from ..socket import IP_PMTUDISC_WANT
+from ..socket import (
+    IP_PMTUDISC_WANT,
+    SCM_TSTAMP_SCHED,
+    SCM_TSTAMP_SND,
+    SOF_TIMESTAMPING_TX_SCHED,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+)
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
@@ -413,7 +419,25 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.first_unacked_at is None:
         tcb.first_unacked_at = now
     arm_rto(stack, tcb, now, restart=False)
+    if tcb.tx_stamps:
+        tx_timestamps_sent(tcb, seq, payload, now)
     transmit(stack, tcb, seq, payload, flags, new_data=True)
+
+
+def tx_timestamps_sent(tcb: TCB, seq: int, payload: bytes, now: float) -> None:
+    """SO_TIMESTAMPING: the segment from ``seq`` carries written bytes asked about; pystack hands it
+    to the link at once, so it is scheduled and sent now (SCM_TSTAMP_SCHED, then _SND)."""
+    end = seq_add(seq, len(payload))
+    for stamp in tcb.tx_stamps:
+        key, flags, sent = stamp
+        if not seq_lt(key, end):
+            break
+        if sent is None:  # (a byte not yet sent is at or after seq, the send point)
+            stamp[2] = payload
+            if flags & SOF_TIMESTAMPING_TX_SCHED:
+                tcb.sock.tx_timestamp(now, SCM_TSTAMP_SCHED, key, payload)
+            if flags & SOF_TIMESTAMPING_TX_SOFTWARE:
+                tcb.sock.tx_timestamp(now, SCM_TSTAMP_SND, key, payload)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:

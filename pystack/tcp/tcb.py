@@ -145,6 +145,9 @@ class TCB:
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
     zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
+    # SO_TIMESTAMPING: [the last byte of a write, the report flags it asked for, the packet that
+    # carried it (None until sent)], in sequence order (Linux's tskey on the skb holding that byte).
+    tx_stamps: deque[list] = field(default_factory=deque)
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
