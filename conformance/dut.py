@@ -161,6 +161,10 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
     "tcp_keepalive_time": ("keepalive_time", float),
     "tcp_keepalive_intvl": ("keepalive_intvl", float),
     "tcp_keepalive_probes": ("keepalive_probes", int),
+    "tcp_mtu_probing": ("mtu_probing", int),
+    "tcp_base_mss": ("base_mss", int),
+    "tcp_probe_threshold": ("probe_threshold", int),
+    "tcp_probe_interval": ("probe_interval", float),
 }
 
 
@@ -1101,7 +1105,20 @@ class PystackDut(Dut):
         return False
 
     def set_route(self, options: list[str]) -> bool:
-        return False
+        """The attributes pystack's routes have (``mtu [lock] N``, ``advmss N``, ``initcwnd N``), on a
+        route of its own to the bench, as ``ip route replace`` makes one; False for any other."""
+        metrics: dict[str, int | bool] = {}
+        words = list(options)
+        while words:
+            name = words.pop(0)
+            if name == "mtu" and words[:1] == ["lock"]:
+                metrics["mtu_locked"] = bool(words.pop(0))
+            if name not in ("mtu", "advmss", "initcwnd") or not words or not words[0].isdigit():
+                return False
+            metrics[name] = int(words.pop(0))
+        self.stack.add_route(BENCH_ADDRESS, 32, IFNAME, **metrics)  # type: ignore[arg-type]
+        self.network.driver.timers_changed()
+        return True
 
     def set_offloads(self, features: dict[str, bool]) -> bool:
         """pystack never offloads segmentation: every segment is built at the MSS, which is "off"."""

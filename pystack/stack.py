@@ -164,11 +164,13 @@ class Stack:
         return iface
 
     def add_route(self, destination: str, prefixlen: int, interface: str, gateway: str | None = None,
-                  mtu: int = 0) -> Route:
-        """Add a unicast route (``0.0.0.0/0`` is the default route)."""
+                  mtu: int = 0, *, mtu_locked: bool = False, advmss: int = 0, initcwnd: int = 0) -> Route:
+        """Add (or replace) a unicast route (``0.0.0.0/0`` is the default route), with Linux's
+        route metrics: ``mtu [lock]``, ``advmss``, ``initcwnd``."""
         iface = self.interfaces[interface]
         return self.routes.add(
-            Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu)
+            Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu,
+                  mtu_locked=mtu_locked, advmss=advmss, initcwnd=initcwnd)
         )
 
     def bindable(self, sock: Socket, addr: int) -> bool:

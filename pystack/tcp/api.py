@@ -35,7 +35,7 @@ from ..socket import (
     SOF_TIMESTAMPING_TX_RECORD_MASK,
     Socket,
 )
-from . import congestion
+from . import congestion, mtu
 from .input import start_handshake_segment
 from .output import (
     output_synchronized,
@@ -158,6 +158,7 @@ def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     if tcb.key in stack.tcp.conns:
         raise oserror(errno.EADDRNOTAVAIL)
     sock.dst_cache, sock.dst_generation = route, stack.routes.generation
+    mtu.mtup_init(stack, tcb)  # Linux tcp_connect_init: the MSS starts at the search's floor
     stack.tcp.update_mss(tcb)
     tcb.iss = stack.tcp.initial_sequence(tcb)
     tcb.state = SYN_SENT

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
+from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT, SCM_TSTAMP_ACK, SKB_OVERHEAD, SOF_TIMESTAMPING_TX_ACK
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
 from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import recovery, syncookies
+from . import mtu, recovery, syncookies
 from .output import (
     CE,
     ECN_MASK,
@@ -370,7 +371,10 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.backoff = 0
     tcb.retransmits = 0
     # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
-    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
+    route = cached_route(stack, tcb.sock)
+    initial = route.initcwnd if route is not None and route.initcwnd else stack.tcp.config.initial_cwnd
+    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else initial
+    mtu.mtup_init(stack, tcb)  # Linux tcp_init_transfer
     tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
@@ -629,6 +633,8 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
+    if tcb.mtup_probe_size:
+        mtu.acked(stack, tcb)
     while tcb.tx_stamps and seq_lt(tcb.tx_stamps[0][0], ack):
         key, flags, packet = tcb.tx_stamps.popleft()
         if flags & SOF_TIMESTAMPING_TX_ACK:

@@ -23,6 +23,8 @@ from ..socket import (
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
+from . import mtu
+from .mtu import TIMESTAMP_OPTION_LEN
 from .rtt import RTO_INITIAL
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import (
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
-TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
 GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
@@ -240,8 +241,20 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
+    route = tcb.sock.dst_cache  # as last checked (a transmission checks it: Linux __sk_dst_check)
+    if route is not None and route.path_mtu != tcb.pmtu_cookie:
+        stack.tcp.update_mss(tcb)  # Linux tcp_current_mss
     sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
-    sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
+    in_flight = tcb.in_flight()
+    probe = mtu.probe(stack, tcb, send_mss(tcb), in_flight) if tcb.mtup_enabled else None
+    if probe:  # a path MTU probe first (Linux tcp_write_xmit), as one segment of new data
+        send_data_segment(stack, tcb, probe, ACK, now, probe)
+        in_flight += 1
+    if probe == 0:
+        sent_new = False  # the probe waits for room, and new data behind it
+    else:
+        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight)
+        sent_new = sent_new or bool(probe)
     sent_any = sent_new or sent_any
     cwnd_limited = in_flight >= tcb.cwnd
     if sent_new or cwnd_limited:

@@ -80,6 +80,10 @@ class TcpConfig:
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
     recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
+    mtu_probing: int = 0  # tcp_mtu_probing (RFC 4821): 2 always probe, 1 after a black hole, 0 never
+    base_mss: int = 1024  # tcp_base_mss: where the probing search starts
+    probe_threshold: int = 8  # tcp_probe_threshold: the search stops below this interval (bytes)
+    probe_interval: float = 600.0  # tcp_probe_interval: a new search this long after one ends
 
 
 @dataclass(eq=False, slots=True)
@@ -128,6 +132,16 @@ class TCB:
     # Negotiated options.
     advmss: int = 1460
     peer_mss: int = DEFAULT_MSS
+    pmtu_cookie: int = 0  # the path MTU the MSS was computed for (Linux icsk_pmtu_cookie)
+    # Path MTU probing (pystack.tcp.mtu): the search range, the probe outstanding (its size as an
+    # MTU, 0 if none, and its sequence range) and when the last search step was.
+    mtup_enabled: bool = False
+    mtup_search_low: int = 0
+    mtup_search_high: int = 0
+    mtup_probe_size: int = 0
+    mtup_probe_start: int = 0
+    mtup_probe_end: int = 0
+    mtup_probe_at: float = 0.0
     user_mss: int = 0  # TCP_MAXSEG
     mss: int = DEFAULT_MSS  # effective sending MSS (payload bytes per segment)
     sack_ok: bool = False
