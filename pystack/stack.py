@@ -398,6 +398,11 @@ class Stack:
         memoryview(buffer)[: len(data)] = data
         return len(data)
 
+    def splice_read(self, fd: int, size: int) -> bytes:
+        """The bytes splice(2) would move from a TCP socket into a pipe (the pipe is the caller's):
+        up to the urgent mark; a blocking call at the mark gets b"" (Linux tcp_splice_read)."""
+        return tcp_api.tcp_splice_read(self, self._stream(fd), size)
+
     def recvfrom(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
         data, _ancdata, _msg_flags, source = self.recvmsg(fd, bufsize, flags)
         return data, source

@@ -114,7 +114,8 @@ KNOWN_PASSES = frozenset({
     "ts_recent/fin_tsval.pkt",
     # ../shared/packetdrill-extra
     "eor/no-coalesce-large.pkt", "eor/no-coalesce-small.pkt", "eor/no-coalesce-subsequent.pkt",
-    "epoll/epoll_in_edge.pkt", "md5/md5-only-on-client-ack.pkt", "sack/sack-route-refresh-ip-tos.pkt", "syscall_bad_arg/syscall-invalid-buf-ptr.pkt",
+    "epoll/epoll_in_edge.pkt", "md5/md5-only-on-client-ack.pkt", "sack/sack-route-refresh-ip-tos.pkt",
+    "splice/tcp_splice_loop_test.pkt", "syscall_bad_arg/syscall-invalid-buf-ptr.pkt",
     "validate/validate-established-no-flags.pkt", "zerocopy/basic.pkt", "zerocopy/client.pkt",
     "timestamping/client-only-last-byte.pkt", "timestamping/server.pkt", "zerocopy/batch.pkt", "zerocopy/closed.pkt",
     "zerocopy/epoll_edge.pkt", "zerocopy/epoll_exclusive.pkt", "zerocopy/epoll_oneshot.pkt", "zerocopy/small.pkt",
@@ -409,14 +410,14 @@ def test_pystack_dut_has_epoll_poll_ioctl_and_tcp_info(tail):
     assert outcome.passed, explain(outcome)
 
 
-@pytest.mark.parametrize("tail, line, message", [
-    ("   +0 pipe([5, 6]) = 0\n" + _DATA_IN + "   +0 splice(4, NULL, 6, NULL, 10, 0) = 10\n", 13,
-     "pystack has no splice"),
-])
-def test_what_pystack_lacks_is_a_mismatch_not_a_skip(tail, line, message):
+def test_pystack_dut_splices_up_to_the_urgent_mark():
+    """splice() takes what pystack's splice_read gives; at an urgent mark a blocking one gets 0."""
+    tail = ("   +0 pipe([5, 6]) = 0\n   +0 < U. 1:101(100) ack 1 win 257 urg 100\n"
+            "   +0 splice(4, NULL, 6, NULL, 99, 0) = 99\n   +0 splice(4, NULL, 6, NULL, 1, 0) = 0\n")
     outcome = run_on("pystack", run_on_dut, parse(_ESTABLISHED + tail), "pystack")
-    assert outcome.status == "fail", explain(outcome)
-    assert outcome.line == line and message in outcome.message, explain(outcome)
+    assert outcome.passed, explain(outcome)
+    wrong = run_on("pystack", run_on_dut, parse(_ESTABLISHED + tail.replace("= 99", "= 100", 1)), "pystack")
+    assert wrong.status == "fail" and "splice() returned 99; expected 100" in wrong.message, explain(wrong)
 
 
 def test_pystack_dut_is_given_a_null_buffer_as_a_bad_user_buffer():

@@ -9,6 +9,7 @@ import random
 import struct
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
 from pystack.clock import VirtualClock
 from pystack.procfs import proc_net_tcp
@@ -20,6 +21,7 @@ from pystack.socket import (
     IPPROTO_IP,
     IPPROTO_TCP,
     MSG_ERRQUEUE,
+    MSG_PEEK,
     MSG_TRUNC,
     MSG_ZEROCOPY,
     O_NONBLOCK,
@@ -463,3 +465,51 @@ def test_so_timestamping_refuses_what_linux_refuses(flags):
     with pytest.raises(OSError) as listener:  # OPT_ID counts sequence numbers: a connection's
         bench.stack.setsockopt(conn.listener, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_OPT_ID)
     assert listener.value.errno == errno.EINVAL
+
+
+def send_urgent(bench: PeerBench, conn, payload: bytes, pointer: int) -> None:
+    """A segment with URG and the urgent pointer ``pointer`` (from its first byte, BSD style)."""
+    packet = IP(bytes(bench.segment(conn.sport, conn.dport, "UA", conn.seq, conn.ack, 65535, [], payload)))
+    packet[TCP].urgptr = pointer
+    del packet[TCP].chksum
+    bench.inject(bytes(packet))
+    conn.seq += len(payload)
+
+
+def test_urgent_byte_is_out_of_band_and_reads_stop_at_its_mark():
+    """Linux without SO_OOBINLINE: the byte before the urgent pointer leaves the stream; a read
+    stops before it, the next one skips it."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    send_urgent(bench, conn, b"a" * 99 + b"!", 100)
+    assert stack.recv(fd, 1000) == b"a" * 99
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 1000)  # the urgent byte, skipped: nothing in band is left
+    send_urgent(bench, conn, b"xyz", 2)  # the urgent byte, y, is in this segment
+    conn.send("PA", payload=b"tail")
+    assert stack.recv(fd, 1000, MSG_PEEK) == b"x"
+    assert stack.recv(fd, 1000) == b"x"
+    assert stack.recv(fd, 1000, MSG_PEEK) == b"ztail"
+    assert stack.recv(fd, 1000) == b"ztail"
+
+
+def test_splice_reads_up_to_the_urgent_mark_and_then_gives_nothing():
+    """Linux tcp_splice_read: at the mark, a blocking splice returns 0 (it does not wait: data is
+    queued), a non-blocking one fails with EAGAIN; without an urgent byte, all that is there."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    send_urgent(bench, conn, b"a" * 99 + b"!", 100)
+    assert stack.splice_read(fd, 1000) == b"a" * 99
+    assert stack.splice_read(fd, 1) == b""
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    with pytest.raises(BlockingIOError):
+        stack.splice_read(fd, 1)
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 10)  # skips the urgent byte, then nothing
+    conn.send("PA", payload=b"more")
+    assert stack.splice_read(fd, 1000) == b"more"
+    with pytest.raises(BlockingIOError):
+        stack.splice_read(fd, 1000)

@@ -36,7 +36,7 @@ from ..socket import (
     Socket,
 )
 from . import congestion, mtu
-from .input import start_handshake_segment
+from .input import copied_seq, start_handshake_segment
 from .output import (
     output_synchronized,
     send_ack,
@@ -249,20 +249,67 @@ def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
         raise ValueError("negative buffersize in recv")
     if tcb.state == LISTEN:
         raise oserror(errno.ENOTCONN)
-    available = len(tcb.recv_buffer)
-    if available == 0 or (flags & MSG_WAITALL and available < bufsize and not tcb.fin_received
+    start = 0
+    mark = urgent_offset(tcb)
+    if mark == 0:  # at the urgent byte: out of band, so skipped (Linux tcp_recvmsg, no SO_OOBINLINE)
+        if flags & MSG_PEEK:
+            start = 1
+        else:
+            del tcb.recv_buffer[:1]
+            tcb.urg_data = 0
+            mark = None
+    available = len(tcb.recv_buffer) - start
+    if available <= 0 or (flags & MSG_WAITALL and available < bufsize and not tcb.fin_received
                           and not tcb.error and not flags & MSG_DONTWAIT):
-        if tcb.error:
-            raise oserror(tcb_take_error(tcb))
-        if tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected):
-            return b""
-        if tcb.state == CLOSED:
-            raise oserror(errno.ENOTCONN)
-        raise would_block()
-    data = bytes(tcb.recv_buffer[:bufsize])
+        receive_nothing(sock, tcb)
+        return b""
+    if mark is not None and mark > 0:
+        bufsize = min(bufsize, mark)  # a read stops at the urgent mark
+    data = bytes(tcb.recv_buffer[start:start + bufsize])
     if not flags & MSG_PEEK:
         del tcb.recv_buffer[: len(data)]
         window_update(stack, tcb)
+    return data
+
+
+def receive_nothing(sock: Socket, tcb: TCB) -> None:
+    """Nothing to read: return (end of stream) if the stream ended, else raise what the call must."""
+    if tcb.error:
+        raise oserror(tcb_take_error(tcb))
+    if tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected):
+        return
+    if tcb.state == CLOSED:
+        raise oserror(errno.ENOTCONN)
+    raise would_block()
+
+
+def urgent_offset(tcb: TCB) -> int | None:
+    """Where the urgent byte is in the receive buffer, if it is there (None: not)."""
+    if not tcb.urg_data:
+        return None
+    offset = seq_diff(tcb.urg_seq, copied_seq(tcb))
+    return offset if 0 <= offset < len(tcb.recv_buffer) else None
+
+
+def tcp_splice_read(stack: Stack, sock: Socket, size: int) -> bytes:
+    """What splice(2) takes from the connection (Linux tcp_splice_read, tcp_read_sock): the data
+    up to the urgent mark; at the mark nothing, and a blocking call returns 0 then rather than
+    wait (the data is there, it cannot be spliced); a non-blocking one fails with EAGAIN."""
+    tcb: TCB = sock.tcb
+    if tcb.state == LISTEN:
+        raise oserror(errno.ENOTCONN)
+    if not tcb.recv_buffer:
+        receive_nothing(sock, tcb)
+        return b""
+    mark = urgent_offset(tcb)
+    length = min(size, len(tcb.recv_buffer) if mark is None else mark)
+    if not length:
+        if sock.nonblocking:
+            raise would_block()
+        return b""
+    data = bytes(tcb.recv_buffer[:length])
+    del tcb.recv_buffer[:length]
+    window_update(stack, tcb)
     return data
 
 

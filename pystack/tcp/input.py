@@ -15,7 +15,7 @@ from ..errors import Malformed
 from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT, SCM_TSTAMP_ACK, SKB_OVERHEAD, SOF_TIMESTAMPING_TX_ACK
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, URG, TcpSegment, build_tcp, parse_tcp
 from . import mtu, recovery, syncookies
 from .output import (
     CE,
@@ -44,6 +44,8 @@ from .tcb import (
     SYN_SENT,
     TCB,
     TIME_WAIT,
+    URG_NOTYET,
+    URG_VALID,
     Sent,
 )
 
@@ -493,6 +495,8 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             tcb.timewait_at = now + 2 * stack.tcp.config.msl
         return
     data = seg.payload
+    if seg.flags & URG or tcb.urg_data == URG_NOTYET:
+        urgent_arrives(tcb, seg)
     if data:
         if tcb.state not in CAN_RECEIVE:
             counters.drop("tcp", "data_after_fin")
@@ -655,6 +659,25 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         schedule_loss_probe(stack, tcb, now, True)
     if tcp_writeable(stack, tcb):
         stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
+
+
+def urgent_arrives(tcb: TCB, seg: TcpSegment) -> None:
+    """Note a new urgent pointer, and the urgent byte once it is here (Linux tcp_urg,
+    tcp_check_urg; the pointer points just past the byte, as BSD and Linux read RFC 793)."""
+    if seg.flags & URG and seg.urgent:
+        ptr = seq_add(seg.seq, seg.urgent - 1)
+        new = not seq_lt(ptr, tcb.rcv_nxt) and not seq_gt(copied_seq(tcb), ptr)
+        if new and not (tcb.urg_data and not seq_gt(ptr, tcb.urg_seq)):
+            tcb.urg_seq, tcb.urg_data = ptr, URG_NOTYET
+    if tcb.urg_data == URG_NOTYET:
+        offset = seq_diff(tcb.urg_seq, seg.seq)
+        if 0 <= offset < len(seg.payload):
+            tcb.urg_data = URG_VALID | seg.payload[offset]
+
+
+def copied_seq(tcb: TCB) -> int:
+    """The sequence number of the next byte the application reads (Linux copied_seq)."""
+    return seq_add(tcb.rcv_nxt, -(len(tcb.recv_buffer) + tcb.fin_received))
 
 
 def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> None:

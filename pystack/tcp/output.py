@@ -166,6 +166,10 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes, tos: int) -> None:
     if route is None:
         stack.counters.ip["OutNoRoutes"] += 1
         return
+    if tcb.pmtu_cookie and route.path_mtu != tcb.pmtu_cookie:
+        # The route was checked as the segment leaves (Linux __sk_dst_check) and its MTU changed:
+        # the next segments are sized for it (tcp_current_mss, tcp_sync_mss); this burst's are not.
+        stack.tcp.update_mss(tcb)
     ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
     try:
         ip.ip_output(stack, sock, route, tcb.local_addr, tcb.remote_addr, PROTO_TCP, segment,
@@ -241,19 +245,17 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
     now = stack.clock.now()
-    route = tcb.sock.dst_cache  # as last checked (a transmission checks it: Linux __sk_dst_check)
-    if route is not None and route.path_mtu != tcb.pmtu_cookie:
-        stack.tcp.update_mss(tcb)  # Linux tcp_current_mss
     sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
     in_flight = tcb.in_flight()
-    probe = mtu.probe(stack, tcb, send_mss(tcb), in_flight) if tcb.mtup_enabled else None
+    mss = send_mss(tcb)  # once for all that leaves now (Linux's mss_now)
+    probe = mtu.probe(stack, tcb, mss, in_flight) if tcb.mtup_enabled else None
     if probe:  # a path MTU probe first (Linux tcp_write_xmit), as one segment of new data
         send_data_segment(stack, tcb, probe, ACK, now, probe)
         in_flight += 1
     if probe == 0:
         sent_new = False  # the probe waits for room, and new data behind it
     else:
-        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight)
+        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight, mss)
         sent_new = sent_new or bool(probe)
     sent_any = sent_new or sent_any
     cwnd_limited = in_flight >= tcb.cwnd
@@ -327,14 +329,14 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
     tcb.queue_segment(rest, index + 1)
 
 
-def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[bool, int]:
+def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int) -> tuple[bool, int]:
     """Send new segments as the windows, Nagle and cork allow; returns (sent any, in flight).
 
     ``in_flight`` is counted once by the caller and kept up to date here (each new
     segment adds one): counting it per segment walks the whole retransmission queue.
+    ``mss``: send_mss(tcb), as the caller found it before anything left.
     """
     sent = False
-    mss = send_mss(tcb)
     gso = gso_segments(tcb, mss)
     packet = 0  # segments so far in the current GSO packet
     while True:

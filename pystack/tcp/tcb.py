@@ -44,7 +44,8 @@ CA_CWR = 2  # reducing cwnd after an ECN echo, with no loss
 CA_RECOVERY = 3
 CA_LOSS = 4
 
-DEFAULT_MSS = 536  # RFC 9293: when the peer sends no MSS option
+DEFAULT_MSS = 536
+URG_VALID, URG_NOTYET = 0x100, 0x200  # Linux TCP_URG_VALID, TCP_URG_NOTYET  # RFC 9293: when the peer sends no MSS option
 
 
 @dataclass
@@ -177,6 +178,10 @@ class TCB:
     dsack: tuple[int, int] | None = None  # a duplicate to report in the next ACK (RFC 2883 D-SACK)
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
+    # Urgent data (RFC 9293 3.8.5; Linux's urg_data and urg_seq): the urgent byte's sequence
+    # number, and URG_NOTYET until it arrives, then URG_VALID | the byte; 0: none pending.
+    urg_seq: int = 0
+    urg_data: int = 0
     # Congestion control and loss recovery (segments, as Linux counts).
     cwnd: int = 10
     ssthresh: int = 0x7FFFFFFF
