@@ -41,6 +41,7 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+SO_OOBINLINE = 10  # urgent data stays in the stream
 SO_MARK = 36  # Linux: the packets' firewall mark (kept and reported; pystack has no policy routing)
 SO_ZEROCOPY = 60  # Linux: MSG_ZEROCOPY sends allowed (accepted; pystack copies anyway)
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
@@ -186,6 +187,7 @@ class Socket:
     adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
     zerocopy: bool = False  # SO_ZEROCOPY
     mark: int = 0  # SO_MARK
+    oobinline: bool = False  # SO_OOBINLINE
     freebind: bool = False  # IP_FREEBIND
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.

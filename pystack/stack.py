@@ -61,6 +61,7 @@ from .socket import (
     SO_ERROR,
     SO_MARK,
     SO_NO_CHECK,
+    SO_OOBINLINE,
     SO_RCVBUF,
     SO_REUSEADDR,
     SO_SNDBUF,
@@ -510,6 +511,8 @@ class Stack:
                 sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
             elif option == SO_MARK:
                 sock.mark = number & 0xFFFFFFFF
+            elif option == SO_OOBINLINE:
+                sock.oobinline = bool(number)
             elif option == SO_TIMESTAMPING:
                 self._set_timestamping(sock, number)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
@@ -605,6 +608,7 @@ class Stack:
                 SO_ADU: sock.adu,
                 SO_ZEROCOPY: int(sock.zerocopy),
                 SO_MARK: sock.mark,
+                SO_OOBINLINE: int(sock.oobinline),
                 SO_TIMESTAMPING: sock.tsflags,
                 SO_TYPE: sock.type,
             }

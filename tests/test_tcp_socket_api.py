@@ -21,6 +21,7 @@ from pystack.socket import (
     IPPROTO_IP,
     IPPROTO_TCP,
     MSG_ERRQUEUE,
+    MSG_OOB,
     MSG_PEEK,
     MSG_TRUNC,
     MSG_ZEROCOPY,
@@ -38,6 +39,7 @@ from pystack.socket import (
     SO_EE_ORIGIN_TIMESTAMPING,
     SO_EE_ORIGIN_ZEROCOPY,
     SO_MARK,
+    SO_OOBINLINE,
     SO_SNDBUF,
     SO_TIMESTAMPING,
     SO_ZEROCOPY,
@@ -513,3 +515,26 @@ def test_splice_reads_up_to_the_urgent_mark_and_then_gives_nothing():
     assert stack.splice_read(fd, 1000) == b"more"
     with pytest.raises(BlockingIOError):
         stack.splice_read(fd, 1000)
+
+
+def test_the_urgent_byte_is_read_once_with_msg_oob_or_inline_with_so_oobinline():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    with pytest.raises(OSError) as none:
+        stack.recv(fd, 1, MSG_OOB)
+    assert none.value.errno == errno.EINVAL  # no urgent data (Linux: "Yes this is right!")
+    send_urgent(bench, conn, b"ab!", 3)
+    assert stack.recv(fd, 1, MSG_OOB | MSG_PEEK) == b"!"
+    assert stack.recv(fd, 1, MSG_OOB) == b"!"
+    with pytest.raises(OSError) as again:
+        stack.recv(fd, 1, MSG_OOB)
+    assert again.value.errno == errno.EINVAL
+    assert stack.recv(fd, 100) == b"ab"
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 100)  # the byte read out of band is skipped
+    stack.setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, 1)
+    send_urgent(bench, conn, b"cd?", 3)
+    assert stack.recv(fd, 100) == b"cd"  # a read still stops at the mark
+    assert stack.recv(fd, 100) == b"?"  # and the byte is in the stream

@@ -59,6 +59,8 @@ from .tcb import (
     SYNCHRONIZED,
     TCB,
     TIME_WAIT,
+    URG_READ,
+    URG_VALID,
 )
 
 if TYPE_CHECKING:
@@ -243,15 +245,15 @@ def timestamping_key(sock: Socket, flags: int) -> int:
 def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
     """Read in-order data; b"" at end of stream; EAGAIN when nothing is there yet."""
     tcb: TCB = sock.tcb
-    if flags & MSG_OOB:
-        raise oserror(errno.EINVAL)
     if bufsize < 0:
         raise ValueError("negative buffersize in recv")
+    if flags & MSG_OOB:
+        return tcp_recv_urgent(sock, tcb, bufsize, flags)
     if tcb.state == LISTEN:
         raise oserror(errno.ENOTCONN)
     start = 0
     mark = urgent_offset(tcb)
-    if mark == 0:  # at the urgent byte: out of band, so skipped (Linux tcp_recvmsg, no SO_OOBINLINE)
+    if mark == 0 and not sock.oobinline:  # at the urgent byte: out of band, so skipped (Linux tcp_recvmsg)
         if flags & MSG_PEEK:
             start = 1
         else:
@@ -270,6 +272,21 @@ def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
         del tcb.recv_buffer[: len(data)]
         window_update(stack, tcb)
     return data
+
+
+def tcp_recv_urgent(sock: Socket, tcb: TCB, bufsize: int, flags: int) -> bytes:
+    """recv(MSG_OOB): the urgent byte, once (Linux tcp_recv_urg); EINVAL if there is none to read
+    (or it is inline), EAGAIN while it has not arrived: never waits."""
+    if sock.oobinline or not tcb.urg_data or tcb.urg_data == URG_READ:
+        raise oserror(errno.EINVAL)
+    if tcb.urg_data & URG_VALID:
+        byte = bytes([tcb.urg_data & 0xFF])
+        if not flags & MSG_PEEK:
+            tcb.urg_data = URG_READ
+        return byte[:bufsize]
+    if tcb.state == CLOSED or tcb.fin_received or tcb.shut_rd:
+        return b""
+    raise would_block()
 
 
 def receive_nothing(sock: Socket, tcb: TCB) -> None:

@@ -109,7 +109,8 @@ class TcpLayer:
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
                       sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf,
                       ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu,
-                      zerocopy=parent_sock.zerocopy)
+                      zerocopy=parent_sock.zerocopy, mark=parent_sock.mark, oobinline=parent_sock.oobinline,
+                      tsflags=parent_sock.tsflags)
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True

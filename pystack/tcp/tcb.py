@@ -45,7 +45,7 @@ CA_RECOVERY = 3
 CA_LOSS = 4
 
 DEFAULT_MSS = 536
-URG_VALID, URG_NOTYET = 0x100, 0x200  # Linux TCP_URG_VALID, TCP_URG_NOTYET  # RFC 9293: when the peer sends no MSS option
+URG_VALID, URG_NOTYET, URG_READ = 0x100, 0x200, 0x400  # Linux TCP_URG_VALID, _NOTYET, _READ  # RFC 9293: when the peer sends no MSS option
 
 
 @dataclass
@@ -179,7 +179,8 @@ class TCB:
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
     # Urgent data (RFC 9293 3.8.5; Linux's urg_data and urg_seq): the urgent byte's sequence
-    # number, and URG_NOTYET until it arrives, then URG_VALID | the byte; 0: none pending.
+    # number, and URG_NOTYET until it arrives, then URG_VALID | the byte, URG_READ once read with
+    # MSG_OOB; 0: none pending (or passed).
     urg_seq: int = 0
     urg_data: int = 0
     # Congestion control and loss recovery (segments, as Linux counts).
