@@ -47,6 +47,7 @@ from .socket import (
     MAX_ADU,
     MSG_DONTWAIT,
     MSG_ERRQUEUE,
+    MSG_OOB,
     MSG_PEEK,
     MSG_TRUNC,
     O_NONBLOCK,
@@ -421,7 +422,8 @@ class Stack:
             if sock.tcb.recvmsg_inq:
                 inq = struct.pack("i", tcp_api.tcp_inq(sock.tcb))
                 ancillary.append((IPPROTO_TCP, tcp_api.TCP_CM_INQ, inq))
-            return data, ancillary, 0, (ntoa(sock.remote_addr), sock.remote_port)
+            msg_flags = MSG_OOB if flags & MSG_OOB and data else 0  # the urgent byte (Linux tcp_recv_urg)
+            return data, ancillary, msg_flags, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 

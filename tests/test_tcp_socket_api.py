@@ -527,6 +527,7 @@ def test_the_urgent_byte_is_read_once_with_msg_oob_or_inline_with_so_oobinline()
     assert none.value.errno == errno.EINVAL  # no urgent data (Linux: "Yes this is right!")
     send_urgent(bench, conn, b"ab!", 3)
     assert stack.recv(fd, 1, MSG_OOB | MSG_PEEK) == b"!"
+    assert stack.recvmsg(fd, 1, MSG_OOB | MSG_PEEK)[2] == MSG_OOB
     assert stack.recv(fd, 1, MSG_OOB) == b"!"
     with pytest.raises(OSError) as again:
         stack.recv(fd, 1, MSG_OOB)
@@ -538,3 +539,19 @@ def test_the_urgent_byte_is_read_once_with_msg_oob_or_inline_with_so_oobinline()
     send_urgent(bench, conn, b"cd?", 3)
     assert stack.recv(fd, 100) == b"cd"  # a read still stops at the mark
     assert stack.recv(fd, 100) == b"?"  # and the byte is in the stream
+
+
+def test_an_urgent_pointer_beyond_the_segment_waits_for_its_byte():
+    """Linux TCP_URG_NOTYET: the mark is known before the byte; MSG_OOB says EAGAIN until it comes."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    send_urgent(bench, conn, b"abc", 5)  # the urgent byte is the 5th: two bytes later
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 1, MSG_OOB)
+    assert stack.recv(fd, 100) == b"abc"
+    conn.send("PA", payload=b"d!e")
+    assert stack.recv(fd, 1, MSG_OOB) == b"!"
+    assert stack.recv(fd, 100) == b"d"
+    assert stack.recv(fd, 100) == b"e"
