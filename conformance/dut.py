@@ -39,11 +39,14 @@ import fcntl
 import itertools
 import math
 import os
+import re
 import select
 import shutil
 import socket as _socket
 import struct
 import subprocess
+import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -59,11 +62,13 @@ from pystack.clock import TrioClock
 from pystack.host.netns import Namespace, NeedsNetAdmin, why_not
 from pystack.host.tun import TunLink
 from pystack.links.base import Link, LinkStats
-from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
+from pystack.procfs import proc_net_tcp, proc_net_tcp6
+from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP, BadUserBuffer
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
-from pystack.tcp.output import TIMESTAMP_OPTION_LEN, unsent_bytes
-from pystack.tcp.tcb import STATE_NAMES, TcpConfig
+from pystack.tcp.mtu import TIMESTAMP_OPTION_LEN
+from pystack.tcp.output import unsent_bytes
+from pystack.tcp.tcb import LINUX_STATES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
 
 T = TypeVar("T")
@@ -161,6 +166,10 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
     "tcp_keepalive_time": ("keepalive_time", float),
     "tcp_keepalive_intvl": ("keepalive_intvl", float),
     "tcp_keepalive_probes": ("keepalive_probes", int),
+    "tcp_mtu_probing": ("mtu_probing", int),
+    "tcp_base_mss": ("base_mss", int),
+    "tcp_probe_threshold": ("probe_threshold", int),
+    "tcp_probe_interval": ("probe_interval", float),
 }
 
 
@@ -334,6 +343,11 @@ class Dut(ABC):
 
     def now(self) -> float:
         return trio.current_time()
+
+    def timestamp_clock(self) -> float:
+        """The time on the clock the DUT's SO_TIMESTAMPING reports are stamped with: the kernel's
+        CLOCK_REALTIME (pystack's is its own clock)."""
+        return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until ``deadline``; in real time, spin through the last millisecond (as packetdrill)."""
@@ -937,12 +951,8 @@ class PystackSocket(DutSocket):
         tcb = self.stack.sockfd_lookup(self.fd).tcb
         if tcb is None:
             raise OSError(errno.EOPNOTSUPP, "not a TCP socket")
-        linux_states = {  # tcp_info reports Linux's TCP_* state numbers
-            "ESTABLISHED": 1, "SYN-SENT": 2, "SYN-RECEIVED": 3, "FIN-WAIT-1": 4, "FIN-WAIT-2": 5,
-            "TIME-WAIT": 6, "CLOSED": 7, "CLOSE-WAIT": 8, "LAST-ACK": 9, "LISTEN": 10, "CLOSING": 11,
-        }
         return {
-            "tcpi_state": linux_states[STATE_NAMES[tcb.state]],
+            "tcpi_state": LINUX_STATES[tcb.state],
             "tcpi_ca_state": tcb.ca_state,
             "tcpi_retransmits": tcb.retransmits,
             "tcpi_backoff": tcb.backoff,
@@ -977,10 +987,14 @@ class PystackSocket(DutSocket):
         return await self.send(os.pread(fd, count, offset))
 
     async def splice_to(self, pipe: int, count: int, flags: int) -> int:
-        raise Unsupported("pystack has no splice")
+        """What pystack's splice takes from the socket, written into the host pipe."""
+        data = await self.sock.splice_read(count)
+        return os.write(pipe, data) if data else 0
 
     async def null_buffer(self, call: str, count: int, flags: int) -> int:
-        raise Unsupported(f"pystack has no user-space pointers: {call}() cannot be given a NULL buffer")
+        if call == "send":
+            return await self.sock.send(BadUserBuffer(count), flags)
+        return await self.sock.recv_into(BadUserBuffer(count), count, flags)
 
 
 class PystackEpoll(DutEpoll):
@@ -1064,6 +1078,9 @@ class PystackDut(Dut):
     def socket(self, type: int, proto: int = 0) -> DutSocket:
         return PystackSocket(self, self.network.socket(_socket.AF_INET, type, proto))
 
+    def timestamp_clock(self) -> float:
+        return self.stack.clock.now()
+
     def set_sysctl(self, name: str, value: str) -> bool:
         if apply_stack_sysctl(self.stack, name, value):
             return True
@@ -1113,14 +1130,35 @@ class PystackDut(Dut):
         return False
 
     def set_route(self, options: list[str]) -> bool:
-        return False
+        """The attributes pystack's routes have (``mtu [lock] N``, ``advmss N``, ``initcwnd N``), on a
+        route of its own to the bench, as ``ip route replace`` makes one; False for any other."""
+        metrics: dict[str, int | bool] = {}
+        words = list(options)
+        while words:
+            name = words.pop(0)
+            if name == "mtu" and words[:1] == ["lock"]:
+                metrics["mtu_locked"] = bool(words.pop(0))
+            if name not in ("mtu", "advmss", "initcwnd") or not words or not words[0].isdigit():
+                return False
+            metrics[name] = int(words.pop(0))
+        self.stack.add_route(BENCH_ADDRESS, 32, IFNAME, **metrics)  # type: ignore[arg-type]
+        self.network.driver.timers_changed()
+        return True
 
     def set_offloads(self, features: dict[str, bool]) -> bool:
         """pystack never offloads segmentation: every segment is built at the MSS, which is "off"."""
         return not any(features.values())
 
     def inspect(self, command: str) -> None:
-        raise Unsupported(f"pystack has no /proc: cannot run `{command}`")
+        """The command run against pystack's /proc/net/tcp and tcp6, written to a folder of its own."""
+        if re.sub(r"/proc/net/tcp6?\b", "", command).count("/proc/"):
+            raise Unsupported(f"pystack has no such /proc file: cannot run `{command}`")
+        with tempfile.TemporaryDirectory(prefix="pystack-proc-") as folder:
+            for name, text in (("tcp", proc_net_tcp(self.stack)), ("tcp6", proc_net_tcp6())):
+                with open(os.path.join(folder, name), "w") as file:
+                    file.write(text)
+            local = re.sub(r"/proc/net/(tcp6?)\b", lambda m: os.path.join(folder, m.group(1)), command)
+            subprocess.run(["sh", "-c", local], capture_output=True, check=True)
 
 
 @asynccontextmanager

@@ -58,7 +58,6 @@ import shlex
 import struct
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -561,7 +560,7 @@ class Runner:
         self.fds: dict[int, DutSocket | DutEpoll | int] = {}  # sockets, epolls, host fds (files, pipes)
         self.code_variables: dict[str, object] = {}  # code blocks share one Python namespace, as packetdrill's
         self.scratch = ""  # the runner's folder standing for /tmp (files scripts create and open)
-        self.t0_wall = 0.0  # the wall-clock time of t0 (kernel timestamps are CLOCK_REALTIME)
+        self.t0_wall = 0.0  # t0 on the DUT's timestamp clock (the kernel's: CLOCK_REALTIME)
         self.nonblocking: set[int] = set()
         self.flow: Flow | None = None
         self.listening = False
@@ -636,7 +635,7 @@ class Runner:
             if self.script.init_command:
                 await self.apply(command_actions(self.script.init_command), None, init=True)
             self.t0 = self.dut.now()
-            self.t0_wall = time.time()
+            self.t0_wall = self.dut.timestamp_clock()
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 try:

@@ -40,7 +40,7 @@ MIB: dict[str, tuple[str, ...]] = {
         "SyncookiesFailed", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "OFODrop", "OfoPruned",
         "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "TCPACKSkippedChallenge", "TCPACKSkippedSeq",
         "TCPACKSkippedTimeWait", "BeyondWindow", "OFOQueue", "TCPLossProbes",
-        "TCPLossProbeRecovery", "TCPLossUndo", "TCPSpuriousRTOs",
+        "TCPLossProbeRecovery", "TCPLossUndo", "TCPSpuriousRTOs", "TCPMTUPSuccess", "TCPMTUPFail",
     ),
 }
 

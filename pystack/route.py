@@ -41,6 +41,8 @@ class Route:
     kind: str = UNICAST
     expires: float | None = None  # for learnt path-MTU exceptions
     mtu_locked: bool = False
+    advmss: int = 0  # the MSS to announce (Linux RTAX_ADVMSS); 0: the path MTU's
+    initcwnd: int = 0  # the initial congestion window (RTAX_INITCWND); 0: the stack's
 
     @property
     def path_mtu(self) -> int:

@@ -10,12 +10,15 @@ specializer can treat them as static fields of a partially static object.
 
 from __future__ import annotations
 
+import errno
 import socket as _k
 import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .errors import oserror
 
 if TYPE_CHECKING:
     from .route import Route
@@ -38,6 +41,8 @@ SO_RCVBUF = int(_k.SO_RCVBUF)
 SO_ERROR = int(_k.SO_ERROR)
 SO_TYPE = int(_k.SO_TYPE)
 SO_NO_CHECK = 11
+SO_OOBINLINE = 10  # urgent data stays in the stream
+SO_MARK = 36  # Linux: the packets' firewall mark (kept and reported; pystack has no policy routing)
 SO_ZEROCOPY = 60  # Linux: MSG_ZEROCOPY sends allowed (accepted; pystack copies anyway)
 # pystack's own option (thesis 3.1.1): commit to a fixed application data unit size.
 SO_ADU = 0x4144
@@ -46,6 +51,7 @@ MAX_ADU = 65507  # the largest UDP payload: an ADU is sent as one datagram
 IP_TOS = int(_k.IP_TOS)
 IP_TTL = int(_k.IP_TTL)
 IP_PKTINFO = 8
+IP_FREEBIND = 15  # bind to an address that is not (yet) local
 IP_MTU_DISCOVER = 10
 IP_MTU = 14
 IP_MULTICAST_IF = int(_k.IP_MULTICAST_IF)
@@ -74,6 +80,23 @@ IP_RECVERR = 11
 EXTENDED_ERR = struct.Struct("=IBBBBII16x")
 SO_EE_ORIGIN_ZEROCOPY = 5
 SO_EE_CODE_ZEROCOPY_COPIED = 1  # pystack always copies
+# SO_TIMESTAMPING (Linux's numbers): which transmit reports a send asks for, and how they are made.
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+SOF_TIMESTAMPING_TX_SOFTWARE = 0x2  # a report when the packet leaves (SCM_TSTAMP_SND)
+SOF_TIMESTAMPING_SOFTWARE = 0x10  # reports carry the software stamp
+SOF_TIMESTAMPING_OPT_ID = 0x80  # reports carry the byte's (or datagram's) key
+SOF_TIMESTAMPING_TX_SCHED = 0x100  # a report when the packet is handed to the device queue
+SOF_TIMESTAMPING_TX_ACK = 0x200  # a report when the peer acknowledges the byte (TCP)
+SOF_TIMESTAMPING_OPT_TSONLY = 0x800  # reports without the packet
+SOF_TIMESTAMPING_OPT_STATS = 0x1000  # (only with OPT_TSONLY; pystack sends no statistics)
+SOF_TIMESTAMPING_BIND_PHC = 0x8000  # stamps from a PTP clock: pystack has none
+SOF_TIMESTAMPING_OPT_ID_TCP = 0x10000  # TCP keys count from write_seq, not snd_una
+SOF_TIMESTAMPING_MASK = 0x3FFFF  # every flag this Linux knows (up to SOF_TIMESTAMPING_OPT_RX_FILTER)
+SOF_TIMESTAMPING_TX_RECORD_MASK = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK
+SCM_TSTAMP_SND, SCM_TSTAMP_SCHED, SCM_TSTAMP_ACK = 0, 1, 2
+SCM_TIMESTAMPING_DATA = struct.Struct("=qq32x")  # struct scm_timestamping: ts[0] software, ts[1..2] zero
+SO_EE_ORIGIN_TIMESTAMPING = 4
 # ioctl requests (Linux's numbers): bytes readable, bytes not yet acknowledged, bytes not yet sent.
 SIOCINQ = 0x541B
 SIOCOUTQ = 0x5411
@@ -97,6 +120,41 @@ SOCK_MIN_RCVBUF = 2304
 SOCK_MIN_SNDBUF = 4608
 # What a queued datagram costs beyond its payload (an skb's bookkeeping).
 SKB_OVERHEAD = 768
+
+
+class BadUserBuffer(bytes):
+    """A user buffer of ``length`` bytes that the kernel cannot read or write (NULL, unmapped).
+
+    The fd API takes it where a call takes or fills a buffer. The call makes
+    its own checks first (a closed socket still says EPIPE, an empty queue
+    EAGAIN); the copy itself fails with EFAULT, as Linux's copy_from_user
+    and copy_to_user make the call fail when nothing was copied yet. It is a
+    ``bytes`` of that length (the send path's ``bytes(data)`` keeps it, so
+    it reaches the copy), but every copy out of it (a slice, a join, an
+    iteration) faults.
+    """
+
+    def __new__(cls, length: int) -> BadUserBuffer:
+        return super().__new__(cls, length)
+
+    def __bytes__(self) -> bytes:
+        return self
+
+    def _fault(self, *args: object) -> bytes:
+        raise oserror(errno.EFAULT, "bad user buffer")
+
+    __getitem__ = __add__ = __radd__ = __iter__ = _fault  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class TxTimestamp:
+    """A transmit timestamp report on the error queue (SO_TIMESTAMPING): when, which
+    (SCM_TSTAMP_SND, _SCHED, _ACK), the key, and the packet it is about."""
+
+    stamp: float
+    tstype: int
+    key: int
+    packet: bytes
 
 
 @dataclass(eq=False)
@@ -129,6 +187,9 @@ class Socket:
     pmtudisc: int = IP_PMTUDISC_WANT
     adu: int = 0  # SO_ADU: every send is this many bytes (0: no commitment)
     zerocopy: bool = False  # SO_ZEROCOPY
+    mark: int = 0  # SO_MARK
+    oobinline: bool = False  # SO_OOBINLINE
+    freebind: bool = False  # IP_FREEBIND
     memberships: set[tuple[int, int]] = field(default_factory=set)  # (group, interface address)
     # Queues and accounting.
     rcvq: deque[tuple[bytes, tuple[str, int]]] = field(default_factory=deque)
@@ -137,7 +198,11 @@ class Socket:
     error: int = 0  # pending asynchronous error (errno), reported once
     # MSG_ZEROCOPY: the next send's notification id, and completed [first, last] id ranges not yet read.
     zckey: int = 0
-    errqueue: deque[list[int]] = field(default_factory=deque)
+    # SO_TIMESTAMPING: its flags, and the key OPT_ID counts from (TCP: a sequence number).
+    tsflags: int = 0
+    tskey: int = 0
+    # The error queue: MSG_ZEROCOPY ranges [first, last] and transmit timestamps, in order.
+    errqueue: deque[list[int] | TxTimestamp] = field(default_factory=deque)
     # Route cache, valid while the route table's generation is unchanged.
     dst_cache: Route | None = None
     dst_generation: int = -1
@@ -157,10 +222,19 @@ class Socket:
     def zerocopy_completed(self, first: int, last: int) -> None:
         """Notify the ids ``first``..``last`` done; one notification with the last one if they follow
         it (Linux skb_zerocopy_notify_extend)."""
-        if self.errqueue and (self.errqueue[-1][1] + 1) & 0xFFFFFFFF == first:
-            self.errqueue[-1][1] = last
+        tail = self.errqueue[-1] if self.errqueue else None
+        if isinstance(tail, list) and (tail[1] + 1) & 0xFFFFFFFF == first:
+            tail[1] = last
         else:
             self.errqueue.append([first, last])
+
+    def tx_timestamp(self, now: float, tstype: int, key: int, packet: bytes) -> None:
+        """Queue a transmit timestamp report (Linux __skb_tstamp_tx): the packet unless OPT_TSONLY,
+        the key counted from tskey with OPT_ID (else 0)."""
+        flags = self.tsflags
+        key = (key - self.tskey) & 0xFFFFFFFF if flags & SOF_TIMESTAMPING_OPT_ID else 0
+        self.errqueue.append(TxTimestamp(now, tstype, key, b"" if flags & SOF_TIMESTAMPING_OPT_TSONLY else packet))
+        self.waker(self)
 
     def take_error(self) -> int:
         error, self.error = self.error, 0

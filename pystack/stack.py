@@ -32,6 +32,7 @@ from .socket import (
     F_SETFL,
     IP_ADD_MEMBERSHIP,
     IP_DROP_MEMBERSHIP,
+    IP_FREEBIND,
     IP_MTU,
     IP_MTU_DISCOVER,
     IP_MULTICAST_IF,
@@ -46,18 +47,26 @@ from .socket import (
     MAX_ADU,
     MSG_DONTWAIT,
     MSG_ERRQUEUE,
+    MSG_OOB,
+    MSG_PEEK,
     MSG_TRUNC,
     O_NONBLOCK,
     RMEM_MAX,
+    SCM_TIMESTAMPING,
+    SCM_TIMESTAMPING_DATA,
     SO_ADU,
     SO_BROADCAST,
     SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_TIMESTAMPING,
     SO_EE_ORIGIN_ZEROCOPY,
     SO_ERROR,
+    SO_MARK,
     SO_NO_CHECK,
+    SO_OOBINLINE,
     SO_RCVBUF,
     SO_REUSEADDR,
     SO_SNDBUF,
+    SO_TIMESTAMPING,
     SO_TYPE,
     SO_ZEROCOPY,
     SOCK_CLOEXEC,
@@ -66,8 +75,16 @@ from .socket import (
     SOCK_MIN_SNDBUF,
     SOCK_NONBLOCK,
     SOCK_STREAM,
+    SOF_TIMESTAMPING_BIND_PHC,
+    SOF_TIMESTAMPING_MASK,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_OPT_STATS,
+    SOF_TIMESTAMPING_OPT_TSONLY,
+    SOF_TIMESTAMPING_SOFTWARE,
     SOL_SOCKET,
     WMEM_MAX,
+    BadUserBuffer,
     Socket,
 )
 from .tcp import api as tcp_api
@@ -149,12 +166,19 @@ class Stack:
         return iface
 
     def add_route(self, destination: str, prefixlen: int, interface: str, gateway: str | None = None,
-                  mtu: int = 0) -> Route:
-        """Add a unicast route (``0.0.0.0/0`` is the default route)."""
+                  mtu: int = 0, *, mtu_locked: bool = False, advmss: int = 0, initcwnd: int = 0) -> Route:
+        """Add (or replace) a unicast route (``0.0.0.0/0`` is the default route), with Linux's
+        route metrics: ``mtu [lock]``, ``advmss``, ``initcwnd``."""
         iface = self.interfaces[interface]
         return self.routes.add(
-            Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu)
+            Route(aton(destination), prefixlen, iface, gateway=aton(gateway) if gateway else 0, mtu=mtu,
+                  mtu_locked=mtu_locked, advmss=advmss, initcwnd=initcwnd)
         )
+
+    def bindable(self, sock: Socket, addr: int) -> bool:
+        """Whether ``sock`` may bind to ``addr``: a local address, the wildcard, or any with
+        IP_FREEBIND (Linux inet_addr_valid_or_nonlocal)."""
+        return addr == ANY or addr in self.local_addresses or sock.freebind
 
     def is_broadcast(self, addr: int) -> bool:
         return addr == BROADCAST or addr in self.broadcast_addresses
@@ -362,6 +386,26 @@ class Stack:
     def recv(self, fd: int, bufsize: int, flags: int = 0) -> bytes:
         return self.recvfrom(fd, bufsize, flags)[0]
 
+    def recv_into(self, fd: int, buffer: bytearray | memoryview | BadUserBuffer, nbytes: int = 0,
+                  flags: int = 0) -> int:
+        """As Python's socket.recv_into. A BadUserBuffer fails with EFAULT once there is something
+        to copy: TCP leaves the data queued (Linux tcp_recvmsg copied nothing, so consumed
+        nothing), a datagram is dropped (udp_recvmsg frees it)."""
+        size = nbytes or len(buffer)
+        if isinstance(buffer, BadUserBuffer):
+            stream = self.sockfd_lookup(fd).type == SOCK_STREAM
+            if self.recv(fd, size, (flags | MSG_PEEK) if stream else flags):
+                raise oserror(errno.EFAULT, "bad user buffer")
+            return 0
+        data = self.recv(fd, size, flags)
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def splice_read(self, fd: int, size: int) -> bytes:
+        """The bytes splice(2) would move from a TCP socket into a pipe (the pipe is the caller's):
+        up to the urgent mark; a blocking call at the mark gets b"" (Linux tcp_splice_read)."""
+        return tcp_api.tcp_splice_read(self, self._stream(fd), size)
+
     def recvfrom(self, fd: int, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
         data, _ancdata, _msg_flags, source = self.recvmsg(fd, bufsize, flags)
         return data, source
@@ -370,7 +414,7 @@ class Stack:
         """As Python's socket.recvmsg: (data, ancdata, msg_flags, address); MSG_TRUNC if cut."""
         sock = self.sockfd_lookup(fd)
         if flags & MSG_ERRQUEUE:
-            return self._recv_errqueue(sock)
+            return self._recv_errqueue(sock, bufsize)
         if sock.type == SOCK_STREAM:
             if sock.nonblocking:
                 flags |= MSG_DONTWAIT
@@ -379,18 +423,31 @@ class Stack:
             if sock.tcb.recvmsg_inq:
                 inq = struct.pack("i", tcp_api.tcp_inq(sock.tcb))
                 ancillary.append((IPPROTO_TCP, tcp_api.TCP_CM_INQ, inq))
-            return data, ancillary, 0, (ntoa(sock.remote_addr), sock.remote_port)
+            msg_flags = MSG_OOB if flags & MSG_OOB and data else 0  # the urgent byte (Linux tcp_recv_urg)
+            return data, ancillary, msg_flags, (ntoa(sock.remote_addr), sock.remote_port)
         data, source, length = udp.udp_recvmsg(self, sock, bufsize, flags)
         return data, [], MSG_TRUNC if length > bufsize else 0, source
 
     @staticmethod
-    def _recv_errqueue(sock: Socket) -> tuple[bytes, list, int, Address]:
-        """The next MSG_ZEROCOPY completion, as Linux's IP_RECVERR message; EAGAIN if none (never waits)."""
+    def _recv_errqueue(sock: Socket, bufsize: int) -> tuple[bytes, list, int, Address]:
+        """The next report of the error queue as Linux's ip_recv_error gives it; EAGAIN if none (never
+        waits). A MSG_ZEROCOPY completion: its IP_RECVERR message. A transmit timestamp: the packet,
+        SCM_TIMESTAMPING (the stack clock's time, with SOF_TIMESTAMPING_SOFTWARE), IP_RECVERR."""
         if not sock.errqueue:
             raise would_block()
-        first, last = sock.errqueue.popleft()
-        info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
-        return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
+        entry = sock.errqueue.popleft()
+        if isinstance(entry, list):
+            first, last = entry
+            info = EXTENDED_ERR.pack(0, SO_EE_ORIGIN_ZEROCOPY, 0, SO_EE_CODE_ZEROCOPY_COPIED, 0, first, last)
+            return b"", [(IPPROTO_IP, IP_RECVERR, info)], MSG_ERRQUEUE, ("0.0.0.0", 0)
+        ancillary = []
+        if sock.tsflags & SOF_TIMESTAMPING_SOFTWARE:
+            seconds, nanoseconds = divmod(round(entry.stamp * 1e9), 1_000_000_000)
+            ancillary.append((SOL_SOCKET, SCM_TIMESTAMPING, SCM_TIMESTAMPING_DATA.pack(seconds, nanoseconds)))
+        info = EXTENDED_ERR.pack(errno.ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, 0, 0, 0, entry.tstype, entry.key)
+        ancillary.append((IPPROTO_IP, IP_RECVERR, info))
+        flags = MSG_ERRQUEUE | (MSG_TRUNC if len(entry.packet) > bufsize else 0)
+        return entry.packet[:bufsize], ancillary, flags, ("0.0.0.0", 0)
 
     def poll(self, fd: int) -> int:
         """What a call on ``fd`` would not block on now: POLLIN, POLLOUT, POLLERR, POLLHUP bits."""
@@ -456,6 +513,12 @@ class Stack:
                 sock.adu = number
             elif option == SO_ZEROCOPY:
                 sock.zerocopy = tcp_api.flag_option(number)  # for TCP and UDP sockets alike (Linux)
+            elif option == SO_MARK:
+                sock.mark = number & 0xFFFFFFFF
+            elif option == SO_OOBINLINE:
+                sock.oobinline = bool(number)
+            elif option == SO_TIMESTAMPING:
+                self._set_timestamping(sock, number)
             elif sock.type != SOCK_STREAM or not tcp_api.set_socket_option(self, sock, option, value, number):
                 raise oserror(errno.ENOPROTOOPT)
         elif level == IPPROTO_IP:
@@ -465,6 +528,18 @@ class Stack:
         else:
             raise oserror(errno.ENOPROTOOPT)
         sock.generation += 1
+
+    @staticmethod
+    def _set_timestamping(sock: Socket, flags: int) -> None:
+        """SO_TIMESTAMPING's checks (Linux sock_set_timestamping); OPT_ID, newly set, starts the keys
+        (a TCP socket must be connected or connecting: its keys are sequence numbers)."""
+        if (flags & ~SOF_TIMESTAMPING_MASK or flags & SOF_TIMESTAMPING_BIND_PHC
+                or (flags & SOF_TIMESTAMPING_OPT_ID_TCP and not flags & SOF_TIMESTAMPING_OPT_ID)
+                or (flags & SOF_TIMESTAMPING_OPT_STATS and not flags & SOF_TIMESTAMPING_OPT_TSONLY)):
+            raise oserror(errno.EINVAL)
+        if flags & SOF_TIMESTAMPING_OPT_ID and not sock.tsflags & SOF_TIMESTAMPING_OPT_ID:
+            sock.tskey = tcp_api.timestamping_key(sock, flags) if sock.type == SOCK_STREAM else 0
+        sock.tsflags = flags
 
     def _set_ip_option(self, sock: Socket, option: int, value: int | bytes, number: int) -> None:
         if option == IP_TTL:
@@ -490,6 +565,8 @@ class Stack:
             if not 0 <= number <= 5:
                 raise oserror(errno.EINVAL)
             sock.pmtudisc = number
+        elif option == IP_FREEBIND:
+            sock.freebind = bool(number)
         elif option in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
             if not isinstance(value, bytes) or len(value) < 8:
                 raise oserror(errno.EINVAL)
@@ -534,6 +611,9 @@ class Stack:
                 SO_RCVBUF: sock.rcvbuf,
                 SO_ADU: sock.adu,
                 SO_ZEROCOPY: int(sock.zerocopy),
+                SO_MARK: sock.mark,
+                SO_OOBINLINE: int(sock.oobinline),
+                SO_TIMESTAMPING: sock.tsflags,
                 SO_TYPE: sock.type,
             }
             if option == SO_ERROR:
@@ -555,6 +635,7 @@ class Stack:
                 IP_MULTICAST_LOOP: int(sock.mc_loop),
                 IP_MULTICAST_IF: sock.mc_if,
                 IP_MTU_DISCOVER: sock.pmtudisc,
+                IP_FREEBIND: int(sock.freebind),
             }
             if option in values:
                 return values[option]

@@ -22,7 +22,7 @@ from . import trio_streams as streams
 from .driver import Driver
 from .errors import oserror
 from .links.base import Link
-from .socket import AF_INET, SOCK_DGRAM
+from .socket import AF_INET, SOCK_DGRAM, BadUserBuffer
 from .stack import Address, ControlMessage, Stack
 
 T = TypeVar("T")
@@ -160,6 +160,12 @@ class PyStackSocket:
 
     async def recv(self, bufsize: int, flags: int = 0) -> bytes:
         return await self._call(flags, lambda: self._stack.recv(self._fd, bufsize, flags))
+
+    async def recv_into(self, buffer: bytearray | memoryview | BadUserBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        return await self._call(flags, lambda: self._stack.recv_into(self._fd, buffer, nbytes, flags))
+
+    async def splice_read(self, size: int) -> bytes:
+        return await self._call(0, lambda: self._stack.splice_read(self._fd, size))
 
     async def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
         return await self._call(flags, lambda: self._stack.recvfrom(self._fd, bufsize, flags))

@@ -48,7 +48,7 @@ MAX_PAYLOAD = MAX_PACKET - HEADER_LEN - UDP_HEADER_LEN  # 65507
 def udp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     if sock.local_port:
         raise oserror(errno.EINVAL, "socket already bound")
-    if addr != ANY and addr not in stack.local_addresses and addr != BROADCAST and not is_multicast(addr):
+    if not stack.bindable(sock, addr) and addr != BROADCAST and not is_multicast(addr):
         raise oserror(errno.EADDRNOTAVAIL)
     sock.bind_port_locked = port != 0  # Linux's SOCK_BINDPORT_LOCK / SOCK_BINDADDR_LOCK
     sock.bind_addr_locked = addr != ANY

@@ -9,27 +9,52 @@ import random
 import struct
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
 from pystack.clock import VirtualClock
+from pystack.procfs import proc_net_tcp
 from pystack.socket import (
     EXTENDED_ERR,
+    F_SETFL,
+    IP_FREEBIND,
     IP_RECVERR,
     IPPROTO_IP,
     IPPROTO_TCP,
     MSG_ERRQUEUE,
+    MSG_OOB,
+    MSG_PEEK,
+    MSG_TRUNC,
     MSG_ZEROCOPY,
+    O_NONBLOCK,
     POLLERR,
     POLLOUT,
+    SCM_TIMESTAMPING,
+    SCM_TSTAMP_ACK,
+    SCM_TSTAMP_SCHED,
+    SCM_TSTAMP_SND,
     SIOCINQ,
     SIOCOUTQ,
     SIOCOUTQNSD,
     SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_TIMESTAMPING,
     SO_EE_ORIGIN_ZEROCOPY,
+    SO_MARK,
+    SO_OOBINLINE,
     SO_SNDBUF,
+    SO_TIMESTAMPING,
     SO_ZEROCOPY,
     SOCK_DGRAM,
     SOCK_STREAM,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_OPT_STATS,
+    SOF_TIMESTAMPING_OPT_TSONLY,
+    SOF_TIMESTAMPING_SOFTWARE,
+    SOF_TIMESTAMPING_TX_ACK,
+    SOF_TIMESTAMPING_TX_SCHED,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
     SOL_SOCKET,
+    BadUserBuffer,
 )
 from pystack.stack import Stack
 from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NODELAY, TCP_NOTSENT_LOWAT
@@ -280,3 +305,269 @@ def test_send_on_a_socket_never_connected_is_epipe():
     with pytest.raises(OSError) as never:
         bench.stack.send(fd, b"x")
     assert never.value.errno == errno.EPIPE  # Linux sk_stream_wait_connect
+
+
+def test_so_mark_and_ip_freebind_are_kept_and_freebind_allows_a_nonlocal_bind():
+    stack = PeerBench().stack
+    fd = stack.socket(type=SOCK_STREAM)
+    stack.setsockopt(fd, SOL_SOCKET, SO_MARK, 666)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_MARK) == 666
+    with pytest.raises(OSError) as nonlocal_address:
+        stack.bind(fd, ("198.18.99.1", 80))
+    assert nonlocal_address.value.errno == errno.EADDRNOTAVAIL
+    stack.setsockopt(fd, IPPROTO_IP, IP_FREEBIND, 1)
+    assert stack.getsockopt(fd, IPPROTO_IP, IP_FREEBIND) == 1
+    stack.bind(fd, ("198.18.99.1", 80))
+    assert stack.getsockname(fd) == ("198.18.99.1", 80)
+    udp = stack.socket(type=SOCK_DGRAM)
+    stack.setsockopt(udp, IPPROTO_IP, IP_FREEBIND, 1)
+    stack.bind(udp, ("198.18.99.1", 53))
+
+
+def test_a_bad_user_buffer_fails_with_efault_after_the_sockets_own_checks():
+    """Linux: EFAULT where the copy from or to user space fails; nothing sent, nothing consumed."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    for send in (lambda: stack.send(fd, BadUserBuffer(1000)), lambda: stack.sendto(fd, BadUserBuffer(1000))):
+        with pytest.raises(OSError) as fault:
+            send()
+        assert fault.value.errno == errno.EFAULT
+    assert stack.send(fd, BadUserBuffer(0)) == 0  # nothing to copy
+    assert not bench.take() and stack.ioctl(fd, SIOCOUTQ) == 0
+    with pytest.raises(BlockingIOError):  # nothing to read: no copy is tried
+        stack.recv_into(fd, BadUserBuffer(1000))
+    conn.send("PA", payload=b"d" * 1000)
+    with pytest.raises(OSError) as fault:
+        stack.recv_into(fd, BadUserBuffer(1000), 1000)
+    assert fault.value.errno == errno.EFAULT
+    buffer = bytearray(1000)
+    assert stack.recv_into(fd, buffer) == 1000 and buffer == b"d" * 1000  # the data stayed queued
+    stack.shutdown(fd, SHUT_WR)
+    with pytest.raises(OSError) as shut:
+        stack.send(fd, BadUserBuffer(1000))
+    assert shut.value.errno == errno.EPIPE  # the state is checked before the buffer
+
+
+def test_a_bad_user_buffer_faults_a_datagram_and_drops_the_one_it_could_not_take():
+    stack = PeerBench().stack
+    fd = stack.socket(type=SOCK_DGRAM)
+    stack.bind(fd, ("127.0.0.1", 5000))
+    sender = stack.socket(type=SOCK_DGRAM)
+    with pytest.raises(OSError) as sent:
+        stack.sendto(sender, BadUserBuffer(5), 0, ("127.0.0.1", 5000))
+    assert sent.value.errno == errno.EFAULT
+    for payload in (b"first", b"second"):
+        stack.sendto(sender, payload, 0, ("127.0.0.1", 5000))
+    with pytest.raises(OSError) as fault:
+        stack.recv_into(fd, BadUserBuffer(100))
+    assert fault.value.errno == errno.EFAULT
+    assert stack.recv(fd, 100) == b"second"  # as Linux udp_recvmsg, which frees the skb
+
+
+def test_proc_net_tcp_shows_listeners_and_connections_as_linux_prints_them():
+    bench = PeerBench()
+    conn = passive_open(bench, port=8080)
+    stack, fd = bench.stack, conn.fd
+    conn.send("PA", payload=b"r" * 300)
+    stack.send(fd, b"w" * 100)
+    lines = proc_net_tcp(stack).splitlines(keepends=True)
+    assert all(len(line) == 150 for line in lines)  # padded as seq_pad pads them
+    assert lines[0].startswith("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt")
+    fields = [line.split() for line in lines[1:]]
+    # The listener on 0.0.0.0:8080 (state 0A), then 198.18.0.2:8080 to 198.18.0.1:40000, established (01),
+    # 100 bytes unacknowledged, 300 unread, the retransmission timer (1) armed, in clock ticks.
+    assert fields[0][:6] == ["0:", "00000000:1F90", "00000000:0000", "0A", "00000000:00000000", "00:00000000"]
+    assert fields[1][:5] == ["1:", "020012C6:1F90", "010012C6:9C40", "01", "00000064:0000012C"]
+    assert fields[1][5].startswith("01:") and fields[1][-2:] == ["10", "-1"]  # cwnd; ssthresh: initial
+    stack.recv(fd, 300)
+    stack.close(fd)
+    fin = bench.take()[-1]
+    assert "F" in fin.flags
+    conn.send("FA", ack=fin.seq + 1)  # our FIN acknowledged with the peer's: TIME-WAIT
+    time_wait = proc_net_tcp(stack).splitlines()[2].split()
+    assert time_wait[3:6] == ["06", "00000000:00000000", "03:00001770"]  # 60 s left, in ticks
+
+
+TX_ALL = SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_ACK
+
+
+def errqueue(stack: Stack, fd: int, bufsize: int = 0) -> list[tuple]:
+    """Every report on the error queue: (type, key, stamp or None, packet length, msg_flags)."""
+    reports = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            data, ancillary, flags, _ = stack.recvmsg(fd, bufsize, MSG_ERRQUEUE)
+            stamp = None
+            for level, kind, value in ancillary:
+                if (level, kind) == (SOL_SOCKET, SCM_TIMESTAMPING):
+                    seconds, nanoseconds = struct.unpack_from("qq", value)
+                    stamp = seconds + nanoseconds / 1e9
+            level, kind, info = ancillary[-1]
+            assert (level, kind) == (IPPROTO_IP, IP_RECVERR)
+            ee_errno, origin, _, _, _, info_, key = EXTENDED_ERR.unpack(info)
+            assert (ee_errno, origin) == (errno.ENOMSG, SO_EE_ORIGIN_TIMESTAMPING)
+            reports.append((info_, key, stamp, len(data), flags))
+    return reports
+
+
+def test_so_timestamping_reports_each_writes_last_byte_when_sent_and_when_acknowledged():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, TX_ALL | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID)
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING) == TX_ALL | 0x90
+    bench.advance(0.01)
+    stack.send(fd, b"a" * 2896)  # two full segments each: no Nagle
+    stack.send(fd, b"b" * 2896)
+    first = bench.take()[0].seq
+    sent_at = bench.now
+    assert stack.poll(fd) & POLLERR
+    # The keys count from snd_una when OPT_ID was set: the last bytes of the writes are 2895 and 5791.
+    assert errqueue(stack, fd) == [
+        (SCM_TSTAMP_SCHED, 2895, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SND, 2895, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SCHED, 5791, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+        (SCM_TSTAMP_SND, 5791, sent_at, 0, MSG_ERRQUEUE | MSG_TRUNC),
+    ]
+    bench.advance(0.01)
+    conn.send("A", ack=first + 2895)  # short of the first write's last byte
+    assert errqueue(stack, fd) == []
+    conn.send("A", ack=first + 5792)
+    acked = [(SCM_TSTAMP_ACK, key, bench.now, 1448, MSG_ERRQUEUE) for key in (2895, 5791)]
+    assert errqueue(stack, fd, 2000) == acked  # the segment that carried the byte, read whole
+
+
+def test_so_timestamping_without_opt_id_software_or_with_tsonly():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY)
+    stack.send(fd, b"a" * 100)
+    assert errqueue(stack, fd, 100) == [(SCM_TSTAMP_SND, 0, None, 0, MSG_ERRQUEUE)]  # no key, stamp, packet
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, 0)
+    stack.send(fd, b"a" * 100)
+    assert errqueue(stack, fd) == []
+
+
+def test_so_timestamping_reports_a_write_held_by_the_window_when_it_leaves():
+    bench = PeerBench()
+    conn = passive_open(bench, window=1000)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_OPT_ID)
+    stack.send(fd, b"a" * 1500)
+    first = bench.take()
+    start, end = first[0].seq, first[-1].seq + len(first[-1].payload)
+    assert end - start < 1500 and errqueue(stack, fd) == []  # the write's last byte, 1499, waits
+    while end - start < 1500:
+        bench.advance(0.05)
+        conn.send("A", ack=end)
+        sent = bench.take()
+        end = sent[-1].seq + len(sent[-1].payload)
+        assert errqueue(stack, fd) == ([(SCM_TSTAMP_SND, 1499, None, 0, MSG_ERRQUEUE | MSG_TRUNC)]
+                                       if end - start == 1500 else [])
+
+
+@pytest.mark.parametrize("flags", [
+    0x40000,  # not a flag Linux knows
+    SOF_TIMESTAMPING_OPT_ID_TCP,  # without OPT_ID
+    SOF_TIMESTAMPING_OPT_STATS,  # without OPT_TSONLY
+])
+def test_so_timestamping_refuses_what_linux_refuses(flags):
+    bench = PeerBench()
+    conn = passive_open(bench)
+    with pytest.raises(OSError) as bad:
+        bench.stack.setsockopt(conn.fd, SOL_SOCKET, SO_TIMESTAMPING, flags)
+    assert bad.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as listener:  # OPT_ID counts sequence numbers: a connection's
+        bench.stack.setsockopt(conn.listener, SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_OPT_ID)
+    assert listener.value.errno == errno.EINVAL
+
+
+def send_urgent(bench: PeerBench, conn, payload: bytes, pointer: int) -> None:
+    """A segment with URG and the urgent pointer ``pointer`` (from its first byte, BSD style)."""
+    packet = IP(bytes(bench.segment(conn.sport, conn.dport, "UA", conn.seq, conn.ack, 65535, [], payload)))
+    packet[TCP].urgptr = pointer
+    del packet[TCP].chksum
+    bench.inject(bytes(packet))
+    conn.seq += len(payload)
+
+
+def test_urgent_byte_is_out_of_band_and_reads_stop_at_its_mark():
+    """Linux without SO_OOBINLINE: the byte before the urgent pointer leaves the stream; a read
+    stops before it, the next one skips it."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    send_urgent(bench, conn, b"a" * 99 + b"!", 100)
+    assert stack.recv(fd, 1000) == b"a" * 99
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 1000)  # the urgent byte, skipped: nothing in band is left
+    send_urgent(bench, conn, b"xyz", 2)  # the urgent byte, y, is in this segment
+    conn.send("PA", payload=b"tail")
+    assert stack.recv(fd, 1000, MSG_PEEK) == b"x"
+    assert stack.recv(fd, 1000) == b"x"
+    assert stack.recv(fd, 1000, MSG_PEEK) == b"ztail"
+    assert stack.recv(fd, 1000) == b"ztail"
+
+
+def test_splice_reads_up_to_the_urgent_mark_and_then_gives_nothing():
+    """Linux tcp_splice_read: at the mark, a blocking splice returns 0 (it does not wait: data is
+    queued), a non-blocking one fails with EAGAIN; without an urgent byte, all that is there."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    send_urgent(bench, conn, b"a" * 99 + b"!", 100)
+    assert stack.splice_read(fd, 1000) == b"a" * 99
+    assert stack.splice_read(fd, 1) == b""
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    with pytest.raises(BlockingIOError):
+        stack.splice_read(fd, 1)
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 10)  # skips the urgent byte, then nothing
+    conn.send("PA", payload=b"more")
+    assert stack.splice_read(fd, 1000) == b"more"
+    with pytest.raises(BlockingIOError):
+        stack.splice_read(fd, 1000)
+
+
+def test_the_urgent_byte_is_read_once_with_msg_oob_or_inline_with_so_oobinline():
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    with pytest.raises(OSError) as none:
+        stack.recv(fd, 1, MSG_OOB)
+    assert none.value.errno == errno.EINVAL  # no urgent data (Linux: "Yes this is right!")
+    send_urgent(bench, conn, b"ab!", 3)
+    assert stack.recv(fd, 1, MSG_OOB | MSG_PEEK) == b"!"
+    assert stack.recvmsg(fd, 1, MSG_OOB | MSG_PEEK)[2] == MSG_OOB
+    assert stack.recv(fd, 1, MSG_OOB) == b"!"
+    with pytest.raises(OSError) as again:
+        stack.recv(fd, 1, MSG_OOB)
+    assert again.value.errno == errno.EINVAL
+    assert stack.recv(fd, 100) == b"ab"
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 100)  # the byte read out of band is skipped
+    stack.setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, 1)
+    send_urgent(bench, conn, b"cd?", 3)
+    assert stack.recv(fd, 100) == b"cd"  # a read still stops at the mark
+    assert stack.recv(fd, 100) == b"?"  # and the byte is in the stream
+
+
+def test_an_urgent_pointer_beyond_the_segment_waits_for_its_byte():
+    """Linux TCP_URG_NOTYET: the mark is known before the byte; MSG_OOB says EAGAIN until it comes."""
+    bench = PeerBench()
+    conn = passive_open(bench)
+    stack, fd = bench.stack, conn.fd
+    stack.fcntl(fd, F_SETFL, O_NONBLOCK)
+    send_urgent(bench, conn, b"abc", 5)  # the urgent byte is the 5th: two bytes later
+    with pytest.raises(BlockingIOError):
+        stack.recv(fd, 1, MSG_OOB)
+    assert stack.recv(fd, 100) == b"abc"
+    conn.send("PA", payload=b"d!e")
+    assert stack.recv(fd, 1, MSG_OOB) == b"!"
+    assert stack.recv(fd, 100) == b"d"
+    assert stack.recv(fd, 100) == b"e"

@@ -31,10 +31,12 @@ from ..socket import (
     SIOCINQ,
     SIOCOUTQ,
     SIOCOUTQNSD,
+    SOF_TIMESTAMPING_OPT_ID_TCP,
+    SOF_TIMESTAMPING_TX_RECORD_MASK,
     Socket,
 )
-from . import congestion
-from .input import start_handshake_segment
+from . import congestion, mtu
+from .input import copied_seq, start_handshake_segment
 from .output import (
     gso_segments,
     offered_wscale,
@@ -61,6 +63,8 @@ from .tcb import (
     SYNCHRONIZED,
     TCB,
     TIME_WAIT,
+    URG_READ,
+    URG_VALID,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +96,7 @@ MSG_EOR = 0x80  # Linux: this write ends a record; later writes never join its l
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     if sock.local_port or sock.tcb.state != CLOSED:
         raise oserror(errno.EINVAL, "socket already bound")
-    if addr != ANY and addr not in stack.local_addresses:
+    if not stack.bindable(sock, addr):
         raise oserror(errno.EADDRNOTAVAIL)
     sock.local_port = ports.bind(stack.tcp.ports, sock, addr, port, stack.random)
     sock.local_addr = addr
@@ -162,6 +166,7 @@ def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     if tcb.key in stack.tcp.conns:
         raise oserror(errno.EADDRNOTAVAIL)
     sock.dst_cache, sock.dst_generation = route, stack.routes.generation
+    mtu.mtup_init(stack, tcb)  # Linux tcp_connect_init: the MSS starts at the search's floor
     stack.tcp.update_mss(tcb)
     tcb.rcv_wscale = offered_wscale(stack.tcp.config, sock)  # SO_RCVBUF may have come after socket()
     tcb.iss = stack.tcp.initial_sequence(tcb)
@@ -213,6 +218,9 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: lis
         zerocopy_send(tcb, sock, start)
         if pieces:
             end_full_skbs(tcb, start, pieces, len(taken))
+    if sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK:
+        # Linux tcp_tx_timestamp: the write's last byte is the one reported on.
+        tcb.tx_stamps.append([seq_add(start, len(taken) - 1), sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK, None])
     if flags & MSG_EOR and len(taken) == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
@@ -276,29 +284,102 @@ def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
     sock.zckey = (sock.zckey + 1) & 0xFFFFFFFF
 
 
+def timestamping_key(sock: Socket, flags: int) -> int:
+    """Where SO_TIMESTAMPING's OPT_ID keys count from: snd_una, or with OPT_ID_TCP the end of what
+    was written (write_seq); EINVAL before the connection starts or on a listener (Linux)."""
+    tcb: TCB = sock.tcb
+    if tcb.state in (CLOSED, LISTEN):
+        raise oserror(errno.EINVAL, "SOF_TIMESTAMPING_OPT_ID needs a connection")
+    if flags & SOF_TIMESTAMPING_OPT_ID_TCP:
+        return seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+    return tcb.snd_una
+
+
 def tcp_recvmsg(stack: Stack, sock: Socket, bufsize: int, flags: int) -> bytes:
     """Read in-order data; b"" at end of stream; EAGAIN when nothing is there yet."""
     tcb: TCB = sock.tcb
-    if flags & MSG_OOB:
-        raise oserror(errno.EINVAL)
     if bufsize < 0:
         raise ValueError("negative buffersize in recv")
+    if flags & MSG_OOB:
+        return tcp_recv_urgent(sock, tcb, bufsize, flags)
     if tcb.state == LISTEN:
         raise oserror(errno.ENOTCONN)
-    available = len(tcb.recv_buffer)
-    if available == 0 or (flags & MSG_WAITALL and available < bufsize and not tcb.fin_received
+    start = 0
+    mark = urgent_offset(tcb)
+    if mark == 0 and not sock.oobinline:  # at the urgent byte: out of band, so skipped (Linux tcp_recvmsg)
+        if flags & MSG_PEEK:
+            start = 1
+        else:
+            del tcb.recv_buffer[:1]
+            tcb.urg_data = 0
+            mark = None
+    available = len(tcb.recv_buffer) - start
+    if available <= 0 or (flags & MSG_WAITALL and available < bufsize and not tcb.fin_received
                           and not tcb.error and not flags & MSG_DONTWAIT):
-        if tcb.error:
-            raise oserror(tcb_take_error(tcb))
-        if tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected):
-            return b""
-        if tcb.state == CLOSED:
-            raise oserror(errno.ENOTCONN)
-        raise would_block()
-    data = bytes(tcb.recv_buffer[:bufsize])
+        receive_nothing(sock, tcb)
+        return b""
+    if mark is not None and mark > 0:
+        bufsize = min(bufsize, mark)  # a read stops at the urgent mark
+    data = bytes(tcb.recv_buffer[start:start + bufsize])
     if not flags & MSG_PEEK:
         del tcb.recv_buffer[: len(data)]
         window_update(stack, tcb)
+    return data
+
+
+def tcp_recv_urgent(sock: Socket, tcb: TCB, bufsize: int, flags: int) -> bytes:
+    """recv(MSG_OOB): the urgent byte, once (Linux tcp_recv_urg); EINVAL if there is none to read
+    (or it is inline), EAGAIN while it has not arrived: never waits."""
+    if sock.oobinline or not tcb.urg_data or tcb.urg_data == URG_READ:
+        raise oserror(errno.EINVAL)
+    if tcb.urg_data & URG_VALID:
+        byte = bytes([tcb.urg_data & 0xFF])
+        if not flags & MSG_PEEK:
+            tcb.urg_data = URG_READ
+        return byte[:bufsize]
+    if tcb.state == CLOSED or tcb.fin_received or tcb.shut_rd:
+        return b""
+    raise would_block()
+
+
+def receive_nothing(sock: Socket, tcb: TCB) -> None:
+    """Nothing to read: return (end of stream) if the stream ended, else raise what the call must."""
+    if tcb.error:
+        raise oserror(tcb_take_error(tcb))
+    if tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected):
+        return
+    if tcb.state == CLOSED:
+        raise oserror(errno.ENOTCONN)
+    raise would_block()
+
+
+def urgent_offset(tcb: TCB) -> int | None:
+    """Where the urgent byte is in the receive buffer, if it is there (None: not)."""
+    if not tcb.urg_data:
+        return None
+    offset = seq_diff(tcb.urg_seq, copied_seq(tcb))
+    return offset if 0 <= offset < len(tcb.recv_buffer) else None
+
+
+def tcp_splice_read(stack: Stack, sock: Socket, size: int) -> bytes:
+    """What splice(2) takes from the connection (Linux tcp_splice_read, tcp_read_sock): the data
+    up to the urgent mark; at the mark nothing, and a blocking call returns 0 then rather than
+    wait (the data is there, it cannot be spliced); a non-blocking one fails with EAGAIN."""
+    tcb: TCB = sock.tcb
+    if tcb.state == LISTEN:
+        raise oserror(errno.ENOTCONN)
+    if not tcb.recv_buffer:
+        receive_nothing(sock, tcb)
+        return b""
+    mark = urgent_offset(tcb)
+    length = min(size, len(tcb.recv_buffer) if mark is None else mark)
+    if not length:
+        if sock.nonblocking:
+            raise would_block()
+        return b""
+    data = bytes(tcb.recv_buffer[:length])
+    del tcb.recv_buffer[:length]
+    window_update(stack, tcb)
     return data
 
 

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 from .. import ip
 from ..addr import is_multicast
 from ..errors import Malformed
-from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
+from ..route import cached_route
+from ..socket import IP_PMTUDISC_WANT, SCM_TSTAMP_ACK, SKB_OVERHEAD, SOF_TIMESTAMPING_TX_ACK
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import recovery, syncookies
+from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, URG, TcpSegment, build_tcp, parse_tcp
+from . import mtu, recovery, syncookies
 from .output import (
     CE,
     ECN_MASK,
@@ -45,6 +46,8 @@ from .tcb import (
     SYN_SENT,
     TCB,
     TIME_WAIT,
+    URG_NOTYET,
+    URG_VALID,
     Sent,
 )
 
@@ -377,7 +380,10 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.backoff = 0
     tcb.retransmits = 0
     # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
-    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
+    route = cached_route(stack, tcb.sock)
+    initial = route.initcwnd if route is not None and route.initcwnd else stack.tcp.config.initial_cwnd
+    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else initial
+    mtu.mtup_init(stack, tcb)  # Linux tcp_init_transfer
     tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
@@ -502,6 +508,8 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             tcb.timewait_at = now + 2 * stack.tcp.config.msl
         return
     data = seg.payload
+    if seg.flags & URG or tcb.urg_data == URG_NOTYET:
+        urgent_arrives(tcb, seg)
     if data:
         if tcb.state not in CAN_RECEIVE:
             counters.drop("tcp", "data_after_fin")
@@ -652,6 +660,12 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
+    if tcb.mtup_probe_size:
+        mtu.acked(stack, tcb)
+    while tcb.tx_stamps and seq_lt(tcb.tx_stamps[0][0], ack):
+        key, flags, packet = tcb.tx_stamps.popleft()
+        if flags & SOF_TIMESTAMPING_TX_ACK:
+            tcb.sock.tx_timestamp(now, SCM_TSTAMP_ACK, key, packet or b"")  # Linux tcp_ack_tstamp
     while tcb.zerocopy_sends and seq_le(tcb.zerocopy_sends[0][0], ack):
         _, first, last = tcb.zerocopy_sends.popleft()
         tcb.sock.zerocopy_completed(first, last)  # MSG_ZEROCOPY: its data is acknowledged
@@ -668,6 +682,25 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
         schedule_loss_probe(stack, tcb, now, True)
     if tcp_writeable(stack, tcb):
         stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
+
+
+def urgent_arrives(tcb: TCB, seg: TcpSegment) -> None:
+    """Note a new urgent pointer, and the urgent byte once it is here (Linux tcp_urg,
+    tcp_check_urg; the pointer points just past the byte, as BSD and Linux read RFC 793)."""
+    if seg.flags & URG and seg.urgent:
+        ptr = seq_add(seg.seq, seg.urgent - 1)
+        new = not seq_lt(ptr, tcb.rcv_nxt) and not seq_gt(copied_seq(tcb), ptr)
+        if new and not (tcb.urg_data and not seq_gt(ptr, tcb.urg_seq)):
+            tcb.urg_seq, tcb.urg_data = ptr, URG_NOTYET
+    if tcb.urg_data == URG_NOTYET:
+        offset = seq_diff(tcb.urg_seq, seg.seq)
+        if 0 <= offset < len(seg.payload):
+            tcb.urg_data = URG_VALID | seg.payload[offset]
+
+
+def copied_seq(tcb: TCB) -> int:
+    """The sequence number of the next byte the application reads (Linux copied_seq)."""
+    return seq_add(tcb.rcv_nxt, -(len(tcb.recv_buffer) + tcb.fin_received))
 
 
 def receive_data(stack: Stack, tcb: TCB, seq: int, data: bytes, fin: int) -> None:

@@ -21,6 +21,7 @@ from ..socket import IPPROTO_TCP, SOCK_STREAM, Socket
 from ..wire.ipv4 import HEADER_LEN as IP_HEADER_LEN
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from . import congestion
+from .mtu import mtu_to_mss
 from .output import send_reset_for
 from .seq import MASK
 from .tcb import CLOSED, LISTEN, SYN_RECEIVED, TCB, TcpConfig
@@ -29,7 +30,6 @@ from .timers import tcp_timers
 if TYPE_CHECKING:
     from ..stack import Stack
 
-TIMESTAMP_OPTION_LEN = 12
 ConnKey = tuple[int, int, int, int]
 
 
@@ -109,7 +109,8 @@ class TcpLayer:
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
                       sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf, rcvbuf_locked=parent_sock.rcvbuf_locked,
                       ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu,
-                      zerocopy=parent_sock.zerocopy)
+                      zerocopy=parent_sock.zerocopy, mark=parent_sock.mark, oobinline=parent_sock.oobinline,
+                      tsflags=parent_sock.tsflags)
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True
@@ -130,15 +131,14 @@ class TcpLayer:
         before = (tcb.mss, tcb.advmss)
         route = cached_route(self.stack, tcb.sock)
         mtu = route.path_mtu if route is not None else 576
-        tcb.advmss = mtu - IP_HEADER_LEN - TCP_HEADER_LEN
+        tcb.advmss = route.advmss if route is not None and route.advmss else mtu - IP_HEADER_LEN - TCP_HEADER_LEN
         if tcb.user_mss:
             tcb.advmss = min(tcb.advmss, tcb.user_mss)
-        mss = min(mtu - IP_HEADER_LEN - TCP_HEADER_LEN, tcb.peer_mss)
-        if tcb.user_mss:
-            mss = min(mss, tcb.user_mss)
-        if tcb.ts_ok:
-            mss -= TIMESTAMP_OPTION_LEN
-        tcb.mss = max(mss, 48)
+        tcb.pmtu_cookie = mtu
+        tcb.mtup_search_high = min(tcb.mtup_search_high, mtu)
+        tcb.mss = mtu_to_mss(tcb, mtu)
+        if tcb.mtup_enabled:
+            tcb.mss = min(tcb.mss, mtu_to_mss(tcb, tcb.mtup_search_low))  # Linux tcp_sync_mss
         tcb.sock.generation += 1
         if (tcb.mss, tcb.advmss) != before:
             self.stack.notify("mss", tcb.sock)  # code specialized for the old MSS is stale

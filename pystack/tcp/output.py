@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING
 
 from .. import ip
 from ..route import cached_route
-from ..socket import IP_PMTUDISC_WANT
+from ..socket import (
+    IP_PMTUDISC_WANT,
+    SCM_TSTAMP_SCHED,
+    SCM_TSTAMP_SND,
+    SOF_TIMESTAMPING_TX_SCHED,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+)
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpOptions, build_options, build_tcp
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
+from . import mtu
+from .mtu import TIMESTAMP_OPTION_LEN
 from .rtt import JIFFY, RTO_INITIAL, TCP_TIMEOUT_MIN
 from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .tcb import (
@@ -40,7 +48,6 @@ if TYPE_CHECKING:
 
 MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
-TIMESTAMP_OPTION_LEN = 12
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
 GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
@@ -180,6 +187,10 @@ def send_segment(stack: Stack, tcb: TCB, segment: bytes, tos: int) -> None:
     if route is None:
         stack.counters.ip["OutNoRoutes"] += 1
         return
+    if tcb.pmtu_cookie and route.path_mtu != tcb.pmtu_cookie:
+        # The route was checked as the segment leaves (Linux __sk_dst_check) and its MTU changed:
+        # the next segments are sized for it (tcp_current_mss, tcp_sync_mss); this burst's are not.
+        stack.tcp.update_mss(tcb)
     ttl = sock.ttl if sock.ttl >= 0 else stack.default_ttl
     try:
         ip.ip_output(stack, sock, route, tcb.local_addr, tcb.remote_addr, PROTO_TCP, segment,
@@ -263,7 +274,17 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     frto_new = tcb.frto_new  # F-RTO's new data first: retransmissions only if none could go
     tcb.frto_new = False
     sent_any = tcb.lost_out > 0 and not frto_new and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
-    sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight())
+    in_flight = tcb.in_flight()
+    mss = send_mss(tcb)  # once for all that leaves now (Linux's mss_now)
+    probe = mtu.probe(stack, tcb, mss, in_flight) if tcb.mtup_enabled else None
+    if probe:  # a path MTU probe first (Linux tcp_write_xmit), as one segment of new data
+        send_data_segment(stack, tcb, probe, ACK, now, probe)
+        in_flight += 1
+    if probe == 0:
+        sent_new = False  # the probe waits for room, and new data behind it
+    else:
+        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight, mss)
+        sent_new = sent_new or bool(probe)
     if frto_new and not sent_new:
         tcb.frto = False  # conventional recovery after all (Linux tcp_xmit_recovery)
         sent_any = retransmit_lost(stack, tcb, now)
@@ -360,14 +381,14 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
     tcb.queue_segment(rest, index + 1)
 
 
-def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int) -> tuple[bool, int]:
+def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int) -> tuple[bool, int]:
     """Send new segments as the windows, Nagle and cork allow; returns (sent any, in flight).
 
     ``in_flight`` is counted once by the caller and kept up to date here (each new
     segment adds one): counting it per segment walks the whole retransmission queue.
+    ``mss``: send_mss(tcb), as the caller found it before anything left.
     """
     sent = False
-    mss = send_mss(tcb)
     # At most half of cwnd per packet, so that two are in flight (Linux tcp_cwnd_test's quota).
     gso = min(gso_segments(tcb, mss), max(tcb.cwnd >> 1, 1))
     packet = 0  # segments so far in the current GSO packet
@@ -486,7 +507,25 @@ def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float,
     if tcb.ca_state != CA_OPEN:
         tcb.prr_out += 1
     arm_rto(stack, tcb, now, restart=False)
+    if tcb.tx_stamps:
+        tx_timestamps_sent(tcb, seq, payload, now)
     transmit(stack, tcb, seq, payload, flags | (PSH if packet > 1 else 0), new_data=True)
+
+
+def tx_timestamps_sent(tcb: TCB, seq: int, payload: bytes, now: float) -> None:
+    """SO_TIMESTAMPING: the segment from ``seq`` carries written bytes asked about; pystack hands it
+    to the link at once, so it is scheduled and sent now (SCM_TSTAMP_SCHED, then _SND)."""
+    end = seq_add(seq, len(payload))
+    for stamp in tcb.tx_stamps:
+        key, flags, sent = stamp
+        if not seq_lt(key, end):
+            break
+        if sent is None:  # (a byte not yet sent is at or after seq, the send point)
+            stamp[2] = payload
+            if flags & SOF_TIMESTAMPING_TX_SCHED:
+                tcb.sock.tx_timestamp(now, SCM_TSTAMP_SCHED, key, payload)
+            if flags & SOF_TIMESTAMPING_TX_SOFTWARE:
+                tcb.sock.tx_timestamp(now, SCM_TSTAMP_SND, key, payload)
 
 
 def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from . import mtu
 from .rtt import TCP_TIMEOUT_MIN
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import CA_CWR, CA_DISORDER, CA_LOSS, CA_OPEN, CA_RECOVERY, TCB, Sent
@@ -217,6 +218,9 @@ def rack_reo_timeout(stack: Stack, tcb: TCB, now: float) -> None:
 
 
 def enter_recovery(stack: Stack, tcb: TCB) -> None:
+    if tcb.ca_state < CA_CWR and mtu.lost(stack, tcb):
+        simple_retransmit(tcb)  # the path MTU probe was lost, not to congestion
+        return
     stack.counters.tcp["FastRetrans"] += 1
     if tcb.ca_state != CA_CWR:  # already reducing (ECN): the reduction goes on (Linux)
         init_cwnd_reduction(tcb)
@@ -227,6 +231,18 @@ def enter_recovery(stack: Stack, tcb: TCB) -> None:
     mark_head_lost(tcb)
     if tcb.sack_ok:
         mark_lost_by_sack(stack, tcb)
+
+
+def simple_retransmit(tcb: TCB) -> None:
+    """Resend, as lost, what no longer fits in a segment, in the Loss state and with cwnd kept: the
+    units changed, not the congestion (Linux tcp_simple_retransmit)."""
+    for item in tcb.rtx:
+        if not item.sacked and item.length > tcb.mss:
+            tcb.mark_lost(item)
+    if tcb.lost_out and tcb.ca_state != CA_LOSS:
+        tcb.recover = tcb.snd_nxt
+        tcb.ssthresh = max(tcb.ssthresh, (tcb.cwnd >> 1) + (tcb.cwnd >> 2))
+        tcb.ca_state = CA_LOSS
 
 
 def init_cwnd_reduction(tcb: TCB) -> None:
@@ -275,6 +291,8 @@ def prr_update(tcb: TCB, delivered: int, una_advanced: bool) -> None:
     only for an ACK that advanced snd_una and marked nothing newly lost
     (``una_advanced``; Linux tcp_cwnd_reduction).
     """
+    if tcb.ca_state == CA_LOSS:
+        return  # entered by a lost path MTU probe (simple_retransmit): no reduction
     tcb.prr_delivered += delivered
     in_flight = tcb.in_flight()
     delta = tcb.ssthresh - in_flight

@@ -31,6 +31,8 @@ STATE_NAMES = (
     "CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
     "FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT",
 )
+# Linux's TCP_* numbers of the states, by pystack state (what tcp_info and /proc/net/tcp show).
+LINUX_STATES = (7, 10, 2, 3, 1, 4, 5, 8, 11, 9, 6)
 SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT})
 CAN_SEND = frozenset({ESTABLISHED, CLOSE_WAIT})
 CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
@@ -42,7 +44,8 @@ CA_CWR = 2  # reducing cwnd after an ECN echo, with no loss
 CA_RECOVERY = 3
 CA_LOSS = 4
 
-DEFAULT_MSS = 536  # RFC 9293: when the peer sends no MSS option
+DEFAULT_MSS = 536
+URG_VALID, URG_NOTYET, URG_READ = 0x100, 0x200, 0x400  # Linux TCP_URG_VALID, _NOTYET, _READ  # RFC 9293: when the peer sends no MSS option
 
 
 @dataclass
@@ -80,6 +83,10 @@ class TcpConfig:
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
     recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
     frto: int = 2  # tcp_frto: F-RTO (RFC 5682, SACK-enhanced) finds spurious timeouts and undoes them; 0 off
+    mtu_probing: int = 0  # tcp_mtu_probing (RFC 4821): 2 always probe, 1 after a black hole, 0 never
+    base_mss: int = 1024  # tcp_base_mss: where the probing search starts
+    probe_threshold: int = 8  # tcp_probe_threshold: the search stops below this interval (bytes)
+    probe_interval: float = 600.0  # tcp_probe_interval: a new search this long after one ends
 
 
 @dataclass(eq=False, slots=True)
@@ -129,6 +136,16 @@ class TCB:
     # Negotiated options.
     advmss: int = 1460
     peer_mss: int = DEFAULT_MSS
+    pmtu_cookie: int = 0  # the path MTU the MSS was computed for (Linux icsk_pmtu_cookie)
+    # Path MTU probing (pystack.tcp.mtu): the search range, the probe outstanding (its size as an
+    # MTU, 0 if none, and its sequence range) and when the last search step was.
+    mtup_enabled: bool = False
+    mtup_search_low: int = 0
+    mtup_search_high: int = 0
+    mtup_probe_size: int = 0
+    mtup_probe_start: int = 0
+    mtup_probe_end: int = 0
+    mtup_probe_at: float = 0.0
     user_mss: int = 0  # TCP_MAXSEG
     mss: int = DEFAULT_MSS  # effective sending MSS (payload bytes per segment)
     sack_ok: bool = False
@@ -150,6 +167,9 @@ class TCB:
     push_marks: deque[int] = field(default_factory=deque)  # such marks not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
     zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
+    # SO_TIMESTAMPING: [the last byte of a write, the report flags it asked for, the packet that
+    # carried it (None until sent)], in sequence order (Linux's tskey on the skb holding that byte).
+    tx_stamps: deque[list] = field(default_factory=deque)
     fin_queued: bool = False
     fin_sent: bool = False
     rtx: deque[Sent] = field(default_factory=deque)
@@ -166,6 +186,11 @@ class TCB:
     last_oow_ack_at: float | None = None  # when the last challenge or out-of-window ACK left
     ooo_fin: int | None = None  # sequence number of a FIN that arrived out of order
     fin_received: bool = False
+    # Urgent data (RFC 9293 3.8.5; Linux's urg_data and urg_seq): the urgent byte's sequence
+    # number, and URG_NOTYET until it arrives, then URG_VALID | the byte, URG_READ once read with
+    # MSG_OOB; 0: none pending (or passed).
+    urg_seq: int = 0
+    urg_data: int = 0
     # Congestion control and loss recovery (segments, as Linux counts).
     cwnd: int = 10
     ssthresh: int = 0x7FFFFFFF

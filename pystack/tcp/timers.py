@@ -11,6 +11,7 @@ from .output import (
     arm_rto,
     retransmit,
     send_ack,
+    send_mss,
     send_new_data,
     send_probe,
     send_window_probe,
@@ -96,7 +97,7 @@ def send_loss_probe(stack: Stack, tcb: TCB, now: float) -> None:
     if tcb.tlp_high_seq is None:
         before = tcb.snd_nxt
         tcb.nagle_push = True  # the probe goes whatever Nagle or cork would hold
-        send_new_data(stack, tcb, now, tcb.cwnd - 1)
+        send_new_data(stack, tcb, now, tcb.cwnd - 1, send_mss(tcb))
         tcb.nagle_push = False
         tcb.tlp_retrans = tcb.snd_nxt == before
         if tcb.tlp_retrans:

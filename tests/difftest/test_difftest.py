@@ -21,8 +21,6 @@ LINUX_REASON = linux_unavailable()
 
 PYSTACK_MISMATCHES = {
     # deliberate (docs/CONFORMANCE.md, "Deliberate differences")
-    "tcp_urgent_in": "deliberate: no urgent data; recv() returns b'abc' (Linux b'ab', the urgent byte "
-                     "out of band), recv(MSG_OOB) fails with EINVAL (Linux returns b'c')",
     "tcp_urgent_out": "deliberate: send(MSG_OOB) fails with EOPNOTSUPP; Linux sends PSH|URG, urgent pointer 1",
     # not yet fixed
     # issue 16 ("TCP as Linux does it"): each the first difference, then why
@@ -47,11 +45,7 @@ PYSTACK_MISMATCHES = {
                            "the flight, PTO = 2*SRTT); pystack has no TLP",
     # -- ECN (RFC 3168): pystack has none
     # -- socket API pystack does not have
-    "urgent_oobinline": "deliberate (no urgent data): setsockopt(SO_OOBINLINE) fails ENOPROTOOPT; Linux then "
-                        "returns b'ab' (stops at the mark), pystack b'abc'",
     # -- path MTU probing
-    "mtu_probing_always_on": "flight 2: Linux's first segment is a 1242-byte probe (tcp_mtu_probing=2, RFC 4821), "
-                             "pystack sends 1460 (no probing)",
     "mtu_probing_black_hole": "retransmissions #2: Linux's third retransmission carries 1024 bytes "
                               "(tcp_mtu_probing=1 falls back to tcp_base_mss after tcp_retries1 timeouts), "
                               "pystack 1460",
