@@ -80,6 +80,8 @@ SPIN_LIMIT = 1_000_000  # bound on spin iterations
 MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
 TCP_INFO = 11
 MSG_ERRQUEUE = 0x2000
+MSG_FASTOPEN = 0x20000000
+TCP_SYN_SENT = 2  # tcp_info's state number
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 EPOLLONESHOT, EPOLLET = 1 << 30, 1 << 31
 
@@ -207,9 +209,11 @@ def _is_numeric(value: str) -> bool:
 class DutSocket(ABC):
     """A socket on the DUT, with the kernel's blocking semantics.
 
-    Calls raise OSError with Linux errno values. ``send``/``sendmsg`` on a
-    blocking socket return only when everything was queued (as a blocking
-    ``write`` does); the others return as soon as the kernel would.
+    Calls raise OSError with Linux errno values. ``send``/``sendmsg`` (and
+    ``sendto`` on a stream) on a blocking socket return only when everything
+    was queued (as a blocking ``write`` does); the others return as soon as the
+    kernel would. ``sendto``/``sendmsg`` with an address and MSG_FASTOPEN
+    connect, with the data in the SYN.
     """
 
     nonblocking: bool = False
@@ -230,7 +234,8 @@ class DutSocket(ABC):
     async def send(self, data: bytes, flags: int = 0) -> int: ...
 
     @abstractmethod
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int: ...
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
+        ...
 
     @abstractmethod
     async def recv(self, size: int, flags: int = 0) -> bytes: ...
@@ -425,13 +430,18 @@ class KernelSocket(DutSocket):
     async def send(self, data: bytes, flags: int = 0) -> int:
         return await self._send_all(len(data), lambda view: self.raw.send(view, flags), data, flags)
 
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
         """One real sendmsg() with the script's iovecs (their number matters: MSG_ZEROCOPY pins each);
         a blocking socket then sends the rest as a blocking write would."""
-        sent = await self._retry(lambda: self.raw.sendmsg(buffers, [], flags), trio.lowlevel.wait_writable, flags)
+        where = () if address is None else (address,)
+        sent = await self._retry(lambda: self.raw.sendmsg(buffers, [], flags, *where),
+                                 trio.lowlevel.wait_writable, flags)
         total = sum(len(b) for b in buffers)
-        if sent < total and not (self.nonblocking or flags & MSG_DONTWAIT):
-            sent += await self.send(b"".join(buffers)[sent:], flags)
+        if not (self.nonblocking or flags & MSG_DONTWAIT):
+            if sent < total:
+                sent += await self.send(b"".join(buffers)[sent:], flags & ~MSG_FASTOPEN)
+            else:
+                await self._await_fastopen_connect()
         return sent
 
     async def _send_all(self, total: int, op: Callable[[memoryview], int], data: bytes, flags: int) -> int:
@@ -440,15 +450,33 @@ class KernelSocket(DutSocket):
         while True:
             rest = view[sent:]
             sent += await self._retry(lambda rest=rest: op(rest), trio.lowlevel.wait_writable, flags)
-            if sent >= total or self.nonblocking or flags & MSG_DONTWAIT:
+            if self.nonblocking or flags & MSG_DONTWAIT:
                 return sent
+            if sent >= total:
+                await self._await_fastopen_connect()
+                return sent
+
+    async def _await_fastopen_connect(self) -> None:
+        """A blocking send that opened the connection (Fast Open: the data went in the SYN) returns
+        once the handshake is over, as the kernel's blocking call does; the raw socket never blocks."""
+        if self.raw.type != _socket.SOCK_STREAM or self.tcp_info()["tcpi_state"] != TCP_SYN_SENT:
+            return
+        await trio.lowlevel.wait_writable(self.raw)
+        error = self.raw.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
 
     async def recv(self, size: int, flags: int = 0) -> bytes:
         return await self._retry(lambda: self.raw.recv(size, flags), trio.lowlevel.wait_readable, flags)
 
     async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
-        return await self._retry(lambda: self.raw.sendto(data, flags, address),
-                                 trio.lowlevel.wait_writable, flags)
+        sent = await self._retry(lambda: self.raw.sendto(data, flags, address), trio.lowlevel.wait_writable, flags)
+        if self.raw.type == _socket.SOCK_STREAM and not (self.nonblocking or flags & MSG_DONTWAIT):
+            if sent < len(data):
+                sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
+            else:
+                await self._await_fastopen_connect()
+        return sent
 
     async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         return await self._retry(lambda: self.raw.recvfrom(size, flags),
@@ -875,20 +903,21 @@ class PystackSocket(DutSocket):
             if sent >= len(data) or self.stack.is_nonblocking(self.fd, flags):
                 return sent
 
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
-        if self.stack.is_nonblocking(self.fd, flags):
-            return await self.sock.sendmsg(buffers, (), flags)
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
+        sent = await self.sock.sendmsg(buffers, (), flags, address)
         data = b"".join(buffers)
-        sent = await self.sock.sendmsg(buffers, (), flags)
-        if sent < len(data):
-            sent += await self.send(data[sent:], flags)
+        if sent < len(data) and not self.stack.is_nonblocking(self.fd, flags):
+            sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
         return sent
 
     async def recv(self, size: int, flags: int = 0) -> bytes:
         return await self.sock.recv(size, flags)
 
     async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
-        return await self.sock.sendto(data, flags, address)
+        sent = await self.sock.sendto(data, flags, address)
+        if sent < len(data) and self.sock.type == _socket.SOCK_STREAM and not self.stack.is_nonblocking(self.fd, flags):
+            sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
+        return sent
 
     async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         return await self.sock.recvfrom(size, flags)
