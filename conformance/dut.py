@@ -62,6 +62,7 @@ from pystack.links.base import Link, LinkStats
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
+from pystack.tcp.fastopen import parse_key
 from pystack.tcp.output import unsent_bytes
 from pystack.tcp.tcb import STATE_NAMES, TcpConfig
 from pystack.trio_api import Network, PyStackSocket, running
@@ -82,6 +83,7 @@ TCP_INFO = 11
 MSG_ERRQUEUE = 0x2000
 MSG_FASTOPEN = 0x20000000
 TCP_SYN_SENT = 2  # tcp_info's state number
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCPI_OPT_ECN, TCPI_OPT_SYN_DATA = 1, 2, 4, 8, 32
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 EPOLLONESHOT, EPOLLET = 1 << 30, 1 << 31
 
@@ -162,9 +164,10 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
 }
 
 
-def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
-    """The TcpConfig that plays the part of ``sysctls`` on pystack, and what has no counterpart."""
-    cfg = TcpConfig()
+def pystack_tcp_config(sysctls: dict[str, str], cfg: TcpConfig | None = None) -> tuple[TcpConfig, list[str]]:
+    """The TcpConfig that plays the part of ``sysctls`` on pystack (``cfg`` changed, or a new one),
+    and what has no counterpart."""
+    cfg = TcpConfig() if cfg is None else cfg
     unmodelled: list[str] = []
     for name, value in sysctls.items():
         key = name.removeprefix("net.ipv4.")
@@ -190,6 +193,10 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.notsent_lowat = numbers[0] & 0xFFFFFFFF
         elif key == "tcp_syncookies" and numbers:
             cfg.syncookies = numbers[0]
+        elif key == "tcp_fastopen" and numbers:
+            cfg.fastopen = numbers[0]
+        elif key == "tcp_fastopen_key":
+            cfg.fastopen_key = parse_key(value)
         else:
             unmodelled.append(name)
     return cfg, unmodelled
@@ -973,6 +980,9 @@ class PystackSocket(DutSocket):
             "tcpi_notsent_bytes": max(unsent_bytes(tcb), 0),
             "tcpi_bytes_acked": tcb.bytes_acked,
             "tcpi_snd_wnd": tcb.snd_wnd,
+            "tcpi_options": (TCPI_OPT_TIMESTAMPS if tcb.ts_ok else 0) | (TCPI_OPT_SACK if tcb.sack_ok else 0)
+            | (TCPI_OPT_WSCALE if tcb.want_wscale else 0) | (TCPI_OPT_ECN if tcb.ecn_ok else 0)
+            | (TCPI_OPT_SYN_DATA if tcb.syn_data_acked else 0),
         }
 
     def ioctl(self, request: int) -> int:
@@ -1074,14 +1084,8 @@ class PystackDut(Dut):
         return PystackSocket(self, self.network.socket(_socket.AF_INET, type, proto))
 
     def set_sysctl(self, name: str, value: str) -> bool:
-        cfg, unmodelled = pystack_tcp_config({name: value})
-        if unmodelled:
-            return False
-        current = self.stack.tcp.config
-        for attr in vars(current):
-            if getattr(cfg, attr) != getattr(TcpConfig(), attr):
-                setattr(current, attr, getattr(cfg, attr))
-        return True
+        _, unmodelled = pystack_tcp_config({name: value}, self.stack.tcp.config)
+        return not unmodelled
 
     def epoll(self) -> DutEpoll:
         epoll = PystackEpoll(self)

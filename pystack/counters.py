@@ -39,7 +39,8 @@ MIB: dict[str, tuple[str, ...]] = {
         "AbortOnClose", "AbortOnLinger", "AbortOnTimeout", "SyncookiesSent", "SyncookiesRecv",
         "SyncookiesFailed", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "OFODrop", "OfoPruned",
         "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "OFOQueue", "TCPLossProbes",
-        "TCPLossProbeRecovery",
+        "TCPLossProbeRecovery", "TCPFastOpenActive", "TCPFastOpenActiveFail", "TCPFastOpenPassive",
+        "TCPFastOpenPassiveFail", "TCPFastOpenListenOverflow", "TCPFastOpenCookieReqd",
     ),
 }
 

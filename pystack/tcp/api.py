@@ -33,7 +33,7 @@ from ..socket import (
     SIOCOUTQNSD,
     Socket,
 )
-from . import congestion
+from . import congestion, fastopen
 from .input import start_handshake_segment
 from .output import (
     output_synchronized,
@@ -108,6 +108,7 @@ def tcp_listen(stack: Stack, sock: Socket, backlog: int) -> None:
     tcb.backlog = max(0, min(backlog, SOMAXCONN))
     if tcb.state == LISTEN:
         return
+    fastopen.listen_tune(stack, tcb, tcb.backlog)
     tcb.state = LISTEN
     tcb.local_addr, tcb.local_port = sock.local_addr, sock.local_port
     sock.listening = True
@@ -186,9 +187,9 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise oserror(errno.EOPNOTSUPP, "urgent data is not supported")
     if tcb.error:
         raise oserror(tcb_take_error(tcb))
-    if tcb.state in (SYN_SENT, SYN_RECEIVED):
+    if tcb.state == SYN_SENT or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive:
         raise would_block()
-    if tcb.shut_wr or tcb.state not in CAN_SEND:
+    if tcb.shut_wr or tcb.state not in CAN_SEND and not tcb.fastopen_passive:
         raise oserror(errno.EPIPE)  # also never connected (Linux sk_stream_wait_connect)
     if sock.adu and len(data) != sock.adu:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
@@ -264,7 +265,8 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
         mask |= POLLHUP
     if read_shut or tcb.recv_buffer:
         mask |= POLLIN
-    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or tcp_writeable(stack, tcb)):
+    handshaking = tcb.state == SYN_SENT or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive
+    if not handshaking and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
     return mask
 
@@ -360,9 +362,9 @@ def close_listener(stack: Stack, tcb: TCB) -> None:
         if not listeners:
             del stack.tcp.listeners[tcb.local_port]
     for child in list(stack.tcp.conns.values()):
-        if child.parent is tcb:
+        if child.parent is tcb and child not in tcb.accept_queue:
             stack.tcp.abort(child, 0, send_reset=child.state != SYN_RECEIVED)
-    while tcb.accept_queue:
+    while tcb.accept_queue:  # these are reset (Fast Open ones too, still in SYN-RECEIVED)
         child = tcb.accept_queue.popleft()
         stack.tcp.abort(child, 0, send_reset=True)
     stack.tcp.done(tcb)
@@ -410,6 +412,8 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, value: int | bytes, 
         tcb.user_timeout = number / 1000
     elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
         set_keepalive_option(stack, tcb, option, number)
+    elif option in fastopen.OPTIONS:
+        fastopen.set_option(tcb, option, value, number)
     else:
         raise oserror(errno.ENOPROTOOPT)
     stack.tcp.timer_changed(tcb)
@@ -456,6 +460,7 @@ def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int | bytes:
         TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),
         TCP_KEEPCNT: tcb.keepcnt or cfg.keepalive_probes,
         TCP_NOTSENT_LOWAT: tcb.notsent_lowat - (1 << 32) if tcb.notsent_lowat >> 31 else tcb.notsent_lowat,
+        fastopen.TCP_FASTOPEN: tcb.fastopen_max_qlen,
     }
     if option in values:
         return values[option]

@@ -11,8 +11,19 @@ wanted the experimental option (kind 254, magic 0xF989) instead of kind 34.
 
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import oserror
+from .seq import seq_add
+from .tcb import CLOSED, LISTEN, SYN_RECEIVED
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+    from ..wire.tcp import TcpSegment
+    from .tcb import TCB
 
 # net.ipv4.tcp_fastopen bits (Linux include/net/tcp.h TFO_*)
 CLIENT_ENABLE = 0x1
@@ -20,16 +31,17 @@ SERVER_ENABLE = 0x2
 CLIENT_NO_COOKIE = 0x4  # the client sends data in the SYN without a cookie
 SERVER_COOKIE_NOT_REQD = 0x200  # the server takes a SYN's data without a valid cookie
 SERVER_WO_SOCKOPT1 = 0x400  # every listener is Fast Open, as with TCP_FASTOPEN, without it
-DEFAULT_SYSCTL = CLIENT_ENABLE  # Linux's default
-DEFAULT_MAX_QLEN = 10  # a listener's queue without the sockopt (Linux TFO_SERVER_WO_SOCKOPT1's backlog)
+
+# Socket options (linux/tcp.h)
+TCP_FASTOPEN = 23  # a listener takes data in SYNs; the value: how many may wait for their ACK
+TCP_FASTOPEN_KEY = 33  # a listener's own key
+OPTIONS = (TCP_FASTOPEN, TCP_FASTOPEN_KEY)
+SOMAXCONN = 4096
 
 COOKIE_LEN = 8  # what a server makes (TCP_FASTOPEN_COOKIE_SIZE)
 COOKIE_MIN, COOKIE_MAX = 4, 16  # what a client accepts (RFC 7413 4.1.1)
 EXP_KIND, EXP_MAGIC = 254, 0xF989  # the experimental option (RFC 6994) Linux still understands
 KEY_LEN = 16
-# Linux's boot-time key is random; pystack's default is packetdrill's defaults.sh key, so that
-# runs repeat: a stack that serves Fast Open sets its own (tcp_fastopen_key).
-DEFAULT_KEY = bytes.fromhex("a1a1a1a1b2b2b2b2c3c3c3c3d4d4d4d4")
 
 _M64 = (1 << 64) - 1
 
@@ -80,6 +92,82 @@ def parse_key(text: str) -> bytes:
     if len(words) != 4:
         raise ValueError(f"tcp_fastopen_key {text!r}: four 32-bit hex words joined by '-' expected")
     return b"".join(struct.pack("<I", int(word, 16) & 0xFFFFFFFF) for word in words)
+
+
+def valid_cookie(cookie: bytes | None) -> bytes | None:
+    """A cookie option's value as Linux takes it (tcp_parse_fastopen_option): a request (b""), an
+    even-length cookie of 4 to 16 bytes, or None (no option, or one of a length it ignores)."""
+    if cookie is None or cookie == b"" or COOKIE_MIN <= len(cookie) <= COOKIE_MAX and len(cookie) % 2 == 0:
+        return cookie
+    return None
+
+
+# ---------------------------------------------------------------- server
+
+
+def set_option(tcb: TCB, option: int, value: int | bytes, number: int) -> None:
+    """setsockopt() of one of OPTIONS (Linux do_tcp_setsockopt)."""
+    if option == TCP_FASTOPEN:
+        if number < 0 or tcb.state not in (CLOSED, LISTEN):
+            raise oserror(errno.EINVAL)
+        tcb.fastopen_max_qlen = min(number, SOMAXCONN)
+    elif option == TCP_FASTOPEN_KEY:
+        # Linux also takes a backup key after the first (key rotation): cookies come from the first.
+        if not isinstance(value, bytes | bytearray) or len(value) not in (KEY_LEN, 2 * KEY_LEN):
+            raise oserror(errno.EINVAL)
+        tcb.fastopen_key = bytes(value[:KEY_LEN])
+
+
+def listen_tune(stack: Stack, listener: TCB, backlog: int) -> None:
+    """listen(): with tcp_fastopen's 0x400 every listener takes Fast Open (Linux inet_listen)."""
+    bits = stack.tcp.config.fastopen
+    if bits & SERVER_WO_SOCKOPT1 and bits & SERVER_ENABLE and not listener.fastopen_max_qlen:
+        listener.fastopen_max_qlen = backlog
+
+
+def queue_has_room(stack: Stack, listener: TCB) -> bool:
+    """Linux tcp_fastopen_queue_check: Fast Open is on for the listener and fewer of its Fast Open
+    connections than TCP_FASTOPEN's limit still wait for the peer's ACK."""
+    if not listener.fastopen_max_qlen:
+        return False
+    pending = sum(1 for child in listener.accept_queue if child.fastopen_passive and child.state == SYN_RECEIVED)
+    if pending >= listener.fastopen_max_qlen:
+        stack.counters.tcp["TCPFastOpenListenOverflow"] += 1
+        return False
+    return True
+
+
+def syn_input(stack: Stack, listener: TCB, child: TCB, client: int, server: int, seg: TcpSegment) -> bool:
+    """A SYN to a listener, as Linux's tcp_try_fastopen: True if ``child`` took the data it carries
+    (a valid cookie, or tcp_fastopen's 0x200), so that it joins the accept queue at once.
+
+    Otherwise its SYN-ACK carries the cookie the client should have sent,
+    when the SYN carried a cookie option (a request, or a wrong cookie).
+    """
+    bits = stack.tcp.config.fastopen
+    counters = stack.counters.tcp
+    cookie = valid_cookie(seg.options.fastopen)
+    if not (bits & SERVER_ENABLE and (seg.payload or cookie is not None) and queue_has_room(stack, listener)):
+        return False
+    valid = make_cookie(listener.fastopen_key or stack.tcp.config.fastopen_key,
+                        client.to_bytes(4, "big"), server.to_bytes(4, "big"))
+    if bits & SERVER_COOKIE_NOT_REQD or cookie == valid:
+        counters["TCPFastOpenPassive"] += 1
+        child.fastopen_passive = True
+        child.syn_data_acked = bool(seg.payload)
+        child.syn_data_received = len(seg.payload)
+        child.recv_buffer += seg.payload
+        child.rcv_nxt = child.rcv_adv = child.rcv_edge = child.rcv_wup = seq_add(child.rcv_nxt, len(seg.payload))
+        child.cwnd = stack.tcp.config.initial_cwnd  # it may send before the handshake ends
+        child.ca.init(child, stack.clock.now())
+        return True
+    if cookie == b"":
+        counters["TCPFastOpenCookieReqd"] += 1
+    elif cookie is not None:
+        counters["TCPFastOpenPassiveFail"] += 1
+    if cookie is not None:
+        child.fastopen_option, child.fastopen_option_exp = valid, seg.options.fastopen_exp
+    return False
 
 
 @dataclass

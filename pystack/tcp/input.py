@@ -15,7 +15,7 @@ from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
 from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
-from . import recovery, syncookies
+from . import fastopen, recovery, syncookies
 from .output import (
     CE,
     ECN_MASK,
@@ -170,6 +170,9 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     accept_syn(stack, child, seg)
     listener.syn_queue += 1
     counters.tcp["PassiveOpens"] += 1
+    if fastopen.syn_input(stack, listener, child, header.src, header.dst, seg):
+        listener.accept_queue.append(child)  # Fast Open: to be accepted (and read) before the ACK
+        stack.wake(listener.sock)
     start_handshake_segment(stack, child)
     return None
 
@@ -362,16 +365,17 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         tcb.rtt.sample(max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000)
     elif sent is not None:
         tcb.rtt.rto = max(tcb.rtt.rto, RTO_FALLBACK)  # RFC 6298 5.7 (Linux TCP_TIMEOUT_FALLBACK)
-    tcb.snd_una = seg.ack
+    tcb.snd_una = seq_add(tcb.iss, 1)  # the rest of the ACK (Fast Open: data sent since) is an ACK's
     tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
     tcb.max_snd_wnd = max(tcb.max_snd_wnd, tcb.snd_wnd)  # the SYN's window counts too
     tcb.snd_wl1 = seg.seq
     tcb.snd_wl2 = seg.ack
     tcb.backoff = 0
     tcb.retransmits = 0
-    # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
-    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
-    tcb.ca.init(tcb, now)
+    if not tcb.fastopen_passive:  # a Fast Open connection started its window with the SYN's data
+        # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
+        tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else stack.tcp.config.initial_cwnd
+        tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
     tcb.last_received_at = now
@@ -449,7 +453,7 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
             return
         parent = tcb.parent
-        if parent is not None and len(parent.accept_queue) > parent.backlog:
+        if parent is not None and not tcb.fastopen_passive and len(parent.accept_queue) > parent.backlog:
             # Linux tcp_v4_syn_recv_sock: no room to queue the connection; drop the ACK and
             # let the SYN-ACK retransmission try again later.
             counters.tcp["ListenOverflows"] += 1
@@ -744,9 +748,10 @@ def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
     tcb.fin_received = True
     if tcb.state in (ESTABLISHED, SYN_RECEIVED):
         tcb.state = CLOSE_WAIT
-        if seq_diff(tcb.rcv_nxt, tcb.irs) > 2:
-            # Linux tcp_fin enters ping-pong mode: once data has flowed in, the FIN's ACK
-            # waits for the delayed-ACK timer (our own FIN may ride on it).
+        if seq_diff(tcb.rcv_nxt, tcb.irs) - tcb.syn_data_received > 2:
+            # Linux tcp_fin enters ping-pong mode: once data has flowed in (data in a Fast Open
+            # SYN does not count: it leaves Linux's ato at 0), the FIN's ACK waits for the
+            # delayed-ACK timer (our own FIN may ride on it).
             tcb.quickacks = 0
             schedule_ack(stack, tcb, full_segment=False)
         else:
@@ -774,7 +779,7 @@ def enter_time_wait(stack: Stack, tcb: TCB) -> None:
 
 def reset_received(stack: Stack, tcb: TCB) -> None:
     stack.counters.tcp["EstabResets" if tcb.state in (ESTABLISHED, CLOSE_WAIT) else "InRsts"] += 1
-    if tcb.state == SYN_RECEIVED and tcb.parent is not None:
+    if tcb.state == SYN_RECEIVED and tcb.parent is not None and not tcb.fastopen_passive:
         stack.tcp.done(tcb)  # a passive half-open connection just goes away
     elif tcb.state in (CLOSING, LAST_ACK, TIME_WAIT):
         stack.tcp.done(tcb)

@@ -113,6 +113,7 @@ class TcpLayer:
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True
+        sock.reuseaddr = parent_sock.reuseaddr  # Linux's clone keeps sk_reuse: the port is shared alike
         child = self.new_tcb(sock)
         sock.tcb = child
         child.local_addr, child.local_port, child.remote_addr, child.remote_port = laddr, lport, raddr, rport
@@ -151,7 +152,7 @@ class TcpLayer:
         parent = tcb.parent
         if parent is not None:
             parent.syn_queue = max(parent.syn_queue - 1, 0)
-            if parent.state == LISTEN:
+            if parent.state == LISTEN and not tcb.fastopen_passive:  # a Fast Open one is queued already
                 parent.accept_queue.append(tcb)
                 self.stack.wake(parent.sock)
         self.stack.wake(tcb.sock)
@@ -165,8 +166,6 @@ class TcpLayer:
         tcb.timewait_at = tcb.fin_wait2_at = math.inf
         if was == SYN_RECEIVED and tcb.parent is not None:
             tcb.parent.syn_queue = max(tcb.parent.syn_queue - 1, 0)
-        if tcb.parent is not None and tcb in tcb.parent.accept_queue:
-            tcb.parent.accept_queue.remove(tcb)
         if tcb.orphan or tcb.sock.fd < 0:
             self.unbind(tcb.sock)
         self.stack.wake(tcb.sock)

@@ -100,6 +100,8 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int, new_d
             sack_permitted=tcb.want_sack,
             ts_val=ts_now(stack, tcb) if tcb.want_ts else None,
             ts_ecr=tcb.ts_recent if tcb.want_ts and flags & ACK else 0,
+            fastopen=tcb.fastopen_option,
+            fastopen_exp=tcb.fastopen_option_exp,
         )
         window = min(window_to_advertise(tcb), 0xFFFF)
         raw_window = window
@@ -186,6 +188,7 @@ def send_ack(stack: Stack, tcb: TCB) -> None:
 def send_syn(stack: Stack, tcb: TCB) -> None:
     flags = SYN | ACK if tcb.state == SYN_RECEIVED else SYN
     transmit(stack, tcb, tcb.iss, b"", flags)
+    tcb.fastopen_option = None  # a retransmission carries no Fast Open option (Linux)
 
 
 def send_reset_for(stack: Stack, tcb: TCB) -> None:
@@ -223,7 +226,7 @@ def data_at(tcb: TCB, seq: int, length: int) -> bytes:
 
 def tcp_output(stack: Stack, tcb: TCB) -> None:
     """Send what may be sent now: lost segments first, then new data, then a due ACK."""
-    if tcb.state in (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED):
+    if tcb.state in (CLOSED, LISTEN, SYN_SENT) or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive:
         if tcb.ack_now and tcb.state == SYN_RECEIVED:
             tcb.ack_now = False
         return

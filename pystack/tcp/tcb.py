@@ -78,6 +78,10 @@ class TcpConfig:
     early_retrans: int = 3  # tcp_early_retrans: 3 and 4 send tail loss probes (RFC 8985 TLP), 0 not
     ecn: int = 2  # tcp_ecn (RFC 3168): 1 ask for ECN and accept it, 2 only accept it, 0 neither
     recovery: int = 1  # tcp_recovery: bit 1, RACK loss detection (RFC 8985); 0: RFC 6675's DupThresh
+    fastopen: int = 0x1  # tcp_fastopen (RFC 7413; the bits in fastopen.py): Linux's default, client only
+    # tcp_fastopen_key, the key of a server's cookies: Linux's is random at boot, pystack's is
+    # packetdrill's defaults.sh one, so that runs repeat (a server sets its own).
+    fastopen_key: bytes = bytes.fromhex("a1a1a1a1b2b2b2b2c3c3c3c3d4d4d4d4")
 
 
 @dataclass(eq=False, slots=True)
@@ -246,6 +250,16 @@ class TCB:
     syn_overflow_at: float = -math.inf  # when the SYN queue last overflowed (SYN cookies sent)
     accept_queue: deque[TCB] = field(default_factory=deque)
     parent: TCB | None = None
+    # Fast Open (RFC 7413): a listener's queue of data-carrying SYNs not yet acknowledged
+    # (TCP_FASTOPEN; 0: Fast Open is off), its own key (TCP_FASTOPEN_KEY), and on a connection,
+    # the cookie option its SYN or SYN-ACK carries (the first one only) and whether data in the SYN was accepted.
+    fastopen_max_qlen: int = 0
+    fastopen_key: bytes | None = None
+    fastopen_option: bytes | None = None  # our next SYN's (or SYN-ACK's) Fast Open option, if any
+    fastopen_option_exp: bool = False
+    syn_data_acked: bool = False
+    syn_data_received: int = 0  # passive: the bytes a SYN carried (not data received as Linux's ato counts it)
+    fastopen_passive: bool = False  # a passive Fast Open connection: may send before the handshake ends
 
     @property
     def key(self) -> tuple[int, int, int, int]:

@@ -1,0 +1,177 @@
+"""TCP Fast Open (RFC 7413) as Linux does it: cookies, the server's SYN data, the option's forms.
+
+The cookie vectors are the ones packetdrill's fastopen scripts check
+Linux against (addresses and tcp_fastopen_key as the scripts set them).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as pysocket
+
+import pytest
+
+from pystack.socket import IPPROTO_TCP, SOCK_STREAM
+from pystack.tcp.fastopen import TCP_FASTOPEN, TCP_FASTOPEN_KEY, make_cookie, parse_key
+from pystack.tcp.tcb import TcpConfig
+from pystack.wire.tcp import TcpOptions, build_options, parse_options
+from tests.tcp_harness import ME, PEER, PeerBench, PeerConn
+
+SCRIPT_KEY = "a0bf63f7-ed803d81-cd641d30-cebc4a90"
+PEER_ISN = 1_000_000
+
+
+def addr(text: str) -> bytes:
+    return pysocket.inet_aton(text)
+
+
+@pytest.mark.parametrize(("client", "server", "key", "cookie"), [
+    ("10.248.0.2", "192.168.0.2", SCRIPT_KEY, "00abaaabe8e954c2"),
+    ("10.248.0.3", "192.168.0.2", SCRIPT_KEY, "1313a2da994a0951"),
+    ("10.248.0.3", "192.168.0.3", SCRIPT_KEY, "76d2c1c530f51f79"),
+    ("192.0.2.1", "192.168.0.1", "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4", "3021b9d889017eeb"),
+    ("10.248.0.2", "192.168.0.2", "00000000-00000000-00000000-00000000", "93b7aa4f550f8a1a"),
+])
+def test_cookie_is_linux_siphash_of_both_addresses(client, server, key, cookie):
+    assert make_cookie(parse_key(key), addr(client), addr(server)).hex() == cookie
+
+
+def test_sockopt_key_bytes_are_the_sysctl_words_little_endian():
+    raw = bytes.fromhex("f763bfa0813d80ed301d64cd904abcce")  # sockopt-fastopen-key.pkt's TCP_FASTOPEN_KEY
+    assert parse_key(SCRIPT_KEY) == raw
+    with pytest.raises(ValueError):
+        parse_key("a0bf63f7-ed803d81")
+
+
+@pytest.mark.parametrize(("cookie", "exp", "wire"), [
+    (b"", False, "2202" "0101"),  # a request: kind 34, padded with two NOPs
+    (bytes.fromhex("abcd1234"), False, "2206abcd1234" "0101"),
+    (bytes.fromhex("112233445566"), False, "2208112233445566"),
+    (b"", True, "fe04f989"),  # the experimental form needs no padding for a request
+    (bytes.fromhex("0011223344556677"), True, "fe0cf9890011223344556677"),
+])
+def test_fastopen_option_goes_last_in_linux_form(cookie, exp, wire):
+    raw = build_options(TcpOptions(mss=1460, fastopen=cookie, fastopen_exp=exp), syn=True)
+    assert raw[4:].hex() == wire
+    parsed = parse_options(raw)
+    assert (parsed.fastopen, parsed.fastopen_exp) == (cookie, exp)
+
+
+def server(bits: int = 0x403, key: str = SCRIPT_KEY) -> tuple[PeerBench, int]:
+    bench = PeerBench(TcpConfig(fastopen=bits, fastopen_key=parse_key(key)))
+    lfd = bench.stack.socket(type=SOCK_STREAM)
+    bench.stack.bind(lfd, ("0.0.0.0", 80))
+    bench.stack.listen(lfd, 4)
+    return bench, lfd
+
+
+def syn(bench: PeerBench, fo: bytes | None, payload: bytes = b"", exp: bool = False) -> PeerConn:
+    conn = PeerConn(bench, 40000, 80, PEER_ISN)
+    options: list = [("MSS", 1460), ("SAckOK", b"")]
+    if fo is not None:
+        options.append((254, b"\xf9\x89" + fo) if exp else (34, fo))
+    conn.send("S", payload=payload, options=options)
+    return conn
+
+
+def fastopen_option(pkt) -> tuple[bytes | None, bool]:
+    """The Fast Open option of a segment the stack sent: (cookie, experimental form)."""
+    raw = bytes(pkt.tcp)
+    options = parse_options(raw[20 : pkt.tcp.dataofs * 4])
+    return options.fastopen, options.fastopen_exp
+
+
+def valid_cookie() -> bytes:
+    return make_cookie(parse_key(SCRIPT_KEY), addr(PEER), addr(ME))
+
+
+def test_cookie_request_is_answered_with_the_cookie_in_the_form_asked():
+    bench, _ = server()
+    syn(bench, b"", exp=True)
+    synack = bench.expect(flags="SA", ack=PEER_ISN + 1)
+    assert fastopen_option(synack) == (valid_cookie(), True)
+    assert bench.counters.tcp["TCPFastOpenCookieReqd"] == 1
+
+
+def test_valid_cookie_data_is_acknowledged_and_readable_before_the_handshake_ends():
+    bench, lfd = server()
+    conn = syn(bench, valid_cookie(), b"hello")
+    synack = bench.expect(flags="SA", ack=PEER_ISN + 1 + 5)
+    assert fastopen_option(synack) == (None, False)  # a valid cookie is not sent back
+    fd, _ = bench.stack.accept(lfd)  # queued at once, before the peer's ACK
+    assert bench.stack.recv(fd, 100) == b"hello"
+    assert bench.stack.sockfd_lookup(fd).tcb.syn_data_acked
+    assert bench.stack.send(fd, b"x" * 100) == 100  # and it may send in SYN-RECEIVED
+    bench.expect(flags="PA", seq=synack.seq + 1, length=100)
+    conn.ack = synack.seq + 1 + 100
+    conn.send("A")
+    assert bench.stack.sockfd_lookup(fd).tcb.state_name == "ESTABLISHED"
+    assert bench.counters.tcp["TCPFastOpenPassive"] == 1
+
+
+def test_wrong_cookie_falls_back_to_a_handshake_and_returns_the_right_cookie():
+    bench, lfd = server()
+    syn(bench, bytes(8), b"hello")
+    synack = bench.expect(flags="SA", ack=PEER_ISN + 1)  # the data is not acknowledged
+    assert fastopen_option(synack) == (valid_cookie(), False)
+    with pytest.raises(BlockingIOError):
+        bench.stack.accept(lfd)
+    assert bench.counters.tcp["TCPFastOpenPassiveFail"] == 1
+
+
+def test_cookie_not_required_takes_data_without_any_option():
+    bench, lfd = server(bits=0x603)
+    syn(bench, None, b"hello")
+    bench.expect(flags="SA", ack=PEER_ISN + 1 + 5)
+    fd, _ = bench.stack.accept(lfd)
+    assert bench.stack.recv(fd, 100) == b"hello"
+
+
+def test_listener_without_fastopen_ignores_the_data_and_sends_no_cookie():
+    bench, lfd = server(bits=0x3)  # server enabled, but no TCP_FASTOPEN on the listener
+    syn(bench, b"", b"hello")
+    synack = bench.expect(flags="SA", ack=PEER_ISN + 1)
+    assert fastopen_option(synack) == (None, False)
+    bench.stack.setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN, 1)
+    assert bench.stack.getsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN) == 1
+
+
+def test_listener_key_sockopt_makes_the_cookies():
+    bench, lfd = server(key="00000000-00000000-00000000-00000000")
+    key = parse_key(SCRIPT_KEY)
+    bench.stack.setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN_KEY, key)
+    with pytest.raises(OSError) as info:
+        bench.stack.setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN_KEY, b"abc")
+    assert info.value.errno == errno.EINVAL
+    syn(bench, b"")
+    assert fastopen_option(bench.expect(flags="SA")) == (valid_cookie(), False)
+
+
+def test_reset_before_accept_leaves_the_data_then_the_error():
+    bench, lfd = server()
+    conn = syn(bench, valid_cookie(), b"0123456789")
+    bench.expect(flags="SA")
+    conn.send("R")
+    fd, _ = bench.stack.accept(lfd)
+    assert bench.stack.recv(fd, 512) == b"0123456789"
+    with pytest.raises(ConnectionResetError):
+        bench.stack.recv(fd, 512)
+
+
+def test_closing_the_listener_resets_its_fastopen_child():
+    bench, lfd = server()
+    syn(bench, valid_cookie(), b"0123456789")
+    synack = bench.expect(flags="SA")
+    bench.stack.close(lfd)
+    bench.expect(flags="RA", seq=synack.seq + 1, ack=PEER_ISN + 11)
+
+
+def test_fastopen_queue_limit_falls_back_when_full():
+    bench, lfd = server()
+    bench.stack.setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN, 1)
+    syn(bench, valid_cookie(), b"a")
+    bench.expect(flags="SA", ack=PEER_ISN + 2)
+    other = PeerConn(bench, 40001, 80, PEER_ISN)
+    other.send("S", payload=b"b", options=[("MSS", 1460), (34, valid_cookie())])
+    bench.expect(flags="SA", ack=PEER_ISN + 1)  # the first still waits for its ACK: no room
+    assert bench.counters.tcp["TCPFastOpenListenOverflow"] == 1
