@@ -11,8 +11,15 @@ import socket as pysocket
 
 import pytest
 
-from pystack.socket import IPPROTO_TCP, SOCK_STREAM
-from pystack.tcp.fastopen import TCP_FASTOPEN, TCP_FASTOPEN_KEY, make_cookie, parse_key
+from pystack.socket import IPPROTO_TCP, MSG_DONTWAIT, SOCK_STREAM
+from pystack.tcp.api import MSG_FASTOPEN
+from pystack.tcp.fastopen import (
+    TCP_FASTOPEN,
+    TCP_FASTOPEN_CONNECT,
+    TCP_FASTOPEN_KEY,
+    make_cookie,
+    parse_key,
+)
 from pystack.tcp.tcb import TcpConfig
 from pystack.wire.tcp import TcpOptions, build_options, parse_options
 from tests.tcp_harness import ME, PEER, PeerBench, PeerConn
@@ -175,3 +182,102 @@ def test_fastopen_queue_limit_falls_back_when_full():
     other.send("S", payload=b"b", options=[("MSS", 1460), (34, valid_cookie())])
     bench.expect(flags="SA", ack=PEER_ISN + 1)  # the first still waits for its ACK: no room
     assert bench.counters.tcp["TCPFastOpenListenOverflow"] == 1
+
+
+# ---------------------------------------------------------------- client
+
+
+def client(bits: int = 0x1) -> tuple[PeerBench, int]:
+    bench = PeerBench(TcpConfig(fastopen=bits))
+    return bench, bench.stack.socket(type=SOCK_STREAM)
+
+
+def answer(bench: PeerBench, syn_pkt, ack: int, cookie: bytes | None = None, mss: int = 1460) -> PeerConn:
+    """The peer's SYN-ACK to the stack's SYN (acknowledging up to ``ack``), with a cookie if given."""
+    conn = PeerConn(bench, 80, syn_pkt.tcp.sport, PEER_ISN, ack=ack)
+    options: list = [("MSS", mss)] + ([(34, cookie)] if cookie is not None else [])
+    conn.send("SA", options=options)
+    return conn
+
+
+def fastopen_send(bench: PeerBench, fd: int, data: bytes) -> int:
+    try:
+        return bench.stack.sendto(fd, data, MSG_FASTOPEN | MSG_DONTWAIT, (PEER, 80))
+    except BlockingIOError as pending:
+        if pending.errno != errno.EINPROGRESS:
+            raise
+        return 0
+
+
+def warm_cache(bench: PeerBench, cookie: bytes, mss: int = 1460) -> None:
+    """A first connection asks for a cookie (a SYN without data) and is given ``cookie``."""
+    fd = bench.stack.socket(type=SOCK_STREAM)
+    assert fastopen_send(bench, fd, b"x" * 100) == 0
+    request = bench.expect(flags="S", length=0)
+    assert fastopen_option(request) == (b"", False)
+    answer(bench, request, request.seq + 1, cookie, mss)
+    bench.expect(flags="A")
+    bench.stack.close(fd)
+    bench.take()
+
+
+def test_client_sends_data_in_the_syn_once_it_has_a_cookie():
+    bench, fd = client()
+    warm_cache(bench, bytes.fromhex("abcd1234"), mss=940)
+    sent = fastopen_send(bench, fd, b"y" * 2000)
+    assert sent == 900  # the server's cached MSS less 40 bytes of options (Linux)
+    syn_pkt = bench.expect(flags="S", length=900)
+    assert fastopen_option(syn_pkt) == (bytes.fromhex("abcd1234"), False)
+    answer(bench, syn_pkt, syn_pkt.seq + 1 + 900)
+    bench.expect(flags="A", ack=PEER_ISN + 1, length=0)
+    tcb = bench.stack.sockfd_lookup(fd).tcb
+    assert tcb.syn_data_acked and tcb.state_name == "ESTABLISHED"
+    assert bench.counters.tcp["TCPFastOpenActive"] == 1
+
+
+def test_client_sends_the_syn_data_again_when_the_server_acks_only_the_syn():
+    bench, fd = client()
+    warm_cache(bench, bytes.fromhex("abcd1234"))
+    assert fastopen_send(bench, fd, b"y" * 1000) == 1000
+    syn_pkt = bench.expect(flags="S", length=1000)
+    answer(bench, syn_pkt, syn_pkt.seq + 1, bytes.fromhex("aaaabbbbccccdddd"))
+    bench.expect(flags="PA", seq=syn_pkt.seq + 1, length=1000)
+    assert not bench.stack.sockfd_lookup(fd).tcb.syn_data_acked
+    assert bench.stack.tcp.fastopen_cache[bench.stack.sockfd_lookup(fd).tcb.remote_addr].cookie == \
+        bytes.fromhex("aaaabbbbccccdddd")
+
+
+def test_client_syn_retransmission_carries_neither_data_nor_cookie():
+    bench, fd = client()
+    warm_cache(bench, bytes.fromhex("abcd1234"))
+    fastopen_send(bench, fd, b"y" * 100)
+    first = bench.expect(flags="S", length=100)
+    bench.advance(1.0)
+    again = [p for p in bench.take() if p.tcp.sport == first.tcp.sport]  # not the warm-up's FIN
+    assert [(p.flags, p.seq, len(p.payload), fastopen_option(p)) for p in again] == \
+        [("S", first.seq, 0, (None, False))]
+
+
+def test_client_errnos():
+    bench, fd = client(bits=0)
+    with pytest.raises(OSError) as info:
+        fastopen_send(bench, fd, b"y")
+    assert info.value.errno == errno.EOPNOTSUPP
+    bench, fd = client()
+    fastopen_send(bench, fd, b"y")
+    with pytest.raises(OSError) as info:
+        fastopen_send(bench, fd, b"y")
+    assert info.value.errno == errno.EALREADY
+
+
+def test_fastopen_connect_defers_the_syn_to_the_first_write():
+    bench, fd = client()
+    warm_cache(bench, bytes.fromhex("abcd1234"))
+    bench.stack.setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
+    bench.stack.connect(fd, (PEER, 80))  # returns at once: a cookie is cached
+    bench.expect_nothing()
+    with pytest.raises(OSError) as info:
+        bench.stack.connect(fd, (PEER, 80))
+    assert info.value.errno == errno.EISCONN
+    assert bench.stack.send(fd, b"z" * 500) == 500
+    assert fastopen_option(bench.expect(flags="S", length=500))[0] == bytes.fromhex("abcd1234")

@@ -34,8 +34,10 @@ SERVER_WO_SOCKOPT1 = 0x400  # every listener is Fast Open, as with TCP_FASTOPEN,
 
 # Socket options (linux/tcp.h)
 TCP_FASTOPEN = 23  # a listener takes data in SYNs; the value: how many may wait for their ACK
+TCP_FASTOPEN_CONNECT = 30  # connect() returns at once; the first write sends the SYN with its data
 TCP_FASTOPEN_KEY = 33  # a listener's own key
-OPTIONS = (TCP_FASTOPEN, TCP_FASTOPEN_KEY)
+OPTIONS = (TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_KEY)
+MAX_TCP_OPTION_SPACE = 40  # left free in a SYN with data (Linux: for options middleboxes add)
 SOMAXCONN = 4096
 
 COOKIE_LEN = 8  # what a server makes (TCP_FASTOPEN_COOKIE_SIZE)
@@ -105,9 +107,17 @@ def valid_cookie(cookie: bytes | None) -> bytes | None:
 # ---------------------------------------------------------------- server
 
 
-def set_option(tcb: TCB, option: int, value: int | bytes, number: int) -> None:
+def set_option(stack: Stack, tcb: TCB, option: int, value: int | bytes, number: int) -> None:
     """setsockopt() of one of OPTIONS (Linux do_tcp_setsockopt)."""
-    if option == TCP_FASTOPEN:
+    if option == TCP_FASTOPEN_CONNECT:
+        if not 0 <= number <= 1:
+            raise oserror(errno.EINVAL)
+        if not stack.tcp.config.fastopen & CLIENT_ENABLE:
+            raise oserror(errno.EOPNOTSUPP)
+        if tcb.state != CLOSED:
+            raise oserror(errno.EINVAL)
+        tcb.fastopen_connect = bool(number)
+    elif option == TCP_FASTOPEN:
         if number < 0 or tcb.state not in (CLOSED, LISTEN):
             raise oserror(errno.EINVAL)
         tcb.fastopen_max_qlen = min(number, SOMAXCONN)
@@ -175,6 +185,69 @@ class CachedCookie:
     """What a client remembers of one server (Linux tcp_fastopen_metrics)."""
 
     cookie: bytes = b""
-    mss: int = 0
-    exp: bool = False  # the server answered in the experimental option
-    syn_loss: bool = False  # a SYN with data went unanswered: the next SYN carries none
+    mss: int = 0  # the MSS of its last SYN-ACK
+    exp: bool = False  # the cookie came in the experimental option (and goes back in it)
+    try_exp: int = 0  # 1: a request in kind 34 went unanswered, ask in the experimental form; 2: back
+
+
+# ---------------------------------------------------------------- client
+
+
+def defer_connect(stack: Stack, tcb: TCB) -> bool:
+    """connect() with TCP_FASTOPEN_CONNECT and a cookie cached: it returns at once, and the first
+    write sends the SYN with the data (Linux tcp_fastopen_defer_connect)."""
+    cached = stack.tcp.fastopen_cache.get(tcb.remote_addr)
+    return tcb.fastopen_connect and (bool(cached and cached.cookie) or no_cookie(stack))
+
+
+def no_cookie(stack: Stack) -> bool:
+    return bool(stack.tcp.config.fastopen & CLIENT_NO_COOKIE)
+
+
+def prepare_syn(stack: Stack, tcb: TCB, data: bytes | None) -> int:
+    """Our SYN's Fast Open option, and how much of ``data`` (a Fast Open send's) it carries
+    (Linux tcp_send_syn_data): with a cached cookie (or tcp_fastopen's 0x4, none), as much as
+    the server's cached MSS less 40 bytes of options allows; without, a cookie request and no data."""
+    if data is None and not tcb.fastopen_connect:
+        return 0  # a plain connect()
+    cached = stack.tcp.fastopen_cache.get(tcb.remote_addr) or CachedCookie()
+    if data is not None and (cached.cookie or no_cookie(stack)):
+        mss = min(tcb.advmss, cached.mss or tcb.advmss, tcb.user_mss or tcb.advmss)
+        taken = min(max(mss - MAX_TCP_OPTION_SPACE, 0), len(data))
+        if not no_cookie(stack):
+            tcb.fastopen_option, tcb.fastopen_option_exp = cached.cookie, cached.exp
+        tcb.syn_data = taken > 0
+    else:
+        tcb.fastopen_option, tcb.fastopen_option_exp = b"", cached.try_exp == 1
+        taken = 0
+    tcb.syn_fastopen = tcb.fastopen_option is not None
+    tcb.syn_fastopen_exp = tcb.syn_fastopen and tcb.fastopen_option_exp
+    return taken
+
+
+def synack_input(stack: Stack, tcb: TCB, seg: TcpSegment, syn_retransmitted: bool) -> bool:
+    """The SYN-ACK of a Fast Open SYN, its ACK taken (Linux tcp_rcv_fastopen_synack): the cache
+    learns the server's MSS and cookie; True if data of the SYN is still unacknowledged (to be
+    sent again at once)."""
+    cookie = valid_cookie(seg.options.fastopen)
+    unacked = tcb.syn_data and bool(tcb.rtx)
+    try_exp = 0
+    if not tcb.syn_fastopen:
+        cookie = None  # unsolicited: ignored
+    elif not syn_retransmitted and not cookie and not tcb.syn_data:
+        try_exp = 2 if tcb.syn_fastopen_exp else 1  # asked, and no cookie came
+    cached = stack.tcp.fastopen_cache.setdefault(tcb.remote_addr, CachedCookie())
+    mss = seg.options.mss
+    if mss:
+        cached.mss = min(mss, tcb.user_mss) if tcb.user_mss else mss
+    if cookie:
+        cached.cookie, cached.exp = cookie, seg.options.fastopen_exp
+    elif try_exp > cached.try_exp and not cached.cookie and not cached.exp:
+        cached.try_exp = try_exp
+    if unacked:
+        stack.counters.tcp["TCPFastOpenActiveFail"] += 1
+        return True
+    tcb.syn_data_acked = tcb.syn_data
+    if tcb.syn_data_acked:
+        stack.counters.tcp["TCPFastOpenActive"] += 1
+    return False

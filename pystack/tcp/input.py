@@ -14,7 +14,7 @@ from ..addr import is_multicast
 from ..errors import Malformed
 from ..socket import IP_PMTUDISC_WANT, SKB_OVERHEAD
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpSegment, build_tcp, parse_tcp
+from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TcpSegment, build_tcp, parse_tcp
 from . import fastopen, recovery, syncookies
 from .output import (
     CE,
@@ -282,8 +282,9 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     return child
 
 
-def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
-    """Send our SYN (or SYN-ACK) and queue it for retransmission."""
+def start_handshake_segment(stack: Stack, tcb: TCB, data: int = 0) -> None:
+    """Send our SYN (or SYN-ACK) and queue it for retransmission; a Fast Open SYN carries the
+    first ``data`` bytes of the send buffer, queued apart: a retransmitted SYN carries none (Linux)."""
     now = stack.clock.now()
     tcb.snd_una = tcb.iss
     tcb.snd_nxt = seq_add(tcb.iss, 1)
@@ -291,8 +292,11 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    if data:
+        tcb.queue_segment(Sent(tcb.snd_nxt, seq_add(tcb.snd_nxt, data), PSH, now))
+        tcb.snd_nxt = seq_add(tcb.snd_nxt, data)
     tcb.want_ecn = tcb.state == SYN_SENT and stack.tcp.config.ecn == 1
-    send_syn(stack, tcb)
+    send_syn(stack, tcb, bytes(tcb.send_buffer[:data]))
     arm_rto(stack, tcb, now)
 
 
@@ -346,7 +350,15 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
     if seg.flags & ACK:
+        syn_retransmitted = tcb.retransmits > 0
         handshake_acked(stack, tcb, seg)
+        if seq_gt(seg.ack, tcb.snd_una):  # Fast Open: the SYN's data acknowledged too
+            cwnd = tcb.cwnd
+            process_ack(stack, tcb, seg, stack.clock.now())
+            tcb.cwnd = cwnd  # Linux takes that ACK before it sets the initial window
+        if (tcb.syn_fastopen or tcb.syn_data) and fastopen.synack_input(stack, tcb, seg, syn_retransmitted):
+            for item in tcb.rtx:
+                tcb.mark_lost(item)  # what the SYN carried and was not acknowledged goes again now
         tcb.ack_now = True
         return
     tcb.state = SYN_RECEIVED  # simultaneous open (RFC 9293 3.5)

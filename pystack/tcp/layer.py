@@ -21,6 +21,7 @@ from ..socket import IPPROTO_TCP, SOCK_STREAM, Socket
 from ..wire.ipv4 import HEADER_LEN as IP_HEADER_LEN
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from . import congestion
+from .fastopen import CachedCookie
 from .output import send_reset_for
 from .seq import MASK
 from .tcb import CLOSED, LISTEN, SYN_RECEIVED, TCB, TcpConfig
@@ -39,6 +40,7 @@ class TcpLayer:
         self.config = config or TcpConfig()
         self.conns: dict[ConnKey, TCB] = {}
         self.listeners: dict[int, list[TCB]] = {}
+        self.fastopen_cache: dict[int, CachedCookie] = {}  # per server address (Linux tcp_metrics)
         self.ports: dict[int, list[Socket]] = {}
         self._heap: list[tuple[float, int, TCB]] = []
         self._order = itertools.count()

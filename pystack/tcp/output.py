@@ -185,9 +185,9 @@ def send_ack(stack: Stack, tcb: TCB) -> None:
     transmit(stack, tcb, tcb.snd_nxt, b"", ACK)
 
 
-def send_syn(stack: Stack, tcb: TCB) -> None:
+def send_syn(stack: Stack, tcb: TCB, data: bytes = b"") -> None:
     flags = SYN | ACK if tcb.state == SYN_RECEIVED else SYN
-    transmit(stack, tcb, tcb.iss, b"", flags)
+    transmit(stack, tcb, tcb.iss, data, flags)
     tcb.fastopen_option = None  # a retransmission carries no Fast Open option (Linux)
 
 

@@ -230,6 +230,7 @@ class TCB:
     keepidle: float = 0.0  # 0: the stack's default
     keepintvl: float = 0.0
     keepcnt: int = 0
+    syn_retries: int = 0  # TCP_SYNCNT (0: the stack's tcp_syn_retries)
     user_timeout: float = 0.0
     notsent_lowat: int = 0  # TCP_NOTSENT_LOWAT (0: the stack's tcp_notsent_lowat)
     recvmsg_inq: bool = False  # TCP_INQ
@@ -260,6 +261,11 @@ class TCB:
     syn_data_acked: bool = False
     syn_data_received: int = 0  # passive: the bytes a SYN carried (not data received as Linux's ato counts it)
     fastopen_passive: bool = False  # a passive Fast Open connection: may send before the handshake ends
+    fastopen_connect: bool = False  # TCP_FASTOPEN_CONNECT: connect() waits for the first write's data
+    defer_connect: bool = False  # connect() returned, the SYN waits for data (a cookie is cached)
+    syn_fastopen: bool = False  # our SYN carried a Fast Open option (a cookie or a request)
+    syn_fastopen_exp: bool = False
+    syn_data: bool = False  # our SYN carried data
 
     @property
     def key(self) -> tuple[int, int, int, int]:
