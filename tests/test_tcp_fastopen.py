@@ -11,6 +11,7 @@ import socket as pysocket
 
 import pytest
 
+from pystack.links.virtual import VirtualNetwork
 from pystack.socket import IPPROTO_TCP, MSG_DONTWAIT, SOCK_STREAM
 from pystack.tcp.api import MSG_FASTOPEN
 from pystack.tcp.fastopen import (
@@ -281,3 +282,34 @@ def test_fastopen_connect_defers_the_syn_to_the_first_write():
     assert info.value.errno == errno.EISCONN
     assert bench.stack.send(fd, b"z" * 500) == 500
     assert fastopen_option(bench.expect(flags="S", length=500))[0] == bytes.fromhex("abcd1234")
+
+
+# ---------------------------------------------------------------- two pystack stacks
+
+
+def test_pystack_to_pystack_fastopen_over_a_virtual_network():
+    """A client and a server stack, Fast Open on both: the first connection gets a cookie, the second
+    carries its request in the SYN, which the server reads before the handshake ends (one RTT)."""
+    net = VirtualNetwork()
+    config = TcpConfig(fastopen=0x403)
+    client_stack, server_stack = net.add_stack(seed=1, tcp_config=config), net.add_stack(seed=2, tcp_config=config)
+    net.link(net.attach(client_stack, "eth0", "198.18.0.1"),
+             net.attach(server_stack, "eth0", "198.18.0.2", direction="server"), delay=0.01)
+    listener = server_stack.socket(type=SOCK_STREAM)
+    server_stack.bind(listener, ("0.0.0.0", 80))
+    server_stack.listen(listener, 8)
+    first = client_stack.socket(type=SOCK_STREAM)
+    with pytest.raises(BlockingIOError):  # no cookie yet: the SYN asks for one
+        client_stack.sendto(first, b"GET /", MSG_FASTOPEN | MSG_DONTWAIT, ("198.18.0.2", 80))
+    net.run_until(lambda: client_stack.connect_result(first) != errno.EINPROGRESS, 1.0)
+    assert [c.cookie for c in client_stack.tcp.fastopen_cache.values()] == [
+        make_cookie(config.fastopen_key, addr("198.18.0.1"), addr("198.18.0.2"))]
+    net.run_until(lambda: bool(server_stack.sockets[listener].tcb.accept_queue), 1.0)
+    server_stack.accept(listener)  # the first connection
+    second = client_stack.socket(type=SOCK_STREAM)
+    assert client_stack.sendto(second, b"GET /", MSG_FASTOPEN | MSG_DONTWAIT, ("198.18.0.2", 80)) == 5
+    start = net.clock.now()
+    net.run_until(lambda: bool(server_stack.sockets[listener].tcb.accept_queue), 1.0)
+    assert net.clock.now() - start == pytest.approx(0.01)  # one way: the SYN itself
+    fd, _ = server_stack.accept(listener)
+    assert server_stack.recv(fd, 100) == b"GET /"
