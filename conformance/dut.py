@@ -372,6 +372,10 @@ class Dut(ABC):
         """``ethtool -K``: segmentation offloads (tso, gso, gro) on or off; False if this DUT cannot."""
 
     @abstractmethod
+    def flush_metrics(self) -> None:
+        """Forget what the stack learnt of its peers (``ip tcp_metrics flush``: Fast Open cookies)."""
+
+    @abstractmethod
     def inspect(self, command: str) -> None:
         """A read-only inspection command (``grep ... /proc/net/tcp``); CalledProcessError if it fails."""
 
@@ -825,6 +829,9 @@ class LinuxDut(Dut):
                     return False
         return True
 
+    def flush_metrics(self) -> None:
+        self.ns.run(["ip", "tcp_metrics", "flush", "all"], capture_output=True, check=True)
+
     def inspect(self, command: str) -> None:
         self.ns.run(["sh", "-c", command], capture_output=True, check=True)
 
@@ -1129,6 +1136,9 @@ class PystackDut(Dut):
     def set_offloads(self, features: dict[str, bool]) -> bool:
         """pystack never offloads segmentation: every segment is built at the MSS, which is "off"."""
         return not any(features.values())
+
+    def flush_metrics(self) -> None:
+        self.stack.tcp.fastopen_cache.clear()
 
     def inspect(self, command: str) -> None:
         raise Unsupported(f"pystack has no /proc: cannot run `{command}`")

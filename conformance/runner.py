@@ -250,7 +250,8 @@ COOKIE_DEFINES = {"TFO_COOKIE": "3021b9d889017eeb", "TFO_COOKIE_ZERO": "b7c12350
 
 
 Action = tuple  # ("sysctl", name, value), ("qdisc", words), ("route", options), ("offload", {name: on}),
-#                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value)
+#                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value),
+#                 ("flush_metrics",)
 
 
 def command_actions(text: str, line: int | None = None) -> list[Action]:
@@ -265,8 +266,9 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
     scratch folder (standing for /tmp); ``grep``/``cat`` are read-only
     inspections run in the namespace; ``echo v > /sys/module/...`` is a
     module parameter (global, checked, never written). ``ip tcp_metrics
-    flush`` and the ``sysctl_restore`` clean-up need nothing (every run has
-    a fresh namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
+    flush`` forgets the DUT's Fast Open cookies (in the init command it needs
+    nothing, nor does the ``sysctl_restore`` clean-up: every run has a fresh
+    namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
     """
     actions: list[Action] = []
     text = text.replace("\\\n", " ")
@@ -300,6 +302,8 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
             actions.append(("sysctl", words[3].removeprefix("/proc/sys/").replace("/", "."), words[1]))
         elif head == "echo" and len(words) == 4 and words[2] == ">" and words[3].startswith("/sys/module/"):
             actions.append(("module", words[3], words[1]))
+        elif words[:2] == ["ip", "tcp_metrics"] and line is not None:
+            actions.append(("flush_metrics",))
         elif words[:2] == ["ip", "tcp_metrics"] or "sysctl_restore" in head:
             continue
         elif words[:3] in (["ip", "route", "change"], ["ip", "route", "replace"]):
@@ -713,6 +717,8 @@ class Runner:
                     raise Skip(line, str(why)) from None
                 if not done:
                     self.notes.append(f"{where}{kind} {action[1]} has no effect on {self.dut.kind}")
+            elif kind == "flush_metrics":
+                self.dut.flush_metrics()
             elif kind == "rm":
                 Path(self.host_path(action[1])).unlink(missing_ok=True)
             elif kind == "dd":

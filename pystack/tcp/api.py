@@ -307,7 +307,8 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
     if tcb.state == LISTEN:
         return POLLIN if tcb.accept_queue else 0
     mask = POLLERR if tcb.error or sock.errqueue else 0
-    read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected)  # recv won't wait
+    # recv won't wait; a connection that failed (a refused connect too) is shut both ways (Linux tcp_done)
+    read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and (sock.connected or bool(tcb.error)))
     if tcb.state == CLOSED or (read_shut and tcb.shut_wr):
         mask |= POLLHUP
     if read_shut or tcb.recv_buffer:

@@ -237,9 +237,8 @@ def synack_input(stack: Stack, tcb: TCB, seg: TcpSegment, syn_retransmitted: boo
     elif not syn_retransmitted and not cookie and not tcb.syn_data:
         try_exp = 2 if tcb.syn_fastopen_exp else 1  # asked, and no cookie came
     cached = stack.tcp.fastopen_cache.setdefault(tcb.remote_addr, CachedCookie())
-    mss = seg.options.mss
-    if mss:
-        cached.mss = min(mss, tcb.user_mss) if tcb.user_mss else mss
+    if seg.options.mss:
+        cached.mss = seg.options.mss  # as sent, whatever TCP_MAXSEG clamps this connection to (Linux)
     if cookie:
         cached.cookie, cached.exp = cookie, seg.options.fastopen_exp
     elif try_exp > cached.try_exp and not cached.cookie and not cached.exp:
