@@ -1204,10 +1204,13 @@ class Runner:
         return await self.sock(event, args[0]).sendto(bytes(_int(args[2])), address, _int(args[3]))
 
     def connecting(self, event: Event, fd: object, expr: object) -> tuple[str, int]:
-        """The address a connect() (or a Fast Open sendto()) goes to; its flow becomes the one under test."""
+        """The address a connect() (or a Fast Open sendto()) goes to; its flow becomes the one under test
+        (a second call on the socket under test, EALREADY or EISCONN, keeps its flow)."""
         address = self._address(event, expr, (self.dut.peer, BIND_PORT))
-        self.flow = Flow("tcp", "connecting", (self.dut.address, 0), address)
-        self.test_socket = self.sock(event, fd)
+        sock = self.sock(event, fd)
+        if sock is not self.test_socket or self.flow is None:
+            self.flow = Flow("tcp", "connecting", (self.dut.address, 0), address)
+            self.test_socket = sock
         return address
 
     async def sys_writev(self, event: Event, spec: SyscallSpec, args: list) -> int:
