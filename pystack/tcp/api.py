@@ -234,7 +234,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, dest: tuple
             return taken
     if tcb.error:
         raise oserror(tcb_take_error(tcb))
-    if tcb.state == SYN_SENT or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive:
+    if tcb.state in (SYN_SENT, SYN_RECEIVED) and not tcb.fastopen_passive:  # (never SYN-SENT)
         raise would_block()
     if tcb.shut_wr or tcb.state not in CAN_SEND and not tcb.fastopen_passive:
         raise oserror(errno.EPIPE)  # also never connected (Linux sk_stream_wait_connect)
