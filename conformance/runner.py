@@ -251,7 +251,7 @@ COOKIE_DEFINES = {"TFO_COOKIE": "3021b9d889017eeb", "TFO_COOKIE_ZERO": "b7c12350
 
 Action = tuple  # ("sysctl", name, value), ("qdisc", words), ("route", options), ("offload", {name: on}),
 #                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value),
-#                 ("flush_metrics",)
+#                 ("flush_metrics",), ("either", [alternatives' actions])
 
 
 def command_actions(text: str, line: int | None = None) -> list[Action]:
@@ -268,7 +268,8 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
     module parameter (global, checked, never written). ``ip tcp_metrics
     flush`` forgets the DUT's Fast Open cookies (in the init command it needs
     nothing, nor does the ``sysctl_restore`` clean-up: every run has a fresh
-    namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
+    namespace). Shell comments and ``\\`` line continuations are read as the shell reads them;
+    of ``a || b`` the first alternative whose sysctls the DUT has is carried out.
     """
     actions: list[Action] = []
     text = text.replace("\\\n", " ")
@@ -278,6 +279,11 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
         except ValueError:
             raise Skip(line, f"command not emulated: {raw.strip()}") from None
         if not words:
+            continue
+        if "||" in words:  # each alternative its own actions, the next one tried when one fails
+            bars = [i for i, word in enumerate(words) if word == "||"]
+            parts = [words[a + 1:b] for a, b in zip([-1, *bars], [*bars, len(words)], strict=True)]
+            actions.append(("either", [command_actions(shlex.join(part), line) for part in parts]))
             continue
         command = raw.split("#", 1)[0].strip()
         words = _without_redirections(words)
@@ -338,7 +344,7 @@ def _without_redirections(words: list[str]) -> list[str]:
     for i, word in enumerate(words):
         if skip:
             skip = False
-        elif word in (">", "2>") and words[i + 1:i + 2] == ["/dev/null"]:
+        elif word in (">", "2>", "&>") and words[i + 1:i + 2] == ["/dev/null"]:
             skip = True
         elif word not in ("2>&1", ">/dev/null", "2>/dev/null"):
             out.append(word)
@@ -717,6 +723,12 @@ class Runner:
                     raise Skip(line, str(why)) from None
                 if not done:
                     self.notes.append(f"{where}{kind} {action[1]} has no effect on {self.dut.kind}")
+            elif kind == "either":
+                # ``a || b``: a command fails here when a sysctl it sets does not exist on the DUT.
+                for alternative in action[1]:
+                    if all(self.dut.set_sysctl(a[1], a[2]) for a in alternative if a[0] == "sysctl"):
+                        await self.apply([a for a in alternative if a[0] != "sysctl"], line)
+                        break
             elif kind == "flush_metrics":
                 self.dut.flush_metrics()
             elif kind == "rm":
