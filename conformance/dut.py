@@ -66,6 +66,7 @@ from pystack.procfs import proc_net_tcp, proc_net_tcp6
 from pystack.socket import F_SETFL, O_NONBLOCK, POLLERR, POLLHUP, BadUserBuffer
 from pystack.stack import Stack
 from pystack.tcp.congestion import ALGORITHMS
+from pystack.tcp.fastopen import parse_key
 from pystack.tcp.mtu import TIMESTAMP_OPTION_LEN
 from pystack.tcp.output import unsent_bytes
 from pystack.tcp.tcb import LINUX_STATES, TcpConfig
@@ -85,6 +86,9 @@ SPIN_LIMIT = 1_000_000  # bound on spin iterations
 MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
 TCP_INFO = 11
 MSG_ERRQUEUE = 0x2000
+MSG_FASTOPEN = 0x20000000
+TCP_SYN_SENT = 2  # tcp_info's state number
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCPI_OPT_ECN, TCPI_OPT_SYN_DATA = 1, 2, 4, 8, 32
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
 EPOLLONESHOT, EPOLLET = 1 << 30, 1 << 31
 
@@ -173,9 +177,10 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
 }
 
 
-def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
-    """The TcpConfig that plays the part of ``sysctls`` on pystack, and what has no counterpart."""
-    cfg = TcpConfig()
+def pystack_tcp_config(sysctls: dict[str, str], cfg: TcpConfig | None = None) -> tuple[TcpConfig, list[str]]:
+    """The TcpConfig that plays the part of ``sysctls`` on pystack (``cfg`` changed, or a new one),
+    and what has no counterpart."""
+    cfg = TcpConfig() if cfg is None else cfg
     unmodelled: list[str] = []
     for name, value in sysctls.items():
         key = name.removeprefix("net.ipv4.")
@@ -201,6 +206,10 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             cfg.notsent_lowat = numbers[0] & 0xFFFFFFFF
         elif key == "tcp_syncookies" and numbers:
             cfg.syncookies = numbers[0]
+        elif key == "tcp_fastopen" and numbers:
+            cfg.fastopen = numbers[0]
+        elif key == "tcp_fastopen_key":
+            cfg.fastopen_key = parse_key(value)
         else:
             unmodelled.append(name)
     return cfg, unmodelled
@@ -235,9 +244,11 @@ def _is_numeric(value: str) -> bool:
 class DutSocket(ABC):
     """A socket on the DUT, with the kernel's blocking semantics.
 
-    Calls raise OSError with Linux errno values. ``send``/``sendmsg`` on a
-    blocking socket return only when everything was queued (as a blocking
-    ``write`` does); the others return as soon as the kernel would.
+    Calls raise OSError with Linux errno values. ``send``/``sendmsg`` (and
+    ``sendto`` on a stream) on a blocking socket return only when everything
+    was queued (as a blocking ``write`` does); the others return as soon as the
+    kernel would. ``sendto``/``sendmsg`` with an address and MSG_FASTOPEN
+    connect, with the data in the SYN.
     """
 
     nonblocking: bool = False
@@ -258,7 +269,8 @@ class DutSocket(ABC):
     async def send(self, data: bytes, flags: int = 0) -> int: ...
 
     @abstractmethod
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int: ...
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
+        ...
 
     @abstractmethod
     async def recv(self, size: int, flags: int = 0) -> bytes: ...
@@ -393,6 +405,10 @@ class Dut(ABC):
         """``ethtool -K``: segmentation offloads (tso, gso, gro) on or off; False if this DUT cannot."""
 
     @abstractmethod
+    def flush_metrics(self) -> None:
+        """Forget what the stack learnt of its peers (``ip tcp_metrics flush``: Fast Open cookies)."""
+
+    @abstractmethod
     def inspect(self, command: str) -> None:
         """A read-only inspection command (``grep ... /proc/net/tcp``); CalledProcessError if it fails."""
 
@@ -458,13 +474,18 @@ class KernelSocket(DutSocket):
     async def send(self, data: bytes, flags: int = 0) -> int:
         return await self._send_all(len(data), lambda view: self.raw.send(view, flags), data, flags)
 
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
         """One real sendmsg() with the script's iovecs (their number matters: MSG_ZEROCOPY pins each);
         a blocking socket then sends the rest as a blocking write would."""
-        sent = await self._retry(lambda: self.raw.sendmsg(buffers, [], flags), trio.lowlevel.wait_writable, flags)
+        where = () if address is None else (address,)
+        sent = await self._retry(lambda: self.raw.sendmsg(buffers, [], flags, *where),
+                                 trio.lowlevel.wait_writable, flags)
         total = sum(len(b) for b in buffers)
-        if sent < total and not (self.nonblocking or flags & MSG_DONTWAIT):
-            sent += await self.send(b"".join(buffers)[sent:], flags)
+        if not (self.nonblocking or flags & MSG_DONTWAIT):
+            if sent < total:
+                sent += await self.send(b"".join(buffers)[sent:], flags & ~MSG_FASTOPEN)
+            else:
+                await self._await_fastopen_connect()
         return sent
 
     async def _send_all(self, total: int, op: Callable[[memoryview], int], data: bytes, flags: int) -> int:
@@ -473,15 +494,33 @@ class KernelSocket(DutSocket):
         while True:
             rest = view[sent:]
             sent += await self._retry(lambda rest=rest: op(rest), trio.lowlevel.wait_writable, flags)
-            if sent >= total or self.nonblocking or flags & MSG_DONTWAIT:
+            if self.nonblocking or flags & MSG_DONTWAIT:
                 return sent
+            if sent >= total:
+                await self._await_fastopen_connect()
+                return sent
+
+    async def _await_fastopen_connect(self) -> None:
+        """A blocking send that opened the connection (Fast Open: the data went in the SYN) returns
+        once the handshake is over, as the kernel's blocking call does; the raw socket never blocks."""
+        if self.raw.type != _socket.SOCK_STREAM or self.tcp_info()["tcpi_state"] != TCP_SYN_SENT:
+            return
+        await trio.lowlevel.wait_writable(self.raw)
+        error = self.raw.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
 
     async def recv(self, size: int, flags: int = 0) -> bytes:
         return await self._retry(lambda: self.raw.recv(size, flags), trio.lowlevel.wait_readable, flags)
 
     async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
-        return await self._retry(lambda: self.raw.sendto(data, flags, address),
-                                 trio.lowlevel.wait_writable, flags)
+        sent = await self._retry(lambda: self.raw.sendto(data, flags, address), trio.lowlevel.wait_writable, flags)
+        if self.raw.type == _socket.SOCK_STREAM and not (self.nonblocking or flags & MSG_DONTWAIT):
+            if sent < len(data):
+                sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
+            else:
+                await self._await_fastopen_connect()
+        return sent
 
     async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         return await self._retry(lambda: self.raw.recvfrom(size, flags),
@@ -823,6 +862,9 @@ class LinuxDut(Dut):
                     return False
         return True
 
+    def flush_metrics(self) -> None:
+        self.ns.run(["ip", "tcp_metrics", "flush", "all"], capture_output=True, check=True)
+
     def inspect(self, command: str) -> None:
         self.ns.run(["sh", "-c", command], capture_output=True, check=True)
 
@@ -908,20 +950,21 @@ class PystackSocket(DutSocket):
             if sent >= len(data) or self.stack.is_nonblocking(self.fd, flags):
                 return sent
 
-    async def sendmsg(self, buffers: list[bytes], flags: int = 0) -> int:
-        if self.stack.is_nonblocking(self.fd, flags):
-            return await self.sock.sendmsg(buffers, (), flags)
+    async def sendmsg(self, buffers: list[bytes], flags: int = 0, address: tuple[str, int] | None = None) -> int:
+        sent = await self.sock.sendmsg(buffers, (), flags, address)
         data = b"".join(buffers)
-        sent = await self.sock.sendmsg(buffers, (), flags)
-        if sent < len(data):
-            sent += await self.send(data[sent:], flags)
+        if sent < len(data) and not self.stack.is_nonblocking(self.fd, flags):
+            sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
         return sent
 
     async def recv(self, size: int, flags: int = 0) -> bytes:
         return await self.sock.recv(size, flags)
 
     async def sendto(self, data: bytes, address: tuple[str, int], flags: int = 0) -> int:
-        return await self.sock.sendto(data, flags, address)
+        sent = await self.sock.sendto(data, flags, address)
+        if sent < len(data) and self.sock.type == _socket.SOCK_STREAM and not self.stack.is_nonblocking(self.fd, flags):
+            sent += await self.send(data[sent:], flags & ~MSG_FASTOPEN)
+        return sent
 
     async def recvfrom(self, size: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         return await self.sock.recvfrom(size, flags)
@@ -973,6 +1016,9 @@ class PystackSocket(DutSocket):
             "tcpi_notsent_bytes": max(unsent_bytes(tcb), 0),
             "tcpi_bytes_acked": tcb.bytes_acked,
             "tcpi_snd_wnd": tcb.snd_wnd,
+            "tcpi_options": (TCPI_OPT_TIMESTAMPS if tcb.ts_ok else 0) | (TCPI_OPT_SACK if tcb.sack_ok else 0)
+            | (TCPI_OPT_WSCALE if tcb.want_wscale else 0) | (TCPI_OPT_ECN if tcb.ecn_ok else 0)
+            | (TCPI_OPT_SYN_DATA if tcb.syn_data_acked else 0),
         }
 
     def ioctl(self, request: int) -> int:
@@ -1084,14 +1130,8 @@ class PystackDut(Dut):
     def set_sysctl(self, name: str, value: str) -> bool:
         if apply_stack_sysctl(self.stack, name, value):
             return True
-        cfg, unmodelled = pystack_tcp_config({name: value})
-        if unmodelled:
-            return False
-        current = self.stack.tcp.config
-        for attr in vars(current):
-            if getattr(cfg, attr) != getattr(TcpConfig(), attr):
-                setattr(current, attr, getattr(cfg, attr))
-        return True
+        _, unmodelled = pystack_tcp_config({name: value}, self.stack.tcp.config)
+        return not unmodelled
 
     def epoll(self) -> DutEpoll:
         epoll = PystackEpoll(self)
@@ -1148,6 +1188,9 @@ class PystackDut(Dut):
     def set_offloads(self, features: dict[str, bool]) -> bool:
         """pystack never offloads segmentation: every segment is built at the MSS, which is "off"."""
         return not any(features.values())
+
+    def flush_metrics(self) -> None:
+        self.stack.tcp.fastopen_cache.clear()
 
     def inspect(self, command: str) -> None:
         """The command run against pystack's /proc/net/tcp and tcp6, written to a folder of its own."""

@@ -55,10 +55,11 @@ import operator
 import os
 import re
 import shlex
+import socket as _socket
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -67,6 +68,7 @@ import trio.testing
 from pystack.addr import aton
 from pystack.checksum import internet_checksum, pseudo_header_sum
 from pystack.host.netns import NeedsNetAdmin
+from pystack.tcp.fastopen import KEY_LEN, make_cookie, parse_key
 
 from .dut import (
     PACKETDRILL_DEFAULTS,
@@ -184,7 +186,8 @@ SYMBOLS: dict[str, int] = {
     "TCP_NODELAY": 1, "TCP_MAXSEG": 2, "TCP_CORK": 3, "TCP_KEEPIDLE": 4, "TCP_KEEPINTVL": 5,
     "TCP_KEEPCNT": 6, "TCP_SYNCNT": 7, "TCP_LINGER2": 8, "TCP_DEFER_ACCEPT": 9,
     "TCP_WINDOW_CLAMP": 10, "TCP_INFO": 11, "TCP_QUICKACK": 12, "TCP_CONGESTION": 13,
-    "TCP_USER_TIMEOUT": 18, "TCP_FASTOPEN": 23, "TCP_NOTSENT_LOWAT": 25,
+    "TCP_USER_TIMEOUT": 18, "TCP_FASTOPEN": 23, "TCP_NOTSENT_LOWAT": 25, "TCP_FASTOPEN_CONNECT": 30,
+    "TCP_FASTOPEN_KEY": 33, "TCP_FASTOPEN_NO_COOKIE": 34,
     "IP_TOS": 1, "IP_TTL": 2, "IP_MTU_DISCOVER": 10, "IP_MTU": 14,
     "MSG_OOB": 0x1, "MSG_PEEK": 0x2, "MSG_DONTROUTE": 0x4, "MSG_TRUNC": 0x20,
     "MSG_DONTWAIT": 0x40, "MSG_EOR": 0x80, "MSG_WAITALL": 0x100, "MSG_NOSIGNAL": 0x4000,
@@ -216,9 +219,15 @@ SYMBOLS: dict[str, int] = {
     "POLLIN": 0x1, "POLLPRI": 0x2, "POLLOUT": 0x4, "POLLERR": 0x8, "POLLHUP": 0x10, "POLLNVAL": 0x20,
     "POLLRDNORM": 0x40, "POLLRDBAND": 0x80, "POLLWRNORM": 0x100, "POLLWRBAND": 0x200, "POLLRDHUP": 0x2000,
 }
-# Names a code block may use besides tcpi_* (packetdrill's Python environment: TCP_CA_* of linux/tcp.h).
+# Names a code block may use besides tcpi_* (packetdrill's Python environment: TCP_CA_*, TCPI_OPT_*
+# and the TCP_* states of linux/tcp.h).
 CODE_CONSTANTS = {"TCP_CA_Open": 0, "TCP_CA_Disorder": 1, "TCP_CA_CWR": 2, "TCP_CA_Recovery": 3,
-                  "TCP_CA_Loss": 4}
+                  "TCP_CA_Loss": 4,
+                  "TCPI_OPT_TIMESTAMPS": 1, "TCPI_OPT_SACK": 2, "TCPI_OPT_WSCALE": 4, "TCPI_OPT_ECN": 8,
+                  "TCPI_OPT_ECN_SEEN": 16, "TCPI_OPT_SYN_DATA": 32, "TCPI_OPT_USEC_TS": 64,
+                  "TCP_ESTABLISHED": 1, "TCP_SYN_SENT": 2, "TCP_SYN_RECV": 3, "TCP_FIN_WAIT1": 4,
+                  "TCP_FIN_WAIT2": 5, "TCP_TIME_WAIT": 6, "TCP_CLOSE": 7, "TCP_CLOSE_WAIT": 8, "TCP_LAST_ACK": 9,
+                  "TCP_LISTEN": 10, "TCP_CLOSING": 11}
 CONTROL_SPACE = 4096  # packetdrill's MSGHDR_MAX_CONTROLLEN
 
 SUPPORTED_SYSCALLS = {
@@ -227,15 +236,22 @@ SUPPORTED_SYSCALLS = {
     "ioctl", "poll", "epoll_create", "epoll_ctl", "epoll_wait", "open", "sendfile", "pipe", "splice",
 }
 # --mss=N: an inbound TCP segment longer than N is injected as one GSO packet of N-byte segments.
+# --local_ip / --remote_ip: the addresses the script's literal Fast Open cookies were made for (the
+# runner's own addresses are in 198.18.0.0/15; see fastopen_cookies).
 SUPPORTED_OPTIONS = {"tolerance_usecs", "tolerance_percent", "tcp_ts_tick_usecs", "strict_segments",
-                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled", "mss"}
+                     "ip_version", "non_fatal", "verbose", "tcp_ts_ecr_scaled", "mss", "local_ip", "remote_ip"}
+# packetdrill's run_all.py defines these for its default addresses (--local_ip=192.168.0.1
+# --remote_ip=192.0.2.1) and defaults.sh's key: the cookies of the key of all zeros and of that key.
+SCRIPT_LOCAL, SCRIPT_REMOTE = "192.168.0.1", "192.0.2.1"
+COOKIE_DEFINES = {"TFO_COOKIE": "3021b9d889017eeb", "TFO_COOKIE_ZERO": "b7c12350a90dc8f5"}
 
 
 # ---------------------------------------------------------------- commands (emulated)
 
 
 Action = tuple  # ("sysctl", name, value), ("qdisc", words), ("route", options), ("offload", {name: on}),
-#                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value)
+#                 ("rm", path), ("dd", path, size), ("inspect", command), ("module", path, value),
+#                 ("flush_metrics",), ("either", [alternatives' actions])
 
 
 _ARITHMETIC = re.compile(r"\$\(\(([^()]*(?:\([^()]*\)[^()]*)*)\)\)")
@@ -272,8 +288,10 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
     scratch folder (standing for /tmp); ``grep``/``cat`` are read-only
     inspections run in the namespace; ``echo v > /sys/module/...`` is a
     module parameter (global, checked, never written). ``ip tcp_metrics
-    flush`` and the ``sysctl_restore`` clean-up need nothing (every run has
-    a fresh namespace). Shell comments and ``\\`` line continuations are read as the shell reads them.
+    flush`` forgets the DUT's Fast Open cookies (in the init command it needs
+    nothing, nor does the ``sysctl_restore`` clean-up: every run has a fresh
+    namespace). Shell comments and ``\\`` line continuations are read as the shell reads them;
+    of ``a || b`` the first alternative whose sysctls the DUT has is carried out.
     """
     actions: list[Action] = []
     text = _ARITHMETIC.sub(lambda m: str(_shell_arithmetic(m.group(1), line)), text.replace("\\\n", " "))
@@ -283,6 +301,11 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
         except ValueError:
             raise Skip(line, f"command not emulated: {raw.strip()}") from None
         if not words:
+            continue
+        if "||" in words:  # each alternative its own actions, the next one tried when one fails
+            bars = [i for i, word in enumerate(words) if word == "||"]
+            parts = [words[a + 1:b] for a, b in zip([-1, *bars], [*bars, len(words)], strict=True)]
+            actions.append(("either", [command_actions(shlex.join(part), line) for part in parts]))
             continue
         command = raw.split("#", 1)[0].strip()
         words = _without_redirections(words)
@@ -307,6 +330,8 @@ def command_actions(text: str, line: int | None = None) -> list[Action]:
             actions.append(("sysctl", words[3].removeprefix("/proc/sys/").replace("/", "."), words[1]))
         elif head == "echo" and len(words) == 4 and words[2] == ">" and words[3].startswith("/sys/module/"):
             actions.append(("module", words[3], words[1]))
+        elif words[:2] == ["ip", "tcp_metrics"] and line is not None:
+            actions.append(("flush_metrics",))
         elif words[:2] == ["ip", "tcp_metrics"] or "sysctl_restore" in head:
             continue
         elif words[:3] in (["ip", "route", "change"], ["ip", "route", "replace"]):
@@ -341,7 +366,7 @@ def _without_redirections(words: list[str]) -> list[str]:
     for i, word in enumerate(words):
         if skip:
             skip = False
-        elif word in (">", "2>") and words[i + 1:i + 2] == ["/dev/null"]:
+        elif word in (">", "2>", "&>") and words[i + 1:i + 2] == ["/dev/null"]:
             skip = True
         elif word not in ("2>&1", ">/dev/null", "2>/dev/null"):
             out.append(word)
@@ -407,6 +432,50 @@ def plan(script: Script) -> DutConfig:
     return DutConfig(sysctls=sysctls, gso_injection="mss" in script.options)
 
 
+def fastopen_cookies(script: Script, local: str, remote: str) -> dict[str, str]:
+    """The script's Fast Open cookies (hex) and the ones the DUT makes in their place.
+
+    A server's cookie hashes both addresses: a cookie the script writes was made
+    by a key the script names (defaults.sh's, a ``tcp_fastopen_key`` sysctl, a
+    TCP_FASTOPEN_KEY option) for its --local_ip/--remote_ip, and the DUT, at
+    other addresses, makes another one from the same key. Any other cookie (a
+    client's, made up by the script) stays as written.
+    """
+    keys = {parse_key(PACKETDRILL_DEFAULTS["net.ipv4.tcp_fastopen_key"]), bytes(KEY_LEN)}
+    for event in script.events:
+        action = event.action
+        if isinstance(action, CommandSpec):
+            keys.update(parse_key(a[2]) for a in command_actions(action.text, event.line)
+                        if a[0] == "sysctl" and a[1].endswith("tcp_fastopen_key"))
+        elif (isinstance(action, SyscallSpec) and action.name == "setsockopt" and len(action.args) > 3
+              and action.args[2] == Symbol("TCP_FASTOPEN_KEY") and isinstance(action.args[3], Str)
+              and len(action.args[3].value) == KEY_LEN):
+            keys.add(action.args[3].value.encode("latin-1"))
+    if script.init_command:
+        keys.update(parse_key(v) for k, v in emulate_command(script.init_command).items()
+                    if k.endswith("tcp_fastopen_key"))
+    script_client = _socket.inet_aton(script.options.get("remote_ip") or SCRIPT_REMOTE)
+    script_server = _socket.inet_aton(script.options.get("local_ip") or SCRIPT_LOCAL)
+    client, server = _socket.inet_aton(remote), _socket.inet_aton(local)
+    return {make_cookie(key, script_client, script_server).hex(): make_cookie(key, client, server).hex()
+            for key in keys}
+
+
+def _translate_cookies(script: Script, cookies: dict[str, str]) -> Script:
+    """``script`` with packetdrill's cookie names (TFO_COOKIE) and its cookies as the DUT's."""
+
+    def option(o: TcpOption) -> TcpOption:
+        if o.name not in ("FO", "FOEXP") or not o.values:
+            return o
+        value = COOKIE_DEFINES.get(o.values[0], o.values[0])
+        return TcpOption(o.name, (cookies.get(value.lower(), value),))
+
+    return replace(script, events=[
+        replace(e, action=replace(e.action, options=[option(o) for o in e.action.options]))
+        if isinstance(e.action, PacketSpec) and e.action.options else e
+        for e in script.events])
+
+
 def _check_module_parameter(path: str, value: str, line: int | None) -> None:
     """A module parameter is global to the host: a script may only ask for the value it already has."""
     try:
@@ -436,13 +505,14 @@ class Flow:
     ts_map: dict[int, int] = field(default_factory=dict)  # script TS val -> live TS val
     first_ts: tuple[int, int] | None = None  # (script, live) of the first outbound TS val
 
-    @property
-    def local_offset(self) -> int:
-        return (self.live_local_isn - self.script_local_isn) & 0xFFFFFFFF
+    # packetdrill numbers as tcpdump does: a SYN's sequence numbers (its seq, and the ack of a
+    # SYN-ACK) are absolute, every other segment's are relative to the ISN (scripts' ISNs are often 0,
+    # where the two agree).
+    def local_offset(self, syn: bool = False) -> int:
+        return (self.live_local_isn - (self.script_local_isn if syn else 0)) & 0xFFFFFFFF
 
-    @property
-    def remote_offset(self) -> int:
-        return (self.live_remote_isn - self.script_remote_isn) & 0xFFFFFFFF
+    def remote_offset(self, syn: bool = False) -> int:
+        return (self.live_remote_isn - (self.script_remote_isn if syn else 0)) & 0xFFFFFFFF
 
 
 @dataclass
@@ -548,7 +618,7 @@ def evaluate_code(text: str, names: dict[str, int], variables: dict[str, object]
 
 class Runner:
     def __init__(self, script: Script, dut: Dut):
-        self.script = script
+        self.script = _translate_cookies(script, fastopen_cookies(script, dut.address, dut.peer))
         self.dut = dut
         opts = script.options
         self.tolerance = float(opts.get("tolerance_usecs") or DEFAULT_TOLERANCE_USECS) / 1e6
@@ -677,6 +747,14 @@ class Runner:
                     raise Skip(line, str(why)) from None
                 if not done:
                     self.notes.append(f"{where}{kind} {action[1]} has no effect on {self.dut.kind}")
+            elif kind == "either":
+                # ``a || b``: a command fails here when a sysctl it sets does not exist on the DUT.
+                for alternative in action[1]:
+                    if all(self.dut.set_sysctl(a[1], a[2]) for a in alternative if a[0] == "sysctl"):
+                        await self.apply([a for a in alternative if a[0] != "sysctl"], line)
+                        break
+            elif kind == "flush_metrics":
+                self.dut.flush_metrics()
             elif kind == "rm":
                 Path(self.host_path(action[1])).unlink(missing_ok=True)
             elif kind == "dd":
@@ -741,10 +819,10 @@ class Runner:
             flow.script_remote_isn = flow.live_remote_isn = spec.seq
         elif flow.state == "syn_sent" and spec.has("S"):
             flow.script_remote_isn = flow.live_remote_isn = spec.seq  # simultaneous open
-        seq = (spec.seq + flow.remote_offset) & 0xFFFFFFFF
+        seq = (spec.seq + flow.remote_offset(spec.has("S"))) & 0xFFFFFFFF
         ack = spec.ack or 0
         if spec.has("."):
-            ack = (ack + flow.local_offset) & 0xFFFFFFFF
+            ack = (ack + flow.local_offset(spec.has("S"))) & 0xFFFFFFFF
         options = b"".join(self.inbound_option(event, flow, option, spec.has(".")) for option in spec.options or [])
         sport, dport = spec.ports or (flow.remote[1], flow.local[1])
         self.dut.inject(build_segment(
@@ -774,7 +852,7 @@ class Runner:
         """One option of an inbound segment, as bytes: SACK blocks and TS ecr mapped to live values."""
         if option.name == "sack":
             return _option_bytes(SACK, b"".join(
-                struct.pack("!II", (a + flow.local_offset) & 0xFFFFFFFF, (b + flow.local_offset) & 0xFFFFFFFF)
+                struct.pack("!II", (a + flow.local_offset()) & 0xFFFFFFFF, (b + flow.local_offset()) & 0xFFFFFFFF)
                 for a, b in option.values))
         if option.name == "TS":
             val, ecr = option.values
@@ -881,8 +959,8 @@ class Runner:
 
     def actual_text(self, live: _Live, flow: Flow) -> str:
         tcp = live.tcp
-        seq = (tcp.seq - flow.local_offset) & 0xFFFFFFFF
-        ack = (tcp.ack - flow.remote_offset) & 0xFFFFFFFF if tcp.has(ACK) else tcp.ack
+        seq = (tcp.seq - flow.local_offset(tcp.has(SYN))) & 0xFFFFFFFF
+        ack = (tcp.ack - flow.remote_offset(tcp.has(SYN))) & 0xFFFFFFFF if tcp.has(ACK) else tcp.ack
         return (f"{flags_text(tcp.flags)} {seq}:{(seq + len(tcp.payload)) & 0xFFFFFFFF}({len(tcp.payload)}) "
                 f"ack {ack} win {tcp.window} <{format_options(tcp.options)}>")
 
@@ -891,8 +969,8 @@ class Runner:
         tcp = first.tcp
         flags = (tcp.flags & ~(FIN | PSH)) | (last.tcp.flags & (FIN | PSH))
         payload = b"".join(p.tcp.payload for p in pieces)
-        seq = (tcp.seq - flow.local_offset) & 0xFFFFFFFF
-        ack = (tcp.ack - flow.remote_offset) & 0xFFFFFFFF if tcp.has(ACK) else tcp.ack
+        seq = (tcp.seq - flow.local_offset(tcp.has(SYN))) & 0xFFFFFFFF
+        ack = (tcp.ack - flow.remote_offset(tcp.has(SYN))) & 0xFFFFFFFF if tcp.has(ACK) else tcp.ack
         # TS val: remember script -> live, and map the live value into script space.
         script_ts = _script_ts(spec)
         live_ts = next((struct.unpack("!II", d) for k, d in tcp.options if k == TIMESTAMP and len(d) == 8), None)
@@ -957,7 +1035,7 @@ class Runner:
                 continue
             if kind == SACK:
                 edges = struct.unpack(f"!{len(got) // 4}I", got) if len(got) % 4 == 0 else ()
-                got = struct.pack(f"!{len(edges)}I", *((e - flow.remote_offset) & 0xFFFFFFFF for e in edges))
+                got = struct.pack(f"!{len(edges)}I", *((e - flow.remote_offset()) & 0xFFFFFFFF for e in edges))
             if len(want) != len(got):
                 return f"bad lengths for outbound TCP option {kind}"
             if want != got:
@@ -1038,7 +1116,7 @@ class Runner:
         if not isinstance(expected_value, int):
             raise Skip(event.line, f"cannot check result {expected!r}")
         if error is not None or spec.errno:
-            wanted = getattr(_errno, spec.errno, None) if spec.errno else None
+            wanted = getattr(_errno, spec.errno, None) if spec.errno else error  # no name: any errno
             if result != expected_value or error != wanted:
                 got = _errno.errorcode.get(error, str(error)) if error else "success"
                 raise Failure(event.line, f"{spec.name}() returned {result} ({got}); expected "
@@ -1130,10 +1208,9 @@ class Runner:
     async def sys_listen(self, event: Event, spec: SyscallSpec, args: list) -> int:
         self.sock(event, args[0]).listen(args[1] if isinstance(args[1], int) else 1)
         self.listening = True
-        if self.flow is None or self.flow.state == "established":
-            # A listener made after a connection ran: the next SYN is a new connection, with
-            # ISNs of its own (packetdrill's new socket under test).
-            self.flow = Flow("tcp", "listening", (self.dut.address, self.bound_port), (self.dut.peer, 0))
+        # As packetdrill's: the next inbound SYN makes a new connection under test (a script may test
+        # one connection, close it, and listen again).
+        self.flow = Flow("tcp", "listening", (self.dut.address, self.bound_port), (self.dut.peer, 0))
         await trio.lowlevel.checkpoint()
         return 0
 
@@ -1143,11 +1220,8 @@ class Runner:
         return self.new_fd(event, spec, child)
 
     async def sys_connect(self, event: Event, spec: SyscallSpec, args: list) -> int:
-        sock = self.sock(event, args[0])
-        address = self._address(event, args[1], (self.dut.peer, BIND_PORT))
-        self.flow = Flow("tcp", "connecting", (self.dut.address, 0), address)
-        self.test_socket = sock
-        await sock.connect(address)
+        address = self.connecting(event, args[0], args[1])
+        await self.sock(event, args[0]).connect(address)
         return 0
 
     async def sys_read(self, event: Event, spec: SyscallSpec, args: list) -> int:
@@ -1177,7 +1251,22 @@ class Runner:
             return await self.sock(event, args[0]).null_buffer("send", _int(args[2]), flags)
         return await self.sock(event, args[0]).send(bytes(_int(args[2])), flags)
 
-    sys_sendto = sys_send
+    async def sys_sendto(self, event: Event, spec: SyscallSpec, args: list) -> int:
+        """sendto(): with an address on a TCP socket it also connects (MSG_FASTOPEN: data in the SYN)."""
+        if len(args) < 5 or not _int(args[3]) & SYMBOLS["MSG_FASTOPEN"]:
+            return await self.sys_send(event, spec, args)
+        address = self.connecting(event, args[0], args[4])
+        return await self.sock(event, args[0]).sendto(bytes(_int(args[2])), address, _int(args[3]))
+
+    def connecting(self, event: Event, fd: object, expr: object) -> tuple[str, int]:
+        """The address a connect() (or a Fast Open sendto()) goes to; its flow becomes the one under test
+        (a second call on the socket under test, EALREADY or EISCONN, keeps its flow)."""
+        address = self._address(event, expr, (self.dut.peer, BIND_PORT))
+        sock = self.sock(event, fd)
+        if sock is not self.test_socket or self.flow is None:
+            self.flow = Flow("tcp", "connecting", (self.dut.address, 0), address)
+            self.test_socket = sock
+        return address
 
     async def sys_writev(self, event: Event, spec: SyscallSpec, args: list) -> int:
         return await self.sock(event, args[0]).sendmsg([bytes(n) for n in _iov_lengths(event, args[1])])
@@ -1192,6 +1281,9 @@ class Runner:
             raise Skip(event.line, "sendmsg() msghdr without msg_iov") from None
         flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
         buffers = [bytes(n) for n in _iov_lengths(event, self.value(iov))]
+        if flags & SYMBOLS["MSG_FASTOPEN"] and _has(header, "msg_name"):
+            address = self.connecting(event, args[0], header.field("msg_name"))
+            return await self.sock(event, args[0]).sendmsg(buffers, flags, address)
         return await self.sock(event, args[0]).sendmsg(buffers, flags)
 
     async def sys_close(self, event: Event, spec: SyscallSpec, args: list) -> int:
@@ -1402,7 +1494,7 @@ class Runner:
             # The kernel reads an int; a script's 0xffffffff is that int's bit pattern.
             return struct.pack("I", expr) if expr > 0x7FFFFFFF else expr
         if isinstance(expr, Str):
-            return expr.value.encode()
+            return expr.value.encode("latin-1")  # a script's "\xf7" is the byte 0xf7
         if isinstance(expr, Struct):
             try:
                 return struct.pack("ii", _int(expr.field("onoff")), _int(expr.field("linger")))

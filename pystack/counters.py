@@ -41,6 +41,8 @@ MIB: dict[str, tuple[str, ...]] = {
         "PruneCalled", "ChallengeACK", "ChallengeACKLimited", "TCPACKSkippedChallenge", "TCPACKSkippedSeq",
         "TCPACKSkippedTimeWait", "BeyondWindow", "OFOQueue", "TCPLossProbes",
         "TCPLossProbeRecovery", "TCPLossUndo", "TCPSpuriousRTOs", "TCPMTUPSuccess", "TCPMTUPFail",
+        "TCPFastOpenActive", "TCPFastOpenActiveFail", "TCPFastOpenPassive",
+        "TCPFastOpenPassiveFail", "TCPFastOpenListenOverflow", "TCPFastOpenCookieReqd",
     ),
 }
 

@@ -308,6 +308,10 @@ class Stack:
         else:
             udp.udp_connect(self, sock, addr, port)
 
+    def connecting(self, fd: int) -> bool:
+        """Whether a TCP socket's handshake is under way (a Fast Open send may have started one)."""
+        return tcp_api.tcp_connecting(self._stream(fd).tcb)
+
     def connect_result(self, fd: int) -> int:
         """For a TCP connect under way: EINPROGRESS, then 0 or the error (taken once)."""
         return tcp_api.tcp_connect_result(self._stream(fd).tcb)
@@ -352,8 +356,8 @@ class Stack:
         sock = self.sockfd_lookup(fd)
         if sock.nonblocking:
             flags |= MSG_DONTWAIT
-        if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags)
+        if sock.type == SOCK_STREAM:  # the address counts only for a Fast Open send, which connects
+            return tcp_api.tcp_sendmsg(self, sock, bytes(data), flags, dest=self._destination(address))
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, bytes(data), flags, dest, [])
 
@@ -372,7 +376,7 @@ class Stack:
         buffers = [bytes(b) for b in buffers]
         data = b"".join(buffers)
         if sock.type == SOCK_STREAM:
-            return tcp_api.tcp_sendmsg(self, sock, data, flags, [len(b) for b in buffers])
+            return tcp_api.tcp_sendmsg(self, sock, data, flags, [len(b) for b in buffers], self._destination(address))
         dest = self._destination(address)
         return udp.udp_sendmsg(self, sock, data, flags, dest, [(lv, kd, bytes(v)) for lv, kd, v in ancdata])
 

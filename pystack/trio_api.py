@@ -22,7 +22,7 @@ from . import trio_streams as streams
 from .driver import Driver
 from .errors import oserror
 from .links.base import Link
-from .socket import AF_INET, SOCK_DGRAM, BadUserBuffer
+from .socket import AF_INET, SOCK_DGRAM, SOCK_STREAM, BadUserBuffer
 from .stack import Address, ControlMessage, Stack
 
 T = TypeVar("T")
@@ -91,11 +91,14 @@ class PyStackSocket:
         while True:
             try:
                 result = call()
-            except BlockingIOError:
+            except BlockingIOError as pending:
                 driver.timers_changed()
                 if self._stack.is_nonblocking(self._fd, flags):
                     raise
-                await driver.wait_socket(self._fd)
+                if pending.errno == errno.EINPROGRESS:
+                    await self._handshake()  # a Fast Open send connected, its SYN took no data: then send
+                else:
+                    await driver.wait_socket(self._fd)
                 continue
             except BaseException:
                 driver.timers_changed()
@@ -118,10 +121,7 @@ class PyStackSocket:
             driver.timers_changed()
             if pending.errno != errno.EINPROGRESS or self._stack.is_nonblocking(self._fd):
                 raise
-            while (outcome := self._stack.connect_result(self._fd)) == errno.EINPROGRESS:
-                await driver.wait_socket(self._fd)
-            if outcome:
-                raise oserror(outcome) from None
+            await self._handshake()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def listen(self, backlog: int = 128) -> None:
@@ -136,7 +136,22 @@ class PyStackSocket:
         self._network.driver.timers_changed()
 
     async def send(self, data: bytes, flags: int = 0) -> int:
-        return await self._call(flags, lambda: self._stack.send(self._fd, data, flags))
+        return await self._fastopen_wait(flags, await self._call(flags, lambda: self._stack.send(self._fd, data, flags)))
+
+    async def _fastopen_wait(self, flags: int, result: T) -> T:
+        """A blocking send that opened a connection (Fast Open: MSG_FASTOPEN, TCP_FASTOPEN_CONNECT)
+        returns once the handshake is over, or fails with its error, as Linux's does."""
+        if self.type == SOCK_STREAM and not self._stack.is_nonblocking(self._fd, flags) \
+                and self._stack.connecting(self._fd):
+            await self._handshake()
+        return result
+
+    async def _handshake(self) -> None:
+        """Wait for the handshake under way; its error, if it failed."""
+        while (outcome := self._stack.connect_result(self._fd)) == errno.EINPROGRESS:
+            await self._network.driver.wait_socket(self._fd)
+        if outcome:
+            raise oserror(outcome) from None
 
     async def sendto(self, data: bytes, flags_or_address: int | Address, address: Address | None = None) -> int:
         """``sendto(data, address)`` or ``sendto(data, flags, address)``, as Python's socket."""
@@ -144,7 +159,8 @@ class PyStackSocket:
             flags, address = 0, flags_or_address  # type: ignore[assignment]
         else:
             flags = flags_or_address  # type: ignore[assignment]
-        return await self._call(flags, lambda: self._stack.sendto(self._fd, data, flags, address))
+        return await self._fastopen_wait(flags, await self._call(
+            flags, lambda: self._stack.sendto(self._fd, data, flags, address)))
 
     async def sendmsg(
         self,
@@ -154,9 +170,8 @@ class PyStackSocket:
         address: Address | None = None,
     ) -> int:
         buffers, ancdata = list(buffers), list(ancdata)
-        return await self._call(
-            flags, lambda: self._stack.sendmsg(self._fd, buffers, ancdata, flags, address)
-        )
+        return await self._fastopen_wait(flags, await self._call(
+            flags, lambda: self._stack.sendmsg(self._fd, buffers, ancdata, flags, address)))
 
     async def recv(self, bufsize: int, flags: int = 0) -> bytes:
         return await self._call(flags, lambda: self._stack.recv(self._fd, bufsize, flags))

@@ -35,7 +35,7 @@ from ..socket import (
     SOF_TIMESTAMPING_TX_RECORD_MASK,
     Socket,
 )
-from . import congestion, mtu
+from . import congestion, fastopen, mtu
 from .input import copied_seq, start_handshake_segment
 from .output import (
     gso_segments,
@@ -79,6 +79,8 @@ TCP_CORK = 3
 TCP_KEEPIDLE = 4
 TCP_KEEPINTVL = 5
 TCP_KEEPCNT = 6
+TCP_SYNCNT = 7
+MAX_TCP_SYNCNT = 127
 TCP_CONGESTION = 13
 TCP_USER_TIMEOUT = 18
 TCP_NOTSENT_LOWAT = 25
@@ -91,6 +93,7 @@ SO_KEEPALIVE = 9
 SO_LINGER = 13
 MSG_MORE = 0x8000  # Linux: more data follows; hold a partial segment like TCP_CORK
 MSG_EOR = 0x80  # Linux: this write ends a record; later writes never join its last segment
+MSG_FASTOPEN = 0x20000000  # connect, with the data in the SYN (RFC 7413)
 
 
 def tcp_bind(stack: Stack, sock: Socket, addr: int, port: int) -> None:
@@ -118,6 +121,7 @@ def tcp_listen(stack: Stack, sock: Socket, backlog: int) -> None:
     tcb.backlog = max(0, min(backlog, SOMAXCONN))
     if tcb.state == LISTEN:
         return
+    fastopen.listen_tune(stack, tcb, tcb.backlog)
     tcb.state = LISTEN
     tcb.local_addr, tcb.local_port = sock.local_addr, sock.local_port
     sock.listening = True
@@ -137,11 +141,13 @@ def tcp_accept(stack: Stack, sock: Socket) -> Socket:
     return child.sock
 
 
-def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
-    """Start the three-way handshake; always ends in EINPROGRESS (or an error, or EISCONN)."""
+def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int, data: bytes | None = None) -> int:
+    """Start the three-way handshake: EINPROGRESS (or an error, or EISCONN), unless the SYN carries
+    some of ``data`` (a Fast Open send's): then how much. A TCP_FASTOPEN_CONNECT socket with a
+    cookie cached returns 0 at once: its SYN waits for the first write."""
     tcb: TCB = sock.tcb
     if tcb.state == SYN_SENT:
-        raise oserror(errno.EALREADY)
+        raise oserror(errno.EISCONN if tcb.defer_connect else errno.EALREADY)
     if tcb.state != CLOSED or sock.listening:
         raise oserror(errno.EISCONN if tcb.state != LISTEN else errno.EINVAL)
     if tcb.error:
@@ -173,13 +179,50 @@ def tcp_connect(stack: Stack, sock: Socket, addr: int, port: int) -> None:
     tcb.state = SYN_SENT
     stack.tcp.conns[tcb.key] = tcb
     stack.counters.tcp["ActiveOpens"] += 1
-    start_handshake_segment(stack, tcb)
-    raise oserror(errno.EINPROGRESS)
+    if data is None and fastopen.defer_connect(stack, tcb):
+        tcb.defer_connect = True
+        return 0
+    return start_connect(stack, tcb, data)
+
+
+def start_connect(stack: Stack, tcb: TCB, data: bytes | None) -> int:
+    """Send our SYN, with what of ``data`` it may carry (Fast Open); EINPROGRESS if none."""
+    taken = fastopen.prepare_syn(stack, tcb, data)
+    if taken:
+        tcb.send_buffer += data[:taken]  # type: ignore[index]
+    start_handshake_segment(stack, tcb, taken)
+    if not taken:
+        raise oserror(errno.EINPROGRESS)
+    return taken
+
+
+def sendmsg_fastopen(stack: Stack, sock: Socket, data: bytes, dest: tuple[int, int] | None) -> int | None:
+    """A send with MSG_FASTOPEN, or the first one of a deferred TCP_FASTOPEN_CONNECT, connects with
+    data in the SYN (Linux tcp_sendmsg_fastopen); None if the socket is connected already (then
+    it is an ordinary send)."""
+    tcb: TCB = sock.tcb
+    if not stack.tcp.config.fastopen & fastopen.CLIENT_ENABLE:
+        raise oserror(errno.EOPNOTSUPP)
+    if tcb.defer_connect:
+        tcb.defer_connect = False
+        return start_connect(stack, tcb, data)
+    if tcb.state == SYN_SENT:
+        raise oserror(errno.EALREADY)
+    if tcb.state != CLOSED or sock.connected:
+        return None
+    if dest is None:
+        raise oserror(errno.EPIPE)
+    return tcp_connect(stack, sock, dest[0], dest[1], data)
+
+
+def tcp_connecting(tcb: TCB) -> bool:
+    """Our connect's handshake is under way."""
+    return tcb.state == SYN_SENT or (tcb.state == SYN_RECEIVED and tcb.parent is None and not tcb.fastopen_passive)
 
 
 def tcp_connect_result(tcb: TCB) -> int:
     """0 once connected, the error if the attempt failed, EINPROGRESS while it goes on."""
-    if tcb.state == SYN_SENT or (tcb.state == SYN_RECEIVED and tcb.parent is None):
+    if tcp_connecting(tcb):
         return errno.EINPROGRESS
     if tcb.error:
         return tcb_take_error(tcb)
@@ -191,17 +234,23 @@ def tcb_take_error(tcb: TCB) -> int:
     return error
 
 
-def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: list[int] | None = None) -> int:
+def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: list[int] | None = None,
+                dest: tuple[int, int] | None = None) -> int:
     """Queue data for sending; returns how much was taken (all of it, unless space ran out).
-    ``pieces``: the lengths of the buffers ``data`` was gathered from (sendmsg's iovec)."""
+    ``pieces``: the lengths of the buffers ``data`` was gathered from (sendmsg's iovec);
+    ``dest``: where a MSG_FASTOPEN send connects to."""
     tcb: TCB = sock.tcb
     if flags & MSG_OOB:
         raise oserror(errno.EOPNOTSUPP, "urgent data is not supported")
+    if flags & MSG_FASTOPEN or tcb.defer_connect:
+        taken = sendmsg_fastopen(stack, sock, data, dest)
+        if taken is not None:
+            return taken
     if tcb.error:
         raise oserror(tcb_take_error(tcb))
-    if tcb.state in (SYN_SENT, SYN_RECEIVED):
+    if tcb.state in (SYN_SENT, SYN_RECEIVED) and not tcb.fastopen_passive:  # (never SYN-SENT)
         raise would_block()
-    if tcb.shut_wr or tcb.state not in CAN_SEND:
+    if tcb.shut_wr or tcb.state not in CAN_SEND and not tcb.fastopen_passive:
         raise oserror(errno.EPIPE)  # also never connected (Linux sk_stream_wait_connect)
     if sock.adu and len(data) != sock.adu:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
@@ -393,12 +442,15 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
     if tcb.state == LISTEN:
         return POLLIN if tcb.accept_queue else 0
     mask = POLLERR if tcb.error or sock.errqueue else 0
-    read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and sock.connected)  # recv won't wait
+    # recv won't wait; a connection that failed (a refused connect too) is shut both ways (Linux tcp_done)
+    read_shut = tcb.fin_received or tcb.shut_rd or (tcb.state == CLOSED and (sock.connected or bool(tcb.error)))
     if tcb.state == CLOSED or (read_shut and tcb.shut_wr):
         mask |= POLLHUP
     if read_shut or tcb.recv_buffer:
         mask |= POLLIN
-    if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or tcp_writeable(stack, tcb)):
+    handshaking = (tcb.state == SYN_SENT and not tcb.defer_connect
+                   or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive)
+    if not handshaking and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
     return mask
 
@@ -494,9 +546,9 @@ def close_listener(stack: Stack, tcb: TCB) -> None:
         if not listeners:
             del stack.tcp.listeners[tcb.local_port]
     for child in list(stack.tcp.conns.values()):
-        if child.parent is tcb:
+        if child.parent is tcb and child not in tcb.accept_queue:
             stack.tcp.abort(child, 0, send_reset=child.state != SYN_RECEIVED)
-    while tcb.accept_queue:
+    while tcb.accept_queue:  # these are reset (Fast Open ones too, still in SYN-RECEIVED)
         child = tcb.accept_queue.popleft()
         stack.tcp.abort(child, 0, send_reset=True)
     stack.tcp.done(tcb)
@@ -538,15 +590,27 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, value: int | bytes, 
         stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
     elif option == TCP_INQ:
         tcb.recvmsg_inq = flag_option(number)
-    elif option == TCP_USER_TIMEOUT:
-        if number < 0:
-            raise oserror(errno.EINVAL)
-        tcb.user_timeout = number / 1000
+    elif option in (TCP_USER_TIMEOUT, TCP_SYNCNT):
+        set_give_up_option(tcb, option, number)
     elif option in (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
         set_keepalive_option(stack, tcb, option, number)
+    elif option in fastopen.OPTIONS:
+        fastopen.set_option(stack, tcb, option, value, number)
     else:
         raise oserror(errno.ENOPROTOOPT)
     stack.tcp.timer_changed(tcb)
+
+
+def set_give_up_option(tcb: TCB, option: int, number: int) -> None:
+    """When a connection gives up: TCP_USER_TIMEOUT (ms unacknowledged), TCP_SYNCNT (SYNs sent again)."""
+    if option == TCP_USER_TIMEOUT:
+        if number < 0:
+            raise oserror(errno.EINVAL)
+        tcb.user_timeout = number / 1000
+    else:
+        if not 1 <= number <= MAX_TCP_SYNCNT:
+            raise oserror(errno.EINVAL)
+        tcb.syn_retries = number
 
 
 def set_keepalive_option(stack: Stack, tcb: TCB, option: int, number: int) -> None:
@@ -589,7 +653,9 @@ def get_tcp_option(stack: Stack, sock: Socket, option: int) -> int | bytes:
         TCP_KEEPIDLE: int(tcb.keepidle or cfg.keepalive_time),
         TCP_KEEPINTVL: int(tcb.keepintvl or cfg.keepalive_intvl),
         TCP_KEEPCNT: tcb.keepcnt or cfg.keepalive_probes,
+        TCP_SYNCNT: tcb.syn_retries or cfg.syn_retries,
         TCP_NOTSENT_LOWAT: tcb.notsent_lowat - (1 << 32) if tcb.notsent_lowat >> 31 else tcb.notsent_lowat,
+        fastopen.TCP_FASTOPEN: tcb.fastopen_max_qlen,
     }
     if option in values:
         return values[option]

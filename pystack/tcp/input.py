@@ -15,8 +15,8 @@ from ..errors import Malformed
 from ..route import cached_route
 from ..socket import IP_PMTUDISC_WANT, SCM_TSTAMP_ACK, SKB_OVERHEAD, SOF_TIMESTAMPING_TX_ACK
 from ..wire.ipv4 import PROTO_TCP, IPv4Packet
-from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, URG, TcpSegment, build_tcp, parse_tcp
-from . import mtu, recovery, syncookies
+from ..wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpSegment, build_tcp, parse_tcp
+from . import fastopen, mtu, recovery, syncookies
 from .output import (
     CE,
     ECN_MASK,
@@ -176,6 +176,9 @@ def listen_input(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     accept_syn(stack, child, seg)
     listener.syn_queue += 1
     counters.tcp["PassiveOpens"] += 1
+    if fastopen.syn_input(stack, listener, child, header.src, header.dst, seg):
+        listener.accept_queue.append(child)  # Fast Open: to be accepted (and read) before the ACK
+        stack.wake(listener.sock)
     start_handshake_segment(stack, child)
     return None
 
@@ -285,8 +288,9 @@ def cookie_check(stack: Stack, listener: TCB, header: IPv4Packet, seg: TcpSegmen
     return child
 
 
-def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
-    """Send our SYN (or SYN-ACK) and queue it for retransmission."""
+def start_handshake_segment(stack: Stack, tcb: TCB, data: int = 0) -> None:
+    """Send our SYN (or SYN-ACK) and queue it for retransmission; a Fast Open SYN carries the
+    first ``data`` bytes of the send buffer, queued apart: a retransmitted SYN carries none (Linux)."""
     now = stack.clock.now()
     tcb.snd_una = tcb.iss
     tcb.snd_nxt = seq_add(tcb.iss, 1)
@@ -294,8 +298,11 @@ def start_handshake_segment(stack: Stack, tcb: TCB) -> None:
     tcb.snd_sml = tcb.iss
     tcb.clear_queue()
     tcb.queue_segment(Sent(tcb.iss, tcb.snd_nxt, SYN, now))
+    if data:
+        tcb.queue_segment(Sent(tcb.snd_nxt, seq_add(tcb.snd_nxt, data), PSH, now))
+        tcb.snd_nxt = seq_add(tcb.snd_nxt, data)
     tcb.want_ecn = tcb.state == SYN_SENT and stack.tcp.config.ecn == 1
-    send_syn(stack, tcb)
+    send_syn(stack, tcb, bytes(tcb.send_buffer[:data]))
     arm_rto(stack, tcb, now)
 
 
@@ -353,7 +360,15 @@ def syn_sent_input(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     tcb.rcv_adv = tcb.rcv_edge = tcb.rcv_wup = tcb.rcv_nxt
     if seg.flags & ACK:
+        syn_retransmitted = tcb.retransmits > 0
         handshake_acked(stack, tcb, seg)
+        if seq_gt(seg.ack, tcb.snd_una):  # Fast Open: the SYN's data acknowledged too
+            cwnd = tcb.cwnd
+            process_ack(stack, tcb, seg, stack.clock.now())
+            tcb.cwnd = cwnd  # Linux takes that ACK before it sets the initial window
+        if (tcb.syn_fastopen or tcb.syn_data) and fastopen.synack_input(stack, tcb, seg, syn_retransmitted):
+            for item in tcb.rtx:
+                tcb.mark_lost(item)  # what the SYN carried and was not acknowledged goes again now
         tcb.ack_now = True
         return
     tcb.state = SYN_RECEIVED  # simultaneous open (RFC 9293 3.5)
@@ -372,19 +387,20 @@ def handshake_acked(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
         tcb.rtt.sample(max(seq_diff(ts_now(stack, tcb), seg.options.ts_ecr), 0) / 1000)
     elif sent is not None:
         tcb.rtt.rto = max(tcb.rtt.rto, RTO_FALLBACK)  # RFC 6298 5.7 (Linux TCP_TIMEOUT_FALLBACK)
-    tcb.snd_una = seg.ack
+    tcb.snd_una = seq_add(tcb.iss, 1)  # the rest of the ACK (Fast Open: data sent since) is an ACK's
     tcb.snd_wnd = seg.window if seg.flags & SYN else seg.window << tcb.snd_wscale
     tcb.max_snd_wnd = max(tcb.max_snd_wnd, tcb.snd_wnd)  # the SYN's window counts too
     tcb.snd_wl1 = seg.seq
     tcb.snd_wl2 = seg.ack
     tcb.backoff = 0
     tcb.retransmits = 0
-    # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
-    route = cached_route(stack, tcb.sock)
-    initial = route.initcwnd if route is not None and route.initcwnd else stack.tcp.config.initial_cwnd
-    tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else initial
     mtu.mtup_init(stack, tcb)  # Linux tcp_init_transfer
-    tcb.ca.init(tcb, now)
+    if not tcb.fastopen_passive:  # a Fast Open connection started its window with the SYN's data
+        # RFC 6928 / Linux tcp_init_transfer: after a lost SYN (more than one retransmission), start at 1.
+        route = cached_route(stack, tcb.sock)
+        initial = route.initcwnd if route is not None and route.initcwnd else stack.tcp.config.initial_cwnd
+        tcb.cwnd = 1 if sent is not None and sent.retransmits > 1 else initial
+        tcb.ca.init(tcb, now)
     tcb.quickacks = stack.tcp.config.max_quickacks
     tcb.state = ESTABLISHED
     tcb.last_received_at = now
@@ -468,7 +484,7 @@ def segment_arrives(stack: Stack, tcb: TCB, seg: TcpSegment) -> None:
             send_bare(stack, tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port, seg.ack, 0, RST)
             return
         parent = tcb.parent
-        if parent is not None and len(parent.accept_queue) > parent.backlog:
+        if parent is not None and not tcb.fastopen_passive and len(parent.accept_queue) > parent.backlog:
             # Linux tcp_v4_syn_recv_sock: no room to queue the connection; drop the ACK and
             # let the SYN-ACK retransmission try again later.
             counters.tcp["ListenOverflows"] += 1
@@ -829,9 +845,10 @@ def fin_arrived(stack: Stack, tcb: TCB, fin_seq: int) -> None:
     tcb.dsack = None
     if tcb.state in (ESTABLISHED, SYN_RECEIVED):
         tcb.state = CLOSE_WAIT
-        if seq_diff(tcb.rcv_nxt, tcb.irs) > 2:
-            # Linux tcp_fin enters ping-pong mode: once data has flowed in, the FIN's ACK
-            # waits for the delayed-ACK timer (our own FIN may ride on it).
+        if seq_diff(tcb.rcv_nxt, tcb.irs) - tcb.syn_data_received > 2:
+            # Linux tcp_fin enters ping-pong mode: once data has flowed in (data in a Fast Open
+            # SYN does not count: it leaves Linux's ato at 0), the FIN's ACK waits for the
+            # delayed-ACK timer (our own FIN may ride on it).
             tcb.quickacks = 0
             schedule_ack(stack, tcb, 0)
         else:
@@ -859,7 +876,7 @@ def enter_time_wait(stack: Stack, tcb: TCB) -> None:
 
 def reset_received(stack: Stack, tcb: TCB) -> None:
     stack.counters.tcp["EstabResets" if tcb.state in (ESTABLISHED, CLOSE_WAIT) else "InRsts"] += 1
-    if tcb.state == SYN_RECEIVED and tcb.parent is not None:
+    if tcb.state == SYN_RECEIVED and tcb.parent is not None and not tcb.fastopen_passive:
         stack.tcp.done(tcb)  # a passive half-open connection just goes away
     elif tcb.state in (CLOSING, LAST_ACK, TIME_WAIT):
         stack.tcp.done(tcb)

@@ -21,6 +21,7 @@ from ..socket import IPPROTO_TCP, SOCK_STREAM, Socket
 from ..wire.ipv4 import HEADER_LEN as IP_HEADER_LEN
 from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from . import congestion
+from .fastopen import CachedCookie
 from .mtu import mtu_to_mss
 from .output import send_reset_for
 from .seq import MASK
@@ -39,6 +40,7 @@ class TcpLayer:
         self.config = config or TcpConfig()
         self.conns: dict[ConnKey, TCB] = {}
         self.listeners: dict[int, list[TCB]] = {}
+        self.fastopen_cache: dict[int, CachedCookie] = {}  # per server address (Linux tcp_metrics)
         self.ports: dict[int, list[Socket]] = {}
         self._heap: list[tuple[float, int, TCB]] = []
         self._order = itertools.count()
@@ -114,6 +116,7 @@ class TcpLayer:
         sock.local_addr, sock.local_port = laddr, lport
         sock.remote_addr, sock.remote_port = raddr, rport
         sock.connected = True
+        sock.reuseaddr = parent_sock.reuseaddr  # Linux's clone keeps sk_reuse: the port is shared alike
         child = self.new_tcb(sock)
         sock.tcb = child
         child.local_addr, child.local_port, child.remote_addr, child.remote_port = laddr, lport, raddr, rport
@@ -151,7 +154,7 @@ class TcpLayer:
         parent = tcb.parent
         if parent is not None:
             parent.syn_queue = max(parent.syn_queue - 1, 0)
-            if parent.state == LISTEN:
+            if parent.state == LISTEN and not tcb.fastopen_passive:  # a Fast Open one is queued already
                 parent.accept_queue.append(tcb)
                 self.stack.wake(parent.sock)
         self.stack.wake(tcb.sock)
@@ -165,8 +168,6 @@ class TcpLayer:
         tcb.timewait_at = tcb.fin_wait2_at = math.inf
         if was == SYN_RECEIVED and tcb.parent is not None:
             tcb.parent.syn_queue = max(tcb.parent.syn_queue - 1, 0)
-        if tcb.parent is not None and tcb in tcb.parent.accept_queue:
-            tcb.parent.accept_queue.remove(tcb)
         if tcb.orphan or tcb.sock.fd < 0:
             self.unbind(tcb.sock)
         self.stack.wake(tcb.sock)

@@ -127,6 +127,8 @@ def transmit(stack: Stack, tcb: TCB, seq: int, payload: bytes, flags: int, new_d
             sack_permitted=tcb.want_sack,
             ts_val=ts_now(stack, tcb) if tcb.want_ts else None,
             ts_ecr=tcb.ts_recent if tcb.want_ts and flags & ACK else 0,
+            fastopen=tcb.fastopen_option,
+            fastopen_exp=tcb.fastopen_option_exp,
         )
         # Rounded to the MSS the data will come in: less the timestamps a SYN-ACK agreed to.
         window = initial_window(tcb, tcb.advmss - (TIMESTAMP_OPTION_LEN if flags & ACK and tcb.ts_ok else 0))
@@ -220,9 +222,10 @@ def send_ack(stack: Stack, tcb: TCB) -> None:
     transmit(stack, tcb, tcb.snd_nxt, b"", ACK)
 
 
-def send_syn(stack: Stack, tcb: TCB) -> None:
+def send_syn(stack: Stack, tcb: TCB, data: bytes = b"") -> None:
     flags = SYN | ACK if tcb.state == SYN_RECEIVED else SYN
-    transmit(stack, tcb, tcb.iss, b"", flags)
+    transmit(stack, tcb, tcb.iss, data, flags)
+    tcb.fastopen_option = None  # a retransmission carries no Fast Open option (Linux)
 
 
 def send_reset_for(stack: Stack, tcb: TCB) -> None:
@@ -260,7 +263,7 @@ def data_at(tcb: TCB, seq: int, length: int) -> bytes:
 
 def tcp_output(stack: Stack, tcb: TCB) -> None:
     """Send what may be sent now: lost segments first, then new data, then a due ACK."""
-    if tcb.state in (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED):
+    if tcb.state in (CLOSED, LISTEN, SYN_SENT) or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive:
         if tcb.ack_now and tcb.state == SYN_RECEIVED:
             tcb.ack_now = False
         return

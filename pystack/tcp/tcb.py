@@ -87,6 +87,10 @@ class TcpConfig:
     base_mss: int = 1024  # tcp_base_mss: where the probing search starts
     probe_threshold: int = 8  # tcp_probe_threshold: the search stops below this interval (bytes)
     probe_interval: float = 600.0  # tcp_probe_interval: a new search this long after one ends
+    fastopen: int = 0x1  # tcp_fastopen (RFC 7413; the bits in fastopen.py): Linux's default, client only
+    # tcp_fastopen_key, the key of a server's cookies: Linux's is random at boot, pystack's is
+    # packetdrill's defaults.sh one, so that runs repeat (a server sets its own).
+    fastopen_key: bytes = bytes.fromhex("a1a1a1a1b2b2b2b2c3c3c3c3d4d4d4d4")
 
 
 @dataclass(eq=False, slots=True)
@@ -266,6 +270,7 @@ class TCB:
     keepidle: float = 0.0  # 0: the stack's default
     keepintvl: float = 0.0
     keepcnt: int = 0
+    syn_retries: int = 0  # TCP_SYNCNT (0: the stack's tcp_syn_retries)
     user_timeout: float = 0.0
     notsent_lowat: int = 0  # TCP_NOTSENT_LOWAT (0: the stack's tcp_notsent_lowat)
     recvmsg_inq: bool = False  # TCP_INQ
@@ -286,6 +291,21 @@ class TCB:
     syn_overflow_at: float = -math.inf  # when the SYN queue last overflowed (SYN cookies sent)
     accept_queue: deque[TCB] = field(default_factory=deque)
     parent: TCB | None = None
+    # Fast Open (RFC 7413): a listener's queue of data-carrying SYNs not yet acknowledged
+    # (TCP_FASTOPEN; 0: Fast Open is off), its own key (TCP_FASTOPEN_KEY), and on a connection,
+    # the cookie option its SYN or SYN-ACK carries (the first one only) and whether data in the SYN was accepted.
+    fastopen_max_qlen: int = 0
+    fastopen_key: bytes | None = None
+    fastopen_option: bytes | None = None  # our next SYN's (or SYN-ACK's) Fast Open option, if any
+    fastopen_option_exp: bool = False
+    syn_data_acked: bool = False
+    syn_data_received: int = 0  # passive: the bytes a SYN carried (not data received as Linux's ato counts it)
+    fastopen_passive: bool = False  # a passive Fast Open connection: may send before the handshake ends
+    fastopen_connect: bool = False  # TCP_FASTOPEN_CONNECT: connect() waits for the first write's data
+    defer_connect: bool = False  # connect() returned, the SYN waits for data (a cookie is cached)
+    syn_fastopen: bool = False  # our SYN carried a Fast Open option (a cookie or a request)
+    syn_fastopen_exp: bool = False
+    syn_data: bool = False  # our SYN carried data
 
     @property
     def key(self) -> tuple[int, int, int, int]:

@@ -58,7 +58,7 @@ def retransmission_timeout(stack: Stack, tcb: TCB, now: float) -> bool:
         return True
     tcb.tlp_high_seq = None
     if tcb.state == SYN_SENT:
-        limit = cfg.syn_retries
+        limit = tcb.syn_retries or cfg.syn_retries
     elif tcb.state == SYN_RECEIVED:
         limit = cfg.synack_retries
     else:

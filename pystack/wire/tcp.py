@@ -34,6 +34,9 @@ OPT_WSCALE = 3
 OPT_SACK_PERM = 4
 OPT_SACK = 5
 OPT_TIMESTAMP = 8
+OPT_FASTOPEN = 34  # RFC 7413
+OPT_EXP = 254  # RFC 6994's shared experimental kind: Fast Open's before 34, magic 0xF989
+FASTOPEN_MAGIC = 0xF989
 
 _HEADER = struct.Struct("!HHIIBBHHH")
 
@@ -46,6 +49,8 @@ class TcpOptions:
     sack_blocks: list[tuple[int, int]] = field(default_factory=list)
     ts_val: int | None = None
     ts_ecr: int = 0
+    fastopen: bytes | None = None  # a Fast Open cookie; b"": a cookie request; None: no option
+    fastopen_exp: bool = False  # in the experimental form (kind 254, magic 0xF989)
 
 
 @dataclass(slots=True)
@@ -109,6 +114,10 @@ def parse_options(raw: bytes) -> TcpOptions:
         elif kind == OPT_TIMESTAMP and length == 10:
             options.ts_val = int.from_bytes(body[:4], "big")
             options.ts_ecr = int.from_bytes(body[4:], "big")
+        elif kind == OPT_FASTOPEN:
+            options.fastopen, options.fastopen_exp = bytes(body), False
+        elif kind == OPT_EXP and length >= 4 and int.from_bytes(body[:2], "big") == FASTOPEN_MAGIC:
+            options.fastopen, options.fastopen_exp = bytes(body[2:]), True
         elif kind == OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
             options.sack_blocks = [
                 (int.from_bytes(body[j : j + 4], "big"), int.from_bytes(body[j + 4 : j + 8], "big"))
@@ -134,6 +143,12 @@ def build_options(options: TcpOptions, syn: bool) -> bytes:
             out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
         if options.wscale is not None:
             out += bytes((OPT_NOP, OPT_WSCALE, 3, options.wscale))
+        if options.fastopen is not None:  # last, padded with two NOPs if it needs them (Linux)
+            if options.fastopen_exp:
+                fo = struct.pack("!BBH", OPT_EXP, 4 + len(options.fastopen), FASTOPEN_MAGIC) + options.fastopen
+            else:
+                fo = bytes((OPT_FASTOPEN, 2 + len(options.fastopen))) + options.fastopen
+            out += fo + (bytes((OPT_NOP, OPT_NOP)) if len(fo) % 4 == 2 else b"")
         return out
     if options.ts_val is not None:
         out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, options.ts_val, options.ts_ecr)

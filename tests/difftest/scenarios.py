@@ -20,6 +20,7 @@ from scapy.packet import Raw
 
 from conformance.normalize import PSH, parse_ipv4, parse_tcp
 from conformance.testbench import Scenario, TcpPeer, Testbench
+from pystack.tcp.fastopen import make_cookie, parse_key
 
 SCENARIOS: dict[str, Scenario] = {}
 
@@ -2369,3 +2370,96 @@ async def ip_destination_other_host(tb: Testbench) -> None:
     tb.send(echo(tb, 16, dst="198.18.20.7"))
     await tb.expect("nothing")
     await control_ping(tb)
+
+
+# ---------------------------------------------------------------- TCP Fast Open (RFC 7413)
+
+# A Fast Open server (0x2, and 0x400: every listener) with a known key: both DUTs make the same
+# cookie for the bench's address.
+FASTOPEN_SERVER = {"net.ipv4.tcp_fastopen": "0x403",
+                   "net.ipv4.tcp_fastopen_key": "a0bf63f7-ed803d81-cd641d30-cebc4a90"}
+MSG_FASTOPEN = 0x20000000
+
+
+def fastopen_cookie(tb: Testbench) -> bytes:
+    """The cookie the DUT gives the bench (Linux: SipHash of both addresses under the key)."""
+    key = parse_key(FASTOPEN_SERVER["net.ipv4.tcp_fastopen_key"])
+    return make_cookie(key, socket.inet_aton(tb.dut.peer), socket.inet_aton(tb.dut.address))
+
+
+@scenario(sysctls=FASTOPEN_SERVER)
+async def tcp_fastopen_cookie_request(tb: Testbench) -> None:
+    """A SYN asking for a Fast Open cookie (option 34, empty): the SYN-ACK carries the cookie."""
+    await tb.listener(8080)
+    tb.peer(8080).send("S", options=[("MSS", 1460), (34, b"")])
+    await tb.expect("SYN-ACK with the cookie", count=1)
+
+
+@scenario(sysctls=FASTOPEN_SERVER)
+async def tcp_fastopen_cookie_request_experimental(tb: Testbench) -> None:
+    """A cookie request in the experimental form (kind 254, magic 0xF989) is answered in that form."""
+    await tb.listener(8080)
+    tb.peer(8080).send("S", options=[("MSS", 1460), (254, b"\xf9\x89")])
+    await tb.expect("SYN-ACK with the cookie", count=1)
+
+
+@scenario(sysctls=FASTOPEN_SERVER)
+async def tcp_fastopen_syn_data(tb: Testbench) -> None:
+    """A SYN with the right cookie and data: the SYN-ACK acknowledges the data, which the
+    application accepts and reads before the handshake ends; then the ACK."""
+    listener = await tb.listener(8080)
+    peer = tb.peer(8080)
+    peer.send("S", b"hello", options=[("MSS", 1460), (34, fastopen_cookie(tb))])
+    await tb.expect("SYN-ACK acknowledging the data", count=1)
+    accepted = await tb.call("accept", listener.accept)
+    tb.sockets.append(accepted[0])
+    await tb.call("recv", accepted[0].recv, 100)
+    peer.send("A")
+    await tb.call("send", accepted[0].send, b"reply")
+    await tb.expect("reply")
+
+
+@scenario(sysctls=FASTOPEN_SERVER)
+async def tcp_fastopen_wrong_cookie(tb: Testbench) -> None:
+    """A SYN with a wrong cookie and data: the SYN-ACK acknowledges the SYN only, with the right cookie."""
+    listener = await tb.listener(8080)
+    peer = tb.peer(8080)
+    peer.send("S", b"hello", options=[("MSS", 1460), (34, bytes(8))])
+    await tb.expect("SYN-ACK, SYN only", count=1)
+    listener.set_nonblocking(True)
+    await tb.call("accept before the ACK", listener.accept)
+
+
+@scenario(sysctls=FASTOPEN_SERVER)
+async def tcp_fastopen_reset_before_accept(tb: Testbench) -> None:
+    """A Fast Open connection reset before accept: it is still accepted, its data read, then ECONNRESET."""
+    listener = await tb.listener(8080)
+    peer = tb.peer(8080)
+    peer.send("S", b"0123456789", options=[("MSS", 1460), (34, fastopen_cookie(tb))])
+    await tb.expect("SYN-ACK", count=1)
+    peer.send("R", seq=peer.snd_nxt)
+    await tb.expect("nothing", within=0.05)
+    accepted = await tb.call("accept", listener.accept)
+    tb.sockets.append(accepted[0])
+    await tb.call("recv", accepted[0].recv, 100)
+    await tb.call("recv again", accepted[0].recv, 100)
+
+
+@scenario(sysctls={"net.ipv4.tcp_fastopen": "1"})
+async def tcp_fastopen_client(tb: Testbench) -> None:
+    """sendto(MSG_FASTOPEN) without a cookie: a SYN asking for one, no data; the server's cookie and
+    MSS are cached, and the next sendto's SYN carries the cookie and data (the MSS less 40 bytes)."""
+    first = tb.socket(socket.SOCK_STREAM)
+    first.set_nonblocking(True)
+    await tb.call("sendto MSG_FASTOPEN", first.sendto, b"x" * 2000, (tb.dut.peer, 9000), MSG_FASTOPEN)
+    packets = await tb.expect("SYN with a cookie request", count=1)
+    syn = parse_tcp(parse_ipv4(packets[0]).payload)
+    peer = TcpPeer(tb, 9000, syn.sport)
+    peer.rcv_nxt = (syn.seq + 1) & 0xFFFFFFFF
+    peer.send("SA", options=[("MSS", 1000), (34, bytes.fromhex("abcd1234"))])
+    await tb.expect("ACK", count=1)
+    second = tb.socket(socket.SOCK_STREAM)
+    second.set_nonblocking(True)
+    await tb.call("sendto MSG_FASTOPEN, a cookie cached", second.sendto, b"y" * 2000, (tb.dut.peer, 9000),
+                  MSG_FASTOPEN)
+    await tb.expect("SYN with the cookie and data", count=1)
