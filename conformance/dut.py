@@ -157,6 +157,7 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, type]] = {
     "tcp_keepalive_time": ("keepalive_time", float),
     "tcp_keepalive_intvl": ("keepalive_intvl", float),
     "tcp_keepalive_probes": ("keepalive_probes", int),
+    "tcp_min_tso_segs": ("min_tso_segs", int),
 }
 
 
@@ -172,7 +173,7 @@ def pystack_tcp_config(sysctls: dict[str, str]) -> tuple[TcpConfig, list[str]]:
             space = max(numbers[2], _RMEM_MAX)
             cfg.window_scale = max(0, min(space.bit_length() - 1 - 15, _TCP_MAX_WSCALE))
         elif key == "tcp_wmem" and len(numbers) == 3:
-            cfg.wmem_default = numbers[1]
+            cfg.wmem_default, cfg.wmem_max = numbers[1], numbers[2]
         elif key == "tcp_timestamps" and numbers:
             cfg.timestamps = numbers[0] != 0
         elif key == "tcp_sack" and numbers:

@@ -119,6 +119,7 @@ class Socket:
     broadcast: bool = False
     no_check: bool = False
     sndbuf: int = WMEM_DEFAULT
+    sndbuf_locked: bool = False  # set by SO_SNDBUF: TCP no longer sizes it (SOCK_SNDBUF_LOCK)
     rcvbuf: int = RMEM_DEFAULT
     ttl: int = -1  # -1: the stack's default TTL
     tos: int = 0

@@ -445,6 +445,7 @@ class Stack:
                 sock.no_check = bool(number)
             elif option == SO_SNDBUF:
                 sock.sndbuf = max(min(max(number, 0), WMEM_MAX) * 2, SOCK_MIN_SNDBUF)
+                sock.sndbuf_locked = True
                 self.wake(sock)
             elif option == SO_RCVBUF:
                 sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)

@@ -61,11 +61,6 @@ needs_linux = pytest.mark.skipif(LINUX_REASON is not None, reason=f"Linux DUT: {
 # Where pystack differs from Linux today (each checked: Linux passes the script with this runner).
 # Strict: a listed script that passes fails the suite, so that its entry goes.
 PYSTACK_MISMATCHES = {
-    "blocking/blocking-write.pkt": "line 24: a blocked write() returns at 0.4 s (ACK of 30001) on pystack, "
-                                   "at 0.5 s (ACK of 36001) on Linux. Both wake the writer only once the "
-                                   "queue falls to 2/3 of the send buffer (sk_stream_min_wspace); pystack "
-                                   "counts payload bytes against SO_SNDBUF where Linux counts skb memory "
-                                   "(truesize), so the rest of the write fits sooner on pystack",
     "limited_transmit/limited-transmit-no-sack.pkt": "line 39: after the undo (reordering, not loss) pystack "
                                                      "sends 12001:15001 at the ACK of 3001 (0.33 s); Linux's "
                                                      "cwnd allows 2 segments then, and 14001:15001 waits for "
@@ -114,7 +109,8 @@ KNOWN_PASSES = frozenset({
     "ts_recent/fin_tsval.pkt",
     # ../shared/packetdrill-extra
     "eor/no-coalesce-large.pkt", "eor/no-coalesce-small.pkt", "eor/no-coalesce-subsequent.pkt",
-    "epoll/epoll_in_edge.pkt", "sack/sack-route-refresh-ip-tos.pkt",
+    "epoll/epoll_in_edge.pkt", "notsent_lowat/notsent-lowat-setsockopt.pkt",
+    "notsent_lowat/notsent-lowat-sysctl.pkt", "sack/sack-route-refresh-ip-tos.pkt",
     "validate/validate-established-no-flags.pkt", "zerocopy/basic.pkt", "zerocopy/client.pkt",
     "zerocopy/closed.pkt",
     "zerocopy/epoll_edge.pkt", "zerocopy/epoll_exclusive.pkt", "zerocopy/epoll_oneshot.pkt", "zerocopy/small.pkt",

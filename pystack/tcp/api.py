@@ -38,6 +38,9 @@ from .input import start_handshake_segment
 from .output import (
     output_synchronized,
     send_ack,
+    send_mss,
+    size_goal,
+    stream_memory_free,
     tcp_output,
     tcp_writeable,
     window_to_advertise,
@@ -194,29 +197,70 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
         return 0
-    space = sock.sndbuf - len(tcb.send_buffer)
-    if space <= 0:
-        raise would_block()
-    taken = data[:space]
     start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
-    tcb.send_buffer += taken
+    joins_unsent = seq_gt(start, tcb.snd_nxt)  # the previous write's data is still unsent at the tail
+    taken = fill_skbs(stack, tcb, data)
+    if not taken:
+        raise would_block()
     if flags & MSG_ZEROCOPY and sock.zerocopy:
-        zerocopy_send(tcb, sock, start)
-    if flags & MSG_EOR and len(taken) == len(data):
+        zerocopy_send(tcb, sock, start, joins_unsent)
+    if flags & MSG_EOR and taken == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
     output_synchronized(stack, tcb)
-    return len(taken)
+    return taken
 
 
-def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
+def fill_skbs(stack: Stack, tcb: TCB, data: bytes) -> int:
+    """Queue what Linux's tcp_sendmsg queues of ``data`` before it would wait for room; returns
+    how much.
+
+    Data goes into skbs of size_goal bytes, the unsent last one filled first
+    (unless a MSG_EOR write ended it). Only a new skb needs room: the queue's
+    memory, counted by truesize, below SO_SNDBUF and the unsent bytes below
+    TCP_NOTSENT_LOWAT; so a write may queue up to a whole skb past the buffer.
+    A full skb goes out at once if it is the next to send (tcp_push_one), and
+    every half of the peer's largest window queued forces a push.
+    """
+    ends = tcb.skb_ends
+    mss = send_mss(tcb)
+    goal = size_goal(tcb, mss)
+    view = memoryview(data)
+    taken = 0
+    while taken < len(data):
+        write_seq = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+        ended = bool(tcb.eor_ends) and tcb.eor_ends[-1] == write_seq
+        tail = seq_diff(write_seq, ends[-2] if len(ends) > 1 else tcb.snd_buf_seq)
+        room = goal - tail if len(ends) > tcb.skbs_sent and not ended else 0
+        if room <= 0:
+            if not stream_memory_free(stack, tcb, 0):
+                tcb.nospace = True  # the writer waits for room (SOCK_NOSPACE)
+                break
+            ends.append(write_seq)
+            tail, room = 0, goal
+        copy = min(room, len(data) - taken)
+        tcb.send_buffer += view[taken : taken + copy]
+        ends[-1] = seq_add(write_seq, copy)
+        taken += copy
+        if taken == len(data) or tail + copy < goal:
+            continue
+        write_seq = ends[-1]
+        if seq_gt(write_seq, seq_add(tcb.pushed_seq, tcb.max_snd_wnd >> 1)):
+            tcb.pushed_seq = write_seq  # Linux forced_push
+            output_synchronized(stack, tcb)
+        elif len(ends) - 1 == tcb.skbs_sent:
+            output_synchronized(stack, tcb, one_packet=True)
+    return taken
+
+
+def zerocopy_send(tcb: TCB, sock: Socket, start: int, joins_unsent: bool) -> None:
     """Give the send just queued from ``start`` its notification id (Linux msg_zerocopy_realloc):
-    it extends the range of the previous send if that one's data is still unsent at the tail."""
+    it extends the range of the previous send if that one's data was still unsent at the tail."""
     end = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
     pending = tcb.zerocopy_sends
-    if pending and pending[-1][0] == start and seq_gt(start, tcb.snd_nxt):
+    if pending and pending[-1][0] == start and joins_unsent:
         pending[-1] = (end, pending[-1][1], sock.zckey)
     else:
         pending.append((end, sock.zckey, sock.zckey))
@@ -266,6 +310,8 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
         mask |= POLLIN
     if tcb.state not in (SYN_SENT, SYN_RECEIVED) and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
+    elif tcb.state not in (SYN_SENT, SYN_RECEIVED):
+        tcb.nospace = True  # a poller waits for room: ACKs that make it will wake it (Linux tcp_poll)
     return mask
 
 

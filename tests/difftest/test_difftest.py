@@ -35,11 +35,6 @@ PYSTACK_MISMATCHES = {
                                     "write, the second pushed), pystack ['1000', '1000', '1000']",
     "cwnd_restart_after_idle": "flight after 0.5 s idle: Linux sends 10 segments (tcp_slow_start_after_idle=1: "
                                "cwnd restarts after an idle RTO, RFC 5681 4.1), pystack 40 (no restart)",
-    "sndbuf_initial_size": "non-blocking send of 500000 on a new connection: Linux queues 64240 (tcp_sndbuf_expand "
-                           "sizes sndbuf from MSS and cwnd), pystack 16384 (tcp_wmem[1], no growth)",
-    "sndbuf_blocked_writer_wakeup": "SO_SNDBUF 16384, blocked 40000-byte write: Linux's writer returns after the "
-                                    "first ACK, pystack's needs more ACKs (sndbuf doubling and Linux's truesize "
-                                    "accounting differ)",
     # -- loss recovery
     "sack_recovery_first_segment_lost": "after dupack 1 (SACK of segment 2): Linux resends segment 1 within 6 ms "
                                         "(RACK, RFC 8985: reordering window min_rtt/4), pystack waits for the 3rd "
