@@ -197,12 +197,14 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
         return 0
-    start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
-    joins_unsent = seq_gt(start, tcb.snd_nxt)  # the previous write's data is still unsent at the tail
+    zerocopy = bool(flags & MSG_ZEROCOPY and sock.zerocopy)
+    if zerocopy:
+        start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+        joins_unsent = seq_gt(start, tcb.snd_nxt)  # the previous write's data is still unsent at the tail
     taken = fill_skbs(stack, tcb, data)
     if not taken:
         raise would_block()
-    if flags & MSG_ZEROCOPY and sock.zerocopy:
+    if zerocopy:
         zerocopy_send(tcb, sock, start, joins_unsent)
     if flags & MSG_EOR and taken == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
@@ -225,28 +227,28 @@ def fill_skbs(stack: Stack, tcb: TCB, data: bytes) -> int:
     every half of the peer's largest window queued forces a push.
     """
     ends = tcb.skb_ends
-    mss = send_mss(tcb)
-    goal = size_goal(tcb, mss)
-    view = memoryview(data)
+    goal = size_goal(tcb, send_mss(tcb))
+    size = len(data)
     taken = 0
-    while taken < len(data):
+    while taken < size:
+        count = len(ends)
         write_seq = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
-        ended = bool(tcb.eor_ends) and tcb.eor_ends[-1] == write_seq
-        tail = seq_diff(write_seq, ends[-2] if len(ends) > 1 else tcb.snd_buf_seq)
-        room = goal - tail if len(ends) > tcb.skbs_sent and not ended else 0
-        if room <= 0:
+        if count > tcb.skbs_sent and not (tcb.eor_ends and tcb.eor_ends[-1] == write_seq):
+            tail = seq_diff(write_seq, ends[-2] if count > 1 else tcb.snd_buf_seq)
+        else:
+            tail = goal  # the last skb is sent, or a MSG_EOR write ended it: none to fill
+        if tail >= goal:
             if not stream_memory_free(stack, tcb, 0):
                 tcb.nospace = True  # the writer waits for room (SOCK_NOSPACE)
                 break
             ends.append(write_seq)
-            tail, room = 0, goal
-        copy = min(room, len(data) - taken)
-        tcb.send_buffer += view[taken : taken + copy]
-        ends[-1] = seq_add(write_seq, copy)
+            tail = 0
+        copy = min(goal - tail, size - taken)
+        tcb.send_buffer += data if copy == size else memoryview(data)[taken : taken + copy]
+        write_seq = ends[-1] = seq_add(write_seq, copy)
         taken += copy
-        if taken == len(data) or tail + copy < goal:
+        if taken == size or tail + copy < goal:
             continue
-        write_seq = ends[-1]
         if seq_gt(write_seq, seq_add(tcb.pushed_seq, tcb.max_snd_wnd >> 1)):
             tcb.pushed_seq = write_seq  # Linux forced_push
             output_synchronized(stack, tcb)
