@@ -35,7 +35,6 @@ from pystack.socket import (
 )
 from pystack.stack import Stack
 from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NOTSENT_LOWAT
-from pystack.tcp.seq import seq_diff
 from pystack.tcp.tcb import TcpConfig
 
 from .tcp_harness import PeerBench, passive_open
@@ -150,20 +149,22 @@ def test_send_buffer_sized_from_cwnd_unless_set():
 
 
 def test_send_buffer_grows_with_cwnd_when_a_writer_waits():
-    """A writer that found no room lets the buffer grow with cwnd, once cwnd has room to spare."""
+    """A writer that found no room lets the buffer grow with cwnd once cwnd has room to spare,
+    checked after each packet sent (Linux tcp_event_new_data_sent), and is woken."""
     per_segment = 2048 + 256
     bench = PeerBench(TcpConfig(wmem_default=16384))
     conn = passive_open(bench, syn_options=MSS_1000)
     stack, fd = bench.stack, conn.fd
     tcb = stack.sockfd_lookup(fd).tcb
-    queued = stack.send(fd, b"x" * 500000, MSG_DONTWAIT)  # stops for room
+    stack.send(fd, b"x" * 500000, MSG_DONTWAIT)  # stops for room: 74000 queued, in skbs of 32000
     first = bench.take()[0].seq
+    woken = []
+    stack.on_wake = woken.append
     conn.send("A", ack=first + 10000)  # cwnd 20, all of it used
-    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) == 2 * 10 * per_segment
-    conn.send("A", ack=first + 30000)  # cwnd 40, all of it used
-    conn.send("A", ack=first + 70000)  # cwnd 80, and less than that left to send
-    assert seq_diff(tcb.snd_nxt, first) == queued
-    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) == 2 * tcb.cwnd * per_segment > 2 * 40 * per_segment
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) == 2 * 10 * per_segment and not woken
+    conn.send("A", ack=first + 30000)  # cwnd 40: the skb 30000:42000 leaves, 12 segments, room to spare
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) == 2 * tcb.cwnd * per_segment > 2 * 20 * per_segment
+    assert woken
 
 
 def test_tcp_notsent_lowat_gates_pollout_on_unsent_bytes():

@@ -265,7 +265,7 @@ def skb_sent(tcb: TCB, cut: bool) -> bool:
     has moved on to another skb."""
     ends, index = tcb.skb_ends, tcb.skbs_sent
     if index == len(ends):
-        return True
+        return False
     if seq_ge(tcb.snd_nxt, ends[index]):
         while index < len(ends) and seq_ge(tcb.snd_nxt, ends[index]):
             index += 1
@@ -416,7 +416,7 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int,
         flags = segment_flags(tcb, size, last and fin_due, last, record_end, packet > 1 and packet_end)
         send_data_segment(stack, tcb, size, flags, now, mss)
         chunk += 1
-        if skb_sent(tcb, chunk == gso):
+        if tso_packet_sent(stack, tcb, chunk == gso):
             chunk = 0
         if record_end:
             tcb.eor_ends.popleft()
@@ -426,8 +426,18 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int,
         in_flight += 1
         if flags & FIN or (one_packet and packet_end):
             break
-    skb_sent(tcb, True)
+    tso_packet_sent(stack, tcb, chunk > 0)  # the last one ends where sending stopped
     return sent, in_flight
+
+
+def tso_packet_sent(stack: Stack, tcb: TCB, cut: bool) -> bool:
+    """After a segment: whether it ended one of Linux's TSO packets (skb_sent); if so, a waiting
+    writer's room is checked then, as Linux's tcp_event_new_data_sent does."""
+    if not skb_sent(tcb, cut):
+        return False
+    if tcb.nospace:
+        check_space(stack, tcb)
+    return True
 
 
 def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
@@ -497,7 +507,7 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
     if unsent > 0 and window_left > 0:
         mss = send_mss(tcb)
         send_data_segment(stack, tcb, min(unsent, window_left, mss), ACK | PSH, now, mss)
-        skb_sent(tcb, True)
+        tso_packet_sent(stack, tcb, True)
         return True
     stack.counters.tcp["WindowProbes"] += 1
     send_probe(stack, tcb)
