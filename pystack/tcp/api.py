@@ -201,6 +201,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     if zerocopy:
         start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
         joins_unsent = seq_gt(start, tcb.snd_nxt)  # the previous write's data is still unsent at the tail
+    tcb.gso_packet = 0
     taken = fill_skbs(stack, tcb, data)
     if not taken:
         raise would_block()
@@ -211,7 +212,7 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
     tcb.more = bool(flags & MSG_MORE)
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
-    output_synchronized(stack, tcb)
+    output_synchronized(stack, tcb, packet=tcb.gso_packet)
     return taken
 
 
@@ -249,11 +250,12 @@ def fill_skbs(stack: Stack, tcb: TCB, data: bytes) -> int:
         taken += copy
         if taken == size or tail + copy < goal:
             continue
+        tcb.more = True  # the write goes on: where its data ends so far is no place for a PSH
         if seq_gt(write_seq, seq_add(tcb.pushed_seq, tcb.max_snd_wnd >> 1)):
             tcb.pushed_seq = write_seq  # Linux forced_push
-            output_synchronized(stack, tcb)
+            output_synchronized(stack, tcb, packet=tcb.gso_packet)
         elif len(ends) - 1 == tcb.skbs_sent:
-            output_synchronized(stack, tcb, one_packet=True)
+            output_synchronized(stack, tcb, True, tcb.gso_packet)
     return taken
 
 

@@ -292,13 +292,14 @@ def tcp_output(stack: Stack, tcb: TCB) -> None:
     output_synchronized(stack, tcb)
 
 
-def output_synchronized(stack: Stack, tcb: TCB, one_packet: bool = False) -> None:
+def output_synchronized(stack: Stack, tcb: TCB, one_packet: bool = False, packet: int = 0) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
     CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state.
-    ``one_packet``: new data goes out as one GSO packet at most (Linux tcp_push_one)."""
+    ``one_packet``: new data goes out as one GSO packet at most (Linux tcp_push_one);
+    ``packet``: segments already in the current GSO packet (a write sending as it queues)."""
     now = stack.clock.now()
     sent_any = tcb.lost_out > 0 and retransmit_lost(stack, tcb, now)  # Linux: only with lost_out
-    sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight(), one_packet)
+    sent_new, in_flight = send_new_data(stack, tcb, now, tcb.in_flight(), one_packet, packet)
     sent_any = sent_new or sent_any
     cwnd_limited = in_flight >= tcb.cwnd
     if sent_new or cwnd_limited:
@@ -372,7 +373,7 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
 
 
 def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int,
-                  one_packet: bool = False) -> tuple[bool, int]:
+                  one_packet: bool = False, packet: int = 0) -> tuple[bool, int]:
     """Send new segments as the windows, Nagle and cork allow; returns (sent any, in flight).
 
     ``in_flight`` is counted once by the caller and kept up to date here (each new
@@ -381,7 +382,6 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int,
     sent = False
     mss = send_mss(tcb)
     gso = gso_segments(tcb, mss, stack.tcp.config.min_tso_segs)
-    packet = 0  # segments so far in the current GSO packet
     chunk = 0  # segments so far from the current skb since it was last split (a Linux TSO packet)
     while True:
         unsent = unsent_bytes(tcb)
@@ -427,6 +427,7 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int,
         if flags & FIN or (one_packet and packet_end):
             break
     tso_packet_sent(stack, tcb, chunk > 0)  # the last one ends where sending stopped
+    tcb.gso_packet = packet
     return sent, in_flight
 
 

@@ -149,6 +149,7 @@ class TCB:
     skbs_sent: int = 0
     pushed_seq: int = 0  # the end of the data when a PSH was last forced (Linux forced_push)
     nospace: bool = False  # a writer found no room and waits to be woken (SOCK_NOSPACE)
+    gso_packet: int = 0  # segments in the GSO packet the last output left open (a write goes on with it)
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
