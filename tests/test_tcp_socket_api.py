@@ -124,6 +124,21 @@ def test_writer_is_woken_only_when_a_third_of_the_buffer_is_free():
     assert woken and stack.poll(fd) & POLLOUT
 
 
+def test_a_blocked_writer_waits_to_be_woken_where_a_non_blocking_one_tops_up_the_last_skb():
+    """Linux's blocked writer sleeps until woken with room (sk_stream_wait_memory); a non-blocking
+    write first fills the last skb, which needs no room."""
+    bench = PeerBench()
+    conn = passive_open(bench, syn_options=MSS_1000)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)
+    assert stack.send(fd, b"x" * 100000) == 42000  # as above: the write stops for room
+    first = bench.take()[0].seq
+    conn.send("A", ack=first + 10000)  # 10000:30000 leaves: the last skb, 30000:42000, has room again
+    with pytest.raises(BlockingIOError):
+        stack.send(fd, b"x" * 100000)
+    assert stack.send(fd, b"x" * 100000, MSG_DONTWAIT) == 32000 - 12000
+
+
 def test_tcp_notsent_lowat_stops_a_write():
     """A write starts no new skb while TCP_NOTSENT_LOWAT or more is unsent (tcp_stream_memory_free)."""
     bench = PeerBench()

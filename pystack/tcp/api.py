@@ -44,6 +44,7 @@ from .output import (
     tcp_output,
     tcp_writeable,
     window_to_advertise,
+    write_space,
 )
 from .seq import seq_add, seq_diff, seq_gt
 from .tcb import (
@@ -197,6 +198,8 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int) -> int:
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
         return 0
+    if tcb.nospace and not (sock.nonblocking or flags & MSG_DONTWAIT):
+        raise would_block()  # a blocked write goes on once woken with room (sk_stream_wait_memory)
     zerocopy = bool(flags & MSG_ZEROCOPY and sock.zerocopy)
     if zerocopy:
         start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
@@ -451,7 +454,7 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, value: int | bytes, 
             stack.tcp.update_mss(tcb)
     elif option == TCP_NOTSENT_LOWAT:
         tcb.notsent_lowat = number & 0xFFFFFFFF  # Linux keeps it unsigned
-        stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
+        write_space(stack, tcb)  # the writeable test changed (Linux calls sk_write_space)
     elif option == TCP_INQ:
         tcb.recvmsg_inq = flag_option(number)
     elif option == TCP_USER_TIMEOUT:

@@ -229,6 +229,11 @@ def check_space(stack: Stack, tcb: TCB) -> None:
     if cwnd has room to use it (tcp_should_expand_sndbuf), then wake the writer if it may write."""
     if not tcb.sock.sndbuf_locked and tcb.in_flight() < tcb.cwnd:
         sndbuf_expand(stack, tcb)
+    write_space(stack, tcb)
+
+
+def write_space(stack: Stack, tcb: TCB) -> None:
+    """Wake a writer waiting for room if it may write now (Linux sk_stream_write_space)."""
     if tcp_writeable(stack, tcb):
         tcb.nospace = False
         stack.wake(tcb.sock)
