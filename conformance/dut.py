@@ -174,6 +174,7 @@ _SYSCTL_NUMBERS: dict[str, tuple[str, Callable[[int], object]]] = {
     "tcp_base_mss": ("base_mss", int),
     "tcp_probe_threshold": ("probe_threshold", int),
     "tcp_probe_interval": ("probe_interval", float),
+    "tcp_min_tso_segs": ("min_tso_segs", int),
 }
 
 
@@ -190,7 +191,7 @@ def pystack_tcp_config(sysctls: dict[str, str], cfg: TcpConfig | None = None) ->
             space = max(numbers[2], _RMEM_MAX)
             cfg.window_scale = max(0, min(space.bit_length() - 1 - 15, _TCP_MAX_WSCALE))
         elif key == "tcp_wmem" and len(numbers) == 3:
-            cfg.wmem_default = numbers[1]
+            cfg.wmem_default, cfg.wmem_max = numbers[1], numbers[2]
         elif key == "tcp_timestamps" and numbers:
             cfg.timestamps = numbers[0] != 0
         elif key == "tcp_sack" and numbers:

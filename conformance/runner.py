@@ -840,7 +840,7 @@ class Runner:
             raise Failure(event.line, "no connection for the ICMP line to quote")
         kind, code = icmp_numbers(spec, event.line)
         quoted = build_segment(flow.local[0], flow.remote[0], flow.local[1], flow.remote[1],
-                               spec.seq + flow.local_offset, 0, 0, 0, 0, b"", b"")
+                               spec.seq + flow.local_offset(), 0, 0, 0, 0, b"", b"")
         # The DUT's IP header with its total length (as sent), then the first 8 bytes of TCP.
         quoted = quoted[:2] + struct.pack("!H", 40 + spec.payload_len) + quoted[4:28]
         rest = spec.icmp_mtu or 0 if kind == ICMP_UNREACH else 0

@@ -26,6 +26,7 @@ CACHE_LINE = 64
 SKB_STRUCT_SIZE = 256  # SKB_DATA_ALIGN(sizeof(struct sk_buff)) on x86-64
 SKB_SHINFO_SIZE = 320  # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 SKB_MAX_HEAD = PAGE_SIZE - SKB_SHINFO_SIZE  # the most a one-page linear head holds
+MAX_TCP_HEADER = 256  # the head room of every TCP skb, L1_CACHE_ALIGN(128 + MAX_HEADER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,22 @@ def alloc_skb(header_len: int, data_len: int, mtu: int) -> SkBuff:
         npages = (data_len + PAGE_SIZE - 1) >> PAGE_SHIFT
     truesize = SKB_STRUCT_SIZE + SKB_SHINFO_SIZE + data_align(head_len) + npages * PAGE_SIZE
     return SkBuff(bytearray(size), size, head_len, npages, truesize)
+
+
+# What an empty TCP send skb costs the send buffer (Linux tcp_stream_alloc_skb:
+# SKB_TRUESIZE(skb_end_offset)); its head, MAX_TCP_HEADER and the shared info,
+# comes from the small-head cache of exactly that size (Linux >= 6.3). The data
+# tcp_sendmsg copies in adds its own length, byte for byte. Measured on Linux
+# 6.18: a non-blocking write into a zero window queues a second 64240-byte
+# skb exactly when SO_SNDBUF exceeds 64240 + 832.
+TCP_SKB_TRUESIZE = SKB_STRUCT_SIZE + SKB_SHINFO_SIZE + data_align(MAX_TCP_HEADER)
+
+
+def tcp_sndmem_per_mss(mss: int) -> int:
+    """Send-buffer memory per segment when every segment is an skb of its own with a
+    kmalloc'd head (Linux tcp_sndbuf_expand's worst case): the head rounded to a
+    power of two, plus the sk_buff."""
+    return (1 << (mss + MAX_TCP_HEADER + SKB_SHINFO_SIZE - 1).bit_length()) + SKB_STRUCT_SIZE
 
 
 def skb_copy_data(skb: SkBuff, offset: int, data: bytes | memoryview) -> None:

@@ -177,6 +177,7 @@ class Socket:
     broadcast: bool = False
     no_check: bool = False
     sndbuf: int = WMEM_DEFAULT
+    sndbuf_locked: bool = False  # set by SO_SNDBUF: TCP no longer sizes it (SOCK_SNDBUF_LOCK)
     rcvbuf: int = RMEM_DEFAULT
     rcvbuf_locked: bool = False  # set by SO_RCVBUF (Linux SOCK_RCVBUF_LOCK): TCP's window is clamped to it
     ttl: int = -1  # -1: the stack's default TTL

@@ -90,6 +90,7 @@ from .socket import (
 from .tcp import api as tcp_api
 from .tcp.input import tcp_error, tcp_input
 from .tcp.layer import TcpLayer
+from .tcp.output import write_space
 from .tcp.tcb import TcpConfig
 from .wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 
@@ -507,7 +508,11 @@ class Stack:
                 sock.no_check = bool(number)
             elif option == SO_SNDBUF:
                 sock.sndbuf = max(min(max(number, 0), WMEM_MAX) * 2, SOCK_MIN_SNDBUF)
-                self.wake(sock)
+                sock.sndbuf_locked = True
+                if sock.tcb is None:
+                    self.wake(sock)
+                else:
+                    write_space(self, sock.tcb)  # a TCP writer waiting for room is woken if it has some
             elif option == SO_RCVBUF:
                 sock.rcvbuf = max(min(max(number, 0), RMEM_MAX) * 2, SOCK_MIN_RCVBUF)
                 sock.rcvbuf_locked = True

@@ -13,6 +13,7 @@ from scapy.layers.inet import IP, TCP
 
 from pystack.clock import VirtualClock
 from pystack.procfs import proc_net_tcp
+from pystack.skbuff import TCP_SKB_TRUESIZE
 from pystack.socket import (
     EXTENDED_ERR,
     F_SETFL,
@@ -20,6 +21,7 @@ from pystack.socket import (
     IP_RECVERR,
     IPPROTO_IP,
     IPPROTO_TCP,
+    MSG_DONTWAIT,
     MSG_ERRQUEUE,
     MSG_OOB,
     MSG_PEEK,
@@ -58,6 +60,7 @@ from pystack.socket import (
 )
 from pystack.stack import Stack
 from pystack.tcp.api import MSG_EOR, SHUT_WR, TCP_CM_INQ, TCP_INQ, TCP_NODELAY, TCP_NOTSENT_LOWAT
+from pystack.tcp.tcb import TcpConfig
 
 from .tcp_harness import PeerBench, passive_open
 
@@ -107,20 +110,101 @@ def test_udp_siocinq_is_the_size_of_the_next_datagram():
     assert unknown.value.errno == errno.ENOTTY
 
 
+MSS_1000 = [("MSS", 1000)]  # no timestamps: 1000-byte segments
+
+
+def test_a_write_fills_skbs_past_the_buffer_and_counts_their_truesize():
+    """Linux checks SO_SNDBUF only before starting an skb, and counts each skb's own truesize."""
+    for sndbuf, skbs in (((65000 + TCP_SKB_TRUESIZE) // 2, 1), ((65000 + TCP_SKB_TRUESIZE) // 2 + 1, 2)):
+        bench = PeerBench()
+        conn = passive_open(bench, syn_options=MSS_1000, window=0)  # nothing leaves: the queue stays as filled
+        stack, fd = bench.stack, conn.fd
+        stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, sndbuf)
+        # skbs of 65 segments (the 65279 bytes of a GSO packet, in whole segments); a second one
+        # only while the first, with its truesize, is below the doubled SO_SNDBUF.
+        assert stack.send(fd, b"x" * 500000, MSG_DONTWAIT) == skbs * 65000
+        assert stack.sockfd_lookup(fd).tcb.wmem_queued() == skbs * (65000 + TCP_SKB_TRUESIZE)
+
+
 def test_writer_is_woken_only_when_a_third_of_the_buffer_is_free():
     bench = PeerBench()
-    conn = passive_open(bench)
+    conn = passive_open(bench, syn_options=MSS_1000)
     stack, fd = bench.stack, conn.fd
-    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)  # 30000 bytes (Linux doubles it)
-    assert stack.send(fd, b"x" * 40000) == 30000
+    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)  # 30000 (Linux doubles it)
+    # skbs of 32000 (half the peer's 65535 window, in whole segments). The first goes out at once as
+    # far as cwnd allows (10 segments), which splits it; the rest, 22000, is topped up to 32000. The
+    # next skb would start with 2 skbs and 42000 bytes queued, past 30000: the write stops there.
+    assert stack.send(fd, b"x" * 100000) == 42000
     first = bench.take()[0].seq
     assert not stack.poll(fd) & POLLOUT
     woken = []
     stack.on_wake = woken.append
-    conn.send("A", ack=first + 8000)  # 22000 queued, 8000 free: less than half of what is queued
+    conn.send("A", ack=first + 10000)  # cwnd 20: 10000:30000 leaves, which splits the skb at 30000
+    conn.send("A", ack=first + 20000)  # cwnd 30: the rest, 30000:42000
+    # A writer may go on once the free memory is half of what is queued, i.e. when at most 20000
+    # is queued: the two skbs' truesize and 42000 less what is acknowledged.
+    conn.send("A", ack=first + 42000 - 20000 + 2 * TCP_SKB_TRUESIZE - 1)
     assert not woken and not stack.poll(fd) & POLLOUT
-    conn.send("A", ack=first + 10000)  # 20000 queued, 10000 free: a writer may go on
+    conn.send("A", ack=first + 42000 - 20000 + 2 * TCP_SKB_TRUESIZE)
     assert woken and stack.poll(fd) & POLLOUT
+
+
+def test_a_blocked_writer_waits_to_be_woken_where_a_non_blocking_one_tops_up_the_last_skb():
+    """Linux's blocked writer sleeps until woken with room (sk_stream_wait_memory); a non-blocking
+    write first fills the last skb, which needs no room."""
+    bench = PeerBench()
+    conn = passive_open(bench, syn_options=MSS_1000)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 15000)
+    assert stack.send(fd, b"x" * 100000) == 42000  # as above: the write stops for room
+    first = bench.take()[0].seq
+    conn.send("A", ack=first + 10000)  # 10000:30000 leaves: the last skb, 30000:42000, has room again
+    with pytest.raises(BlockingIOError):
+        stack.send(fd, b"x" * 100000)
+    assert stack.send(fd, b"x" * 100000, MSG_DONTWAIT) == 32000 - 12000
+
+
+def test_tcp_notsent_lowat_stops_a_write():
+    """A write starts no new skb while TCP_NOTSENT_LOWAT or more is unsent (tcp_stream_memory_free)."""
+    bench = PeerBench()
+    conn = passive_open(bench, syn_options=[("MSS", 1000), ("WScale", 7)], window=32896)
+    stack, fd = bench.stack, conn.fd
+    stack.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4000)
+    # skbs of 16000 (half the 32896 window); the first: 10 segments leave (cwnd), and the 6000 left
+    # is topped up to 16000, all of it unsent: no new skb.
+    assert stack.send(fd, b"x" * 59000, MSG_DONTWAIT) == 26000
+    assert len(bench.take()) == 10
+
+
+def test_send_buffer_sized_from_cwnd_unless_set():
+    """Linux sizes an unset send buffer for twice cwnd, each segment a kmalloc'd skb (tcp_sndbuf_expand)."""
+    per_segment = 2048 + 256  # 1000 + MAX_TCP_HEADER + shared info, to a power of two; the sk_buff
+    bench = PeerBench(TcpConfig(wmem_default=16384))
+    conn = passive_open(bench, syn_options=MSS_1000)
+    assert bench.stack.getsockopt(conn.fd, SOL_SOCKET, SO_SNDBUF) == 2 * 10 * per_segment
+    bench = PeerBench(TcpConfig(wmem_default=16384))
+    conn = passive_open(bench, syn_options=MSS_1000,
+                        setup_listener=lambda fd: bench.stack.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, 4096))
+    assert bench.stack.getsockopt(conn.fd, SOL_SOCKET, SO_SNDBUF) == 8192  # set: kept (SOCK_SNDBUF_LOCK)
+
+
+def test_send_buffer_grows_with_cwnd_when_a_writer_waits():
+    """A writer that found no room lets the buffer grow with cwnd once cwnd has room to spare,
+    checked after each packet sent (Linux tcp_event_new_data_sent), and is woken."""
+    per_segment = 2048 + 256
+    bench = PeerBench(TcpConfig(wmem_default=16384))
+    conn = passive_open(bench, syn_options=MSS_1000)
+    stack, fd = bench.stack, conn.fd
+    tcb = stack.sockfd_lookup(fd).tcb
+    stack.send(fd, b"x" * 500000, MSG_DONTWAIT)  # stops for room: 74000 queued, in skbs of 32000
+    first = bench.take()[0].seq
+    woken = []
+    stack.on_wake = woken.append
+    conn.send("A", ack=first + 10000)  # cwnd 20, all of it used
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) <= 2 * tcb.cwnd * per_segment and not woken
+    conn.send("A", ack=first + 30000)  # cwnd 40: the skb 30000:42000 leaves, 12 segments, room to spare
+    assert stack.getsockopt(fd, SOL_SOCKET, SO_SNDBUF) == 2 * tcb.cwnd * per_segment > 2 * 20 * per_segment
+    assert woken
 
 
 def test_tcp_notsent_lowat_gates_pollout_on_unsent_bytes():

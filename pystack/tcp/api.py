@@ -38,15 +38,17 @@ from ..socket import (
 from . import congestion, fastopen, mtu
 from .input import copied_seq, start_handshake_segment
 from .output import (
-    gso_segments,
     offered_wscale,
     output_synchronized,
     restart_after_idle,
     send_ack,
     send_mss,
+    size_goal,
+    stream_memory_free,
     tcp_output,
     tcp_writeable,
     window_to_advertise,
+    write_space,
 )
 from .seq import seq_add, seq_diff, seq_gt
 from .tcb import (
@@ -256,51 +258,39 @@ def tcp_sendmsg(stack: Stack, sock: Socket, data: bytes, flags: int, pieces: lis
         raise oserror(errno.EINVAL, f"SO_ADU commits this socket to {sock.adu}-byte sends")
     if not data:
         return 0
-    space = sock.sndbuf - len(tcb.send_buffer)
-    if space <= 0:
-        raise would_block()
-    taken = data[:space]
+    if tcb.nospace and not (sock.nonblocking or flags & MSG_DONTWAIT):
+        raise would_block()  # a blocked write goes on once woken with room (sk_stream_wait_memory)
     restart_after_idle(stack, tcb, stack.clock.now())
     start = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
-    tcb.send_buffer += taken
-    if flags & MSG_ZEROCOPY and sock.zerocopy:
-        zerocopy_send(tcb, sock, start)
+    zerocopy = bool(flags & MSG_ZEROCOPY and sock.zerocopy)
+    joins_unsent = zerocopy and seq_gt(start, tcb.snd_nxt)  # the previous write's data is still unsent
+    tcb.gso_packet = 0
+    taken = fill_skbs(stack, tcb, data)
+    if not taken:
+        raise would_block()
+    if zerocopy:
+        zerocopy_send(tcb, sock, start, joins_unsent)
         if pieces:
-            end_full_skbs(tcb, start, pieces, len(taken))
+            end_full_skbs(tcb, start, pieces, taken)
     if sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK:
         # Linux tcp_tx_timestamp: the write's last byte is the one reported on.
-        tcb.tx_stamps.append([seq_add(start, len(taken) - 1), sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK, None])
-    if flags & MSG_EOR and len(taken) == len(data):
+        tcb.tx_stamps.append([seq_add(start, taken - 1), sock.tsflags & SOF_TIMESTAMPING_TX_RECORD_MASK, None])
+    if flags & MSG_EOR and taken == len(data):
         tcb.eor_ends.append(seq_add(tcb.snd_buf_seq, len(tcb.send_buffer)))
     tcb.more = bool(flags & MSG_MORE)
-    mark_forced_pushes(tcb, start, len(taken))
+    mark_write_end(tcb, seq_add(start, taken))
     # tcp_output; the state is one of CAN_SEND (checked above), so it is synchronized. Every
     # timer output arms files the TCB itself (arm_rto, arm_persist).
-    output_synchronized(stack, tcb)
-    return len(taken)
+    output_synchronized(stack, tcb, packet=tcb.gso_packet)
+    return taken
 
 
-def mark_forced_pushes(tcb: TCB, start: int, length: int) -> None:
-    """Linux queues a write in skbs of its size goal (the GSO packet size at the pacing rate, not
-    bound by the peer's window: a window-limited write of a few segments is one skb on Linux
-    6.18), and marks PSH on a full one, not the write's last, that ends more than half the peer's
-    largest window past the last mark (forced_push); then the write's end is marked, unless
-    MSG_MORE (tcp_push). Each write is taken to start an skb; a mark is a PSH where a segment
-    ends there."""
-    half = tcb.max_snd_wnd >> 1
-    threshold = seq_diff(seq_add(tcb.pushed_seq, half), start)  # marks go on skbs ending past it
-    if threshold < length:
-        mss = send_mss(tcb)
-        goal = gso_segments(tcb, mss, window_bound=False) * mss
-        end = (max(threshold, 0) // goal + 1) * goal
-        while end < length:
-            tcb.push_marks.append(seq_add(start, end))
-            tcb.pushed_seq = seq_add(start, end)
-            end = ((end + half) // goal + 1) * goal
-    write_seq = seq_add(start, length)
+def mark_write_end(tcb: TCB, write_seq: int) -> None:
+    """Linux tcp_push: the write's end gets PSH (segment_flags: where the queued data ends) unless
+    MSG_MORE; with MSG_MORE only a forced push (past half the peer's largest window) marks it."""
     if not tcb.more:
-        tcb.pushed_seq = write_seq  # the PSH where the queued data ends (segment_flags)
-    elif seq_gt(write_seq, seq_add(tcb.pushed_seq, half)):
+        tcb.pushed_seq = write_seq
+    elif seq_gt(write_seq, seq_add(tcb.pushed_seq, tcb.max_snd_wnd >> 1)):
         tcb.push_marks.append(write_seq)  # forced, MSG_MORE or not
         tcb.pushed_seq = write_seq
 
@@ -321,12 +311,56 @@ def end_full_skbs(tcb: TCB, start: int, pieces: list[int], taken: int) -> None:
         offset += length
 
 
-def zerocopy_send(tcb: TCB, sock: Socket, start: int) -> None:
+def fill_skbs(stack: Stack, tcb: TCB, data: bytes) -> int:
+    """Queue what Linux's tcp_sendmsg queues of ``data`` before it would wait for room; returns
+    how much.
+
+    Data goes into skbs of size_goal bytes, the unsent last one filled first
+    (unless a MSG_EOR write ended it). Only a new skb needs room: the queue's
+    memory, counted by truesize, below SO_SNDBUF and the unsent bytes below
+    TCP_NOTSENT_LOWAT; so a write may queue up to a whole skb past the buffer.
+    A full skb goes out at once if it is the next to send (tcp_push_one), and
+    every half of the peer's largest window queued forces a push.
+    """
+    ends = tcb.skb_ends
+    goal = size_goal(tcb, send_mss(tcb))
+    size = len(data)
+    taken = 0
+    while taken < size:
+        count = len(ends)
+        write_seq = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
+        if count > tcb.skbs_sent and not (tcb.eor_ends and tcb.eor_ends[-1] == write_seq):
+            tail = seq_diff(write_seq, ends[-2] if count > 1 else tcb.snd_buf_seq)
+        else:
+            tail = goal  # the last skb is sent, or a MSG_EOR write ended it: none to fill
+        if tail >= goal:
+            if not stream_memory_free(stack, tcb, 0):
+                tcb.nospace = True  # the writer waits for room (SOCK_NOSPACE)
+                break
+            ends.append(write_seq)
+            tail = 0
+        copy = min(goal - tail, size - taken)
+        tcb.send_buffer += data if copy == size else memoryview(data)[taken : taken + copy]
+        write_seq = ends[-1] = seq_add(write_seq, copy)
+        taken += copy
+        if taken == size or tail + copy < goal:
+            continue
+        tcb.more = True  # the write goes on: where its data ends so far is no place for a PSH
+        if seq_gt(write_seq, seq_add(tcb.pushed_seq, tcb.max_snd_wnd >> 1)):
+            tcb.push_marks.append(write_seq)  # Linux forced_push: tcp_mark_push, then push
+            tcb.pushed_seq = write_seq
+            output_synchronized(stack, tcb, packet=tcb.gso_packet)
+        elif len(ends) - 1 == tcb.skbs_sent:
+            output_synchronized(stack, tcb, True, tcb.gso_packet)
+    return taken
+
+
+def zerocopy_send(tcb: TCB, sock: Socket, start: int, joins_unsent: bool) -> None:
     """Give the send just queued from ``start`` its notification id (Linux msg_zerocopy_realloc):
-    it extends the range of the previous send if that one's data is still unsent at the tail."""
+    it extends the range of the previous send if that one's data was still unsent at the tail."""
     end = seq_add(tcb.snd_buf_seq, len(tcb.send_buffer))
     pending = tcb.zerocopy_sends
-    if pending and pending[-1][0] == start and seq_gt(start, tcb.snd_nxt):
+    if pending and pending[-1][0] == start and joins_unsent:
         pending[-1] = (end, pending[-1][1], sock.zckey)
     else:
         pending.append((end, sock.zckey, sock.zckey))
@@ -452,6 +486,8 @@ def tcp_poll(stack: Stack, sock: Socket) -> int:
                    or tcb.state == SYN_RECEIVED and not tcb.fastopen_passive)
     if not handshaking and (tcb.shut_wr or tcp_writeable(stack, tcb)):
         mask |= POLLOUT
+    elif tcb.state not in (SYN_SENT, SYN_RECEIVED):
+        tcb.nospace = True  # a poller waits for room: ACKs that make it will wake it (Linux tcp_poll)
     return mask
 
 
@@ -587,7 +623,7 @@ def set_tcp_option(stack: Stack, sock: Socket, option: int, value: int | bytes, 
             stack.tcp.update_mss(tcb)
     elif option == TCP_NOTSENT_LOWAT:
         tcb.notsent_lowat = number & 0xFFFFFFFF  # Linux keeps it unsigned
-        stack.wake(sock)  # the writeable test changed (Linux calls sk_write_space)
+        write_space(stack, tcb)  # the writeable test changed (Linux calls sk_write_space)
     elif option == TCP_INQ:
         tcb.recvmsg_inq = flag_option(number)
     elif option in (TCP_USER_TIMEOUT, TCP_SYNCNT):

@@ -21,13 +21,13 @@ from .output import (
     CE,
     ECN_MASK,
     arm_rto,
+    check_space,
     offered_wscale,
     schedule_ack,
     schedule_loss_probe,
     send_ack,
     send_syn,
     tcp_output,
-    tcp_writeable,
     ts_now,
     window_to_advertise,
 )
@@ -101,6 +101,8 @@ def tcp_input(stack: Stack, header: IPv4Packet, packet: bytes) -> None:
             tcp_output(stack, tcb)
         else:
             tcb.output()  # the same, specialized for this connection
+        if tcb.nospace:
+            check_space(stack, tcb)  # after sending, as Linux's tcp_data_snd_check
         stack.tcp.timer_changed(tcb)
 
 
@@ -674,6 +676,10 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     if acked_data:
         del tcb.send_buffer[:acked_data]
         tcb.snd_buf_seq = seq_add(tcb.snd_buf_seq, acked_data)
+        ends = tcb.skb_ends
+        while ends and seq_le(ends[0], tcb.snd_buf_seq):
+            ends.popleft()  # a whole skb acknowledged is freed; a part of one, trimmed (tcp_trim_head)
+            tcb.skbs_sent = max(tcb.skbs_sent - 1, 0)
     tcb.bytes_acked += seq_diff(ack, tcb.snd_una)
     tcb.snd_una = ack
     if tcb.mtup_probe_size:
@@ -696,8 +702,6 @@ def acknowledge(stack: Stack, tcb: TCB, seg: TcpSegment, now: float, newly_sacke
     if not tcb.reo_pending:
         arm_rto(stack, tcb, now)
         schedule_loss_probe(stack, tcb, now, True)
-    if tcp_writeable(stack, tcb):
-        stack.wake(tcb.sock)  # a writer waits for a third of the buffer free (Linux tcp_check_space)
 
 
 def urgent_arrives(tcb: TCB, seg: TcpSegment) -> None:

@@ -23,7 +23,7 @@ from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from . import congestion
 from .fastopen import CachedCookie
 from .mtu import mtu_to_mss
-from .output import send_reset_for
+from .output import send_reset_for, sndbuf_expand
 from .seq import MASK
 from .tcb import CLOSED, LISTEN, SYN_RECEIVED, TCB, TcpConfig
 from .timers import tcp_timers
@@ -109,7 +109,8 @@ class TcpLayer:
         """A connection's socket and TCB, inheriting the listener's options, in no table (yet)."""
         parent_sock = listener.sock
         sock = Socket(-1, SOCK_STREAM, IPPROTO_TCP, waker=parent_sock.waker,
-                      sndbuf=parent_sock.sndbuf, rcvbuf=parent_sock.rcvbuf, rcvbuf_locked=parent_sock.rcvbuf_locked,
+                      sndbuf=parent_sock.sndbuf, sndbuf_locked=parent_sock.sndbuf_locked,
+                      rcvbuf=parent_sock.rcvbuf, rcvbuf_locked=parent_sock.rcvbuf_locked,
                       ttl=parent_sock.ttl, tos=parent_sock.tos, adu=parent_sock.adu,
                       zerocopy=parent_sock.zerocopy, mark=parent_sock.mark, oobinline=parent_sock.oobinline,
                       tsflags=parent_sock.tsflags)
@@ -149,6 +150,9 @@ class TcpLayer:
     def established(self, tcb: TCB) -> None:
         """The handshake completed: hand a passive connection to its listener."""
         tcb.sock.connected = True
+        tcb.pushed_seq = tcb.snd_nxt
+        if not tcb.sock.sndbuf_locked:
+            sndbuf_expand(self.stack, tcb)  # Linux tcp_init_buffer_space
         if tcb.keepalive:
             tcb.keepalive_at = tcb.last_received_at + (tcb.keepidle or self.config.keepalive_time)
         parent = tcb.parent

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .. import ip
 from ..route import cached_route
+from ..skbuff import MAX_TCP_HEADER, tcp_sndmem_per_mss
 from ..socket import (
     IP_PMTUDISC_WANT,
     SCM_TSTAMP_SCHED,
@@ -26,7 +27,7 @@ from ..wire.tcp import HEADER_LEN as TCP_HEADER_LEN
 from . import mtu
 from .mtu import TIMESTAMP_OPTION_LEN
 from .rtt import JIFFY, RTO_INITIAL, TCP_TIMEOUT_MIN
-from .seq import MASK, seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from .seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .tcb import (
     CA_CWR,
     CA_OPEN,
@@ -50,7 +51,7 @@ MAX_SACK_BLOCKS_WITH_TS = 3
 MAX_SACK_BLOCKS = 4
 SACK_OPTION_BASE = 4  # two NOPs, kind and length (TCPOLEN_SACK_BASE_ALIGNED)
 SACK_BLOCK_LEN = 8
-GSO_MAX_SIZE = 65536 - 1 - 320  # Linux: sk_gso_max_size less MAX_TCP_HEADER
+GSO_MAX_SIZE = 65536 - 1 - MAX_TCP_HEADER  # Linux: sk_gso_max_size less MAX_TCP_HEADER
 ECN_MASK = 0x03  # the ECN field of the IP TOS byte
 ECT_0 = 0x02
 CE = 0x03
@@ -243,17 +244,83 @@ def unsent_bytes(tcb: TCB) -> int:
     return len(tcb.send_buffer) - seq_diff(tcb.snd_nxt, tcb.snd_buf_seq)
 
 
+def stream_memory_free(stack: Stack, tcb: TCB, wake: int) -> bool:
+    """Whether a write may start a new skb (Linux __sk_stream_memory_free): the queue's memory
+    (truesize, not bytes) below SO_SNDBUF, and the unsent bytes, doubled when ``wake`` (deciding
+    whether to wake a writer), below TCP_NOTSENT_LOWAT (tcp_stream_memory_free)."""
+    lowat = tcb.notsent_lowat or stack.tcp.config.notsent_lowat
+    return tcb.wmem_queued() < tcb.sock.sndbuf and unsent_bytes(tcb) << wake < lowat
+
+
 def tcp_writeable(stack: Stack, tcb: TCB) -> bool:
     """Whether a writer is told there is room (Linux __sk_stream_is_writeable with wake=1).
 
-    Not as soon as one byte fits: the free space must be at least half of
+    Not as soon as one byte fits: the free memory must be at least half of
     what is queued (sk_stream_min_wspace, so a blocked writer wakes once the
     queue falls to 2/3 of the buffer), and the unsent bytes, doubled, must be
-    below TCP_NOTSENT_LOWAT (tcp_stream_memory_free).
+    below TCP_NOTSENT_LOWAT.
     """
-    queued = len(tcb.send_buffer)
-    lowat = tcb.notsent_lowat or stack.tcp.config.notsent_lowat
-    return tcb.sock.sndbuf - queued >= queued // 2 and 2 * unsent_bytes(tcb) < lowat
+    queued = tcb.wmem_queued()
+    return tcb.sock.sndbuf - queued >= queued >> 1 and stream_memory_free(stack, tcb, 1)
+
+
+def check_space(stack: Stack, tcb: TCB) -> None:
+    """After input, for a writer that found no room (Linux tcp_check_space): let the buffer grow
+    if cwnd has room to use it (tcp_should_expand_sndbuf), then wake the writer if it may write."""
+    if not tcb.sock.sndbuf_locked and tcb.in_flight() < tcb.cwnd:
+        sndbuf_expand(stack, tcb)
+    write_space(stack, tcb)
+
+
+def write_space(stack: Stack, tcb: TCB) -> None:
+    """Wake a writer waiting for room if it may write now (Linux sk_stream_write_space)."""
+    if tcp_writeable(stack, tcb):
+        tcb.nospace = False
+        stack.wake(tcb.sock)
+
+
+def sndbuf_expand(stack: Stack, tcb: TCB) -> None:
+    """Size the send buffer for twice the congestion window (CUBIC's and Reno's factor), each
+    segment an skb of its own (Linux tcp_sndbuf_expand); it never shrinks, nor passes tcp_wmem[2]."""
+    mss = max(min(tcb.peer_mss, tcb.user_mss or tcb.peer_mss), tcb.mss)  # mss_clamp, mss_cache
+    segments = max(stack.tcp.config.initial_cwnd, tcb.cwnd, tcb.reordering + 1)
+    sndmem = 2 * segments * tcp_sndmem_per_mss(mss)
+    if tcb.sock.sndbuf < sndmem:
+        tcb.sock.sndbuf = min(sndmem, stack.tcp.config.wmem_max)
+
+
+def size_goal(tcb: TCB, mss: int) -> int:
+    """How many bytes tcp_sendmsg puts in one skb (Linux tcp_xmit_size_goal): the whole segments
+    of the largest GSO packet, at most half the peer's largest window."""
+    return max(bound_to_half_window(tcb, GSO_MAX_SIZE) // mss * mss, mss)
+
+
+def bound_to_half_window(tcb: TCB, size: int) -> int:
+    """``size``, at most half the peer's largest window (Linux tcp_bound_to_half_wnd): a peer
+    offering a window below two segments still gets several in flight."""
+    cutoff = tcb.max_snd_wnd >> 1 if tcb.max_snd_wnd > DEFAULT_MSS else tcb.max_snd_wnd
+    if cutoff and size > cutoff:
+        return max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
+    return size
+
+
+def skb_sent(tcb: TCB, cut: bool) -> bool:
+    """Follow the skbs as data leaves (Linux tcp_write_xmit sends an skb at a time, at most a GSO
+    packet of it, and splits it where it stops: ``cut``, tso_fragment). True when the send head
+    has moved on to another skb."""
+    ends, index = tcb.skb_ends, tcb.skbs_sent
+    if index == len(ends):
+        return False
+    if seq_ge(tcb.snd_nxt, ends[index]):
+        while index < len(ends) and seq_ge(tcb.snd_nxt, ends[index]):
+            index += 1
+        tcb.skbs_sent = index
+        return True
+    if cut and seq_gt(tcb.snd_nxt, ends[index - 1] if index else tcb.snd_buf_seq):
+        ends.insert(index, tcb.snd_nxt)
+        tcb.skbs_sent = index + 1
+        return True
+    return False
 
 
 def data_at(tcb: TCB, seq: int, length: int) -> bytes:
@@ -270,9 +337,11 @@ def tcp_output(stack: Stack, tcb: TCB) -> None:
     output_synchronized(stack, tcb)
 
 
-def output_synchronized(stack: Stack, tcb: TCB) -> None:
+def output_synchronized(stack: Stack, tcb: TCB, one_packet: bool = False, packet: int = 0) -> None:
     """``tcp_output`` once the connection is synchronized (its state is none of
-    CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state."""
+    CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED): the caller has checked the state.
+    ``one_packet``: new data goes out as one GSO packet at most (Linux tcp_push_one);
+    ``packet``: segments already in the current GSO packet (a write sending as it queues)."""
     now = stack.clock.now()
     frto_new = tcb.frto_new  # F-RTO's new data first: retransmissions only if none could go
     tcb.frto_new = False
@@ -286,7 +355,7 @@ def output_synchronized(stack: Stack, tcb: TCB) -> None:
     if probe == 0:
         sent_new = False  # the probe waits for room, and new data behind it
     else:
-        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight, mss)
+        sent_new, in_flight = send_new_data(stack, tcb, now, in_flight, mss, one_packet, packet)
         sent_new = sent_new or bool(probe)
     if frto_new and not sent_new:
         tcb.frto = False  # conventional recovery after all (Linux tcp_xmit_recovery)
@@ -384,7 +453,8 @@ def split(tcb: TCB, item: Sent, length: int) -> None:
     tcb.queue_segment(rest, index + 1)
 
 
-def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int) -> tuple[bool, int]:
+def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int,
+                  one_packet: bool = False, packet: int = 0) -> tuple[bool, int]:
     """Send new segments as the windows, Nagle and cork allow; returns (sent any, in flight).
 
     ``in_flight`` is counted once by the caller and kept up to date here (each new
@@ -393,8 +463,8 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int) 
     """
     sent = False
     # At most half of cwnd per packet, so that two are in flight (Linux tcp_cwnd_test's quota).
-    gso = min(gso_segments(tcb, mss), max(tcb.cwnd >> 1, 1))
-    packet = 0  # segments so far in the current GSO packet
+    gso = min(gso_segments(tcb, mss, stack.tcp.config.min_tso_segs), max(tcb.cwnd >> 1, 1))
+    chunk = 0  # segments so far from the current skb since it was last split (a Linux TSO packet)
     while True:
         unsent = unsent_bytes(tcb)
         fin_due = tcb.fin_queued and not tcb.fin_sent and unsent <= mss
@@ -427,17 +497,39 @@ def send_new_data(stack: Stack, tcb: TCB, now: float, in_flight: int, mss: int) 
         packet_end = packet == gso or in_flight + 1 >= tcb.cwnd or size >= window_left
         flags = segment_flags(tcb, size, last and fin_due, last, record_end)
         send_data_segment(stack, tcb, size, flags, now, mss, packet if packet_end else 0)
+        chunk += 1
+        if tso_packet_sent(stack, tcb, chunk == gso):
+            chunk = 0
         if record_end:
             tcb.eor_ends.popleft()
         if packet_end:
             packet = 0
         sent = True
         in_flight += 1
-        if flags & FIN:
+        if flags & FIN or (one_packet and packet_end):
             break
-    if packet and tcb.rtx:
-        tcb.rtx[-1].packet_end = True  # the burst ended inside a GSO packet: it ends there
+    burst_ended(stack, tcb, packet, chunk)
     return sent, in_flight
+
+
+def burst_ended(stack: Stack, tcb: TCB, packet: int, chunk: int) -> None:
+    """Sending stopped: the last segment ends its GSO packet for a retransmission of it, and the
+    skb piece it ends for the send buffer (skb_sent); a write sending as it queues carries the
+    open packet's count into its next send (``gso_packet``)."""
+    if packet and tcb.rtx:
+        tcb.rtx[-1].packet_end = True
+    tso_packet_sent(stack, tcb, chunk > 0)
+    tcb.gso_packet = packet
+
+
+def tso_packet_sent(stack: Stack, tcb: TCB, cut: bool) -> bool:
+    """After a segment: whether it ended one of Linux's TSO packets (skb_sent); if so, a waiting
+    writer's room is checked then, as Linux's tcp_event_new_data_sent does."""
+    if not skb_sent(tcb, cut):
+        return False
+    if tcb.nospace:
+        check_space(stack, tcb)
+    return True
 
 
 def record_limit(tcb: TCB, size: int) -> tuple[int, bool]:
@@ -458,7 +550,7 @@ def segment_flags(tcb: TCB, size: int, fin: bool, last: bool, record_end: bool) 
 
 def marked_push(tcb: TCB, size: int) -> bool:
     """Whether the next ``size`` bytes end where a PSH was marked as the write was queued (Linux's
-    forced push: see mark_forced_pushes); the marks passed are dropped."""
+    forced push: see fill_skbs and mark_write_end); the marks passed are dropped."""
     end = seq_add(tcb.snd_nxt, size)
     marks = tcb.push_marks
     while marks and seq_lt(marks[0], end):
@@ -469,16 +561,14 @@ def marked_push(tcb: TCB, size: int) -> bool:
     return False
 
 
-def gso_segments(tcb: TCB, mss: int, window_bound: bool = True) -> int:
+def gso_segments(tcb: TCB, mss: int, min_segs: int) -> int:
     """Segments per GSO packet, as Linux sizes them (tcp_tso_autosize): about a millisecond at the
-    pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least two (tcp_min_tso_segs),
-    and no more than half the peer's largest window (tcp_xmit_size_goal) unless not
-    ``window_bound`` (the skbs a write is queued in: see mark_forced_pushes)."""
+    pacing rate (twice cwnd per RTT in slow start, 1.2 times after), at least ``min_segs``
+    (tcp_min_tso_segs), and no more than half the peer's largest window (tcp_xmit_size_goal)."""
     ratio = 2.0 if tcb.cwnd < tcb.ssthresh // 2 else 1.2
     srtt = max(tcb.rtt.srtt, 1e-6)  # Linux keeps microseconds
     per_ms = int(ratio * max(tcb.cwnd, len(tcb.rtx)) / srtt / 1024)
-    most = min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) if window_bound else GSO_MAX_SIZE
-    return max(2, min(per_ms, most // mss))
+    return max(min_segs, min(per_ms, min(GSO_MAX_SIZE, tcb.max_snd_wnd // 2) // mss))
 
 
 def send_data_segment(stack: Stack, tcb: TCB, size: int, flags: int, now: float, mss: int,
@@ -543,6 +633,7 @@ def send_window_probe(stack: Stack, tcb: TCB, now: float) -> bool:
     if unsent > 0 and window_left > 0:
         mss = send_mss(tcb)
         send_data_segment(stack, tcb, min(unsent, window_left, mss), ACK | PSH, now, mss)
+        tso_packet_sent(stack, tcb, True)
         return True
     stack.counters.tcp["WindowProbes"] += 1
     send_probe(stack, tcb)
@@ -559,10 +650,7 @@ def send_mss(tcb: TCB) -> int:
     duplicate) carries a SACK option, and without this would exceed the path
     MTU and leave as IP fragments.
     """
-    mss = tcb.mss
-    cutoff = tcb.max_snd_wnd >> 1 if tcb.max_snd_wnd > DEFAULT_MSS else tcb.max_snd_wnd
-    if cutoff and mss > cutoff:
-        mss = max(cutoff, 68 - TCP_HEADER_LEN - (TIMESTAMP_OPTION_LEN if tcb.ts_ok else 0))
+    mss = bound_to_half_window(tcb, tcb.mss)
     if tcb.sack_ok and (tcb.out_of_order or tcb.dsack is not None):
         blocks = len(tcb.out_of_order) + (tcb.dsack is not None)
         mss -= SACK_OPTION_BASE + SACK_BLOCK_LEN * min(blocks, MAX_SACK_BLOCKS_WITH_TS if tcb.ts_ok else MAX_SACK_BLOCKS)

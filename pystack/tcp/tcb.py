@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..skbuff import TCP_SKB_TRUESIZE
 from .congestion import Cubic, Reno
 from .ofo import OutOfOrderQueue
 from .rtt import RttEstimator
@@ -73,6 +74,8 @@ class TcpConfig:
     # Buffers start where Linux's autotuning typically ends up (tcp_rmem/tcp_wmem grow to MBs).
     rmem_default: int = 1 << 20
     wmem_default: int = 1 << 20
+    wmem_max: int = 4 << 20  # tcp_wmem[2]: the most the send buffer grows to on its own
+    min_tso_segs: int = 2  # tcp_min_tso_segs: the fewest segments per GSO packet
     rto_min: float = 0.2
     reordering: int = 3  # duplicate-ACK threshold, where each connection's starts
     max_reordering: int = 300  # tcp_max_reordering: the most it grows to as reordering is seen
@@ -163,11 +166,18 @@ class TCB:
     # Send buffer: bytes from ``snd_buf_seq`` onwards, acknowledged bytes removed.
     send_buffer: bytearray = field(default_factory=bytearray)
     snd_buf_seq: int = 0
+    # Linux's skbs over that buffer, as tcp_sendmsg fills them and sending splits them: where
+    # each ends, and how many (from the first) have been sent. Each costs the send buffer
+    # TCP_SKB_TRUESIZE besides its bytes (sk_wmem_queued).
+    skb_ends: deque[int] = field(default_factory=deque)
+    skbs_sent: int = 0
+    nospace: bool = False  # a writer found no room and waits to be woken (SOCK_NOSPACE)
+    gso_packet: int = 0  # segments in the GSO packet the last output left open (a write goes on with it)
     snd_sml: int = 0  # end of the last sub-MSS segment sent (Nagle, Minshall's variant)
     eor_ends: deque[int] = field(default_factory=deque)  # where MSG_EOR writes end, not yet sent past
     # Linux's forced push (tcp_sendmsg_locked): PSH marked, as a write is queued, where the data
     # queued since the last mark (pushed_seq) passes half the peer's largest window.
-    pushed_seq: int = 0
+    pushed_seq: int = 0  # the end of the data when a PSH was last marked (a write's end or forced)
     push_marks: deque[int] = field(default_factory=deque)  # such marks not yet sent past
     # MSG_ZEROCOPY sends not yet acknowledged: (end of their data, first id, last id).
     zerocopy_sends: deque[tuple[int, int, int]] = field(default_factory=deque)
@@ -318,6 +328,10 @@ class TCB:
     def next_deadline(self) -> float:
         return min(self.rto_at, self.delack_at, self.persist_at, self.keepalive_at,
                    self.timewait_at, self.fin_wait2_at)
+
+    def wmem_queued(self) -> int:
+        """The send buffer's memory as Linux counts it against SO_SNDBUF (sk_wmem_queued)."""
+        return len(self.send_buffer) + TCP_SKB_TRUESIZE * len(self.skb_ends)
 
     def packets_out(self) -> int:
         return len(self.rtx)

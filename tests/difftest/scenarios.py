@@ -1469,6 +1469,49 @@ async def sndbuf_blocked_writer_wakeup(tb: Testbench) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def _zero_window_write(tb: Testbench, label: str, port: int, mss: int, sndbuf: int | None) -> None:
+    """A non-blocking write of 500000 into a zero window: how much the send buffer takes."""
+    _peer, _listener, conn = await tb.passive_open(port=port, window=0, options=[("MSS", mss)])
+    if sndbuf is not None:
+        await tb.call(f"{label}: SO_SNDBUF {sndbuf}", conn.setsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    await tb.call(f"{label}: SO_SNDBUF", conn.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
+    conn.set_nonblocking(True)
+    await tb.call(f"{label}: send 500000", conn.send, bytes(500000))
+    await tb.call(f"{label}: send 1 more", conn.send, bytes(1))
+    # Abort it before the next: its zero-window probes would otherwise come in the next handshake.
+    await tb.call(f"{label}: SO_LINGER", conn.setsockopt, socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER_OFF_0)
+    await tb.call(f"{label}: close", conn.close)
+    await tb.expect(f"{label}: RST", count=1)
+
+
+@scenario
+async def sndbuf_zero_window_write_per_sndbuf(tb: Testbench) -> None:
+    """Zero window, MSS 1460: a write takes whole 64240-byte skbs while the memory queued (with each
+    skb's truesize) is below SO_SNDBUF; values either side of one and two skbs' worth."""
+    for port, sndbuf in enumerate((2304, 16384, 32536, 32537, 60000, 65000, 65600), start=8100):
+        await _zero_window_write(tb, f"SO_SNDBUF {sndbuf}", port, 1460, sndbuf)
+
+
+@scenario
+async def sndbuf_zero_window_write_per_mss(tb: Testbench) -> None:
+    """Zero window, the default send buffer: the skb size is the most whole segments a GSO packet holds."""
+    for port, mss in enumerate((1460, 1000, 536, 1200), start=8200):
+        await _zero_window_write(tb, f"MSS {mss}", port, mss, None)
+
+
+@scenario
+async def notsent_lowat_stops_a_partial_write(tb: Testbench) -> None:
+    """TCP_NOTSENT_LOWAT 4000, a 32896-byte window, cwnd 10: a 59000-byte write is cut once the skb
+    being filled leaves 4000 or more unsent (the first flight already gone)."""
+    _peer, _listener, conn = await tb.passive_open(options=[("MSS", 1000), ("NOP", None), ("WScale", 7)],
+                                                   window=257)  # the field: 32896 once scaled
+    await tb.call("TCP_NOTSENT_LOWAT", conn.setsockopt, socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4000)
+    conn.set_nonblocking(True)
+    await tb.call("send 59000", conn.send, bytes(59000))
+    await tb.expect("first flight", within=0.05)
+    await tb.call("SIOCOUTQNSD", conn.ioctl, SIOCOUTQNSD)
+
+
 # ---------------------------------------------------------------- receive buffer and window
 
 

@@ -27,11 +27,6 @@ PYSTACK_MISMATCHES = {
     # -- PSH, cwnd validation, send buffer
     "msg_more_full_segments_leave": "PSH marks: Linux ['1000', '1000P', '1000'] (the full segments of a MSG_MORE "
                                     "write, the second pushed), pystack ['1000', '1000', '1000']",
-    "sndbuf_initial_size": "non-blocking send of 500000 on a new connection: Linux queues 64240 (tcp_sndbuf_expand "
-                           "sizes sndbuf from MSS and cwnd), pystack 16384 (tcp_wmem[1], no growth)",
-    "sndbuf_blocked_writer_wakeup": "SO_SNDBUF 16384, blocked 40000-byte write: Linux's writer returns after the "
-                                    "first ACK, pystack's needs more ACKs (sndbuf doubling and Linux's truesize "
-                                    "accounting differ)",
     # -- loss recovery
     "sack_recovery_prr_sequence": "after dupack 1: Linux sends new segment 11 and (RACK) resends segment 1; pystack "
                                   "sends only new data, resends at dupack 3, then takes an RTO (ca_state 4, "
