@@ -12,8 +12,10 @@ act when an option and a route change; then a socket that committed a
 4000-byte ADU gets code with every size, fragment and buffer computed once. Then the tux_like server
 on pystack: curl fetches a page and a byte range over HTTP, and lists and fetches a file over FTP.
 Finally it stops the stack, shows its counters, and removes the namespace.
-Everything stays inside the namespace. Last, outside any namespace, Stingy: the quick
-ab sweep of tux_like in simulated memory and time, original against Stingy.
+Everything stays inside the namespace. Then, outside any namespace, Stingy: the quick
+ab sweep of tux_like in simulated memory and time, original against Stingy. Last, remote
+specialization (a thin device served by `pystack spec serve`, then over pystack's own TCP on
+a TUN namespace of its own) and the C backend (a UDP send's residual in C, same packets).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import trio
 
+from demos import c_backend_demo, remote_spec_demo
 from pystack.host.netns import why_not
 from pystack.host.tun_host import TunHost, tun_host
 from pystack.services import serve_services
@@ -294,6 +297,10 @@ def main() -> int:
             return 1
     status = trio.run(demo)
     stingy_sweep()
+    say("Remote specialization (thesis ch. 4): a thin device asks a server for its code (demos.remote_spec_demo)")
+    status |= remote_spec_demo.main()
+    say("The C backend: a specialized UDP send in C, its packets beside Python's (demos.c_backend_demo)")
+    status |= c_backend_demo.main()
     return status
 
 

@@ -89,7 +89,8 @@ def resolve_global(name: str) -> Any:
         value = value.__dict__.get(part) if isinstance(value, type) else getattr(value, part, None)
         if value is None:
             raise ContextError(f"{name!r}: no {part!r}")
-    return value
+    # A property's getter is named by the property's place (the residual calls the getter).
+    return value.fget if isinstance(value, property) else value
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,10 @@ PYSTACK_MISMATCHES = {
     # not yet fixed
     # issue 16 ("TCP as Linux does it"): each the first difference, then why
     # -- PSH, cwnd validation, send buffer
+    "psh_window_limited_write": "second window: Linux ['1000', '1000P'], pystack ['1000P', '1000P']: pystack queues "
+                                "the write in skbs of half the peer's largest window (tcp_xmit_size_goal, as its send "
+                                "buffer is counted) and marks a forced push at the one passing half the window; Linux's "
+                                "skbs end elsewhere here (cubic-rto-ss-ca-cwnd-bump.pkt shows the same)",
     "msg_more_full_segments_leave": "PSH marks: Linux ['1000', '1000P', '1000'] (the full segments of a MSG_MORE "
                                     "write, the second pushed), pystack ['1000', '1000', '1000']",
     # -- loss recovery
