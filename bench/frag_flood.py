@@ -20,7 +20,7 @@ from pystack.socket import SKB_OVERHEAD
 from pystack.stack import Stack
 from pystack.wire.ipv4 import FLAG_MF, PROTO_UDP, build_ipv4_header
 
-from .common import Settings, Table, median, note, ratio
+from .common import Settings, Table, median_runs, note, ratio
 
 NAME = "frag_flood"
 NEEDS_ROOT = False
@@ -63,7 +63,7 @@ def run(settings: Settings) -> Table:
     rows = []
     for count in sizes:
         runs = [flood(count, big) for _ in range(settings.repeats)]
-        figures = {key: median([run[key] for run in runs]) for key in runs[0]}
+        figures = median_runs(runs)
         note(f"{NAME}: {count} fragments, {figures['us_per_fragment']:.1f} us/fragment")
         rows.append((count, figures))
     first = rows[0][1]["us_per_fragment"]

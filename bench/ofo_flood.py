@@ -23,7 +23,7 @@ from pystack.stack import Stack
 from pystack.wire.ipv4 import PROTO_TCP, build_ipv4_header
 from pystack.wire.tcp import ACK, build_tcp
 
-from .common import Settings, Table, median, note, ratio
+from .common import Settings, Table, median_runs, note, ratio
 
 NAME = "ofo_flood"
 NEEDS_ROOT = False
@@ -114,7 +114,7 @@ def run(settings: Settings) -> Table:
     rows = []
     for holes in sizes:
         runs = [flood(holes, big) for _ in range(settings.repeats)]
-        figures = {key: median([run[key] for run in runs]) for key in runs[0]}
+        figures = median_runs(runs)
         note(f"{NAME}: {holes} holes, {figures['us_per_segment']:.1f} us/segment")
         rows.append((holes, figures))
     first_tail = rows[0][1]["us_tail"]

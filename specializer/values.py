@@ -67,6 +67,15 @@ class Constants:
         if key in self.by_id:
             return self.by_id[key]
         base = _identifier(hint or self.hints.get(id(value)) or self.default_hint(value))
+        return self._bind(key, base, value)
+
+    def named(self, name: str, value: int) -> str:
+        """A module's named int constant (``ESTABLISHED``), under its own name when free."""
+        key = ("named", name, value)
+        return self.by_id[key] if key in self.by_id else self._bind(key, name, value)
+
+    def _bind(self, key: object, base: str, value: object) -> str:
+        """Give ``value`` the first free name of ``base``, ``base_1``, ... and remember it by ``key``."""
         counter = self._counts.setdefault(base, itertools.count())
         index = next(counter)
         name = base if index == 0 else f"{base}_{index}"
@@ -75,19 +84,6 @@ class Constants:
         self.by_id[key] = name
         self.values[name] = value
         return name
-
-    def named(self, name: str, value: int) -> str:
-        """A module's named int constant (``ESTABLISHED``), under its own name when free."""
-        key = ("named", name, value)
-        if key not in self.by_id:
-            counter = self._counts.setdefault(name, itertools.count())
-            index = next(counter)
-            chosen = name if index == 0 else f"{name}_{index}"
-            while chosen in self.values or self.reserved(chosen):
-                chosen = f"{name}_{next(counter)}"
-            self.by_id[key] = chosen
-            self.values[chosen] = value
-        return self.by_id[key]
 
     @staticmethod
     def key(value: Any) -> Any:
