@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
+
+from pystack.host.netns import sigterm_as_interrupt
 
 from . import (
     common,
@@ -146,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-MAIN_PID = os.getpid()
 
 
 def interrupted(exc: BaseException) -> bool:
@@ -156,22 +156,8 @@ def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt)
 
 
-def on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM takes the same way out as Ctrl-C, so namespaces are removed either way.
-
-    Only in this process: pyroute2 forks helpers (namespace creation) and
-    stops them with SIGTERM; a forked copy must die at once, not unwind
-    through our cleanup and remove the namespace it just created.
-    """
-    if os.getpid() != MAIN_PID:
-        os._exit(128 + signum)
-    signal.raise_signal(signal.SIGINT)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    # Ctrl-C interrupts even when started in the background (where SIGINT comes ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    sigterm_as_interrupt()
     try:
         args = build_parser().parse_args(argv)
         check(args)

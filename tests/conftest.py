@@ -13,11 +13,18 @@ from collections import Counter
 import pytest
 
 from conformance.cli import SHARED_ENV, shared_folders
+from pystack.host.netns import sigterm_as_interrupt
 
 _KEY = "packetdrill"
 _COUNTED = {"passed": "passed", "known mismatch": "known mismatches", "new mismatch": "new mismatches",
             "skipped": "skipped", "fixed": "fixed (listed, but pass)",
             "regression": "regressions (known to pass, now fail)"}
+
+
+def pytest_sessionstart(session):
+    """A suite stopped with SIGTERM unwinds as after Ctrl-C (the namespaces of the TUN tests go)
+    and runs no further test."""
+    sigterm_as_interrupt(lambda: setattr(session, "shouldstop", "SIGTERM"))
 
 
 @pytest.fixture

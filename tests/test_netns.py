@@ -183,3 +183,22 @@ def test_tun_without_net_admin_says_why() -> None:
     )
     assert "root or CAP_NET_ADMIN" in result.stdout and "sudo" in result.stdout
     assert issubclass(NeedsNetAdmin, PermissionError)
+
+
+def test_sigterm_unwinds_as_ctrl_c(tmp_path):
+    """sigterm_as_interrupt: SIGTERM runs the cleanup (finally blocks: where namespaces are
+    removed) and the extra callback, instead of killing the process on the spot."""
+    marker = tmp_path / "cleaned"
+    code = (
+        "import os, signal, sys\n"
+        "from pystack.host.netns import sigterm_as_interrupt\n"
+        "sigterm_as_interrupt(lambda: print('asked to stop', flush=True))\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    signal.pause()\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(3)\n"
+        f"finally:\n    open({str(marker)!r}, 'w').close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and marker.exists() and "asked to stop" in done.stdout

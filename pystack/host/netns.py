@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket as _socket
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -34,6 +35,29 @@ class NeedsNetAdmin(PermissionError):
             "run it with sudo, or use the in-memory mode (python -m demos.memory_demo)"
         )
         super().__init__(f"{message} [{detail}]" if detail else message)
+
+
+def sigterm_as_interrupt(also: Callable[[], object] | None = None) -> None:
+    """From now on SIGTERM takes the same way out as Ctrl-C in this process, so the namespaces
+    it made are removed either way (bench, the test suite); ``also`` is called first (the
+    test suite asks pytest to stop, as an interrupt wrapped in trio's exception group is a
+    failure to pytest).
+
+    Only in this process: pyroute2 forks helpers (namespace creation) and stops them with
+    SIGTERM; a forked copy must die at once, not unwind through our cleanup and remove the
+    namespace it just created.
+    """
+    owner = os.getpid()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        if also is not None:
+            also()
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def why_not() -> str | None:
